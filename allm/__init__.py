@@ -1,0 +1,97 @@
+"""allm: one call surface for LLM providers, with streaming as the primitive.
+
+::
+
+    import allm
+    from allm.providers import Fake
+
+    engine = allm.Engine(adapter=Fake(script=["Hello!"]), model="fake")
+    resp = allm.generate(engine, allm.request([allm.user("Hi")]))
+    assert resp.output_text == "Hello!"
+
+See ``guides/getting_started.md``.
+"""
+
+from . import events, keys
+from .api import (
+    AsyncEventStream,
+    EventStream,
+    agenerate,
+    alist_models,
+    astream_generate,
+    generate,
+    list_models,
+    stream_generate,
+)
+from .engine import Engine
+from .errors import AdapterError, AllmError, EngineError, SessionError, ToolError, ValidationError
+from .fold import Collector
+from .policy import RetryInfo, RetryPolicy, Timeouts
+from .types import (
+    ChatResult,
+    Image,
+    ImagePart,
+    Message,
+    ReasoningPart,
+    Request,
+    Response,
+    ResponseFormat,
+    Step,
+    TextPart,
+    Thread,
+    Tool,
+    ToolCall,
+    Usage,
+    assistant,
+    json_schema,
+    request,
+    system,
+    tool_result,
+    user,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterError",
+    "AllmError",
+    "AsyncEventStream",
+    "ChatResult",
+    "Collector",
+    "Engine",
+    "EngineError",
+    "EventStream",
+    "Image",
+    "ImagePart",
+    "Message",
+    "ReasoningPart",
+    "Request",
+    "Response",
+    "ResponseFormat",
+    "RetryInfo",
+    "RetryPolicy",
+    "SessionError",
+    "Step",
+    "TextPart",
+    "Thread",
+    "Timeouts",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "Usage",
+    "ValidationError",
+    "agenerate",
+    "alist_models",
+    "assistant",
+    "astream_generate",
+    "events",
+    "generate",
+    "json_schema",
+    "keys",
+    "list_models",
+    "request",
+    "stream_generate",
+    "system",
+    "tool_result",
+    "user",
+]

@@ -1,0 +1,86 @@
+"""The :class:`Engine`: which adapter, which model, which tools and policies. A value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from .policy import RetryPolicy, Timeouts
+from .providers.base import Adapter
+from .types import Tool, _as_tuple
+
+__all__ = ["Engine"]
+
+_DEFAULTABLE = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "stop_sequences",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "tool_choice",
+        "response_format",
+    }
+)
+
+
+def _check_defaults(_inst: Any, _attr: Any, value: Mapping[str, Any]) -> None:
+    unknown = set(value) - _DEFAULTABLE
+    if unknown:
+        raise ValueError(f"Engine(defaults=...) accepts {sorted(_DEFAULTABLE)}, not {sorted(unknown)}")
+
+
+@attrs.frozen
+class Engine:
+    """What every call made with it shares; an immutable value, safe to share across tenants.
+
+    - ``adapter``: a provider adapter (``allm.providers.OpenAI()``, ``Fake(...)``...).
+    - ``model``: the default model; a request's own ``model`` wins.
+    - ``tools``: tools offered on every call (a request's tool of the same name wins).
+    - ``defaults``: request fields used when the request leaves them unset
+      (``{"temperature": 0, "max_tokens": 512}``).
+    - ``retry``, ``timeouts``: see :class:`~allm.policy.RetryPolicy` and
+      :class:`~allm.policy.Timeouts`; each call may override them.
+    - ``context``: handed to tool handlers that take a context argument.
+
+    An engine never holds a key: pass ``api_key=`` per call or use :mod:`allm.keys`.
+    """
+
+    adapter: Adapter
+    model: str | None = None
+    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_as_tuple)
+    defaults: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_defaults)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    context: Mapping[str, Any] = attrs.field(factory=dict)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def with_model(self, model: str) -> Engine:
+        return attrs.evolve(self, model=model)
+
+    def with_tools(self, *tools: Tool) -> Engine:
+        """A new engine whose tools are these plus the current ones (same name: the new one wins)."""
+        return attrs.evolve(self, tools=merge_tools(self.tools, tools))
+
+    def with_adapter(self, adapter: Adapter) -> Engine:
+        return attrs.evolve(self, adapter=adapter)
+
+    def tool(self, name: str) -> Tool | None:
+        for t in self.tools:
+            if t.name == name:
+                return t
+        return None
+
+
+def merge_tools(base: Iterable[Tool], override: Iterable[Tool]) -> tuple[Tool, ...]:
+    """Tools of ``base`` with same-named ones replaced in place by ``override``; new ones appended."""
+    override = tuple(override)
+    by_name = {t.name: t for t in override}
+    out = [by_name.pop(t.name, t) for t in base]
+    out.extend(t for t in override if t.name in by_name)
+    return tuple(out)

@@ -1,0 +1,315 @@
+"""The error hierarchy.
+
+Every error is an :class:`AllmError` with a ``reason`` from a closed set, the
+provider's own message, and (for provider failures) the HTTP ``status``,
+``retry_after`` in seconds when the provider sent one, and the provider's request
+id. Errors are values too: they pickle, compare by content and round-trip through
+:mod:`allm.codec`. No error ever carries an API key: provider messages are passed
+through :func:`redact` before they are stored.
+
+===================  ==========================================================
+class                reasons
+===================  ==========================================================
+AdapterError         rate_limited, authentication_failed, permission_denied,
+                     not_found, invalid_request, context_length_exceeded,
+                     content_filter, provider_unavailable, timeout,
+                     network_error, malformed_response, unsupported_feature,
+                     no_scripted_response, unknown
+EngineError          missing_adapter, missing_model, missing_key, unknown_tool,
+                     invalid_engine, unsupported_response_format,
+                     unsupported_operation
+ValidationError      invalid_request, invalid_message, invalid_tool,
+                     invalid_image, invalid_thread, invalid_session,
+                     invalid_output
+ToolError            handler_raised, timeout, invalid_return, not_found,
+                     invalid_arguments, encoding_failed
+SessionError         session_in_error_state, invalid_status,
+                     unknown_tool_call_id
+===================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "AdapterError",
+    "AllmError",
+    "EngineError",
+    "SessionError",
+    "ToolError",
+    "ValidationError",
+    "redact",
+]
+
+# Provider key shapes: OpenAI/OpenRouter/Anthropic ("sk-..."), Google ("AIza...", "ya29."),
+# bearer tokens echoed back in messages.
+_KEY_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]{10,}|"
+    r"(?i:bearer)\s+[A-Za-z0-9_\-.=]{8,})"
+)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with provider key patterns and each of ``secrets`` replaced by ``[redacted]``."""
+    for s in secrets:
+        if s and len(s) >= 4 and s in text:
+            text = text.replace(s, "[redacted]")
+    return _KEY_PATTERNS.sub("[redacted]", text)
+
+
+class AllmError(Exception):
+    """Base of every error allm raises or reports.
+
+    Attributes: ``reason`` (str, from the class's closed set), ``message`` (str),
+    ``provider`` (str or None), ``status`` (HTTP status or None), ``retry_after``
+    (seconds, float or None), ``request_id`` (the provider's, or None),
+    ``metadata`` (JSON-native mapping).
+    """
+
+    reasons: ClassVar[frozenset[str]] = frozenset({"unknown"})
+    default_reason: ClassVar[str] = "unknown"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reason: str | None = None,
+        provider: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        reason = reason or self.default_reason
+        if reason not in self.reasons:
+            raise ValueError(
+                f"{type(self).__name__} has no reason {reason!r}; expected one of {sorted(self.reasons)}"
+            )
+        self.reason = reason
+        self.message = redact(message)
+        self.provider = provider
+        self.status = status
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.metadata: Mapping[str, Any] = dict(metadata) if metadata else {}
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        where = f" [{self.provider}" + (f" {self.status}" if self.status else "") + "]" if self.provider else ""
+        return f"{self.reason}{where}: {self.message}" if self.message else f"{self.reason}{where}"
+
+    def __repr__(self) -> str:
+        parts = [f"reason={self.reason!r}", f"message={self.message!r}"]
+        for name in ("provider", "status", "retry_after", "request_id"):
+            v = getattr(self, name)
+            if v is not None:
+                parts.append(f"{name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-native form; :meth:`from_dict` restores it."""
+        return {
+            "class": type(self).__name__,
+            "reason": self.reason,
+            "message": self.message,
+            "provider": self.provider,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "request_id": self.request_id,
+            "metadata": dict(self.metadata),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> AllmError:
+        cls = _CLASSES.get(str(data.get("class")), AllmError)
+        return cls(
+            str(data.get("message", "")),
+            reason=data.get("reason"),
+            provider=data.get("provider"),
+            status=data.get("status"),
+            retry_after=data.get("retry_after"),
+            request_id=data.get("request_id"),
+            metadata=data.get("metadata") or None,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AllmError.from_dict, (self.to_dict(),))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AllmError):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.reason, self.message, self.status))
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same call again may succeed (rate limits, overload, timeouts)."""
+        return self.reason in _RETRYABLE_REASONS
+
+
+_RETRYABLE_REASONS = frozenset({"rate_limited", "provider_unavailable", "timeout", "network_error"})
+
+
+class AdapterError(AllmError):
+    """A provider refused or failed a call, or its answer could not be read."""
+
+    reasons = frozenset(
+        {
+            "rate_limited",
+            "authentication_failed",
+            "permission_denied",
+            "not_found",
+            "invalid_request",
+            "context_length_exceeded",
+            "content_filter",
+            "provider_unavailable",
+            "timeout",
+            "network_error",
+            "malformed_response",
+            "unsupported_feature",
+            "no_scripted_response",
+            "unknown",
+        }
+    )
+
+
+class EngineError(AllmError):
+    """The engine cannot make the call: no key, no model, an unknown tool..."""
+
+    reasons = frozenset(
+        {
+            "missing_adapter",
+            "missing_model",
+            "missing_key",
+            "unknown_tool",
+            "invalid_engine",
+            "unsupported_response_format",
+            "unsupported_operation",
+            "unknown",
+        }
+    )
+
+
+class ValidationError(AllmError, ValueError):
+    """Input rejected before anything was sent (a bad message, image, tool or session)."""
+
+    reasons = frozenset(
+        {
+            "invalid_request",
+            "invalid_message",
+            "invalid_tool",
+            "invalid_image",
+            "invalid_thread",
+            "invalid_session",
+            "invalid_output",
+            "unknown",
+        }
+    )
+    default_reason = "invalid_request"
+
+
+class ToolError(AllmError):
+    """A tool call failed: its handler raised, timed out, or its arguments were invalid."""
+
+    reasons = frozenset(
+        {
+            "handler_raised",
+            "timeout",
+            "invalid_return",
+            "not_found",
+            "invalid_arguments",
+            "encoding_failed",
+            "unknown",
+        }
+    )
+    default_reason = "handler_raised"
+
+
+class SessionError(AllmError):
+    """An operation that a session's status does not allow, or unknown data for it."""
+
+    reasons = frozenset({"session_in_error_state", "invalid_status", "unknown_tool_call_id", "unknown"})
+
+
+_CLASSES: dict[str, type[AllmError]] = {
+    c.__name__: c for c in (AllmError, AdapterError, EngineError, ValidationError, ToolError, SessionError)
+}
+
+
+def from_status(
+    status: int,
+    message: str,
+    *,
+    provider: str | None,
+    code: str | None = None,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> AdapterError:
+    """Classify an HTTP error status (plus a provider error ``code``/``type``) into a reason."""
+    c = (code or "").lower()
+    m = message.lower()
+    if (
+        "context_length" in c
+        or "context_window" in c
+        or "exceed_context" in c
+        or "prompt is too long" in m
+        or "context length" in m
+        or "context window" in m
+        or "exceeds the available context" in m
+        or "maximum context" in m
+    ):
+        reason = "context_length_exceeded"
+    elif status == 401 or "invalid_api_key" in c or "authentication_error" in c:
+        reason = "authentication_failed"
+    elif status == 403 or "permission_error" in c:
+        reason = "permission_denied"
+    elif status == 404 or "not_found_error" in c:
+        reason = "not_found"
+    elif status == 429 or "rate_limit" in c:
+        reason = "rate_limited"
+    elif status == 408:
+        reason = "timeout"
+    elif status == 529 or "overloaded" in c or status >= 500:
+        reason = "provider_unavailable"
+    elif status == 409:
+        reason = "provider_unavailable"
+    elif 400 <= status < 500:
+        reason = "invalid_request"
+    else:
+        reason = "unknown"
+    return AdapterError(
+        message, reason=reason, provider=provider, status=status, retry_after=retry_after, request_id=request_id
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = lower.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    import datetime as _dt
+
+    now = _dt.datetime.now(when.tzinfo or _dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())

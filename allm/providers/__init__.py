@@ -1,0 +1,38 @@
+"""Provider adapters. Each loads on first use, so ``import allm`` stays fast.
+
+- :class:`OpenAI`: the OpenAI API (Chat Completions).
+- :class:`OpenAICompatible`: any Chat Completions server (OpenRouter, Ollama,
+  llama.cpp's ``llama-server``, vLLM) as a dialect.
+- :class:`Fake`: a scripted provider for tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .fake import Fake
+    from .openai_chat import Dialect, OpenAI, OpenAICompatible
+
+__all__ = ["Dialect", "Fake", "OpenAI", "OpenAICompatible"]
+
+_WHERE = {
+    "Fake": ".fake",
+    "OpenAI": ".openai_chat",
+    "OpenAICompatible": ".openai_chat",
+    "Dialect": ".openai_chat",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'allm.providers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

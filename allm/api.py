@@ -29,7 +29,7 @@ from .events import Error, Event, RawChunk, TextDelta, ToolCallDelta
 from .fold import Collector
 from .policy import Attempts, RetryInfo, RetryPolicy, Timeouts
 from .providers.base import Delay, HttpAdapter, LocalAdapter
-from .types import Message, Request, Response, Thread
+from .types import Embeddings, Message, Request, Response, Thread, Usage
 from .types import request as make_request
 
 if TYPE_CHECKING:
@@ -39,8 +39,10 @@ __all__ = [
     "AsyncEventStream",
     "EventStream",
     "agenerate",
+    "aembed",
     "alist_models",
     "astream_generate",
+    "embed",
     "generate",
     "list_models",
     "stream_generate",
@@ -486,3 +488,86 @@ async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[st
 
     _status, _headers, body = await aiter_once(plan)
     return plan.adapter.decode_list_models(body)  # type: ignore[attr-defined,no-any-return]
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+def _embed_plans(
+    engine: Engine, texts: Sequence[str], model: str | None, dimensions: int | None, api_key: str | None
+) -> tuple[Any, list[Plan]]:
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a list of texts; wrap a single text in a list")
+    adapter = engine.adapter
+    enc = getattr(adapter, "encode_embed", None)
+    if enc is None or not isinstance(adapter, HttpAdapter):
+        raise EngineError(f"{type(adapter).__name__} cannot embed", reason="unsupported_operation")
+    model = model or engine.model
+    if not model:
+        raise EngineError("no embedding model: pass model= or set Engine(model=...)", reason="missing_model")
+    spec = adapter.key_spec
+    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
+    size = int(getattr(adapter, "embed_batch_size", 0) or len(texts) or 1)
+    from ._transport import Plan
+
+    plans = []
+    for i in range(0, len(texts), size):
+        call = enc(list(texts[i : i + size]), model=model, dimensions=dimensions)
+        headers = dict(call.headers)
+        headers.update(adapter.auth_headers(key))
+        plans.append(Plan(adapter, call, headers, key, retry=engine.retry, timeouts=engine.timeouts))
+    return adapter, plans
+
+
+def _join(parts: list[Embeddings]) -> Embeddings:
+    vectors: list[tuple[float, ...]] = []
+    usage = Usage()
+    model = None
+    for p in parts:
+        vectors.extend(p.vectors)
+        usage = usage + p.usage
+        model = model or p.model
+    return Embeddings(tuple(vectors), model, usage)
+
+
+def embed(
+    engine: Engine,
+    texts: Sequence[str],
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    api_key: str | None = None,
+) -> Embeddings:
+    """Embed ``texts`` (a list of strings): one vector per text, in order.
+
+    Lists longer than the provider's batch size are sent in several requests;
+    ``usage`` sums them. ``model`` defaults to the engine's; ``dimensions`` asks for
+    shorter vectors where the provider supports it. Raises
+    :class:`~allm.errors.AdapterError` on a provider error and
+    :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
+    without embeddings.
+    """
+    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
+    if not plans:
+        return Embeddings((), model or engine.model, Usage())
+    from ._transport import iter_once
+
+    return _join([adapter.decode_embed(iter_once(p)[2]) for p in plans])
+
+
+async def aembed(
+    engine: Engine,
+    texts: Sequence[str],
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    api_key: str | None = None,
+) -> Embeddings:
+    """The async twin of :func:`embed` (batches are sent concurrently)."""
+    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
+    if not plans:
+        return Embeddings((), model or engine.model, Usage())
+    from ._transport import aiter_once
+
+    bodies = await asyncio.gather(*(aiter_once(p) for p in plans))
+    return _join([adapter.decode_embed(b[2]) for b in bodies])

@@ -256,6 +256,7 @@ def _register_core() -> None:
         t.ReasoningPart,
         t.Step,
         t.ChatResult,
+        t.Embeddings,
         Engine,
         RetryPolicy,
         Timeouts,

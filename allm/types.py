@@ -25,6 +25,7 @@ import attrs
 
 __all__ = [
     "ChatResult",
+    "Embeddings",
     "FinishReason",
     "Image",
     "ImagePart",
@@ -523,3 +524,22 @@ def request(messages: Thread | Iterable[Message] | str, **fields: Any) -> Reques
         if not isinstance(m, Message):
             raise TypeError(f"messages must be Message values, got {type(m).__name__}")
     return Request(messages=msgs, **fields)
+
+
+@attrs.frozen
+class Embeddings:
+    """Vectors for a list of texts, in input order.
+
+    ``vectors[i]`` is the embedding of ``texts[i]`` (floats); ``usage.input_tokens``
+    counts the tokens read, summed over batches.
+    """
+
+    vectors: tuple[tuple[float, ...], ...] = attrs.field(default=(), converter=_as_tuple)
+    model: str | None = None
+    usage: Usage = attrs.field(factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __getitem__(self, i: int) -> tuple[float, ...]:
+        return self.vectors[i]

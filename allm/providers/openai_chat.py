@@ -11,7 +11,10 @@ Ollama/OpenRouter). Sans-IO: nothing here touches the network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +23,7 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
+from ..types import Embeddings, ImagePart, Message, Request, TextPart, Tool, Usage
 from .base import Assembler, HttpCall, KeySpec, malformed
 
 __all__ = ["DIALECTS", "ChatDecoder", "Dialect", "OpenAI", "OpenAICompatible"]
@@ -476,6 +479,16 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
     return out
 
 
+def _vector(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        arr = array("f")
+        arr.frombytes(base64.b64decode(value))
+        if sys.byteorder != "little":
+            arr.byteswap()
+        return tuple(arr)
+    return tuple(float(x) for x in value)
+
+
 # ------------------------------------------------------------------------------ adapters
 
 
@@ -530,6 +543,31 @@ class _ChatAdapter:
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
         return error_from_body(self._dialect().provider, status, headers, body)
+
+    # -- embeddings (POST /embeddings), https://platform.openai.com/docs/api-reference/embeddings
+
+    embed_batch_size = 2048
+
+    def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall:
+        d = self._dialect()
+        body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "base64"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        headers = {"content-type": "application/json", "accept": "application/json", **d.headers, **self._extra_headers()}
+        return HttpCall("POST", self._base_url().rstrip("/") + "/embeddings", headers, orjson.dumps(body), False, d.provider, model)
+
+    def decode_embed(self, body: bytes) -> Embeddings:
+        """An ``embedding`` list (float arrays or base64 little-endian float32) in input order."""
+        provider = self._dialect().provider
+        try:
+            data = orjson.loads(body)
+            items = sorted(data["data"], key=lambda x: x.get("index", 0))
+            vectors = tuple(_vector(it["embedding"]) for it in items)
+            u = data.get("usage") or {}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise malformed(provider, f"unexpected embeddings body ({type(exc).__name__}: {exc})") from None
+        usage = Usage(input_tokens=u.get("prompt_tokens"), total_tokens=u.get("total_tokens"))
+        return Embeddings(vectors, data.get("model"), usage)
 
     # -- models list (GET /models)
 

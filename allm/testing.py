@@ -1,0 +1,139 @@
+"""Helpers for testing code that uses allm, without a network or a key.
+
+Script entries for :class:`~allm.providers.Fake`::
+
+    from allm.testing import text, tool_call, usage, finish, error, delay
+
+    fake = Fake(scripts=[
+        [tool_call("lookup", {"q": "allm"})],
+        [text("Found it."), usage(input_tokens=10, output_tokens=3)],
+    ])
+
+and a few conveniences: :func:`fake_engine` builds an engine around a script,
+:func:`collect` lists a stream's events, :func:`event_types` names them (handy in
+assertions about order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .engine import Engine
+from .events import Event
+from .providers.fake import (
+    DelayEntry,
+    ErrorEntry,
+    Fake,
+    FinishEntry,
+    RawChunkEntry,
+    ReasoningEntry,
+    TextEntry,
+    ToolCallDeltaEntry,
+    ToolCallEntry,
+    UsageEntry,
+)
+from .types import Usage
+
+__all__ = [
+    "collect",
+    "delay",
+    "error",
+    "event_types",
+    "fake_engine",
+    "finish",
+    "raw_chunk",
+    "reasoning",
+    "text",
+    "tool_call",
+    "tool_call_delta",
+    "usage",
+]
+
+
+def text(value: str) -> TextEntry:
+    """Answer text (one ``TextDelta``). A plain string in a script means the same."""
+    return TextEntry(value)
+
+
+def reasoning(value: str, signature: str | None = None) -> ReasoningEntry:
+    """Model reasoning (a ``ReasoningDelta``), optionally with a provider signature."""
+    return ReasoningEntry(value, signature)
+
+
+def tool_call(
+    name: str, arguments: Mapping[str, Any] | None = None, *, id: str | None = None, raw_arguments: str | None = None
+) -> ToolCallEntry:
+    """A complete tool call. ``id`` defaults to ``call_1``, ``call_2``... per Fake.
+    ``raw_arguments`` sends exact JSON text (for example invalid JSON, to test errors)."""
+    return ToolCallEntry(name, dict(arguments) if arguments is not None else None, id, raw_arguments)
+
+
+def tool_call_delta(id: str, arguments_delta: str, *, name: str | None = None) -> ToolCallDeltaEntry:
+    """A fragment of a streamed tool call's arguments; the call completes at the end of the script."""
+    return ToolCallDeltaEntry(id, arguments_delta, name)
+
+
+def usage(
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    *,
+    cached_input_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+    total_tokens: int | None = None,
+) -> UsageEntry:
+    """Token usage reported by the call (counters left ``None`` stay unreported)."""
+    if total_tokens is None and input_tokens is not None and output_tokens is not None:
+        total_tokens = input_tokens + output_tokens
+    return UsageEntry(
+        Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            reasoning_tokens=reasoning_tokens,
+            total_tokens=total_tokens,
+        )
+    )
+
+
+def raw_chunk(data: Any) -> RawChunkEntry:
+    """A raw provider chunk (seen only with ``include_raw_chunks=True``)."""
+    return RawChunkEntry(data)
+
+
+def finish(reason: str = "stop") -> FinishEntry:
+    """End the call with this raw finish reason (``stop``, ``length``, ``content_filter``...)."""
+    return FinishEntry(reason)
+
+
+def error(
+    reason: str = "provider_unavailable",
+    message: str = "scripted error",
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    before_stream: bool = False,
+) -> ErrorEntry:
+    """A failure: mid-stream by default (an ``Error`` event), or ``before_stream=True``
+    to fail the call before any event (retried when the reason is retryable).
+    ``reason`` is an :class:`~allm.errors.AdapterError` reason."""
+    return ErrorEntry(reason, message, status, retry_after, before_stream)
+
+
+def delay(seconds: float) -> DelayEntry:
+    """Pause before the next entry (counts against the engine's deadlines)."""
+    return DelayEntry(seconds)
+
+
+def fake_engine(*scripts: Sequence[Any], model: str = "fake", **engine_fields: Any) -> Engine:
+    """An engine on a Fake with one script per call: ``fake_engine(["hi"], ["again"])``."""
+    return Engine(adapter=Fake(scripts=list(scripts)), model=model, **engine_fields)
+
+
+def collect(events: Iterable[Event]) -> list[Event]:
+    return list(events)
+
+
+def event_types(events: Iterable[Event]) -> list[str]:
+    """Class names of the events, in order."""
+    return [type(e).__name__ for e in events]

@@ -284,8 +284,7 @@ def iter_events(plan: Plan) -> Iterator[Event]:
                                 _drain(it)
                             if out:
                                 _deadline.set(None)
-                                for ev in out:
-                                    yield ev
+                                yield from out
                                 if dec.failed:
                                     return
                                 st.wait_start = _now()

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +218,7 @@ def _iter_local(plan: _Local) -> Iterator[Event]:
         else:
             for item in source:
                 if type(item) is Delay:
-                    err = _local_sleep(st, item.seconds, time.sleep)  # type: ignore[union-attr]
+                    err = _local_sleep(st, item.seconds, time.sleep)
                     if err is not None:
                         break
                     continue
@@ -264,7 +264,7 @@ async def _aiter_local(plan: _Local) -> AsyncIterator[Event]:
         else:
             for item in source:
                 if type(item) is Delay:
-                    secs = item.seconds  # type: ignore[union-attr]
+                    secs = item.seconds
                     now = time.monotonic()
                     d = st.deadline()
                     if d is not None and now + secs >= d:
@@ -449,7 +449,7 @@ async def agenerate(engine: Engine, request: RequestLike, *, api_key: str | None
 def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
     adapter = engine.adapter
     if isinstance(adapter, LocalAdapter):
-        return [engine.model or getattr(adapter, "model", "fake")]
+        return [str(engine.model or getattr(adapter, "model", "fake"))]
     enc = getattr(adapter, "encode_list_models", None)
     if enc is None:
         raise EngineError(f"{type(adapter).__name__} cannot list models", reason="unsupported_operation")

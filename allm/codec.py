@@ -87,22 +87,27 @@ def _converter() -> Any:
 
     c.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
     c.register_structure_hook(bytes, lambda v, _: base64.b64decode(v))
-    is_frozenset = lambda tp: get_origin(tp) is frozenset  # noqa: E731
+    def is_frozenset(tp: Any) -> bool:
+        return get_origin(tp) is frozenset
+
+    def is_meta(tp: Any) -> bool:
+        return bool(tp == Mapping[str, Any])
+
     c.register_unstructure_hook_func(is_frozenset, lambda s: sorted(s))
     c.register_structure_hook_func(is_frozenset, lambda v, tp: frozenset(c.structure(x, get_args(tp)[0]) for x in v))
-    is_meta = lambda tp: tp == Mapping[str, Any]  # noqa: E731
     c.register_unstructure_hook_func(is_meta, _enc_mapping)
     c.register_structure_hook_func(is_meta, _dec_mapping)
 
     # Parts: tagged by "type".
     part_tags = {t.TextPart: "text", t.ImagePart: "image", t.ReasoningPart: "reasoning"}
-    configure_tagged_union(t.Part, c, tag_generator=lambda cls: part_tags[cls], tag_name="type")
+    part_union: Any = t.Part
+    configure_tagged_union(part_union, c, tag_generator=lambda cls: part_tags[cls], tag_name="type")
 
     def unstructure_content(v: Any) -> Any:
-        return v if isinstance(v, str) else [c.unstructure(p, t.Part) for p in v]
+        return v if isinstance(v, str) else [c.unstructure(p, part_union) for p in v]
 
     def structure_content(v: Any, _: Any) -> Any:
-        return v if isinstance(v, str) else tuple(c.structure(p, t.Part) for p in v)
+        return v if isinstance(v, str) else tuple(c.structure(p, part_union) for p in v)
 
     content_type = Union[str, tuple[t.Part, ...]]
     c.register_unstructure_hook(content_type, unstructure_content)

@@ -274,9 +274,7 @@ def from_status(
         reason = "rate_limited"
     elif status == 408:
         reason = "timeout"
-    elif status == 529 or "overloaded" in c or status >= 500:
-        reason = "provider_unavailable"
-    elif status == 409:
+    elif status == 529 or "overloaded" in c or status >= 500 or status == 409:
         reason = "provider_unavailable"
     elif 400 <= status < 500:
         reason = "invalid_request"
@@ -311,5 +309,5 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
     import datetime as _dt
 
-    now = _dt.datetime.now(when.tzinfo or _dt.timezone.utc)
+    now = _dt.datetime.now(when.tzinfo or _dt.UTC)
     return max(0.0, (when - now).total_seconds())

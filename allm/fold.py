@@ -67,61 +67,62 @@ class Collector:
         self._tool_calls: list[ToolCall] = []
 
     def apply(self, ev: Event) -> None:
+        # ``type(ev) is X`` then a typed alias: the cheapest dispatch on the hot path.
         t = type(ev)
         if t is TextDelta:
-            assert isinstance(ev, TextDelta)
-            if self._cur is None or self._cur_id != ev.id:
+            td: TextDelta = ev  # type: ignore[assignment]
+            if self._cur is None or self._cur_id != td.id:
                 self._cur = []
-                self._cur_id = ev.id
-                self._blocks.append(["text", ev.id, self._cur])
-            self._cur.append(ev.delta)
+                self._cur_id = td.id
+                self._blocks.append(["text", td.id, self._cur])
+            self._cur.append(td.delta)
         elif t is MessageCompleted:
-            assert isinstance(ev, MessageCompleted)
-            self.completed = ev
-            if ev.usage is not None:
-                self.usage = ev.usage
+            mc: MessageCompleted = ev  # type: ignore[assignment]
+            self.completed = mc
+            if mc.usage is not None:
+                self.usage = mc.usage
         elif t is RawChunk:
-            assert isinstance(ev, RawChunk)
-            u = ev.usage
+            rc: RawChunk = ev  # type: ignore[assignment]
+            u = rc.usage
             if u is not None:
                 self.usage = u if self.usage is None else self.usage.merge(u)
         elif t is TextCompleted:
-            assert isinstance(ev, TextCompleted)
+            tc: TextCompleted = ev  # type: ignore[assignment]
             # The completed text is authoritative (deltas may have been filtered out).
-            if self._cur is not None and self._cur_id == ev.id:
-                self._blocks[-1][2] = [ev.text]
+            if self._cur is not None and self._cur_id == tc.id:
+                self._blocks[-1][2] = [tc.text]
             else:
-                self._blocks.append(["text", ev.id, [ev.text]])
+                self._blocks.append(["text", tc.id, [tc.text]])
             self._cur = None
             self._cur_id = None
         elif t is ReasoningDelta:
-            assert isinstance(ev, ReasoningDelta)
-            blk = self._reasoning.get(ev.id)
+            rd: ReasoningDelta = ev  # type: ignore[assignment]
+            blk = self._reasoning.get(rd.id)
             if blk is None:
-                blk = ["reasoning", ev.id, []]
-                self._reasoning[ev.id] = blk
+                blk = ["reasoning", rd.id, []]
+                self._reasoning[rd.id] = blk
                 self._blocks.append(blk)
-            blk[2].append(ev.delta)
+            blk[2].append(rd.delta)
         elif t is ReasoningCompleted:
-            assert isinstance(ev, ReasoningCompleted)
-            rblk = self._reasoning.pop(ev.id, None)
+            rcp: ReasoningCompleted = ev  # type: ignore[assignment]
+            rblk = self._reasoning.pop(rcp.id, None)
             if rblk is None:
-                self._blocks.append(["part", ev.id, ev.part])
+                self._blocks.append(["part", rcp.id, rcp.part])
             else:
                 rblk[0] = "part"
-                rblk[2] = ev.part
+                rblk[2] = rcp.part
         elif t is ToolCallCompleted:
-            assert isinstance(ev, ToolCallCompleted)
-            self._tool_calls.append(ev.tool_call)
+            tcc: ToolCallCompleted = ev  # type: ignore[assignment]
+            self._tool_calls.append(tcc.tool_call)
         elif t is MessageStarted:
-            assert isinstance(ev, MessageStarted)
-            self.id = ev.id
-            self.model = ev.model
-            self.warnings = ev.warnings
+            ms: MessageStarted = ev  # type: ignore[assignment]
+            self.id = ms.id
+            self.model = ms.model
+            self.warnings = ms.warnings
         elif t is Error:
-            assert isinstance(ev, Error)
+            er: Error = ev  # type: ignore[assignment]
             if self.error is None:
-                self.error = ev
+                self.error = er
 
     def fold(self, events: Iterable[Event]) -> Response:
         apply = self.apply

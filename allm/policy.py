@@ -90,8 +90,9 @@ def retry_delay(
     if attempt >= policy.max_attempts or not should_retry(policy, error):
         return None
     if policy.respect_retry_after and error.retry_after is not None and error.retry_after > 0:
-        return min(error.retry_after, policy.retry_after_cap) * (1.0 + policy.jitter * rand() * 0.1)
-    base = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
+        wait: float = min(float(error.retry_after), policy.retry_after_cap)
+        return wait * (1.0 + policy.jitter * rand() * 0.1)
+    base = min(policy.max_delay, policy.base_delay * (2.0 ** (attempt - 1)))
     return base * (1.0 + policy.jitter * rand())
 
 

@@ -24,7 +24,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import attrs
 import orjson
@@ -157,7 +157,7 @@ def malformed(provider: str, why: str) -> AdapterError:
 
 
 class _Text:
-    __slots__ = ("frags", "key", "done")
+    __slots__ = ("done", "frags", "key")
 
     def __init__(self, key: str | None) -> None:
         self.key = key
@@ -212,14 +212,14 @@ class Assembler:
     __slots__ = (
         "_blocks",
         "_cur_text",
+        "_reasonings",
         "_texts",
         "_tools",
-        "_reasonings",
+        "finished",
         "id",
         "model",
         "provider",
         "started",
-        "finished",
         "usage",
         "warnings",
     )
@@ -365,10 +365,10 @@ class Assembler:
     def close_block(self, block_key: object, kind: str) -> list[Event]:
         """Complete one block: ``kind`` is ``"text"``, ``"reasoning"`` or ``"tool"``."""
         if kind == "text":
-            tb = self._texts.get(block_key)  # type: ignore[arg-type]
+            tb = self._texts.get(cast("str | None", block_key))
             return self._close(tb) if tb is not None and not tb.done else []
         if kind == "reasoning":
-            rb = self._reasonings.get(block_key)  # type: ignore[arg-type]
+            rb = self._reasonings.get(cast("str | None", block_key))
             return self._close(rb) if rb is not None and not rb.done else []
         tool = self._tools.get(block_key)
         return self._close(tool) if tool is not None and not tool.done else []

@@ -138,7 +138,7 @@ _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "
 
 
 def _entries(value: Any, where: str) -> list[Entry]:
-    if isinstance(value, str) or isinstance(value, _ENTRY_TYPES):
+    if isinstance(value, (str, _ENTRY_TYPES)):
         value = [value]
     out: list[Entry] = []
     for i, e in enumerate(value):

@@ -1,0 +1,153 @@
+"""JSON and pickle round trips of every value, and reading data stored by earlier versions."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+
+import allm
+from allm import codec
+from allm.providers import Fake, OpenAI, OpenAICompatible
+from allm.providers.openai_chat import Dialect
+from allm.testing import text, tool_call, usage
+from tests import strategies as s
+
+STORED = Path(__file__).parent / "fixtures" / "stored"
+
+
+@settings(max_examples=300, deadline=None)
+@given(s.values)
+def test_json_round_trip_is_lossless(value: Any) -> None:
+    data = codec.dumps(value)
+    back = codec.loads(data)
+    assert back == value
+    assert type(back) is type(value)
+    assert codec.dumps(back) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(s.values)
+def test_pickle_round_trip_is_lossless(value: Any) -> None:
+    assert pickle.loads(pickle.dumps(value)) == value
+
+
+@settings(max_examples=100, deadline=None)
+@given(s.errors)
+def test_errors_pickle_and_compare_by_content(err: allm.AllmError) -> None:
+    back = pickle.loads(pickle.dumps(err))
+    assert back == err and type(back) is type(err) and str(back) == str(err)
+
+
+def test_envelope_and_type_checks() -> None:
+    d = codec.to_dict(allm.user("hi"))
+    assert d == {"allm_schema": codec.SCHEMA_VERSION, "type": "Message", "value": {"role": "user", "content": "hi"}}
+    assert codec.loads(codec.dumps(allm.user("hi")), allm.Message) == allm.user("hi")
+    with pytest.raises(allm.ValidationError, match="expected a stored Thread"):
+        codec.loads(codec.dumps(allm.user("hi")), allm.Thread)
+    with pytest.raises(allm.ValidationError, match="schema 99"):
+        codec.from_dict({"allm_schema": 99, "type": "Message", "value": {}})
+    with pytest.raises(allm.ValidationError, match="not a stored allm value"):
+        codec.from_dict({"role": "user"})
+    with pytest.raises(allm.ValidationError, match="unknown stored type"):
+        codec.from_dict({"allm_schema": 1, "type": "Nope", "value": {}})
+    with pytest.raises(allm.ValidationError, match="not JSON"):
+        codec.loads(b"{")
+    with pytest.raises(allm.ValidationError, match="invalid"):
+        codec.from_dict({"allm_schema": 1, "type": "Message", "value": {"role": "robot"}})
+    with pytest.raises(TypeError, match="not a storable"):
+        codec.dumps(object())
+
+
+def test_tool_handler_is_not_stored() -> None:
+    tool = allm.Tool("t", "d", {"type": "object"}, handler=lambda args: 1)
+    data = codec.dumps(tool)
+    assert b"handler" not in data
+    back = codec.loads(data)
+    assert back == tool and back.handler is None
+
+
+def test_engines_round_trip_without_keys() -> None:
+    engines = [
+        allm.Engine(adapter=OpenAI(organization="o"), model="gpt-4.1-mini", defaults={"temperature": 0.0}),
+        allm.Engine(adapter=OpenAICompatible.openrouter(app_title="t"), model="x", retry=allm.RetryPolicy(max_attempts=5)),
+        allm.Engine(adapter=OpenAICompatible(dialect=Dialect("d", "d", "http://h/v1", sampling=frozenset({"top_k"}))), model="m"),
+        allm.Engine(adapter=OpenAICompatible.llama_cpp(), model="smollm2", timeouts=allm.Timeouts(idle=3)),
+    ]
+    for e in engines:
+        assert codec.loads(codec.dumps(e)) == e
+        assert pickle.loads(pickle.dumps(e)) == e
+
+
+def test_fake_engine_round_trips_with_its_script_and_cursor() -> None:
+    fake = Fake(scripts=[[text("a"), usage(1, 2)], [tool_call("t", {"x": 1}, id="c1"), "b"]])
+    engine = allm.Engine(adapter=fake, model="fake")
+    allm.generate(engine, "first")
+    back = codec.loads(codec.dumps(engine))
+    resp = allm.generate(back, "second")
+    assert resp.tool_calls[0].id == "c1" and resp.output_text == "b"
+    with pytest.raises(allm.ValidationError, match="function"):
+        codec.dumps(allm.Engine(adapter=Fake(function=lambda r: "x")))
+
+
+def test_error_in_response_metadata_comes_back_typed() -> None:
+    err = allm.AdapterError("boom", reason="provider_unavailable", status=529, retry_after=2.0, provider="anthropic")
+    resp = allm.Response(allm.assistant("partial"), finish_reason="error", metadata={"error": err, "n": [1, {"a": None}]})
+    back = codec.loads(codec.dumps(resp))
+    assert back == resp
+    assert isinstance(back.metadata["error"], allm.AdapterError) and back.metadata["error"].status == 529
+
+
+# Values stored by this version. Later versions must keep loading them (never edit these files).
+STORED_VALUES: dict[str, Any] = {
+    "thread_v1.json": allm.Thread(
+        [
+            allm.system("Be brief."),
+            allm.user([allm.TextPart("What is this?"), allm.ImagePart.from_bytes(b"\x89PNG\r\n", "image/png", "low")]),
+            allm.Message(
+                "assistant",
+                (allm.ReasoningPart("thinking", signature="sig", provider="anthropic"), allm.TextPart("Checking.")),
+                tool_calls=[allm.ToolCall("call_1", "lookup", {"q": "png"}, '{"q": "png"}', metadata={"gemini": {"thought_signature": "ts"}})],
+            ),
+            allm.tool_result("call_1", '{"found": true}'),
+            allm.assistant("A PNG header."),
+        ],
+        metadata={"conversation": "demo"},
+    ),
+    "request_v1.json": allm.request(
+        [allm.user("hi")],
+        model="gpt-4.1-mini",
+        tools=[allm.Tool("lookup", "Find", {"type": "object", "properties": {"q": {"type": "string"}}}, strict=True)],
+        tool_choice="auto",
+        temperature=0.0,
+        max_tokens=64,
+        stop_sequences=["END"],
+        response_format=allm.json_schema("a", {"type": "object"}),
+        options={"user": "u1"},
+    ),
+    "response_v1.json": allm.Response(
+        allm.assistant("partial"),
+        id="resp_1",
+        request_id="r" * 22,
+        model="m",
+        output_text="partial",
+        finish_reason="error",
+        raw_finish_reason=None,
+        usage=allm.Usage(10, 2, 4, None, 0, 12),
+        warnings=("top_k is not supported by openai and was not sent",),
+        metadata={"error": allm.AdapterError("overloaded", reason="provider_unavailable", status=529)},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORED_VALUES))
+def test_values_stored_by_version_1_still_load(name: str) -> None:
+    path = STORED / name
+    if not path.exists():  # first run of this version writes the fixture
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(codec.to_dict(STORED_VALUES[name]), option=orjson.OPT_INDENT_2))
+    assert codec.loads(path.read_bytes()) == STORED_VALUES[name]

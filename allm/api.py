@@ -519,7 +519,7 @@ def _embed_plans(
     return adapter, plans
 
 
-def _join(parts: list[Embeddings]) -> Embeddings:
+def _join(parts: list[Embeddings], requested: str | None) -> Embeddings:
     vectors: list[tuple[float, ...]] = []
     usage = Usage()
     model = None
@@ -527,7 +527,7 @@ def _join(parts: list[Embeddings]) -> Embeddings:
         vectors.extend(p.vectors)
         usage = usage + p.usage
         model = model or p.model
-    return Embeddings(tuple(vectors), model, usage)
+    return Embeddings(tuple(vectors), model or requested, usage)
 
 
 def embed(
@@ -552,7 +552,7 @@ def embed(
         return Embeddings((), model or engine.model, Usage())
     from ._transport import iter_once
 
-    return _join([adapter.decode_embed(iter_once(p)[2]) for p in plans])
+    return _join([adapter.decode_embed(iter_once(p)[2]) for p in plans], plans[0].call.model)
 
 
 async def aembed(
@@ -570,4 +570,4 @@ async def aembed(
     from ._transport import aiter_once
 
     bodies = await asyncio.gather(*(aiter_once(p) for p in plans))
-    return _join([adapter.decode_embed(b[2]) for b in bodies])
+    return _join([adapter.decode_embed(b[2]) for b in bodies], plans[0].call.model)

@@ -1,0 +1,237 @@
+"""The ``allm`` command line (also ``python -m allm``).
+
+::
+
+    allm chat "What is the capital of France?"                 # streams the answer
+    allm chat --provider local "What is the capital of France?" # a local model, no key
+    allm chat --base-url http://127.0.0.1:8080/v1 --model smollm2 "Hi"
+    allm models --provider openai
+    allm local-server --port 8080                               # run llama-server in the foreground
+
+Which provider, when ``--provider`` is not given: ``--base-url`` means an
+OpenAI-compatible server; otherwise ``$ALLM_PROVIDER``; otherwise ``openai`` when
+``OPENAI_API_KEY`` is set; otherwise ``local`` when the local model is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
+
+from . import api, codec
+from .engine import Engine
+from .errors import AllmError
+from .events import Error, MessageCompleted, ReasoningDelta, TextDelta
+from .fold import Collector
+from .types import Message, system, user
+
+PROVIDERS = ("openai", "anthropic", "gemini", "openrouter", "ollama", "llama.cpp", "vllm", "compatible", "local", "fake")
+DEFAULT_MODELS = {
+    "openai": "gpt-4.1-mini",
+    "anthropic": "claude-sonnet-4-5",
+    "gemini": "gemini-2.5-flash",
+    "openrouter": "openai/gpt-4.1-mini",
+    "local": "smollm2",
+    "fake": "fake",
+}
+
+NOTHING_CONFIGURED = (
+    "allm: no provider is configured. Do one of:\n"
+    "  - set OPENAI_API_KEY (or ANTHROPIC_API_KEY / GEMINI_API_KEY with --provider anthropic / gemini);\n"
+    "  - pass --base-url of an OpenAI-compatible server (llama.cpp, Ollama, vLLM) and --model;\n"
+    "  - install the local model with scripts/quickstart and use --provider local (no key needed)."
+)
+
+
+class CliError(Exception):
+    """A problem to report in one line and exit with status 2."""
+
+
+def _pick_provider(args: argparse.Namespace) -> str:
+    if args.provider:
+        return str(args.provider)
+    if args.base_url:
+        return "compatible"
+    env = os.environ.get("ALLM_PROVIDER")
+    if env:
+        if env not in PROVIDERS:
+            raise CliError(f"ALLM_PROVIDER={env!r} is not one of {', '.join(PROVIDERS)}")
+        return env
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai"
+    from .local import LocalServerError, find_model, find_server_binary
+
+    try:
+        find_server_binary()
+        find_model()
+    except LocalServerError:
+        raise CliError(NOTHING_CONFIGURED) from None
+    return "local"
+
+
+@contextlib.contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Engine]:
+    provider = _pick_provider(args)
+    model = args.model or DEFAULT_MODELS.get(provider)
+    from . import providers as p
+
+    server = None
+    try:
+        if provider == "openai":
+            adapter: Any = p.OpenAI(base_url=args.base_url) if args.base_url else p.OpenAI()
+        elif provider == "anthropic":
+            adapter = p.Anthropic(base_url=args.base_url) if args.base_url else p.Anthropic()  # type: ignore[attr-defined]
+        elif provider == "gemini":
+            adapter = p.Gemini(base_url=args.base_url) if args.base_url else p.Gemini()  # type: ignore[attr-defined]
+        elif provider in ("openrouter", "ollama", "llama.cpp", "vllm"):
+            adapter = p.OpenAICompatible(args.base_url, dialect=provider)
+        elif provider == "compatible":
+            if not args.base_url:
+                raise CliError("--provider compatible needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+            adapter = p.OpenAICompatible(args.base_url)
+        elif provider == "local":
+            from .local import LocalServer, LocalServerError
+
+            try:
+                server = LocalServer().start()
+            except LocalServerError as exc:
+                raise CliError(f"allm: cannot start the local model: {exc}") from None
+            adapter = p.OpenAICompatible.llama_cpp(server.base_url)
+        elif provider == "fake":
+            adapter = p.Fake(function=lambda req: f"(fake) you said: {req.messages[-1].text}")
+        else:  # pragma: no cover - argparse restricts the choices
+            raise CliError(f"unknown provider {provider!r}")
+        if not model:
+            raise CliError(f"--model is required for --provider {provider}")
+        yield Engine(adapter=adapter, model=model)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+# SmolLM2-135M answers sensibly when told to be brief and sampled greedily.
+LOCAL_DEFAULTS = {"system": "You are a helpful assistant. Be brief.", "temperature": 0.0, "max_tokens": 256}
+
+
+def _chat(args: argparse.Namespace, out: TextIO) -> int:
+    if _pick_provider(args) == "local":
+        for name, value in LOCAL_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    messages: list[Message] = []
+    if args.system:
+        messages.append(system(args.system))
+    prompt = " ".join(args.prompt) if args.prompt else ""
+    if not prompt or prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise CliError("nothing to ask: give a prompt (or '-' to read it from standard input)")
+    messages.append(user(prompt))
+    fields: dict[str, Any] = {}
+    if args.max_tokens is not None:
+        fields["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        fields["temperature"] = args.temperature
+    with _engine(args) as engine:
+        req = api.make_request(messages, **fields)
+        collector = Collector(api.new_request_id())
+        stream = api.stream_generate(engine, req, api_key=args.api_key or None)
+        show = not args.json and not args.no_stream
+        for ev in stream:
+            collector.apply(ev)
+            if show and type(ev) is TextDelta:
+                out.write(ev.delta)
+                out.flush()
+            elif show and args.show_reasoning and type(ev) is ReasoningDelta:
+                out.write(ev.delta)
+                out.flush()
+            elif type(ev) is Error:
+                print(f"\nallm: the stream failed: {ev.error}", file=sys.stderr)
+            elif show and type(ev) is MessageCompleted:
+                out.write("\n")
+        resp = collector.response()
+    if args.json:
+        out.write(codec.dumps(resp).decode() + "\n")
+    elif args.no_stream:
+        out.write(resp.output_text + "\n")
+    if args.usage:
+        u = resp.usage
+        print(f"[{resp.model}] input_tokens={u.input_tokens} output_tokens={u.output_tokens} finish_reason={resp.finish_reason}", file=sys.stderr)
+    return 1 if resp.finish_reason == "error" else 0
+
+
+def _models(args: argparse.Namespace, out: TextIO) -> int:
+    with _engine(args) as engine:
+        for m in api.list_models(engine, api_key=args.api_key or None):
+            out.write(m + "\n")
+    return 0
+
+
+def _local_server(args: argparse.Namespace, out: TextIO) -> int:
+    import subprocess
+
+    from .local import LocalServer, LocalServerError
+
+    try:
+        server = LocalServer(port=args.port, embeddings=args.embeddings)
+    except LocalServerError as exc:
+        raise CliError(str(exc)) from None
+    out.write(f"llama-server with SmolLM2 on {server.base_url} (model name: smollm2). Ctrl-C stops it.\n")
+    out.flush()
+    try:
+        return subprocess.call(server.command())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", choices=PROVIDERS, help="which provider (default: see 'allm --help')")
+    p.add_argument("--model", help="model name (a default exists for most providers)")
+    p.add_argument("--base-url", help="base URL of the API, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument("--api-key", help="key for this call (prefer the provider's environment variable)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="allm", description="Talk to LLM providers from the command line.", epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("chat", help="ask one question and stream the answer")
+    c.add_argument("prompt", nargs="*", help="the question ('-' reads standard input)")
+    _common(c)
+    c.add_argument("--system", help="a system prompt (--provider local defaults to a brief-answer prompt)")
+    c.add_argument("--max-tokens", type=int)
+    c.add_argument("--temperature", type=float)
+    c.add_argument("--no-stream", action="store_true", help="print the answer once complete")
+    c.add_argument("--json", action="store_true", help="print the whole response as allm JSON")
+    c.add_argument("--usage", action="store_true", help="print token usage to standard error")
+    c.add_argument("--show-reasoning", action="store_true", help="also stream the model's reasoning text")
+    c.set_defaults(run=_chat)
+    m = sub.add_parser("models", help="list the provider's models")
+    _common(m)
+    m.set_defaults(run=_models)
+    s = sub.add_parser("local-server", help="run llama-server with SmolLM2 in the foreground")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--embeddings", action="store_true", help="serve embeddings instead of chat")
+    s.set_defaults(run=_local_server)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args, out or sys.stdout))
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except AllmError as exc:
+        print(f"allm: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

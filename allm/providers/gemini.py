@@ -471,7 +471,7 @@ class _Reader:
             if cand.get("index", 0) != 0:
                 continue  # one candidate is asked for; any other is ignored
             content = cand.get("content") or {}
-            parts = content.get("parts") or ()
+            parts = content.get("parts") or []
             if not isinstance(parts, list):
                 raise TypeError("content.parts is not a list")
             for part in parts:

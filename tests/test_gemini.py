@@ -1080,3 +1080,14 @@ def test_a_malformed_embedding_body_is_a_typed_error(body: bytes) -> None:
     with pytest.raises(AdapterError) as ei:
         G.decode_embed(body)
     assert ei.value.reason == "malformed_response"
+
+
+# ------------------------------------------------------------------------------ the example
+
+
+def test_the_replay_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "gemini_replay.py"), run_name="__main__")
+    assert "follow-up request carries functionCall + thoughtSignature + functionResponse: ok" in capsys.readouterr().out

@@ -505,6 +505,13 @@ def test_function_calls_get_deterministic_ids_from_the_response_id_and_position(
     assert "thought_signature" in r1.tool_calls[0].metadata["gemini"] and r1.tool_calls[1].metadata == {}
 
 
+def test_synthesised_ids_use_only_safe_characters() -> None:
+    body = orjson.loads(load_case("gemini", "generate-parallel-function-calls").body)
+    body["responseId"] = "a+b/c=="
+    assert [tc.id for tc in fold(body_events(orjson.dumps(body))).tool_calls] == ["call_a_b_c___0", "call_a_b_c___1"]
+    del body["responseId"]
+    assert [tc.id for tc in fold(body_events(orjson.dumps(body))).tool_calls] == ["call_0", "call_1"]
+
 def test_an_id_gemini_gives_is_kept() -> None:
     r = fold(body_events(load_case("gemini", "generate-function-call-thought-signature").body))
     tc = r.tool_calls[0]
@@ -1091,3 +1098,4 @@ def test_the_replay_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
     runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "gemini_replay.py"), run_name="__main__")
     assert "follow-up request carries functionCall + thoughtSignature + functionResponse: ok" in capsys.readouterr().out
+

@@ -23,7 +23,8 @@ What maps to what (see ``guides/provider_gemini.md`` for the full table):
 - The key travels in the ``x-goog-api-key`` header, never in the URL.
 
 Gemini gives function calls no id on most models: the decoder makes
-``call_<responseId>_<n>`` (``n`` counts the calls of one response from 0). When
+``call_<responseId>_<n>`` (``n`` counts the calls of one response from 0; characters
+outside ``[A-Za-z0-9_-]`` become ``_``). When
 Gemini does give an id, it is kept and sent back on ``functionCall`` and
 ``functionResponse``.
 
@@ -66,6 +67,7 @@ __all__ = [
 PROVIDER = "gemini"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 _MODEL_RE = re.compile(r"^(?:(models|tunedModels)/)?([A-Za-z0-9][A-Za-z0-9._\-]*)$")
 
 # The exceptions a wrongly shaped (but valid JSON) body can raise while we read it.
@@ -569,7 +571,7 @@ class _Reader:
             call_id = gid
             meta["id"] = gid
         else:
-            rid = self.asm.id
+            rid = _ID_UNSAFE.sub("_", self.asm.id or "")
             call_id = f"call_{rid}_{n}" if rid else f"call_{n}"
         if sig:
             meta["thought_signature"] = sig

@@ -58,6 +58,9 @@ __all__ = [
     "GeminiDecoder",
     "decode_body",
     "encode_body",
+    "encode_contents",
+    "encode_tool",
+    "encode_tool_choice",
     "error_from_body",
     "map_finish_reason",
     "map_usage",
@@ -882,15 +885,19 @@ class Gemini:
         )
 
     def auth_headers(self, key: str | None) -> dict[str, str]:
+        """``{"x-goog-api-key": key}`` (the key never goes in the URL); ``{}`` without a key."""
         return {"x-goog-api-key": key} if key else {}
 
     def decoder(self, call: HttpCall, *, include_raw: bool = False) -> GeminiDecoder:
+        """A fresh :class:`GeminiDecoder` for the SSE answer to ``call``."""
         return GeminiDecoder(call.provider, call.warnings, include_raw)
 
     def decode_body(self, call: HttpCall, body: bytes, *, include_raw: bool = False) -> list[Event]:
+        """A ``generateContent`` body as events (see :func:`decode_body`)."""
         return decode_body(body, provider=call.provider, warnings=call.warnings, include_raw=include_raw)
 
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        """An HTTP error response as a typed error (see :func:`error_from_body`)."""
         return error_from_body(PROVIDER, status, headers, body)
 
     # -- models (GET /models), https://ai.google.dev/api/models#method:-models.list

@@ -398,6 +398,28 @@ def test_malformed_chunks_are_typed_errors(data: bytes, why: str) -> None:
     assert dec.feed(sse_of(sse_chunks(load_case("gemini", "stream-sse-text").body))) == [] and dec.close() == []
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["candidates", "content", "parts", "text", "thought", "thoughtSignature", "functionCall", "name", "args", "id",
+         "finishReason", "index", "usageMetadata", "promptTokenCount", "promptFeedback", "blockReason", "error", "x"]
+    ), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_JSON, max_size=4), junk=st.binary(max_size=40))
+def test_arbitrary_input_never_raises(chunks: list[Any], junk: bytes) -> None:
+    data = b"".join(b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks) + junk
+    events = stream_events(data)
+    assert isinstance(events[-1], (Error, MessageCompleted))
+    for e in events:
+        if isinstance(e, Error):
+            assert isinstance(e.error, AdapterError)
+    body = body_events(orjson.dumps(chunks[0]) if chunks else junk)
+    assert isinstance(body[-1], (Error, MessageCompleted))
+
 def test_an_error_chunk_mid_stream_is_a_typed_error_and_keeps_the_partial_answer() -> None:
     chunks = sse_chunks(load_case("gemini", "stream-sse-function-response-followup").body)
     err_chunk = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}

@@ -3,6 +3,7 @@
 - :class:`OpenAI`: the OpenAI API (Chat Completions).
 - :class:`OpenAICompatible`: any Chat Completions server (OpenRouter, Ollama,
   llama.cpp's ``llama-server``, vLLM) as a dialect.
+- :class:`Gemini`: the Google Gemini API (``generateContent``).
 - :class:`Fake`: a scripted provider for tests.
 """
 
@@ -13,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .fake import Fake
+    from .gemini import Gemini
     from .openai_chat import Dialect, OpenAI, OpenAICompatible
 
-__all__ = ["Dialect", "Fake", "OpenAI", "OpenAICompatible"]
+__all__ = ["Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible"]
 
 _WHERE = {
     "Fake": ".fake",
+    "Gemini": ".gemini",
     "OpenAI": ".openai_chat",
     "OpenAICompatible": ".openai_chat",
     "Dialect": ".openai_chat",

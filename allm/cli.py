@@ -27,7 +27,7 @@ from .engine import Engine
 from .errors import AllmError
 from .events import Error, MessageCompleted, ReasoningDelta, TextDelta
 from .fold import Collector
-from .types import Message, system, user
+from .types import Message, request, system, user
 
 PROVIDERS = ("openai", "anthropic", "gemini", "openrouter", "ollama", "llama.cpp", "vllm", "compatible", "local", "fake")
 DEFAULT_MODELS = {
@@ -84,9 +84,9 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
         if provider == "openai":
             adapter: Any = p.OpenAI(base_url=args.base_url) if args.base_url else p.OpenAI()
         elif provider == "anthropic":
-            adapter = p.Anthropic(base_url=args.base_url) if args.base_url else p.Anthropic()  # type: ignore[attr-defined]
+            adapter = p.Anthropic(base_url=args.base_url) if args.base_url else p.Anthropic()
         elif provider == "gemini":
-            adapter = p.Gemini(base_url=args.base_url) if args.base_url else p.Gemini()  # type: ignore[attr-defined]
+            adapter = p.Gemini(base_url=args.base_url) if args.base_url else p.Gemini()
         elif provider in ("openrouter", "ollama", "llama.cpp", "vllm"):
             adapter = p.OpenAICompatible(args.base_url, dialect=provider)
         elif provider == "compatible":
@@ -137,16 +137,13 @@ def _chat(args: argparse.Namespace, out: TextIO) -> int:
     if args.temperature is not None:
         fields["temperature"] = args.temperature
     with _engine(args) as engine:
-        req = api.make_request(messages, **fields)
+        req = request(messages, **fields)
         collector = Collector(api.new_request_id())
         stream = api.stream_generate(engine, req, api_key=args.api_key or None)
         show = not args.json and not args.no_stream
         for ev in stream:
             collector.apply(ev)
-            if show and type(ev) is TextDelta:
-                out.write(ev.delta)
-                out.flush()
-            elif show and args.show_reasoning and type(ev) is ReasoningDelta:
+            if show and (type(ev) is TextDelta or (args.show_reasoning and type(ev) is ReasoningDelta)):
                 out.write(ev.delta)
                 out.flush()
             elif type(ev) is Error:

@@ -74,7 +74,7 @@ def _pick_provider(args: argparse.Namespace) -> str:
 
 
 @contextlib.contextmanager
-def _engine(args: argparse.Namespace) -> Iterator[Engine]:
+def _engine(args: argparse.Namespace, need_model: bool = True) -> Iterator[Engine]:
     provider = _pick_provider(args)
     model = args.model or DEFAULT_MODELS.get(provider)
     from . import providers as p
@@ -105,7 +105,7 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
             adapter = p.Fake(function=lambda req: f"(fake) you said: {req.messages[-1].text}")
         else:  # pragma: no cover - argparse restricts the choices
             raise CliError(f"unknown provider {provider!r}")
-        if not model:
+        if not model and need_model:
             raise CliError(f"--model is required for --provider {provider}")
         yield Engine(adapter=adapter, model=model)
     finally:
@@ -162,7 +162,7 @@ def _chat(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _models(args: argparse.Namespace, out: TextIO) -> int:
-    with _engine(args) as engine:
+    with _engine(args, need_model=False) as engine:
         for m in api.list_models(engine, api_key=args.api_key or None):
             out.write(m + "\n")
     return 0

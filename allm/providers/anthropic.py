@@ -36,7 +36,7 @@ import attrs
 import orjson
 
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
-from ..events import Error, Event, RawChunk
+from ..events import Error, Event, MessageStarted, RawChunk
 from ..sse import SSEDecoder
 from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
 from .base import Assembler, HttpCall, KeySpec, malformed
@@ -603,6 +603,8 @@ class MessagesDecoder:
         asm = self._asm
         dt = delta["type"]
         key = str(idx)
+        if self._kinds.get(idx) == "other":
+            return  # a server tool block: not assembled
         if dt == "text_delta":
             self._kinds.setdefault(idx, "text")
             text = _str(delta["text"], "text")
@@ -695,8 +697,8 @@ def decode_body(
     try:
         for i, ev in enumerate(_body_as_events(obj)):
             dec.dispatch(None, ev, out)
-            if i == 0 and include_raw:
-                out.append(RawChunk(obj))
+            if i == 0 and include_raw and out and isinstance(out[0], MessageStarted):
+                out.insert(1, RawChunk(obj))  # right after MessageStarted, as a stream's first chunk
             if dec.failed:
                 break
     except _SHAPE_ERRORS as exc:

@@ -55,6 +55,7 @@ __all__ = [
     "error_from_body",
     "map_stop_reason",
     "map_usage",
+    "stream_error",
     "wire_tool_id",
 ]
 
@@ -709,10 +710,6 @@ def decode_body(
 # ------------------------------------------------------------------------------ the adapter
 
 
-def _beta_field(value: Iterable[str] | str) -> tuple[str, ...]:
-    return _betas(value)
-
-
 def _join_betas(*groups: tuple[str, ...]) -> str:
     seen: dict[str, None] = {}
     for g in groups:
@@ -749,7 +746,7 @@ class Anthropic:
 
     base_url: str = ANTHROPIC_BASE_URL
     version: str = ANTHROPIC_VERSION
-    beta: tuple[str, ...] = attrs.field(default=(), converter=_beta_field)
+    beta: tuple[str, ...] = attrs.field(default=(), converter=_betas)
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     thinking_budget: int | None = None
     cache_control: bool = False

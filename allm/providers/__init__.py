@@ -1,6 +1,7 @@
 """Provider adapters. Each loads on first use, so ``import allm`` stays fast.
 
 - :class:`OpenAI`: the OpenAI API (Chat Completions).
+- :class:`Anthropic`: the Anthropic Messages API (or any ``/v1/messages`` server).
 - :class:`OpenAICompatible`: any Chat Completions server (OpenRouter, Ollama,
   llama.cpp's ``llama-server``, vLLM) as a dialect.
 - :class:`Gemini`: the Google Gemini API (``generateContent``).
@@ -13,13 +14,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .anthropic import Anthropic
     from .fake import Fake
     from .gemini import Gemini
     from .openai_chat import Dialect, OpenAI, OpenAICompatible
 
-__all__ = ["Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible"]
+__all__ = ["Anthropic", "Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible"]
 
 _WHERE = {
+    "Anthropic": ".anthropic",
     "Fake": ".fake",
     "Gemini": ".gemini",
     "OpenAI": ".openai_chat",

@@ -1,6 +1,8 @@
 """Provider adapters. Each loads on first use, so ``import allm`` stays fast.
 
-- :class:`OpenAI`: the OpenAI API (Chat Completions).
+- :class:`OpenAI`: the OpenAI API (Chat Completions, or the Responses API for
+  reasoning-first models).
+- :class:`OpenAIResponses`: the Responses API (OpenAI, or a compatible server).
 - :class:`OpenAICompatible`: any Chat Completions server (OpenRouter, Ollama,
   llama.cpp's ``llama-server``, vLLM) as a dialect.
 - :class:`Fake`: a scripted provider for tests.
@@ -14,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .fake import Fake
     from .openai_chat import Dialect, OpenAI, OpenAICompatible
+    from .openai_responses import OpenAIResponses
 
-__all__ = ["Dialect", "Fake", "OpenAI", "OpenAICompatible"]
+__all__ = ["Dialect", "Fake", "OpenAI", "OpenAICompatible", "OpenAIResponses"]
 
 _WHERE = {
     "Fake": ".fake",
     "OpenAI": ".openai_chat",
     "OpenAICompatible": ".openai_chat",
     "Dialect": ".openai_chat",
+    "OpenAIResponses": ".openai_responses",
 }
 
 

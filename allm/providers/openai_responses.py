@@ -26,6 +26,9 @@ Mapping of a :class:`~allm.types.Request` to the request body:
   ``store=False`` the body asks for ``include: ["reasoning.encrypted_content"]`` so
   reasoning can be carried back statelessly. ``Request.options`` are merged into
   the body last (e.g. ``{"previous_response_id": "resp_..."}``).
+- llama.cpp's ``llama-server`` ignores ``text.format`` on ``/responses``; with the
+  ``"llama.cpp"`` dialect a JSON format is also sent as a Chat Completions style
+  ``response_format``, which it does honour.
 
 Decoding: output items become our events (``message`` -> text, ``reasoning`` ->
 reasoning with its summary / reasoning text, ``function_call`` -> tool call with
@@ -51,6 +54,7 @@ from .base import Assembler, HttpCall, KeySpec, malformed
 from .openai_chat import DIALECTS, Dialect, encode_tool_choice, error_from_body
 
 __all__ = [
+    "CHAT_RESPONSE_FORMAT_DIALECTS",
     "OpenAIResponses",
     "ResponsesDecoder",
     "decode_body",
@@ -60,6 +64,10 @@ __all__ = [
 ]
 
 _SAMPLING = ("temperature", "top_p")
+# Servers whose /responses ignores ``text.format`` but honours a Chat Completions style
+# ``response_format`` passed through to their sampler (llama.cpp's llama-server, checked
+# against a live server): for them the format is sent both ways.
+CHAT_RESPONSE_FORMAT_DIALECTS = frozenset({"llama.cpp"})
 _UNSUPPORTED = ("top_k", "seed", "frequency_penalty", "presence_penalty")
 _ENCRYPTED = "reasoning.encrypted_content"
 
@@ -171,8 +179,13 @@ def encode_body(
     store: bool | None = False,
     reasoning_effort: str | None = None,
     reasoning_summary: str | None = None,
+    chat_response_format: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The JSON body of ``POST /responses`` and the warnings for settings that were dropped."""
+    """The JSON body of ``POST /responses`` and the warnings for settings that were dropped.
+
+    ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
+    Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
+    """
     instructions, items, warnings = encode_input(request.messages, provider)
     body: dict[str, Any] = {"model": request.model}
     if instructions is not None:
@@ -210,6 +223,12 @@ def encode_body(
         else:
             fmt = {"type": rf.type}
         body["text"] = {"format": fmt}
+        if chat_response_format and rf.type != "text":
+            if rf.type == "json_schema":
+                js = {"name": fmt["name"], "schema": fmt["schema"], "strict": rf.strict}
+                body["response_format"] = {"type": "json_schema", "json_schema": js}
+            else:
+                body["response_format"] = {"type": rf.type}
     if reasoning_effort is not None or reasoning_summary is not None:
         r: dict[str, Any] = {}
         if reasoning_effort is not None:
@@ -745,6 +764,7 @@ class OpenAIResponses:
             store=self.store,
             reasoning_effort=self.reasoning_effort,
             reasoning_summary=self.reasoning_summary,
+            chat_response_format=d.name in CHAT_RESPONSE_FORMAT_DIALECTS,
         )
         url = (self.base_url or d.base_url or "").rstrip("/") + "/responses"
         return HttpCall(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -977,3 +981,35 @@ def test_live_bad_request_is_a_typed_error(live: allm.Engine) -> None:
         allm.generate(live, allm.request("x", max_tokens=4, options={"input": [{"type": "bogus"}]}))
     assert (exc.value.reason, exc.value.status, exc.value.provider) == ("invalid_request", 400, "llama_cpp")
     assert "type" in exc.value.message
+
+
+# ------------------------------------------------------------------------------ the example
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "responses_local.py"
+
+
+def run_example(**env: str) -> subprocess.CompletedProcess[str]:
+    root = str(EXAMPLE.parent.parent)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env={**os.environ, "PYTHONPATH": root, **env},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_example_without_a_server_explains_and_exits_0() -> None:
+    r = run_example(ALLM_LLAMA_SERVER="/nonexistent/llama-server")
+    assert r.returncode == 0, r.stderr
+    assert "o3-mini -> https://api.openai.com/v1/responses" in r.stdout
+    assert "No local llama-server" in r.stdout and "ALLM_LLAMA_URL" in r.stdout
+
+
+@pytest.mark.live
+def test_example_against_the_live_server(llama_server: Any) -> None:
+    r = run_example(ALLM_LLAMA_URL=llama_server.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Paris" in r.stdout and r.stdout.endswith("ok\n")

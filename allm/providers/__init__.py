@@ -1,6 +1,8 @@
 """Provider adapters. Each loads on first use, so ``import allm`` stays fast.
 
-- :class:`OpenAI`: the OpenAI API (Chat Completions).
+- :class:`OpenAI`: the OpenAI API (Chat Completions, or the Responses API for
+  reasoning-first models).
+- :class:`OpenAIResponses`: the Responses API (OpenAI, or a compatible server).
 - :class:`Anthropic`: the Anthropic Messages API (or any ``/v1/messages`` server).
 - :class:`OpenAICompatible`: any Chat Completions server (OpenRouter, Ollama,
   llama.cpp's ``llama-server``, vLLM) as a dialect.
@@ -18,8 +20,9 @@ if TYPE_CHECKING:
     from .fake import Fake
     from .gemini import Gemini
     from .openai_chat import Dialect, OpenAI, OpenAICompatible
+    from .openai_responses import OpenAIResponses
 
-__all__ = ["Anthropic", "Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible"]
+__all__ = ["Anthropic", "Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible", "OpenAIResponses"]
 
 _WHERE = {
     "Anthropic": ".anthropic",
@@ -28,6 +31,7 @@ _WHERE = {
     "OpenAI": ".openai_chat",
     "OpenAICompatible": ".openai_chat",
     "Dialect": ".openai_chat",
+    "OpenAIResponses": ".openai_responses",
 }
 
 

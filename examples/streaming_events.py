@@ -4,7 +4,7 @@ import asyncio
 
 import allm
 from allm.events import MessageCompleted, TextDelta, ToolCallCompleted
-from allm.testing import event_types, fake_engine, text, tool_call, tool_call_delta, usage
+from allm.testing import event_types, fake_engine, text, tool_call_delta, usage
 
 script = [
     text("Let me "),

@@ -165,7 +165,7 @@ def test_the_dropped_settings_table_in_the_providers_guide_is_true() -> None:
     guide = (Path(__file__).parent.parent / "guides" / "providers.md").read_text()
     table = guide.split("<!-- dropped-table -->", 1)[1].split("\n\n", 1)[0]
     rows = {}
-    for line in table.splitlines()[2:]:
+    for line in [ln for ln in table.splitlines() if ln.startswith("|")][2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows[cells[0]] = re.findall(r"`(\w+)`", cells[1].split("(and")[0])
     req = allm.request(

@@ -58,6 +58,7 @@ from .types import request as make_request
 
 __all__ = [
     "ChatOptions",
+    "LoopOptions",
     "achat",
     "astep",
     "astream",
@@ -69,7 +70,28 @@ __all__ = [
 ]
 
 
-class ChatOptions(TypedDict, total=False):
+class LoopOptions(TypedDict, total=False):
+    """The options of :class:`ChatOptions` other than ``context`` and ``session_id``."""
+
+    tools: Sequence[Tool]
+    mode: Mode
+    max_turns: int
+    halt_when: Callable[[Step], bool] | None
+    on_tool_error: OnToolError
+    tool_timeout: float | None
+    result_encoder: ResultEncoder | Callable[[Any], str] | None
+    api_key: str | None
+    emit_text_deltas: bool
+    emit_tool_deltas: bool
+    include_raw_chunks: bool
+    on_event: OnEvent | None
+    retry: RetryPolicy | None
+    timeouts: Timeouts | None
+    on_retry: Callable[[RetryInfo], None] | None
+    http_streaming: bool
+
+
+class ChatOptions(LoopOptions, total=False):
     """Keyword options of ``chat``, ``stream``, ``step``, ``stream_step`` and their twins.
 
     Loop:
@@ -90,24 +112,8 @@ class ChatOptions(TypedDict, total=False):
     ``http_streaming``.
     """
 
-    tools: Sequence[Tool]
-    mode: Mode
-    max_turns: int
-    halt_when: Callable[[Step], bool] | None
-    on_tool_error: OnToolError
-    tool_timeout: float | None
-    result_encoder: ResultEncoder | Callable[[Any], str] | None
     context: Mapping[str, Any] | None
     session_id: str | None
-    api_key: str | None
-    emit_text_deltas: bool
-    emit_tool_deltas: bool
-    include_raw_chunks: bool
-    on_event: OnEvent | None
-    retry: RetryPolicy | None
-    timeouts: Timeouts | None
-    on_retry: Callable[[RetryInfo], None] | None
-    http_streaming: bool
 
 
 _LOOP_KEYS = frozenset(

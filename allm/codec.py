@@ -240,6 +240,7 @@ def _register_core() -> None:
     from . import types as t
     from .engine import Engine
     from .policy import RetryPolicy, Timeouts
+    from .session import Session
 
     for cls in (
         t.Message,
@@ -260,6 +261,7 @@ def _register_core() -> None:
         Engine,
         RetryPolicy,
         Timeouts,
+        Session,
     ):
         _registry[cls.__name__] = cls
 

@@ -280,7 +280,7 @@ def test_on_tool_error_continue_is_the_default(drive: Drive) -> None:
 
 def test_on_tool_error_halt_drains_the_batch(drive: Drive) -> None:
     eng = engine([tool_call("boom", {}, id="b"), tool_call("get_weather", {"city": "Rome"}, id="w")], ["never"])
-    events, r = drive(eng, "Try", on_tool_error="halt")
+    _events, r = drive(eng, "Try", on_tool_error="halt")
     assert r.halted_reason == "tool_error"
     assert r.metadata["halt_tool_call_id"] == "b" and r.metadata["error"].reason == "handler_raised"
     assert ("get_weather", {"city": "Rome"}) in calls  # the sibling still ran
@@ -433,7 +433,7 @@ def test_handler_halt_with_a_reserved_reason_is_invalid_return(drive: Drive) -> 
 
 def test_mid_stream_error_halts_with_error(drive: Drive) -> None:
     eng = engine([text("Part"), error("provider_unavailable", "overloaded")])
-    events, r = drive(eng, "Hi")
+    _events, r = drive(eng, "Hi")
     assert r.halted_reason == "error" and r.metadata["error"].reason == "provider_unavailable"
     assert r.final_response is not None and r.final_response.output_text == "Part"
     assert r.final_response.finish_reason == "error" and roles(r.thread) == ["user"]

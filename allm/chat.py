@@ -134,7 +134,9 @@ _GEN_KEYS = frozenset(
 )
 
 
-def _as_thread(request: RequestLike) -> tuple[Thread, Request]:
+def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, Request]:
+    if isinstance(request, tuple) and len(request) == 2 and isinstance(request[0], Thread):
+        return request  # (thread, request template): sessions keep their thread's metadata
     if isinstance(request, Request):
         return Thread(request.messages), request
     if isinstance(request, Thread):
@@ -144,7 +146,7 @@ def _as_thread(request: RequestLike) -> tuple[Thread, Request]:
 
 
 def _setup(
-    engine: Engine, request: RequestLike, options: Mapping[str, Any], *, single_step: bool
+    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], *, single_step: bool
 ) -> tuple[Loop, dict[str, Any]]:
     unknown = set(options) - _LOOP_KEYS - _GEN_KEYS
     if unknown:
@@ -227,7 +229,9 @@ def _drive(loop: Loop, engine: Engine, gen: dict[str, Any], first: CallModel, fi
             pending.close()
 
 
-def _start(engine: Engine, request: RequestLike, options: Mapping[str, Any], single_step: bool) -> EventStream:
+def _start(
+    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
+) -> EventStream:
     loop, gen = _setup(engine, request, options, single_step=single_step)
     first = loop.next_action()
     assert type(first) is CallModel
@@ -336,7 +340,9 @@ async def _adrive(
             await pending.aclose()
 
 
-def _astart(engine: Engine, request: RequestLike, options: Mapping[str, Any], single_step: bool) -> AsyncEventStream:
+def _astart(
+    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
+) -> AsyncEventStream:
     loop, gen = _setup(engine, request, options, single_step=single_step)
     first = loop.next_action()
     assert type(first) is CallModel

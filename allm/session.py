@@ -47,7 +47,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
 import attrs
 
 from .api import AsyncEventStream, EventStream
-from .chat import LoopOptions, astream, astream_step, stream, stream_step
+from .chat import LoopOptions, _astart, _start
 from .engine import Engine, merge_tools
 from .errors import EngineError, SessionError, ToolError, ValidationError
 from .events import Event
@@ -64,7 +64,7 @@ from .tools import (
     run_tools,
     validate_arguments,
 )
-from .types import ChatResult, Message, Part, Step, Thread, ToolCall, user
+from .types import ChatResult, Message, Part, Request, Step, Thread, ToolCall, user
 
 __all__ = [
     "AsyncSessionStream",
@@ -90,11 +90,23 @@ R_co = TypeVar("R_co", ChatResult, Step, covariant=True)
 
 
 class SessionOptions(LoopOptions, total=False):
-    """:class:`~allm.chat.LoopOptions` plus ``context``: this call's context for handlers,
-    over ``session.context`` and ``engine.context`` (not stored). The session's id is
-    the handlers' ``session_id``."""
+    """:class:`~allm.chat.LoopOptions` plus:
+
+    - ``context``: this call's context for handlers, over ``session.context`` and
+      ``engine.context`` (not stored). The session's id is the handlers' ``session_id``.
+    - ``params``: :class:`~allm.types.Request` fields for every model call of this
+      operation (``{"temperature": 0, "max_tokens": 200, "options": {...}}``); not stored.
+    """
 
     context: Mapping[str, Any] | None
+    params: Mapping[str, Any] | None
+
+
+class StartOptions(LoopOptions, total=False):
+    """:class:`~allm.chat.LoopOptions` plus ``params`` (see :class:`SessionOptions`).
+    ``start`` takes the session's own ``context=`` instead of a per-call one."""
+
+    params: Mapping[str, Any] | None
 UserInput = str | Message | Part | Sequence[Part]
 StartInput = str | Message | Sequence[Message] | Thread
 
@@ -192,10 +204,17 @@ class Session:
     # -- preparing a run
 
     def _options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(options)
+        out = {k: v for k, v in options.items() if k != "params"}
         out["context"] = {**self.context, **(options.get("context") or {})}
-        out["session_id"] = options.get("session_id") or self.id
+        out["session_id"] = self.id
         return out
+
+    @staticmethod
+    def _input(thread: Thread, options: Mapping[str, Any]) -> tuple[Thread, Request]:
+        params = dict(options.get("params") or {})
+        if "messages" in params:
+            raise TypeError("params are request fields other than messages: the session owns the thread")
+        return thread, Request(messages=thread.messages, **params)
 
     def _reply_thread(self, message: UserInput) -> Thread:
         if isinstance(message, Message):
@@ -225,7 +244,7 @@ class Session:
         id: str | None = None,
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[LoopOptions],
+        **options: Unpack[StartOptions],
     ) -> SessionStream[ChatResult]:
         """:meth:`start`, streaming: iterate the events, then ``finish()`` for ``(session, result)``."""
         return cls.new(input, id=id, context=context, metadata=metadata).stream_continue(engine, **options)
@@ -237,19 +256,19 @@ class Session:
         self._check("reply")
         base = self
         thread = self._reply_thread(message)
-        events = stream(engine, thread, **self._options(options))
+        events = _start(engine, self._input(thread, options), self._options(options), False)
         return SessionStream(events, SessionReducer(base, ChatCollector(thread)))
 
     def stream_continue(self, engine: Engine, **options: Unpack[SessionOptions]) -> SessionStream[ChatResult]:
         """:meth:`continue_`, streaming."""
         self._check("continue_")
-        events = stream(engine, self.thread, **self._options(options))
+        events = _start(engine, self._input(self.thread, options), self._options(options), False)
         return SessionStream(events, SessionReducer(self, ChatCollector(self.thread)))
 
     def stream_step(self, engine: Engine, **options: Unpack[SessionOptions]) -> SessionStream[Step]:
         """:meth:`step`, streaming."""
         self._check("step")
-        events = stream_step(engine, self.thread, **self._options(options))
+        events = _start(engine, self._input(self.thread, options), self._options(options), True)
         return SessionStream(events, SessionReducer(self, StepCollector(self.thread)))
 
     # -- operations
@@ -292,7 +311,7 @@ class Session:
         id: str | None = None,
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[LoopOptions],
+        **options: Unpack[StartOptions],
     ) -> tuple[Session, ChatResult]:
         """A new session on ``input``, then the tool loop: ``(session, result)``.
 
@@ -491,7 +510,7 @@ class Session:
         id: str | None = None,
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[LoopOptions],
+        **options: Unpack[StartOptions],
     ) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_start`."""
         return cls.new(input, id=id, context=context, metadata=metadata).astream_continue(engine, **options)
@@ -502,19 +521,19 @@ class Session:
         """The async twin of :meth:`stream_reply`."""
         self._check("reply")
         thread = self._reply_thread(message)
-        events = astream(engine, thread, **self._options(options))
+        events = _astart(engine, self._input(thread, options), self._options(options), False)
         return AsyncSessionStream(events, SessionReducer(self, ChatCollector(thread)))
 
     def astream_continue(self, engine: Engine, **options: Unpack[SessionOptions]) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_continue`."""
         self._check("continue_")
-        events = astream(engine, self.thread, **self._options(options))
+        events = _astart(engine, self._input(self.thread, options), self._options(options), False)
         return AsyncSessionStream(events, SessionReducer(self, ChatCollector(self.thread)))
 
     def astream_step(self, engine: Engine, **options: Unpack[SessionOptions]) -> AsyncSessionStream[Step]:
         """The async twin of :meth:`stream_step`."""
         self._check("step")
-        events = astream_step(engine, self.thread, **self._options(options))
+        events = _astart(engine, self._input(self.thread, options), self._options(options), True)
         return AsyncSessionStream(events, SessionReducer(self, StepCollector(self.thread)))
 
     @classmethod
@@ -526,7 +545,7 @@ class Session:
         id: str | None = None,
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[LoopOptions],
+        **options: Unpack[StartOptions],
     ) -> tuple[Session, ChatResult]:
         """The async twin of :meth:`start`."""
         return await cls.astream_start(engine, input, id=id, context=context, metadata=metadata, **options).finish()

@@ -265,6 +265,19 @@ def test_context_layers_and_session_id() -> None:
     assert seen[1].context == {"a": "engine", "b": "session", "c": "call"}
 
 
+def test_params_apply_to_every_turn_and_the_thread_keeps_its_metadata() -> None:
+    eng = engine([tool_call("get_weather", {"city": "A"})], ["ok"])
+    s = allm.Session.new(allm.Thread((allm.user("A?"),), metadata={"title": "weather"}))
+    s2, _ = s.continue_(eng, params={"temperature": 0.0, "max_tokens": 40, "options": {"cache_prompt": False}})
+    sent = eng.adapter.requests  # type: ignore[attr-defined]
+    assert [q.temperature for q in sent] == [0.0, 0.0] and [q.options for q in sent] == [{"cache_prompt": False}] * 2
+    assert s2.thread.metadata == {"title": "weather"}
+    with pytest.raises(TypeError, match="messages"):
+        s.continue_(eng, params={"messages": ()})
+    with pytest.raises(TypeError):
+        s.continue_(eng, params={"temprature": 0})
+
+
 def test_no_key_is_ever_stored() -> None:
     secret = "sk-test-0123456789abcdefSECRET"
     eng = engine([tool_call("transfer_funds", {"to": "Bob"}, id="t")])

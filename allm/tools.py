@@ -532,7 +532,7 @@ def function_tool(
     as keyword arguments (an ``Enum`` parameter receives the member); a parameter
     annotated :class:`ToolContext` receives the context. ``async def`` works.
     Use ``@function_tool(manual=True)`` for options. The decorated name is bound to
-    the ``Tool``; the original function stays reachable as ``tool.handler.__wrapped__``.
+    the ``Tool``; the original function stays reachable as ``tool.handler.function``.
 
     Raises ``TypeError`` for a signature with no JSON form and
     :class:`~allm.errors.ValidationError` for a bad name.
@@ -569,7 +569,11 @@ def function_tool(
                 return f(**kwargs)
 
             handler = shandler
-        functools.update_wrapper(handler, f)
+        # Not functools.update_wrapper: its __wrapped__ would make inspect.signature
+        # report f's parameters instead of (args, ctx).
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(handler, attr, getattr(f, attr, None))
+        setattr(handler, "function", f)  # noqa: B010
         return tool(
             name or f.__name__,
             description if description is not None else doc_desc,

@@ -160,7 +160,18 @@ def test_function_tool_runs_with_keywords_enum_and_context() -> None:
     out = T.run_tool(job(get_weather, {"city": "Oslo", "unit": "f"}))
     assert out.value == "Oslo:f" and seen["unit"] is Unit.F
     assert isinstance(seen["ctx"], allm.ToolContext) and seen["ctx"].tool_call.id == "c1"
-    assert get_weather.handler is not None and get_weather.handler.__wrapped__.__name__ == "get_weather"  # type: ignore[attr-defined]
+    assert get_weather.handler is not None and get_weather.handler.function.__name__ == "get_weather"  # type: ignore[attr-defined]
+
+
+def test_function_tool_without_a_context_parameter() -> None:
+    @allm.function_tool
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        return f"found {order_id}"
+
+    assert T.handler_arity(lookup.handler) == 2  # type: ignore[arg-type]
+    assert T.run_tool(job(lookup, {"order_id": "A-1"})).value == "found A-1"
+    assert lookup.handler.__name__ == "lookup" and lookup.handler.__doc__ == "Look an order up."  # type: ignore[union-attr]
 
 
 def test_function_tool_async() -> None:

@@ -23,6 +23,10 @@ closes the model call's HTTP response at once; folding what was received gives
 stopped; their results are dropped (async handlers in the async driver are
 cancelled).
 
+The name ``allm.chat`` is the function; this module's other names are exported
+at the top level too (``allm.ChatOptions``), or import them with ``from allm.chat
+import LoopOptions``.
+
 Sync driver and async handlers: each async handler runs with ``asyncio.run`` in
 its own worker thread (so ``chat`` works inside a running event loop too).
 Async driver and sync handlers: each sync handler runs in a daemon thread so it

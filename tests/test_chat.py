@@ -564,6 +564,34 @@ def test_cancelling_during_tools() -> None:
     assert r.final_response is not None and [c.id for c in r.final_response.tool_calls] == ["s"]
 
 
+async def test_async_cancelling_during_tools_cancels_async_handlers() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def forever(args: Any) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    eng = engine([tool_call("forever", {}, id="f")], tools=[allm.tool("forever", handler=forever)])
+    s = allm.astream(eng, "x")
+
+    async def consume() -> None:
+        async for _ in s:
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 2)
+
+
 def test_stopping_closes_a_real_http_response() -> None:
     """A server that streams slowly sees the connection closed as soon as the consumer stops."""
     import socket

@@ -325,14 +325,14 @@ class Loop:
         out: list[Event] = [ToolExecutionCompleted(call.id, call.name, outcome.value, outcome.error)]
         error = outcome.error
         value = outcome.value
-        if error is None and type(value) is AskUser:
+        if error is None and isinstance(value, AskUser):
             self._done[call.id] = self._tool_message(call, ASK_USER_PLACEHOLDER)
             if self._halt is None:
                 self._halt = ("ask_user", call, {})
                 self._ask = (call, value)
             out.append(AskUserRequested(call.id, call.name, value.question, value.choices, value.options))
             return out
-        if error is None and type(value) is Halt:
+        if error is None and isinstance(value, Halt):
             reason = value.reason
             if not isinstance(reason, str) or not reason or reason in RESERVED_HALT_REASONS:
                 error = ToolError(

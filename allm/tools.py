@@ -906,9 +906,9 @@ def _is_async(handler: Any) -> bool:
 async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
     assert job.tool is not None and job.tool.handler is not None
     handler = job.tool.handler
-    args = _args(job)
 
     async def call() -> Any:
+        args = _args(job)
         if _is_async(handler):
             value = await handler(*args)
         else:

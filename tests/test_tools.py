@@ -349,6 +349,14 @@ async def test_arun_tools_sync_handler_does_not_block_the_loop() -> None:
     assert ticks >= 10  # the loop kept running while the sync handler slept
 
 
+async def test_a_handler_whose_signature_cannot_be_read_is_a_tool_error() -> None:
+    t = allm.Tool("odd", handler=max)  # built directly, bypassing the checks of allm.tool
+    j = job(t)
+    assert T.run_tool(j).error is not None
+    outs = [o async for o in T.arun_tools([j], 1)]
+    assert outs[0].error is not None and outs[0].error.reason == "handler_raised"
+
+
 async def test_arun_tools_timeouts_and_order() -> None:
     async def fast(args: Any) -> str:
         await asyncio.sleep(0.01)

@@ -31,7 +31,7 @@ from .errors import AdapterError, AllmError, EngineError, SessionError, ToolErro
 from .fold import Collector
 from .loop import ChatCollector, StepCollector
 from .policy import RetryInfo, RetryPolicy, Timeouts
-from .session import Session, SessionStream
+from .session import AsyncSessionStream, Session, SessionReducer, SessionStream
 from .tools import AskUser, Halt, JsonResultEncoder, ToolContext, function_tool, tool
 from .types import (
     ChatResult,
@@ -64,6 +64,7 @@ __all__ = [
     "AllmError",
     "AskUser",
     "AsyncEventStream",
+    "AsyncSessionStream",
     "ChatCollector",
     "ChatOptions",
     "ChatResult",
@@ -85,6 +86,7 @@ __all__ = [
     "RetryPolicy",
     "Session",
     "SessionError",
+    "SessionReducer",
     "SessionStream",
     "Step",
     "StepCollector",

@@ -245,6 +245,7 @@ def _register_core() -> None:
     from . import types as t
     from .engine import Engine
     from .policy import RetryPolicy, Timeouts
+    from .session import Session
 
     for cls in (
         t.Message,
@@ -265,6 +266,7 @@ def _register_core() -> None:
         Engine,
         RetryPolicy,
         Timeouts,
+        Session,
     ):
         _registry[cls.__name__] = cls
 

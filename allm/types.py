@@ -443,7 +443,13 @@ class Response:
 
 @attrs.frozen
 class Step:
-    """One turn of the tool loop: the model call, the thread after it and the tool results."""
+    """One turn of the tool loop: the model call, the thread after it and the tool results.
+
+    ``halted_reason`` is ``None`` when the loop would go on (tools ran and the model
+    should read their results; ``done`` is then ``False``), else why this turn
+    ends the loop. ``pending_tool_calls`` are the calls handed back unrun (manual
+    mode or ``manual=True`` tools).
+    """
 
     response: Response
     thread: Thread
@@ -452,6 +458,7 @@ class Step:
     done: bool = True
     halted_reason: str | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+    pending_tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_as_tuple)
 
 
 @attrs.frozen
@@ -460,7 +467,9 @@ class ChatResult:
 
     ``halted_reason`` is one of ``completed``, ``error``, ``max_turns``,
     ``halt_when``, ``ask_user``, ``tool_error``, ``manual_tool_calls``,
-    ``cancelled`` or a tool handler's own reason.
+    ``cancelled`` or a tool handler's own reason. ``pending_tool_calls`` are the
+    calls handed back unrun (``manual_tool_calls``): answer each with a tool
+    message before continuing.
     """
 
     thread: Thread
@@ -470,6 +479,7 @@ class ChatResult:
     pending_question: str | None = None
     pending_tool_call_id: str | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+    pending_tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_as_tuple)
 
 
 # --------------------------------------------------------------------------- constructors

@@ -1,0 +1,579 @@
+"""The tool loop as a pure state machine, and the folds of its event streams.
+
+:class:`Loop` decides; it never performs I/O, never imports a provider and never
+reads a clock. A driver (sync or async, in :mod:`allm.chat`) asks it for the next
+action and performs it::
+
+    loop = Loop(thread, request, policy)
+    while True:
+        action = loop.next_action()
+        emit(action.events)                         # events the loop produced
+        match action:
+            case CallModel(request=req):            # stream one model call, emit its
+                loop.model_done(fold(call(req)))    # events, hand back the Response
+            case RunTools(jobs=jobs, timeout=t):    # run handlers concurrently and
+                for outcome in run(jobs, t):        # hand back each outcome as it
+                    emit(loop.tool_done(outcome))   # finishes
+            case Finish(result=r):
+                return r
+
+So both drivers share every decision: which calls run, which are handed back,
+how results and errors are encoded, when the loop halts and why, what the thread
+looks like after each turn. The order of events follows :mod:`allm.events`.
+
+:class:`StepCollector` and :class:`ChatCollector` fold the streams back into a
+:class:`~allm.types.Step` / :class:`~allm.types.ChatResult`; a stream the
+consumer stopped early folds to ``halted_reason="cancelled"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from .errors import EngineError, ToolError
+from .events import (
+    AskUserRequested,
+    ChatCompleted,
+    Error,
+    Event,
+    StepCompleted,
+    ToolExecutionCompleted,
+    ToolExecutionStarted,
+    ToolHalt,
+    ToolResultEncoded,
+)
+from .fold import Collector
+from .tools import (
+    ASK_USER_PLACEHOLDER,
+    RESERVED_HALT_REASONS,
+    AskUser,
+    Halt,
+    JsonResultEncoder,
+    ResultEncoder,
+    ToolContext,
+    ToolJob,
+    ToolOutcome,
+    validate_arguments,
+)
+from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "Action",
+    "CallModel",
+    "ChatCollector",
+    "Finish",
+    "Loop",
+    "LoopPolicy",
+    "Mode",
+    "OnToolError",
+    "RunTools",
+    "StepCollector",
+    "question_message",
+]
+
+Mode = Literal["auto", "manual"]
+OnToolError = Literal["continue", "halt"] | Callable[[ToolCall, ToolError], str]
+"""``"continue"`` (the error is the call's result and the loop goes on), ``"halt"``
+(the batch finishes, then the loop halts with ``tool_error``), or a function
+``(tool_call, error) -> "continue" | "halt"`` deciding per call; a function that
+raises or returns anything else halts, its exception recorded in
+``metadata["on_tool_error_exception"]``."""
+
+
+def _check_mode(_i: Any, _a: Any, v: Any) -> None:
+    if v not in ("auto", "manual"):
+        raise ValueError(f"mode must be 'auto' or 'manual', not {v!r}")
+
+
+def _check_max_turns(_i: Any, _a: Any, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"max_turns must be a positive int, not {v!r}")
+
+
+def _check_on_tool_error(_i: Any, _a: Any, v: Any) -> None:
+    if v not in ("continue", "halt") and not callable(v):
+        raise ValueError(f"on_tool_error must be 'continue', 'halt' or a function, not {v!r}")
+
+
+def _check_timeout(_i: Any, _a: Any, v: Any) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+        raise ValueError(f"tool_timeout must be a positive number of seconds or None, not {v!r}")
+
+
+@attrs.frozen
+class LoopPolicy:
+    """How the loop runs tools and when it stops.
+
+    - ``mode``: ``"auto"`` runs tools and continues; ``"manual"`` stops at the first
+      tool calls and hands them back (``halted_reason="manual_tool_calls"``).
+    - ``max_turns``: most model calls in one chat (default 8).
+    - ``halt_when``: ``step -> bool``, checked after each turn that would continue;
+      ``True`` halts with ``halt_when``. Its exceptions propagate.
+    - ``on_tool_error``: see :data:`OnToolError`.
+    - ``tool_timeout``: seconds each tool call may run (default 30; ``None``: no limit).
+    - ``encoder``: turns results and errors into tool-message text.
+
+    Raises ``ValueError`` for a value outside these.
+    """
+
+    mode: Mode = attrs.field(default="auto", validator=_check_mode)
+    max_turns: int = attrs.field(default=8, validator=_check_max_turns)
+    halt_when: Callable[[Step], bool] | None = attrs.field(default=None, eq=False)
+    on_tool_error: OnToolError = attrs.field(default="continue", validator=_check_on_tool_error, eq=False)
+    tool_timeout: float | None = attrs.field(default=30.0, validator=_check_timeout)
+    encoder: ResultEncoder = attrs.field(factory=JsonResultEncoder)
+
+
+# ------------------------------------------------------------------------------ actions
+
+
+@attrs.frozen
+class CallModel:
+    """Emit ``events``, then stream one model call for ``request`` and hand the folded
+    :class:`~allm.types.Response` to :meth:`Loop.model_done`. ``turn`` counts from 0."""
+
+    events: tuple[Event, ...]
+    request: Request
+    turn: int
+
+
+@attrs.frozen
+class RunTools:
+    """Emit ``events``, then run ``jobs`` concurrently (each within ``timeout`` seconds)
+    and hand each :class:`~allm.tools.ToolOutcome` to :meth:`Loop.tool_done` as it finishes."""
+
+    events: tuple[Event, ...]
+    jobs: tuple[ToolJob, ...]
+    timeout: float | None
+
+
+@attrs.frozen
+class Finish:
+    """Emit ``events``; the loop is over and ``result`` is its outcome."""
+
+    events: tuple[Event, ...]
+    result: ChatResult | Step
+
+
+Action = CallModel | RunTools | Finish
+
+
+def question_message(question: str, tool_call_id: str | None, choices: Iterable[str] = ()) -> Message:
+    """The assistant message that puts a handler's question to the user."""
+    meta: dict[str, Any] = {"ask_user": True, "tool_call_id": tool_call_id}
+    choices = list(choices)
+    if choices:
+        meta["choices"] = choices
+    return Message("assistant", question, metadata=meta)
+
+
+# ------------------------------------------------------------------------------ the machine
+
+
+class Loop:
+    """The state of one chat (or one step) and every decision about it.
+
+    - ``thread``: the conversation so far (the model reads it on the first turn).
+    - ``request``: the request template: model, sampling fields and the tools
+      offered (already merged with the engine's); its messages are replaced by the
+      thread on each turn.
+    - ``policy``: a :class:`LoopPolicy`.
+    - ``context``, ``session_id``, ``engine``: what handlers receive in their
+      :class:`~allm.tools.ToolContext`.
+    - ``single_step``: stop after one turn and finish with its
+      :class:`~allm.types.Step` (``stream_step``) instead of a ChatResult.
+
+    Call :meth:`next_action` and perform what it returns; see the module docstring.
+    Calling methods out of that order raises ``RuntimeError``.
+    """
+
+    def __init__(
+        self,
+        thread: Thread,
+        request: Request,
+        policy: LoopPolicy,
+        *,
+        context: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        engine: Engine | None = None,
+        single_step: bool = False,
+    ) -> None:
+        self.thread = thread
+        self.request = request
+        self.policy = policy
+        self.context: Mapping[str, Any] = dict(context) if context else {}
+        self.session_id = session_id
+        self.engine = engine
+        self.single_step = single_step
+        self.tools: dict[str, Tool] = {}
+        for t in request.tools:
+            self.tools.setdefault(t.name, t)
+        self.steps: list[Step] = []
+        self.result: ChatResult | Step | None = None
+        self._phase = "call"
+        self._events: list[Event] = []
+        # The turn in progress.
+        self._response: Response | None = None
+        self._calls: tuple[ToolCall, ...] = ()
+        self._auto: list[ToolCall] = []
+        self._manual: list[ToolCall] = []
+        self._jobs: tuple[ToolJob, ...] = ()
+        self._done: dict[str, Message] = {}
+        self._halt: tuple[str, ToolCall, dict[str, Any]] | None = None
+        self._ask: tuple[ToolCall, AskUser] | None = None
+
+    # -- protocol
+
+    def next_action(self) -> Action:
+        """What to do now (see :data:`Action`)."""
+        phase = self._phase
+        if phase == "call":
+            self._phase = "model"
+            req = attrs.evolve(self.request, messages=self.thread.messages)
+            return CallModel(self._flush(), req, len(self.steps))
+        if phase == "tools":
+            self._phase = "running"
+            started = [ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs]
+            return RunTools(self._flush() + tuple(started), self._jobs, self.policy.tool_timeout)
+        if phase == "running":
+            missing = [j.call.id for j in self._jobs if j.call.id not in self._done]
+            if missing:
+                raise RuntimeError(f"next_action() before every tool call finished (waiting for {missing})")
+            self._end_tools()
+            return self.next_action()
+        if phase == "finished":
+            assert self.result is not None
+            self._phase = "over"
+            return Finish(self._flush(), self.result)
+        raise RuntimeError(f"next_action() is not expected now (phase {phase!r})")
+
+    def model_done(self, response: Response) -> None:
+        """The model call of :class:`CallModel` ended with ``response`` (possibly an error)."""
+        if self._phase != "model":
+            raise RuntimeError("model_done() without a pending CallModel")
+        self._response = response
+        self._done = {}
+        self._halt = None
+        self._ask = None
+        self._auto = []
+        self._manual = []
+        turn = len(self.steps)
+        if response.finish_reason == "error":
+            err = response.metadata.get("error")
+            self._end_step("error", self.thread, metadata={"error": err} if err is not None else {})
+            return
+        calls = response.tool_calls
+        self._calls = calls
+        if not calls:
+            self._end_step("completed", self.thread.add(response.message))
+            return
+        if self.policy.mode == "manual":
+            self._end_step(
+                "manual_tool_calls",
+                self.thread.add(response.message),
+                metadata={"manual_turn_index": turn},
+                pending=calls,
+            )
+            return
+        unknown = [c for c in calls if c.name not in self.tools]
+        if unknown:
+            c = unknown[0]
+            offered = ", ".join(sorted(self.tools)) or "none"
+            err = EngineError(
+                f"the model called the tool {c.name!r}, which was not offered (offered: {offered})",
+                reason="unknown_tool",
+                metadata={"tool_name": c.name, "tool_call_id": c.id},
+            )
+            self._events.append(Error(err))
+            self._end_step("error", self.thread, metadata={"error": err})
+            return
+        self.thread = self.thread.add(response.message)
+        for c in calls:
+            (self._manual if self.tools[c.name].manual else self._auto).append(c)
+        if not self._auto:
+            self._end_step("manual_tool_calls", self.thread, metadata={"manual_turn_index": turn}, pending=self._manual)
+            return
+        jobs = []
+        for c in self._auto:
+            t = self.tools[c.name]
+            ctx = ToolContext(c, self.context, self.session_id, response.request_id, self.engine)
+            err2: ToolError | None
+            if t.handler is None:
+                err2 = ToolError(
+                    f"the tool {c.name} has no handler", reason="not_found", metadata={"tool_name": c.name}
+                )
+            else:
+                err2 = validate_arguments(t, c)
+            jobs.append(ToolJob(c, t, ctx, err2))
+        self._jobs = tuple(jobs)
+        self._phase = "tools"
+
+    def tool_done(self, outcome: ToolOutcome) -> list[Event]:
+        """A tool call of :class:`RunTools` finished; returns the events to emit for it:
+        ``ToolExecutionCompleted`` then ``ToolResultEncoded`` / ``AskUserRequested`` / ``ToolHalt``."""
+        if self._phase != "running":
+            raise RuntimeError("tool_done() without a pending RunTools")
+        call = outcome.call
+        if call.id in self._done or all(j.call.id != call.id for j in self._jobs):
+            raise RuntimeError(f"tool_done() for an unexpected call {call.id!r}")
+        out: list[Event] = [ToolExecutionCompleted(call.id, call.name, outcome.value, outcome.error)]
+        error = outcome.error
+        value = outcome.value
+        if error is None and isinstance(value, AskUser):
+            self._done[call.id] = self._tool_message(call, ASK_USER_PLACEHOLDER)
+            if self._halt is None:
+                self._halt = ("ask_user", call, {})
+                self._ask = (call, value)
+            out.append(AskUserRequested(call.id, call.name, value.question, value.choices, value.options))
+            return out
+        if error is None and isinstance(value, Halt):
+            reason = value.reason
+            if not isinstance(reason, str) or not reason or reason in RESERVED_HALT_REASONS:
+                error = ToolError(
+                    f"{call.name} returned Halt({reason!r}); that reason is reserved for the loop "
+                    f"({', '.join(sorted(RESERVED_HALT_REASONS))})",
+                    reason="invalid_return",
+                    metadata={"tool_name": call.name, "tool_call_id": call.id},
+                )
+            else:
+                content, enc_err = self._encode(call, value.result)
+                if enc_err is not None:
+                    content = self._encode_error(call, enc_err)
+                self._done[call.id] = self._tool_message(call, content, is_error=enc_err is not None)
+                if self._halt is None:
+                    self._halt = (reason, call, {"halt_tool_call_id": call.id, "halt_result": value.result})
+                out.append(ToolHalt(call.id, reason, value.result, content))
+                return out
+        if error is None:
+            content, error = self._encode(call, value)
+            if error is None:
+                self._done[call.id] = self._tool_message(call, content)
+                out.append(ToolResultEncoded(call.id, content))
+                return out
+        # A tool error: encode it for the model, then apply on_tool_error.
+        content = self._encode_error(call, error)
+        self._done[call.id] = self._tool_message(call, content, is_error=True)
+        out.append(ToolResultEncoded(call.id, content, is_error=True))
+        decision, meta = self._decide(call, error)
+        if decision == "halt" and self._halt is None:
+            self._halt = ("tool_error", call, {"halt_tool_call_id": call.id, "error": error, **meta})
+        return out
+
+    # -- helpers
+
+    def _flush(self) -> tuple[Event, ...]:
+        out = tuple(self._events)
+        self._events.clear()
+        return out
+
+    @staticmethod
+    def _tool_message(call: ToolCall, content: str, *, is_error: bool = False) -> Message:
+        return Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error)
+
+    def _encode(self, call: ToolCall, value: Any) -> tuple[str, ToolError | None]:
+        try:
+            content = self.policy.encoder.encode_result(value, call)
+            if not isinstance(content, str):
+                raise TypeError(f"the encoder returned {type(content).__name__}, not str")
+        except Exception as exc:
+            err = ToolError(
+                f"the result of {call.name} could not be encoded: {exc}",
+                reason="encoding_failed",
+                metadata={"tool_name": call.name, "tool_call_id": call.id},
+            )
+            err.__cause__ = exc
+            return "", err
+        return content, None
+
+    def _encode_error(self, call: ToolCall, error: ToolError) -> str:
+        try:
+            content = self.policy.encoder.encode_error(error, call)
+            if isinstance(content, str):
+                return content
+        except Exception:
+            pass
+        return JsonResultEncoder().encode_error(error, call)
+
+    def _decide(self, call: ToolCall, error: ToolError) -> tuple[str, dict[str, Any]]:
+        policy = self.policy.on_tool_error
+        if policy == "continue" or policy == "halt":
+            return str(policy), {}
+        assert callable(policy)
+        try:
+            decision = policy(call, error)
+        except Exception as exc:
+            return "halt", {"on_tool_error_exception": f"{type(exc).__name__}: {exc}"}
+        if decision == "continue" or decision == "halt":
+            return decision, {}
+        return "halt", {
+            "on_tool_error_exception": f"on_tool_error returned {decision!r}; expected 'continue' or 'halt'"
+        }
+
+    def _end_tools(self) -> None:
+        results = tuple(self._done[c.id] for c in self._auto)
+        thread = self.thread.extend(results)
+        metadata: dict[str, Any] = {}
+        halted: str | None = None
+        if self._halt is not None:
+            halted, _call, metadata = self._halt[0], self._halt[1], dict(self._halt[2])
+        if self._ask is not None:
+            ask_call, ask = self._ask
+            metadata["pending_question"] = ask.question
+            metadata["pending_tool_call_id"] = ask_call.id
+            metadata["ask_user"] = {"choices": list(ask.choices), "options": dict(ask.options)}
+            if not self._manual:
+                thread = thread.add(question_message(ask.question, ask_call.id, ask.choices))
+        if self._manual:
+            metadata["manual_turn_index"] = len(self.steps)
+            if halted is None:
+                halted = "manual_tool_calls"
+        self._end_step(halted, thread, metadata=metadata, pending=self._manual, tool_results=results)
+
+    def _end_step(
+        self,
+        halted: str | None,
+        thread: Thread,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        pending: Iterable[ToolCall] = (),
+        tool_results: tuple[Message, ...] = (),
+    ) -> None:
+        assert self._response is not None
+        step = Step(
+            self._response,
+            thread,
+            tool_results,
+            self.policy.mode,
+            halted is not None,
+            halted,
+            dict(metadata) if metadata else {},
+            tuple(pending),
+        )
+        self.thread = thread
+        self.steps.append(step)
+        self._events.append(StepCompleted(step))
+        if self.single_step:
+            self._finish(step)
+            return
+        extra: dict[str, Any] = {}
+        if halted is None:
+            index = len(self.steps) - 1
+            hw = self.policy.halt_when
+            if hw is not None and hw(step):
+                halted = "halt_when"
+                extra = {"halt_when_step_index": index}
+            elif index + 1 >= self.policy.max_turns:
+                halted = "max_turns"
+                extra = {"max_turns": self.policy.max_turns}
+            else:
+                self._phase = "call"
+                return
+        meta = {**step.metadata, **extra}
+        result = ChatResult(
+            thread,
+            step.response,
+            tuple(self.steps),
+            halted,
+            meta.get("pending_question"),
+            meta.get("pending_tool_call_id"),
+            meta,
+            step.pending_tool_calls,
+        )
+        self._events.append(ChatCompleted(result))
+        self._finish(result)
+
+    def _finish(self, result: ChatResult | Step) -> None:
+        self.result = result
+        self._phase = "finished"
+
+
+# ------------------------------------------------------------------------------ folds
+
+
+class StepCollector:
+    """Folds a ``stream_step`` into its :class:`~allm.types.Step`.
+
+    ``thread`` is the thread the step started from: a stream stopped before its
+    ``StepCompleted`` folds to a Step with that thread, the partial response,
+    ``halted_reason="cancelled"`` and ``done=True``.
+    """
+
+    __slots__ = ("_call", "step", "thread")
+
+    def __init__(self, thread: Thread | None = None) -> None:
+        self.thread = thread if thread is not None else Thread()
+        self.step: Step | None = None
+        self._call = Collector()
+
+    def apply(self, ev: Event) -> None:
+        if type(ev) is StepCompleted:
+            self.step = ev.step
+        else:
+            self._call.apply(ev)
+
+    def fold(self, events: Iterable[Event]) -> Step:
+        for ev in events:
+            self.apply(ev)
+        return self.result()
+
+    def result(self) -> Step:
+        if self.step is not None:
+            return self.step
+        return Step(self._call.response(), self.thread, (), "auto", True, "cancelled", {})
+
+
+class ChatCollector:
+    """Folds a chat ``stream`` into its :class:`~allm.types.ChatResult`.
+
+    ``thread`` is the thread the chat started from. A stream stopped before its
+    ``ChatCompleted`` folds to ``halted_reason="cancelled"`` with the steps that
+    completed, the thread after the last of them (or ``thread``), and the last
+    response seen (partial if the stop came mid-call).
+    """
+
+    __slots__ = ("_call", "_call_seen", "chat", "steps", "thread")
+
+    def __init__(self, thread: Thread | None = None) -> None:
+        self.thread = thread if thread is not None else Thread()
+        self.steps: list[Step] = []
+        self.chat: ChatResult | None = None
+        self._call = Collector()
+        self._call_seen = False
+
+    def apply(self, ev: Event) -> None:
+        t = type(ev)
+        if t is StepCompleted:
+            self.steps.append(ev.step)  # type: ignore[union-attr]
+            self._call = Collector()
+            self._call_seen = False
+        elif t is ChatCompleted:
+            self.chat = ev.result  # type: ignore[union-attr]
+        else:
+            self._call.apply(ev)
+            self._call_seen = True
+
+    def fold(self, events: Iterable[Event]) -> ChatResult:
+        for ev in events:
+            self.apply(ev)
+        return self.result()
+
+    def result(self) -> ChatResult:
+        if self.chat is not None:
+            return self.chat
+        last = self.steps[-1] if self.steps else None
+        if self._call_seen or last is None:
+            final: Response | None = self._call.response() if self._call_seen else None
+        else:
+            final = last.response
+        return ChatResult(
+            last.thread if last is not None else self.thread,
+            final,
+            tuple(self.steps),
+            "cancelled",
+        )

@@ -1,0 +1,947 @@
+"""Tools: building them, checking the arguments a model sent, running handlers, encoding results.
+
+Build a tool from a JSON Schema and a handler::
+
+    weather = allm.tool(
+        "get_weather",
+        "Current weather for a city.",
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        handler=lambda args: {"city": args["city"], "temp_c": 18},
+    )
+
+or from a typed function, whose signature and docstring give the schema::
+
+    @allm.function_tool
+    def get_weather(city: str, unit: Literal["c", "f"] = "c") -> dict:
+        '''Current weather for a city.
+
+        Args:
+            city: The city name, e.g. Paris.
+            unit: Temperature unit.
+        '''
+
+A handler takes ``(args)`` or ``(args, ctx)`` (``ctx`` is a :class:`ToolContext`),
+may be sync or async, and
+
+- returns a value: the tool's result, encoded for the model by a
+  :class:`ResultEncoder` (JSON by default; a string is sent as it is);
+- raises: a tool error the model reads (``{"error": "..."}``, ``is_error=True``);
+- returns :class:`AskUser`: the loop stops and asks the user a question;
+- returns :class:`Halt`: the loop stops with the handler's own reason.
+
+Arguments are checked before the handler runs: text that is not a JSON object
+(``ToolCall.parse_error``) and arguments that fail the tool's schema become a
+:class:`~allm.errors.ToolError` (``invalid_arguments``) the model sees. Schema
+checks use the ``jsonschema`` package (``pip install allm[tools]``); without it,
+arguments are not checked against the schema and a ``RuntimeWarning`` says so once.
+
+The runners here (:func:`run_tools`, :func:`arun_tools`) run the calls of one
+step concurrently, each with a timeout; the decisions about their outcomes are in
+:mod:`allm.loop`. See ``guides/tools.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import enum
+import functools
+import importlib
+import inspect
+import queue
+import re
+import threading
+import time
+import types
+import typing
+import warnings
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, overload
+
+import attrs
+import orjson
+
+from .errors import ToolError, ValidationError
+from .types import Tool, ToolCall
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "ASK_USER_PLACEHOLDER",
+    "RESERVED_HALT_REASONS",
+    "AskUser",
+    "Halt",
+    "JsonResultEncoder",
+    "ResultEncoder",
+    "ToolContext",
+    "ToolJob",
+    "ToolOutcome",
+    "arun_tools",
+    "as_encoder",
+    "function_tool",
+    "run_tool",
+    "run_tools",
+    "schema_from_function",
+    "tool",
+    "validate_arguments",
+]
+
+ASK_USER_PLACEHOLDER = "<awaiting user response>"
+"""The tool result the model reads for a call whose handler asked the user a question."""
+
+RESERVED_HALT_REASONS = frozenset(
+    {"completed", "error", "max_turns", "halt_when", "ask_user", "tool_error", "manual_tool_calls", "cancelled"}
+)
+"""``halted_reason`` values the loop itself uses; a handler's :class:`Halt` may not use them."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _empty() -> dict[str, Any]:
+    return {}
+
+
+# ------------------------------------------------------------------------------ handler returns
+
+
+@attrs.frozen
+class AskUser:
+    """Returned by a handler to stop the loop and ask the user ``question``.
+
+    ``choices`` and ``options`` are hints for the interface that shows the question
+    (``options`` JSON-native, e.g. ``{"mask": True}``); nothing enforces them. The
+    model reads ``"<awaiting user response>"`` as this call's result, the question
+    is appended to the thread as an assistant message, and the chat halts with
+    ``halted_reason="ask_user"``; the user's reply continues it.
+    """
+
+    question: str
+    choices: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    options: Mapping[str, Any] = attrs.field(factory=_empty)
+
+
+@attrs.frozen
+class Halt:
+    """Returned by a handler to stop the loop with its own ``reason`` (a short string).
+
+    ``result`` is still encoded as the call's result and appended to the thread;
+    the chat halts with ``halted_reason=reason`` and ``metadata["halt_result"]``.
+    The reasons in :data:`RESERVED_HALT_REASONS` belong to the loop: returning one
+    is a tool error (``invalid_return``).
+    """
+
+    reason: str
+    result: Any = None
+
+
+@attrs.frozen
+class ToolContext:
+    """What a two-argument handler receives as ``ctx``.
+
+    - ``tool_call``: the :class:`~allm.types.ToolCall` being run.
+    - ``context``: the caller's context, merged ``engine.context`` <
+      ``session.context`` < the call's ``context=`` (the caller wins, key by key).
+    - ``session_id``: the session's id (or the call's ``session_id=``), else ``None``.
+    - ``request_id``: the id of the model call that asked for this tool call.
+    - ``engine``: the engine running the loop (for handlers that call a model).
+    """
+
+    tool_call: ToolCall
+    context: Mapping[str, Any] = attrs.field(factory=_empty)
+    session_id: str | None = None
+    request_id: str | None = None
+    engine: Engine | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def tool_name(self) -> str:
+        return self.tool_call.name
+
+
+# ------------------------------------------------------------------------------ construction
+
+
+def _check_handler(name: str, handler: Any) -> None:
+    if handler is None:
+        return
+    if not callable(handler):
+        raise ValidationError(f"tool {name!r}: handler must be callable", reason="invalid_tool")
+    try:
+        arity = handler_arity(handler)
+    except ValueError as exc:
+        raise ValidationError(f"tool {name!r}: {exc}", reason="invalid_tool") from None
+    if arity not in (1, 2):
+        raise ValidationError(
+            f"tool {name!r}: a handler takes (args) or (args, ctx), not {arity} positional arguments",
+            reason="invalid_tool",
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def handler_arity(handler: Callable[..., Any]) -> int:
+    """How many positional arguments ``handler`` takes (1 or 2 for a valid handler).
+
+    Raises ``ValueError`` when its signature cannot be read.
+    """
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot read the handler's signature: {exc}") from None
+    required = 0
+    optional = 0
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return 2
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            if p.default is p.empty:
+                required += 1
+            else:
+                optional += 1
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            raise ValueError(f"the handler has a required keyword-only parameter {p.name!r}")
+    if required == 0 and optional >= 1:
+        return 1 if optional == 1 else 2
+    if required == 1 and optional >= 1:
+        return 2
+    return required
+
+
+def _check_schema(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(schema, Mapping):
+        raise ValidationError(f"tool {name!r}: schema must be a JSON Schema object (a dict)", reason="invalid_tool")
+    try:
+        plain: dict[str, Any] = orjson.loads(orjson.dumps(schema))
+    except TypeError as exc:
+        raise ValidationError(f"tool {name!r}: schema is not JSON: {exc}", reason="invalid_tool") from None
+    if plain.get("type") != "object":
+        raise ValidationError(
+            f"tool {name!r}: the arguments schema must have \"type\": \"object\" (providers send arguments as an object)",
+            reason="invalid_tool",
+        )
+    js = _jsonschema()
+    if js is not None:
+        cls = js.validators.validator_for(plain, default=js.Draft202012Validator)
+        try:
+            cls.check_schema(plain)
+        except js.exceptions.SchemaError as exc:
+            raise ValidationError(f"tool {name!r}: invalid JSON Schema: {exc.message}", reason="invalid_tool") from None
+    return plain
+
+
+def tool(
+    name: str,
+    description: str = "",
+    schema: Mapping[str, Any] | None = None,
+    handler: Callable[..., Any] | None = None,
+    *,
+    manual: bool = False,
+    strict: bool | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Tool:
+    """A :class:`~allm.types.Tool`, checked.
+
+    - ``name``: 1 to 64 characters of ``A-Z a-z 0-9 _ -`` (the rule OpenAI,
+      Anthropic and Gemini share).
+    - ``schema``: JSON Schema of the arguments, ``{"type": "object", ...}``
+      (default: no arguments). Checked as a schema when ``jsonschema`` is installed.
+    - ``handler``: ``fn(args)`` or ``fn(args, ctx)``, sync or async (see the module
+      docstring); ``None`` for a tool that is only ever handed back (``manual``).
+    - ``manual``: the loop stops and hands calls of this tool back instead of
+      running them (``halted_reason="manual_tool_calls"``).
+    - ``strict``: ask providers that support it to follow the schema exactly.
+
+    Raises :class:`~allm.errors.ValidationError` (``invalid_tool``) for a bad name,
+    schema, handler or ``manual`` value.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(
+            f"tool name {name!r} must be 1 to 64 characters of letters, digits, '_' or '-'", reason="invalid_tool"
+        )
+    if not isinstance(manual, bool):
+        raise ValidationError(f"tool {name!r}: manual must be True or False", reason="invalid_tool")
+    if not isinstance(description, str):
+        raise ValidationError(f"tool {name!r}: description must be a string", reason="invalid_tool")
+    plain = _check_schema(name, schema if schema is not None else {"type": "object", "properties": {}})
+    _check_handler(name, handler)
+    return Tool(name, description, plain, manual, strict, handler, dict(metadata) if metadata else {})
+
+
+# ------------------------------------------------------------------------------ schema from a function
+
+
+_NONE_TYPE = type(None)
+
+
+def _is_context_annotation(tp: Any) -> bool:
+    if tp is ToolContext:
+        return True
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(a is ToolContext for a in typing.get_args(tp))
+    return False
+
+
+def _type_schema(tp: Any, where: str) -> dict[str, Any]:
+    """JSON Schema of a Python annotation (the JSON-native subset)."""
+    if tp is Any or tp is inspect.Parameter.empty or tp is object:
+        return {}
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        inner = _type_schema(args[0], where)
+        for extra in args[1:]:
+            if isinstance(extra, str):
+                inner = {**inner, "description": extra}
+        return inner
+    if tp is str:
+        return {"type": "string"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is None or tp is _NONE_TYPE:
+        return {"type": "null"}
+    if origin is Literal:
+        values = list(args)
+        out: dict[str, Any] = {"enum": values}
+        kinds = {_json_kind(v) for v in values}
+        if len(kinds) == 1 and None not in kinds:
+            out = {"type": kinds.pop(), "enum": values}
+        return out
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [m.value for m in tp]
+        out = {"enum": values}
+        kinds = {_json_kind(v) for v in values}
+        if len(kinds) == 1 and None not in kinds:
+            out = {"type": kinds.pop(), "enum": values}
+        return out
+    if origin in (Union, types.UnionType):
+        members = [a for a in args if a is not _NONE_TYPE]
+        nullable = len(members) < len(args)
+        if len(members) == 1:
+            inner = _type_schema(members[0], where)
+            if not nullable:
+                return inner
+            t = inner.get("type")
+            if isinstance(t, str) and "enum" not in inner:
+                return {**inner, "type": [t, "null"]}
+            return {"anyOf": [inner, {"type": "null"}]}
+        alts = [_type_schema(a, where) for a in members]
+        if nullable:
+            alts.append({"type": "null"})
+        return {"anyOf": alts}
+    if tp in (list, tuple, set, frozenset) or origin in (list, set, frozenset, Sequence, Iterable):
+        out = {"type": "array"}
+        if args:
+            out["items"] = _type_schema(args[0], where)
+        if tp in (set, frozenset) or origin in (set, frozenset):
+            out["uniqueItems"] = True
+        return out
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": _type_schema(args[0], where)}
+        if args == ((),):
+            return {"type": "array", "maxItems": 0}
+        return {
+            "type": "array",
+            "prefixItems": [_type_schema(a, where) for a in args],
+            "minItems": len(args),
+            "maxItems": len(args),
+        }
+    if tp is dict or origin in (dict, Mapping):
+        out = {"type": "object"}
+        if args:
+            if args[0] is not str:
+                raise TypeError(f"{where}: JSON objects have string keys, not {args[0]!r}")
+            value = _type_schema(args[1], where)
+            if value:
+                out["additionalProperties"] = value
+        return out
+    if typing.is_typeddict(tp):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        required = sorted(getattr(tp, "__required_keys__", hints.keys()))
+        return {
+            "type": "object",
+            "properties": {k: _type_schema(v, f"{where}.{k}") for k, v in hints.items()},
+            "required": [k for k in hints if k in required],
+            "additionalProperties": False,
+        }
+    raise TypeError(
+        f"{where}: cannot describe {tp!r} as JSON Schema; use str, int, float, bool, None, "
+        "list, tuple, dict, Literal, an Enum, a TypedDict or a union of these (or write the schema with allm.tool)"
+    )
+
+
+def _json_kind(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    return None
+
+
+_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Returns?|Yields?|Raises|Examples?|Notes?)\s*:?\s*$")
+_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
+_SPHINX = re.compile(r"^\s*:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
+_GOOGLE = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+_NUMPY = re.compile(r"^\s*(\w+)\s*(?::\s*.*)?$")
+
+
+def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """``(description, {parameter: description})`` from a Google, Sphinx or NumPy docstring."""
+    if not doc:
+        return "", {}
+    lines = inspect.cleandoc(doc).splitlines()
+    desc: list[str] = []
+    params: dict[str, str] = {}
+    i = 0
+    n = len(lines)
+    section: str | None = None
+    current: str | None = None
+    params_indent = 0
+    while i < n:
+        line = lines[i]
+        m_sphinx = _SPHINX.match(line)
+        if m_sphinx:
+            current = m_sphinx.group(1)
+            params[current] = m_sphinx.group(2).strip()
+            section = "sphinx"
+            i += 1
+            continue
+        if line.strip().startswith(":"):  # :returns:, :raises: ...
+            section = "other"
+            current = None
+            i += 1
+            continue
+        m_sec = _SECTION.match(line)
+        numpy_header = i + 1 < n and _UNDERLINE.match(lines[i + 1]) is not None
+        if m_sec and (line.rstrip().endswith(":") or numpy_header):
+            name = m_sec.group(1).lower()
+            section = "params" if name in ("args", "arguments", "parameters", "params") else "other"
+            section += "_numpy" if numpy_header else ""
+            current = None
+            i += 2 if numpy_header else 1
+            continue
+        if section is None:
+            desc.append(line)
+        elif section == "params":
+            m = _GOOGLE.match(line)
+            indent = len(line) - len(line.lstrip())
+            if m and (current is None or indent <= params_indent):
+                current = m.group(1)
+                params[current] = m.group(2).strip()
+                params_indent = indent
+            elif current is not None and line.strip():
+                params[current] = (params[current] + " " + line.strip()).strip()
+        elif section == "params_numpy":
+            indent = len(line) - len(line.lstrip())
+            m2 = _NUMPY.match(line)
+            if indent == 0 and m2 and line.strip():
+                current = m2.group(1)
+                params[current] = ""
+            elif current is not None and line.strip():
+                params[current] = (params[current] + " " + line.strip()).strip()
+        elif section == "sphinx" and current is not None and line.startswith((" ", "\t")) and line.strip():
+            params[current] = (params[current] + " " + line.strip()).strip()
+        i += 1
+    text = "\n".join(desc).strip()
+    text = re.sub(r"\n\s*\n", "\n\n", text)
+    return text, params
+
+
+def schema_from_function(fn: Callable[..., Any]) -> tuple[dict[str, Any], str | None]:
+    """``(JSON Schema of fn's parameters, name of its ToolContext parameter or None)``.
+
+    Parameters without a default are required. A parameter annotated
+    :class:`ToolContext` receives the context and is not in the schema.
+    ``Annotated[T, "text"]`` and the docstring's ``Args:`` / ``:param:`` entries give
+    descriptions. Raises ``TypeError`` for ``*args``/``**kwargs`` or an annotation
+    with no JSON form.
+    """
+    sig = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise TypeError(f"cannot resolve the annotations of {fn!r}: {exc}") from None
+    _desc, param_docs = parse_docstring(fn.__doc__)
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    ctx_param: str | None = None
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"{fn.__name__}: *args and **kwargs cannot be described as tool arguments")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise TypeError(f"{fn.__name__}: positional-only parameter {p.name!r} cannot be passed by name")
+        tp = hints.get(p.name, inspect.Parameter.empty)
+        if _is_context_annotation(tp):
+            ctx_param = p.name
+            continue
+        s = _type_schema(tp, f"{fn.__name__}({p.name})")
+        doc = param_docs.get(p.name)
+        if doc and "description" not in s:
+            s = {**s, "description": doc}
+        props[p.name] = s
+        if p.default is p.empty:
+            required.append(p.name)
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema, ctx_param
+
+
+def _enum_params(fn: Callable[..., Any]) -> dict[str, type[enum.Enum]]:
+    hints = typing.get_type_hints(fn)
+    out: dict[str, type[enum.Enum]] = {}
+    for name, tp in hints.items():
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            out[name] = tp
+    return out
+
+
+@overload
+def function_tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def function_tool(
+    *, name: str | None = None, description: str | None = None, manual: bool = False, strict: bool | None = None
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def function_tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    manual: bool = False,
+    strict: bool | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """A :class:`~allm.types.Tool` from a typed function: ``function_tool(fn)`` or ``@function_tool``.
+
+    The name is the function's (or ``name=``); the description is the docstring's
+    text before its sections (or ``description=``); the schema comes from the
+    parameters (see :func:`schema_from_function`). The model's arguments are passed
+    as keyword arguments (an ``Enum`` parameter receives the member); a parameter
+    annotated :class:`ToolContext` receives the context. ``async def`` works.
+    Use ``@function_tool(manual=True)`` for options. The decorated name is bound to
+    the ``Tool``; the original function stays reachable as ``tool.handler.function``.
+
+    Raises ``TypeError`` for a signature with no JSON form and
+    :class:`~allm.errors.ValidationError` for a bad name.
+    """
+
+    def build(f: Callable[..., Any]) -> Tool:
+        schema, ctx_param = schema_from_function(f)
+        doc_desc, _ = parse_docstring(f.__doc__)
+        enums = _enum_params(f)
+
+        def convert(args: Mapping[str, Any]) -> dict[str, Any]:
+            kwargs = dict(args)
+            for k, cls in enums.items():
+                if k in kwargs and not isinstance(kwargs[k], cls):
+                    kwargs[k] = cls(kwargs[k])
+            return kwargs
+
+        handler: Callable[..., Any]
+        if inspect.iscoroutinefunction(f):
+
+            async def ahandler(args: Mapping[str, Any], ctx: ToolContext) -> Any:
+                kwargs = convert(args)
+                if ctx_param is not None:
+                    kwargs[ctx_param] = ctx
+                return await f(**kwargs)
+
+            handler = ahandler
+        else:
+
+            def shandler(args: Mapping[str, Any], ctx: ToolContext) -> Any:
+                kwargs = convert(args)
+                if ctx_param is not None:
+                    kwargs[ctx_param] = ctx
+                return f(**kwargs)
+
+            handler = shandler
+        # Not functools.update_wrapper: its __wrapped__ would make inspect.signature
+        # report f's parameters instead of (args, ctx).
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(handler, attr, getattr(f, attr, None))
+        setattr(handler, "function", f)  # noqa: B010
+        return tool(
+            name or f.__name__,
+            description if description is not None else doc_desc,
+            schema,
+            handler,
+            manual=manual,
+            strict=strict,
+        )
+
+    if fn is not None:
+        return build(fn)
+    return build
+
+
+# ------------------------------------------------------------------------------ argument checks
+
+_js_module: Any = None
+_js_missing_warned = False
+_validators: dict[bytes, Any] = {}
+
+
+def _jsonschema() -> Any:
+    """The ``jsonschema`` module, or ``None`` when it is not installed."""
+    global _js_module
+    if _js_module is None:
+        try:
+            _js_module = importlib.import_module("jsonschema")
+        except ImportError:
+            _js_module = False
+    return _js_module or None
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    js = _jsonschema()
+    if js is None:
+        global _js_missing_warned
+        if not _js_missing_warned:
+            _js_missing_warned = True
+            warnings.warn(
+                "jsonschema is not installed: tool arguments are not checked against their schemas "
+                "(pip install 'allm[tools]' to check them)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return None
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    v = _validators.get(key)
+    if v is None:
+        cls = js.validators.validator_for(schema, default=js.Draft202012Validator)
+        v = cls(schema)
+        if len(_validators) > 512:
+            _validators.clear()
+        _validators[key] = v
+    return v
+
+
+def _path(error: Any) -> str:
+    parts = list(error.absolute_path)
+    if not parts:
+        return "the arguments"
+    return "'" + ".".join(str(p) for p in parts) + "'"
+
+
+def validate_arguments(tool: Tool, call: ToolCall) -> ToolError | None:
+    """The :class:`~allm.errors.ToolError` (``invalid_arguments``) for a call whose
+    arguments are not a JSON object or do not match ``tool.schema``, else ``None``.
+
+    The message is written for the model to read and correct its call.
+    """
+    if call.parse_error is not None:
+        return ToolError(
+            f"the arguments of {call.name} could not be read ({call.parse_error}); "
+            "send a JSON object that matches the tool's schema",
+            reason="invalid_arguments",
+            metadata={"tool_name": call.name, "tool_call_id": call.id},
+        )
+    if not tool.schema:
+        return None
+    try:
+        v = _validator(tool.schema)
+    except TypeError:
+        return None
+    if v is None:
+        return None
+    errors = sorted(v.iter_errors(dict(call.arguments)), key=lambda e: (list(e.absolute_path), e.message))
+    if not errors:
+        return None
+    shown = "; ".join(f"at {_path(e)}: {e.message}" for e in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ToolError(
+        f"the arguments of {call.name} do not match its schema: {shown}{more}",
+        reason="invalid_arguments",
+        metadata={"tool_name": call.name, "tool_call_id": call.id},
+    )
+
+
+# ------------------------------------------------------------------------------ result encoding
+
+
+class ResultEncoder(Protocol):
+    """Turns tool results and tool errors into the text of the tool message the model reads."""
+
+    def encode_result(self, value: Any, call: ToolCall) -> str: ...
+
+    def encode_error(self, error: ToolError, call: ToolCall) -> str: ...
+
+
+def _json_default(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+@attrs.frozen
+class JsonResultEncoder:
+    """The default encoder: a string is sent as it is; any other value as JSON.
+
+    JSON covers dicts, lists, numbers, booleans, ``None``, dataclasses, attrs
+    classes, enums, datetimes and pydantic models. An error becomes
+    ``{"error": "<reason>: <message>"}``. A value with no JSON form raises
+    ``TypeError``, which the loop reports as a tool error (``encoding_failed``).
+    """
+
+    def encode_result(self, value: Any, call: ToolCall) -> str:
+        if isinstance(value, str):
+            return value
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def encode_error(self, error: ToolError, call: ToolCall) -> str:
+        return orjson.dumps({"error": str(error)}).decode()
+
+
+@attrs.frozen
+class _FunctionEncoder:
+    fn: Callable[[Any], str]
+    errors: JsonResultEncoder = attrs.field(factory=JsonResultEncoder)
+
+    def encode_result(self, value: Any, call: ToolCall) -> str:
+        out = self.fn(value)
+        if not isinstance(out, str):
+            raise TypeError(f"the result encoder returned {type(out).__name__}, not str")
+        return out
+
+    def encode_error(self, error: ToolError, call: ToolCall) -> str:
+        return self.errors.encode_error(error, call)
+
+
+def as_encoder(encoder: ResultEncoder | Callable[[Any], str] | None) -> ResultEncoder:
+    """An encoder from ``None`` (JSON), a :class:`ResultEncoder`, or a function ``value -> str``
+    (errors then use the JSON form)."""
+    if encoder is None:
+        return JsonResultEncoder()
+    if hasattr(encoder, "encode_result") and hasattr(encoder, "encode_error"):
+        return encoder
+    if callable(encoder):
+        return _FunctionEncoder(encoder)
+    raise TypeError("result_encoder must be a ResultEncoder or a function value -> str")
+
+
+# ------------------------------------------------------------------------------ running handlers
+
+
+@attrs.frozen
+class ToolJob:
+    """One call the loop decided to run: the call, its tool and its context.
+
+    ``error`` is set when the call fails before its handler could run (arguments
+    invalid, no handler): the runners report it at once without running anything.
+    """
+
+    call: ToolCall
+    tool: Tool | None
+    context: ToolContext
+    error: ToolError | None = None
+
+
+@attrs.frozen
+class ToolOutcome:
+    """What running one call gave: the handler's ``value`` or a :class:`~allm.errors.ToolError`."""
+
+    call: ToolCall
+    value: Any = None
+    error: ToolError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _raised(call: ToolCall, exc: BaseException) -> ToolOutcome:
+    if isinstance(exc, ToolError):
+        return ToolOutcome(call, error=exc)
+    err = ToolError(
+        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        reason="handler_raised",
+        metadata={"exception_type": type(exc).__name__, "tool_name": call.name, "tool_call_id": call.id},
+    )
+    err.__cause__ = exc
+    return ToolOutcome(call, error=err)
+
+
+def _timed_out(call: ToolCall, timeout: float | None) -> ToolOutcome:
+    return ToolOutcome(
+        call,
+        error=ToolError(
+            f"{call.name} did not finish within {timeout:g} s",
+            reason="timeout",
+            metadata={"tool_name": call.name, "tool_call_id": call.id, "timeout": timeout},
+        ),
+    )
+
+
+def _args(job: ToolJob) -> tuple[Any, ...]:
+    assert job.tool is not None and job.tool.handler is not None
+    args = dict(job.call.arguments)
+    return (args,) if handler_arity(job.tool.handler) == 1 else (args, job.context)
+
+
+async def _await(x: Any) -> Any:
+    return await x
+
+
+def run_tool(job: ToolJob, timeout: float | None = None) -> ToolOutcome:
+    """Run one job in the calling thread (an async handler in its own event loop).
+
+    ``timeout`` applies to async handlers only (a sync handler cannot be
+    interrupted in its own thread; :func:`run_tools` enforces it from outside).
+    """
+    if job.error is not None:
+        return ToolOutcome(job.call, error=job.error)
+    try:
+        assert job.tool is not None and job.tool.handler is not None
+        value = job.tool.handler(*_args(job))
+        if inspect.isawaitable(value):
+            coro = _await(value)
+            value = asyncio.run(asyncio.wait_for(coro, timeout) if timeout is not None else coro)
+    except TimeoutError:
+        return _timed_out(job.call, timeout)
+    except Exception as exc:
+        return _raised(job.call, exc)
+    return ToolOutcome(job.call, value)
+
+
+def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
+    """Run ``jobs`` concurrently (one daemon thread each); yield outcomes as they finish.
+
+    Jobs that failed before running come first, in order. A job still running
+    after ``timeout`` seconds is reported as a ``timeout`` error; its thread is
+    abandoned (Python cannot stop a thread) and its eventual result ignored. Async
+    handlers run with ``asyncio.run`` in their thread, cancelled at the timeout.
+    Each thread runs in a copy of the caller's ``contextvars`` context (so
+    ``allm.keys.scope`` applies inside handlers).
+    """
+    results: queue.SimpleQueue[tuple[int, ToolOutcome]] = queue.SimpleQueue()
+    running: dict[int, ToolJob] = {}
+    for job in jobs:
+        if job.error is not None:
+            yield ToolOutcome(job.call, error=job.error)
+    start = time.monotonic()
+    for i, job in enumerate(jobs):
+        if job.error is not None:
+            continue
+        running[i] = job
+        ctx = contextvars.copy_context()
+
+        def work(i: int = i, job: ToolJob = job) -> None:
+            results.put((i, run_tool(job, timeout)))
+
+        threading.Thread(target=ctx.run, args=(work,), name=f"allm-tool-{job.call.name}", daemon=True).start()
+    while running:
+        wait = None if timeout is None else max(0.0, start + timeout - time.monotonic())
+        try:
+            i, outcome = results.get(timeout=wait)
+        except queue.Empty:
+            for i in sorted(running):
+                yield _timed_out(running[i].call, timeout)
+            return
+        if running.pop(i, None) is not None:
+            yield outcome
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``fn(*args)`` in a daemon thread; a future of its result on the running loop.
+
+    Not ``asyncio.to_thread``: a handler that never returns would then keep the
+    loop's default executor, and ``asyncio.run`` waits for it on shutdown.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def work() -> None:
+        try:
+            value = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            ok, value = False, exc
+        else:
+            ok = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    threading.Thread(target=ctx.run, args=(work,), name="allm-tool", daemon=True).start()
+    return fut
+
+
+def _is_async(handler: Any) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler):
+        return False
+    # An object with an async __call__ method.
+    return inspect.iscoroutinefunction(type(handler).__call__)
+
+
+async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
+    assert job.tool is not None and job.tool.handler is not None
+    handler = job.tool.handler
+
+    async def call() -> Any:
+        args = _args(job)
+        if _is_async(handler):
+            value = await handler(*args)
+        else:
+            value = await _in_thread(handler, *args)
+        while inspect.isawaitable(value):
+            value = await value
+        return value
+
+    try:
+        if timeout is None:
+            value = await call()
+        else:
+            value = await asyncio.wait_for(call(), timeout)
+    except TimeoutError:
+        return _timed_out(job.call, timeout)
+    except Exception as exc:
+        return _raised(job.call, exc)
+    return ToolOutcome(job.call, value)
+
+
+async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
+    """The async twin of :func:`run_tools`: async handlers run as tasks, sync ones in threads.
+
+    Closing the generator (or cancelling its task) cancels the handlers still running.
+    """
+    for job in jobs:
+        if job.error is not None:
+            yield ToolOutcome(job.call, error=job.error)
+    tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
+    try:
+        for fut in asyncio.as_completed(tasks):
+            yield await fut
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()

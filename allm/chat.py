@@ -52,7 +52,7 @@ from .api import (
 )
 from .engine import Engine, merge_tools
 from .errors import AllmError
-from .events import Error, Event
+from .events import ChatCompleted, Error, Event, StepCompleted
 from .fold import Collector
 from .loop import CallModel, ChatCollector, Finish, Loop, LoopPolicy, Mode, OnToolError, RunTools, StepCollector
 from .policy import RetryInfo, RetryPolicy, Timeouts
@@ -118,11 +118,18 @@ class ChatOptions(LoopOptions, total=False):
 
     context: Mapping[str, Any] | None
     session_id: str | None
+    structured_finalize: bool
+    structured_finalize_nudge: str
+
+
+DEFAULT_FINALIZE_NUDGE = "Now provide your final structured response."
+_FINALIZE_AFTER = frozenset({"completed", "max_turns", "halt_when"})
 
 
 _LOOP_KEYS = frozenset(
     {"tools", "mode", "max_turns", "halt_when", "on_tool_error", "tool_timeout", "result_encoder", "context", "session_id"}
 )
+_FINALIZE_KEYS = frozenset({"structured_finalize", "structured_finalize_nudge"})
 _GEN_KEYS = frozenset(
     {
         "api_key",
@@ -152,7 +159,7 @@ def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, R
 def _setup(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], *, single_step: bool
 ) -> tuple[Loop, dict[str, Any]]:
-    unknown = set(options) - _LOOP_KEYS - _GEN_KEYS
+    unknown = set(options) - _LOOP_KEYS - _GEN_KEYS - _FINALIZE_KEYS
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.chat.ChatOptions")
     if not isinstance(engine, Engine):
@@ -254,8 +261,21 @@ def stream(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions])
     Raises at call time what :func:`allm.stream_generate` raises, ``TypeError``
     for an unknown option and ``ValueError`` for a bad loop option. Fold the events
     with :class:`~allm.loop.ChatCollector`, or call :func:`chat`.
+
+    ``structured_finalize=True`` (for providers that cannot combine tools with a
+    JSON schema): pass 1 runs the tool loop without the request's
+    ``response_format``; if it halted ``completed``, ``max_turns`` or ``halt_when``,
+    pass 2 appends ``structured_finalize_nudge`` (a user message; ``""`` skips it)
+    and makes one call with no tools and the original ``response_format``. The
+    result has the steps of both passes, the thread and final response of pass 2,
+    and ``metadata["structured_finalize"]["pass_1_halted"]``. Pass 2 does not count
+    against ``max_turns``.
     """
-    return _start(engine, request, options, False)
+    if options.get("structured_finalize"):
+        start, original, loop_opts, nudge = _finalize_plan(engine, request, options)
+        first = _start(engine, start, loop_opts, False)  # opened now: pre-flight errors raise here
+        return EventStream(_finalize(engine, first, original, loop_opts, nudge))
+    return _start(engine, request, _loop_options(options), False)
 
 
 def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
@@ -275,9 +295,10 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 def stream_step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> EventStream:
     """One turn of the loop: the model call, its tool calls, then one ``StepCompleted``.
 
-    ``max_turns`` and ``halt_when`` do not apply. Same arguments and errors as :func:`stream`.
+    ``max_turns``, ``halt_when`` and ``structured_finalize`` do not apply. Same
+    arguments and errors as :func:`stream`.
     """
-    return _start(engine, request, options, True)
+    return _start(engine, request, _loop_options(options), True)
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
@@ -356,7 +377,11 @@ def _astart(
 
 def astream(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> AsyncEventStream:
     """The async twin of :func:`stream` (same events, options and errors)."""
-    return _astart(engine, request, options, False)
+    if options.get("structured_finalize"):
+        start, original, loop_opts, nudge = _finalize_plan(engine, request, options)
+        first = _astart(engine, start, loop_opts, False)
+        return AsyncEventStream(_afinalize(engine, first, original, loop_opts, nudge))
+    return _astart(engine, request, _loop_options(options), False)
 
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
@@ -370,7 +395,7 @@ async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOpti
 
 def astream_step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> AsyncEventStream:
     """The async twin of :func:`stream_step`."""
-    return _astart(engine, request, options, True)
+    return _astart(engine, request, _loop_options(options), True)
 
 
 async def astep(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
@@ -381,3 +406,93 @@ async def astep(engine: Engine, request: RequestLike, **options: Unpack[ChatOpti
             collector.apply(ev)
     return collector.result()
 
+
+
+# ------------------------------------------------------------------------------ structured finalize
+
+
+def _loop_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - _LOOP_KEYS - _GEN_KEYS - _FINALIZE_KEYS
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.chat.ChatOptions")
+    return {k: v for k, v in options.items() if k not in _FINALIZE_KEYS}
+
+
+def _finalize_plan(
+    engine: Engine, request: RequestLike, options: Mapping[str, Any]
+) -> tuple[tuple[Thread, Request], Request, dict[str, Any], str]:
+    thread, req = _as_thread(request)
+    if req.response_format is None:
+        raise ValueError("structured_finalize needs a request with a response_format")
+    nudge = options.get("structured_finalize_nudge", DEFAULT_FINALIZE_NUDGE)
+    return (thread, attrs.evolve(req, response_format=None)), req, _loop_options(options), nudge
+
+
+def _second_pass(
+    engine: Engine, first: ChatResult, original: Request, nudge: str, loop_opts: dict[str, Any]
+) -> tuple[Engine, tuple[Thread, Request], dict[str, Any]]:
+    thread = first.thread.add(make_request(nudge).messages[0]) if nudge else first.thread
+    req = attrs.evolve(original, messages=thread.messages, tools=(), tool_choice=None)
+    opts = {k: v for k, v in loop_opts.items() if k not in ("tools", "max_turns", "halt_when")}
+    return attrs.evolve(engine, tools=()), (thread, req), opts
+
+
+def _merge(first: ChatResult, second: Step | None, partial: ChatResult | None = None) -> ChatResult:
+    meta = {**first.metadata, "structured_finalize": {"pass_1_halted": first.halted_reason}}
+    if second is None:
+        return attrs.evolve(partial or first, metadata=meta)
+    return ChatResult(
+        second.thread,
+        second.response,
+        (*first.steps, second),
+        second.halted_reason or "completed",
+        metadata={**meta, **second.metadata},
+    )
+
+
+def _finalize(
+    engine: Engine, pass_1: EventStream, original: Request, loop_opts: dict[str, Any], nudge: str
+) -> Iterator[Event]:
+    first: ChatResult | None = None
+    with pass_1 as events:
+        for ev in events:
+            if type(ev) is ChatCompleted:
+                first = ev.result
+            else:
+                yield ev
+    assert first is not None
+    if first.halted_reason not in _FINALIZE_AFTER:
+        yield ChatCompleted(_merge(first, None))
+        return
+    engine2, start2, opts2 = _second_pass(engine, first, original, nudge, loop_opts)
+    second: Step | None = None
+    with _start(engine2, start2, opts2, True) as events:
+        for ev in events:
+            if type(ev) is StepCompleted:
+                second = ev.step
+            yield ev
+    yield ChatCompleted(_merge(first, second))
+
+
+async def _afinalize(
+    engine: Engine, pass_1: AsyncEventStream, original: Request, loop_opts: dict[str, Any], nudge: str
+) -> AsyncIterator[Event]:
+    first: ChatResult | None = None
+    async with pass_1 as events:
+        async for ev in events:
+            if type(ev) is ChatCompleted:
+                first = ev.result
+            else:
+                yield ev
+    assert first is not None
+    if first.halted_reason not in _FINALIZE_AFTER:
+        yield ChatCompleted(_merge(first, None))
+        return
+    engine2, start2, opts2 = _second_pass(engine, first, original, nudge, loop_opts)
+    second: Step | None = None
+    async with _astart(engine2, start2, opts2, True) as events:
+        async for ev in events:
+            if type(ev) is StepCompleted:
+                second = ev.step
+            yield ev
+    yield ChatCompleted(_merge(first, second))

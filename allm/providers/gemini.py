@@ -52,6 +52,7 @@ from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
 from ..types import Embeddings, ImagePart, Message, ReasoningPart, Request, TextPart, Tool, ToolCall, Usage
 from .base import Assembler, HttpCall, KeySpec, malformed
+from .media import GEMINI_IMAGES, check_images, check_request_size
 
 __all__ = [
     "Gemini",
@@ -298,7 +299,7 @@ def encode_body(
     body last (e.g. ``{"safetySettings": [...]}`` or
     ``{"generationConfig": {"presencePenalty": 0.5}}``).
     """
-    warnings: list[str] = []
+    warnings = check_images(request.messages, GEMINI_IMAGES)
     system, contents = encode_contents(request.messages, warnings)
     body: dict[str, Any] = {"contents": contents}
     if system is not None:
@@ -873,11 +874,13 @@ class Gemini:
         )
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        data = orjson.dumps(body)
+        check_request_size(len(data), request.messages, GEMINI_IMAGES)
         return HttpCall(
             "POST",
             f"{self._root()}/{path}{method}",
             headers,
-            orjson.dumps(body),
+            data,
             stream,
             PROVIDER,
             _bare(path),

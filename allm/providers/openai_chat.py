@@ -26,6 +26,7 @@ from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
 from ..types import Embeddings, ImagePart, Message, Request, TextPart, Tool, Usage
 from .base import Assembler, Decoder, HttpCall, KeySpec, malformed
+from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 
 if TYPE_CHECKING:
     from .openai_responses import OpenAIResponses
@@ -199,8 +200,12 @@ def encode_tool_choice(choice: str) -> str | dict[str, Any]:
 
 
 def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[dict[str, Any], list[str]]:
-    """The JSON body and the warnings for fields this dialect does not accept."""
-    warnings: list[str] = []
+    """The JSON body and the warnings for fields this dialect does not accept.
+
+    Images are checked first (:func:`~allm.providers.media.check_images`: OpenAI's
+    documented limits for the ``openai`` dialect, the common image types elsewhere).
+    """
+    warnings = check_images(request.messages, OPENAI_IMAGES if dialect.name == "openai" else COMPATIBLE_IMAGES)
     body: dict[str, Any] = {"model": request.model, "messages": encode_messages(request.messages)}
     sampling = dialect.sampling
     for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):

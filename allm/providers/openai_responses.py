@@ -51,6 +51,7 @@ from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
 from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
 from .base import Assembler, HttpCall, KeySpec, malformed
+from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from .openai_chat import DIALECTS, Dialect, encode_tool_choice, error_from_body
 
 __all__ = [
@@ -186,7 +187,9 @@ def encode_body(
     ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
     Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
     """
+    image_warnings = check_images(request.messages, OPENAI_IMAGES if provider == "openai" else COMPATIBLE_IMAGES)
     instructions, items, warnings = encode_input(request.messages, provider)
+    warnings[:0] = image_warnings
     body: dict[str, Any] = {"model": request.model}
     if instructions is not None:
         body["instructions"] = instructions

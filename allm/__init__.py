@@ -32,8 +32,11 @@ from .policy import RetryInfo, RetryPolicy, Timeouts
 from .types import (
     ChatResult,
     Embeddings,
+    GeneratedImage,
     Image,
     ImagePart,
+    ImageRequest,
+    ImageResponse,
     Message,
     ReasoningPart,
     Request,
@@ -52,6 +55,7 @@ from .types import (
     tool_result,
     user,
 )
+from .vision import afetch_images, fetch_images
 
 __version__ = "0.1.0"
 
@@ -65,8 +69,11 @@ __all__ = [
     "Engine",
     "EngineError",
     "EventStream",
+    "GeneratedImage",
     "Image",
     "ImagePart",
+    "ImageRequest",
+    "ImageResponse",
     "Message",
     "ReasoningPart",
     "Request",
@@ -85,12 +92,14 @@ __all__ = [
     "Usage",
     "ValidationError",
     "aembed",
+    "afetch_images",
     "agenerate",
     "alist_models",
     "assistant",
     "astream_generate",
     "embed",
     "events",
+    "fetch_images",
     "generate",
     "json_schema",
     "keys",

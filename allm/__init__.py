@@ -26,9 +26,18 @@ from .api import (
     stream_generate,
 )
 from .engine import Engine
-from .errors import AdapterError, AllmError, EngineError, SessionError, ToolError, ValidationError
+from .errors import (
+    AdapterError,
+    AllmError,
+    EngineError,
+    InvalidOutputError,
+    SessionError,
+    ToolError,
+    ValidationError,
+)
 from .fold import Collector
 from .policy import RetryInfo, RetryPolicy, Timeouts
+from .structured import ObjectResult, agenerate_object, generate_object, schema_for
 from .types import (
     ChatResult,
     Embeddings,
@@ -74,7 +83,9 @@ __all__ = [
     "ImagePart",
     "ImageRequest",
     "ImageResponse",
+    "InvalidOutputError",
     "Message",
+    "ObjectResult",
     "ReasoningPart",
     "Request",
     "Response",
@@ -94,6 +105,7 @@ __all__ = [
     "aembed",
     "afetch_images",
     "agenerate",
+    "agenerate_object",
     "alist_models",
     "assistant",
     "astream_generate",
@@ -101,10 +113,12 @@ __all__ = [
     "events",
     "fetch_images",
     "generate",
+    "generate_object",
     "json_schema",
     "keys",
     "list_models",
     "request",
+    "schema_for",
     "stream_generate",
     "system",
     "tool_result",

@@ -36,6 +36,7 @@ from .errors import (
     ValidationError,
 )
 from .fold import Collector
+from .images import aedit_image, agenerate_image, aimage_variations, edit_image, generate_image, image_variations
 from .policy import RetryInfo, RetryPolicy, Timeouts
 from .structured import ObjectResult, agenerate_object, generate_object, schema_for
 from .types import (
@@ -102,18 +103,24 @@ __all__ = [
     "ToolError",
     "Usage",
     "ValidationError",
+    "aedit_image",
     "aembed",
     "afetch_images",
     "agenerate",
+    "agenerate_image",
     "agenerate_object",
+    "aimage_variations",
     "alist_models",
     "assistant",
     "astream_generate",
+    "edit_image",
     "embed",
     "events",
     "fetch_images",
     "generate",
+    "generate_image",
     "generate_object",
+    "image_variations",
     "json_schema",
     "keys",
     "list_models",

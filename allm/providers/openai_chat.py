@@ -24,7 +24,7 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import Embeddings, ImagePart, Message, Request, TextPart, Tool, Usage
+from ..types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, Request, TextPart, Tool, Usage
 from .base import Assembler, Decoder, HttpCall, KeySpec, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 
@@ -585,11 +585,37 @@ class _ChatAdapter:
         return HttpCall("GET", self._base_url().rstrip("/") + "/models", {"accept": "application/json", **d.headers, **self._extra_headers()}, None, False, d.provider)
 
     def decode_list_models(self, body: bytes) -> list[str]:
-        data = orjson.loads(body)
+        """Model ids of a ``{"data": [{"id": ...}, ...]}`` body; raises ``malformed_response``."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise malformed(self._dialect().provider, f"the model list is not valid JSON: {exc}") from None
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise malformed(self._dialect().provider, "a model list has no data array")
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+    # -- images (POST /images/...), https://platform.openai.com/docs/api-reference/images
+
+    image_operations = frozenset({"generate", "edit", "variations"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """One Images API call (see :mod:`allm.providers.openai_images`)."""
+        from .openai_images import encode_image_call
+
+        d = self._dialect()
+        return encode_image_call(self._base_url(), {**d.headers, **self._extra_headers()}, d.provider, operation, request)
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        from .openai_images import decode_images
+
+        return decode_images(call, body)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        """:meth:`error`, with a moderation refusal of an image as ``content_filter``."""
+        from .openai_images import refine_error
+
+        return refine_error(self.error(status, headers, body), body)
 
 
 # Model families that are reasoning-first: served by the Responses API, which carries their

@@ -40,7 +40,7 @@ decoded by the same code, so it yields the same events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -49,10 +49,21 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
+from ..types import (
+    Embeddings,
+    ImagePart,
+    ImageRequest,
+    ImageResponse,
+    Message,
+    ReasoningPart,
+    Request,
+    TextPart,
+    Tool,
+    Usage,
+)
 from .base import Assembler, HttpCall, KeySpec, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
-from .openai_chat import DIALECTS, Dialect, encode_tool_choice, error_from_body
+from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, encode_tool_choice, error_from_body
 
 __all__ = [
     "CHAT_RESPONSE_FORMAT_DIALECTS",
@@ -786,3 +797,40 @@ class OpenAIResponses:
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
         """An HTTP error (OpenAI error shape ``{"error": {"message", "type", "code"}}``) as a typed error."""
         return error_from_body(self._dialect().provider, status, headers, body)
+
+    # -- the endpoints beside /responses: models, embeddings, images (the Chat adapter's code)
+
+    def chat(self) -> OpenAI | OpenAICompatible:
+        """The Chat Completions adapter for the same server, URL and headers."""
+        d = self._dialect()
+        if d.name == "openai":
+            return OpenAI(self.base_url or d.base_url or "", self.organization, self.project, api="chat")
+        return OpenAICompatible(self.base_url, d if isinstance(self.dialect, Dialect) else d.name, dict(self.headers))
+
+    def encode_list_models(self) -> HttpCall:
+        """``GET {base_url}/models``."""
+        return self.chat().encode_list_models()
+
+    def decode_list_models(self, body: bytes) -> list[str]:
+        return self.chat().decode_list_models(body)
+
+    embed_batch_size = 2048
+
+    def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall:
+        """``POST {base_url}/embeddings``."""
+        return self.chat().encode_embed(texts, model=model, dimensions=dimensions)
+
+    def decode_embed(self, body: bytes) -> Embeddings:
+        return self.chat().decode_embed(body)
+
+    image_operations = frozenset({"generate", "edit", "variations"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """One Images API call (see :mod:`allm.providers.openai_images`)."""
+        return self.chat().encode_image(operation, request)
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        return self.chat().decode_image(call, body)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        return self.chat().image_error(status, headers, body)

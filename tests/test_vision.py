@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import allm
 from allm.errors import ValidationError
@@ -370,3 +372,32 @@ async def test_afetch_images_and_image_requests() -> None:
         msg = await allm.afetch_images(ask(allm.ImagePart.from_url(server.url + "/ruby.png")))
     assert fetched.images[0].data == RUBY and fetched.mask is not None and fetched.mask.data == RUBY
     assert msg.messages[0].content[1].image.data == RUBY
+
+
+_names = st.text(alphabet=st.characters(min_codepoint=48, max_codepoint=122, categories=("Lu", "Ll", "Nd")), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(_names, st.text(max_size=40)), max_size=5, unique_by=lambda t: t[0]),
+    st.lists(st.tuples(_names, st.binary(max_size=300)), max_size=3, unique_by=lambda t: t[0]),
+)
+def test_any_multipart_body_parses_back_to_its_parts(fields: list[tuple[str, str]], blobs: list[tuple[str, bytes]]) -> None:
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    fields = [(f"f_{n}", v) for n, v in fields]
+    files = [(f"b_{n}", f"{n}.bin", "application/octet-stream", data) for n, data in blobs]
+    ctype, body = multipart_body(fields, files)
+    assert (ctype, body) == multipart_body(fields, files)
+    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + body)
+    parts = list(msg.iter_parts()) if fields or files else []
+    got = [(p.get_param("name", header="content-disposition"), p.get_payload(decode=True)) for p in parts]
+    # The MIME parser turns a lone CR or LF inside a text part into CRLF; compare texts on normalised newlines.
+    want = [(n, v.encode()) for n, v in fields] + [(n, d) for n, _, _, d in files]
+    assert [n for n, _ in got] == [n for n, _ in want]
+    for (_, g), (_, w), is_text in zip(got, want, [True] * len(fields) + [False] * len(files), strict=True):
+        if is_text:
+            assert g.replace(b"\r\n", b"\n").replace(b"\r", b"\n") == w.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        else:
+            assert g == w

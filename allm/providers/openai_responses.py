@@ -800,7 +800,7 @@ class OpenAIResponses:
 
     # -- the endpoints beside /responses: models, embeddings, images (the Chat adapter's code)
 
-    def chat(self) -> OpenAI | OpenAICompatible:
+    def chat_adapter(self) -> OpenAI | OpenAICompatible:
         """The Chat Completions adapter for the same server, URL and headers."""
         d = self._dialect()
         if d.name == "openai":
@@ -809,28 +809,28 @@ class OpenAIResponses:
 
     def encode_list_models(self) -> HttpCall:
         """``GET {base_url}/models``."""
-        return self.chat().encode_list_models()
+        return self.chat_adapter().encode_list_models()
 
     def decode_list_models(self, body: bytes) -> list[str]:
-        return self.chat().decode_list_models(body)
+        return self.chat_adapter().decode_list_models(body)
 
     embed_batch_size = 2048
 
     def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall:
         """``POST {base_url}/embeddings``."""
-        return self.chat().encode_embed(texts, model=model, dimensions=dimensions)
+        return self.chat_adapter().encode_embed(texts, model=model, dimensions=dimensions)
 
     def decode_embed(self, body: bytes) -> Embeddings:
-        return self.chat().decode_embed(body)
+        return self.chat_adapter().decode_embed(body)
 
     image_operations = frozenset({"generate", "edit", "variations"})
 
     def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
         """One Images API call (see :mod:`allm.providers.openai_images`)."""
-        return self.chat().encode_image(operation, request)
+        return self.chat_adapter().encode_image(operation, request)
 
     def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
-        return self.chat().decode_image(call, body)
+        return self.chat_adapter().decode_image(call, body)
 
     def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
-        return self.chat().image_error(status, headers, body)
+        return self.chat_adapter().image_error(status, headers, body)

@@ -485,6 +485,13 @@ class _Spec:
             if isinstance(err, BaseException):
                 raise err
         raw = response.output_text
+        if response.finish_reason == "content_filter":
+            raise InvalidOutputError(
+                f"the model declined, or a content filter stopped the answer: {raw[:200]!r}",
+                raw_text=raw,
+                errors=["refused (finish_reason content_filter)"],
+                response=response,
+            )
         text = _json_text(raw)
         if not text:
             raise InvalidOutputError(

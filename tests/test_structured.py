@@ -364,7 +364,7 @@ def test_reask_is_off_by_default_and_happens_only_once() -> None:
 
 def test_no_text_and_code_fences() -> None:
     with pytest.raises(InvalidOutputError, match="no text"):
-        allm.generate_object(fake_engine([finish("content_filter")]), "x", Person)
+        allm.generate_object(fake_engine([finish("stop")]), "x", Person)
     fenced = '```json\n{"name": "Ann", "age": 3}\n```'
     assert allm.generate_object(fake_engine([fenced]), "x", Person) == Person("Ann", 3)
 
@@ -452,3 +452,49 @@ def test_the_error_survives_pickle_and_the_codec() -> None:
         assert back.raw_text == "{" and back.errors == ("$: not valid JSON",) and back.reason == "invalid_output"
     resp = allm.Response(allm.assistant("x"), finish_reason="error", metadata={"error": err})
     assert codec.loads(codec.dumps(resp)).metadata["error"].raw_text == "{"
+
+
+# OpenAI structured outputs: a declined request carries ``refusal`` instead of content
+# (https://platform.openai.com/docs/guides/structured-outputs, "Refusals").
+REFUSAL = "I'm sorry, I cannot assist with that request."
+REFUSAL_BODY = orjson.dumps(
+    {
+        "id": "chatcmpl-r",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": REFUSAL}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30},
+    }
+)
+
+
+def _refusal_stream() -> bytes:
+    chunks = [{"role": "assistant", "content": None, "refusal": None}, {"refusal": "I'm sorry, "}, {"refusal": "I cannot assist with that request."}]
+    out = b""
+    for d in chunks:
+        out += b"data: " + orjson.dumps({"id": "chatcmpl-r", "model": "gpt-4o", "choices": [{"index": 0, "delta": d, "finish_reason": None}]}) + b"\n\n"
+    out += b"data: " + orjson.dumps({"id": "chatcmpl-r", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+    return out + b"data: [DONE]\n\n"
+
+
+def test_a_refusal_is_content_filter_in_stream_and_body_alike() -> None:
+    from allm.fold import fold_response
+    from allm.providers import OpenAI
+    from tests.conftest import feed_all
+
+    o = OpenAI()
+    call = o.encode(allm.request("x", model="gpt-4o"), stream=True)
+    streamed = fold_response(feed_all(o.decoder(call), [_refusal_stream()]))
+    body = fold_response(o.decode_body(o.encode(allm.request("x", model="gpt-4o"), stream=False), REFUSAL_BODY))
+    for r in (streamed, body):
+        assert r.output_text == REFUSAL and r.finish_reason == "content_filter" and r.raw_finish_reason == "stop"
+
+
+def test_generate_object_reports_a_refusal(server: LoopbackServer) -> None:
+    from allm.providers import OpenAI
+
+    _replay(server, REFUSAL_BODY)
+    engine = allm.Engine(adapter=OpenAI(base_url=server.url + "/v1"), model="gpt-4o")
+    with pytest.raises(InvalidOutputError) as info:
+        allm.generate_object(engine, "something unsafe", Person, api_key="sk-test-0000000", http_streaming=False)
+    assert "declined" in info.value.message and info.value.raw_text == REFUSAL

@@ -326,7 +326,7 @@ class ChatDecoder:
     end with ``data: [DONE]``; ending without it is a ``malformed_response`` error.
     """
 
-    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_sse", "failed", "finished", "provider")
+    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_refused", "_sse", "failed", "finished", "provider")
 
     def __init__(self, provider: str, dialect: Dialect, warnings: tuple[str, ...] = (), include_raw: bool = False):
         self.provider = provider
@@ -336,6 +336,7 @@ class ChatDecoder:
         self.finished = False  # the terminal marker was seen, or the stream failed
         self.failed = False
         self._finish: str | None = None
+        self._refused = False
         self._raw = include_raw
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -367,7 +368,8 @@ class ChatDecoder:
     def _on_data(self, data: bytes, out: list[Event]) -> None:
         if data == b"[DONE]":
             self.finished = True
-            out.extend(self._asm.finish(map_finish_reason(self._finish), self._finish))
+            finish = "content_filter" if self._refused else map_finish_reason(self._finish)
+            out.extend(self._asm.finish(finish, self._finish))
             return
         try:
             obj = orjson.loads(data)
@@ -399,6 +401,10 @@ class ChatDecoder:
                     c = delta.get("content")
                     if c:
                         out.append(asm.text(c))
+                    refusal = delta.get("refusal")
+                    if refusal and isinstance(refusal, str):  # structured outputs: the model declined
+                        self._refused = True
+                        out.append(asm.text(refusal))
                     for f in self._dialect.reasoning_fields:
                         r = delta.get(f)
                         if r and isinstance(r, str):
@@ -460,6 +466,7 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
         if include_raw:
             out.append(RawChunk(obj))
         finish: str | None = None
+        refused = False
         choices = obj.get("choices") or []
         if choices:
             ch = choices[0]
@@ -470,6 +477,9 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
                     out.append(asm.reasoning(r))
                     out.extend(asm.close_block(None, "reasoning"))
             c = msg.get("content")
+            refusal = msg.get("refusal")
+            if not c and refusal and isinstance(refusal, str):  # structured outputs: the model declined
+                c = refusal
             if c:
                 out.append(asm.text(c))
                 out.extend(asm.close_block(None, "text"))
@@ -479,10 +489,11 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
                 out.extend(asm.tool_arguments(i, fn.get("arguments") or ""))
                 out.extend(asm.close_block(i, "tool"))
             finish = ch.get("finish_reason")
+            refused = bool(refusal) and not msg.get("content")
         u = obj.get("usage")
         if u:
             out.append(asm.add_usage(map_usage(u)))
-        out.extend(asm.finish(map_finish_reason(finish), finish))
+        out.extend(asm.finish("content_filter" if refused else map_finish_reason(finish), finish))
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         out.append(Error(malformed(provider, f"unexpected body shape ({type(exc).__name__}: {exc})")))
     return out

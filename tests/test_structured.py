@@ -127,29 +127,35 @@ def test_schema_for_attrs_and_typeddict() -> None:
     assert m["required"] == ["title", "year", "sequel_of"] and strict_problems(m) == []
 
 
-pydantic = pytest.importorskip("pydantic")
+try:
+    import pydantic
+except ImportError:  # pydantic is optional: allm imports it only when given a pydantic model
+    pydantic = None
+
+needs_pydantic = pytest.mark.skipif(pydantic is None, reason="pydantic is not installed")
+
+if pydantic is not None:
+
+    class PAddress(pydantic.BaseModel):
+        city: str
+        zip: str | None = None
+
+    class PPerson(pydantic.BaseModel):
+        """A person."""
+
+        name: str
+        age: int = pydantic.Field(ge=0, description="in years")
+        homes: list[PAddress]
+
+        @pydantic.field_validator("name")
+        @classmethod
+        def not_blank(cls, v: str) -> str:
+            if not v.strip():
+                raise ValueError("name is blank")
+            return v
 
 
-class PAddress(pydantic.BaseModel):  # type: ignore[misc,name-defined]
-    city: str
-    zip: str | None = None
-
-
-class PPerson(pydantic.BaseModel):  # type: ignore[misc,name-defined]
-    """A person."""
-
-    name: str
-    age: int = pydantic.Field(ge=0, description="in years")
-    homes: list[PAddress]
-
-    @pydantic.field_validator("name")  # type: ignore[misc]
-    @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("name is blank")
-        return v
-
-
+@needs_pydantic
 def test_schema_for_a_pydantic_model_is_made_strict_and_inlined() -> None:
     s = schema_for(PPerson)
     assert "$defs" not in orjson.dumps(s).decode() and "$ref" not in orjson.dumps(s).decode()
@@ -412,6 +418,7 @@ def test_typed_values() -> None:
     assert raw.value == {"a": 1} and raw.name == "My_thing_" and raw.strict is False
 
 
+@needs_pydantic
 def test_pydantic_models_are_built_and_their_own_validators_apply() -> None:
     ok = '{"name": "Ann", "age": 3, "homes": [{"city": "Paris", "zip": null}]}'
     got = allm.generate_object(fake_engine([ok]), "x", PPerson)

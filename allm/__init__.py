@@ -27,17 +27,30 @@ from .api import (
 )
 from .chat import ChatOptions, achat, astep, astream, astream_step, chat, step, stream, stream_step
 from .engine import Engine
-from .errors import AdapterError, AllmError, EngineError, SessionError, ToolError, ValidationError
+from .errors import (
+    AdapterError,
+    AllmError,
+    EngineError,
+    InvalidOutputError,
+    SessionError,
+    ToolError,
+    ValidationError,
+)
 from .fold import Collector
+from .images import aedit_image, agenerate_image, aimage_variations, edit_image, generate_image, image_variations
 from .loop import ChatCollector, StepCollector
 from .policy import RetryInfo, RetryPolicy, Timeouts
 from .session import AsyncSessionStream, Session, SessionReducer, SessionStream
+from .structured import ObjectResult, agenerate_object, generate_object, schema_for
 from .tools import AskUser, Halt, JsonResultEncoder, ToolContext, function_tool, tool
 from .types import (
     ChatResult,
     Embeddings,
+    GeneratedImage,
     Image,
     ImagePart,
+    ImageRequest,
+    ImageResponse,
     Message,
     ReasoningPart,
     Request,
@@ -56,6 +69,7 @@ from .types import (
     tool_result,
     user,
 )
+from .vision import afetch_images, fetch_images
 
 __version__ = "0.1.0"
 
@@ -73,11 +87,16 @@ __all__ = [
     "Engine",
     "EngineError",
     "EventStream",
+    "GeneratedImage",
     "Halt",
     "Image",
     "ImagePart",
+    "ImageRequest",
+    "ImageResponse",
+    "InvalidOutputError",
     "JsonResultEncoder",
     "Message",
+    "ObjectResult",
     "ReasoningPart",
     "Request",
     "Response",
@@ -100,8 +119,13 @@ __all__ = [
     "Usage",
     "ValidationError",
     "achat",
+    "aedit_image",
     "aembed",
+    "afetch_images",
     "agenerate",
+    "agenerate_image",
+    "agenerate_object",
+    "aimage_variations",
     "alist_models",
     "assistant",
     "astep",
@@ -109,14 +133,20 @@ __all__ = [
     "astream_generate",
     "astream_step",
     "chat",
+    "edit_image",
     "embed",
     "events",
+    "fetch_images",
     "function_tool",
     "generate",
+    "generate_image",
+    "generate_object",
+    "image_variations",
     "json_schema",
     "keys",
     "list_models",
     "request",
+    "schema_for",
     "step",
     "stream",
     "stream_generate",

@@ -131,19 +131,23 @@ def _converter() -> Any:
     c.register_unstructure_hook(Union[str, Dialect], unstructure_dialect)
     c.register_structure_hook(Union[str, Dialect], structure_dialect)
 
-    entry_types = {cls.__name__: cls for cls in fk._ENTRY_TYPES}
+    entry_types = {cls.__name__: cls for cls in (*fk._ENTRY_TYPES, fk.ImageEntry)}
+
+    def unstructure_scripts(scripts: Any) -> Any:
+        return [[{"entry": type(e).__name__, **c.unstructure(e)} for e in s] for s in scripts]
+
+    def structure_scripts(scripts: Any) -> Any:
+        return [[c.structure({k: x for k, x in e.items() if k != "entry"}, entry_types[e["entry"]]) for e in s] for s in scripts]
 
     def unstructure_adapter(a: Any) -> Any:
         name = type(a).__name__
         if isinstance(a, fk.Fake):
             if a._scripts is None:
                 raise ValidationError("a Fake built with function= cannot be stored", reason="invalid_request")
-            return {
-                "adapter": "Fake",
-                "model": a.model,
-                "calls": a.calls,
-                "scripts": [[{"entry": type(e).__name__, **c.unstructure(e)} for e in s] for s in a._scripts],
-            }
+            out = {"adapter": "Fake", "model": a.model, "calls": a.calls, "scripts": unstructure_scripts(a._scripts)}
+            if a._image_scripts:
+                out["image_scripts"] = unstructure_scripts(a._image_scripts)
+            return out
         if name not in adapters or not attrs.has(type(a)):
             raise ValidationError(f"the adapter {name} cannot be stored", reason="invalid_request")
         return {"adapter": name, **c.unstructure(a, type(a))}
@@ -152,8 +156,8 @@ def _converter() -> Any:
         v = dict(v)
         name = v.pop("adapter")
         if name == "Fake":
-            scripts = [[c.structure({k: x for k, x in e.items() if k != "entry"}, entry_types[e["entry"]]) for e in s] for s in v["scripts"]]
-            fake = fk.Fake(scripts=scripts, model=v.get("model", "fake"))
+            images = structure_scripts(v["image_scripts"]) if "image_scripts" in v else None
+            fake = fk.Fake(scripts=structure_scripts(v["scripts"]), model=v.get("model", "fake"), image_scripts=images)
             fake.requests.extend([t.Request()] * int(v.get("calls", 0)))
             return fake
         return c.structure(v, adapters[name])
@@ -263,6 +267,9 @@ def _register_core() -> None:
         t.Step,
         t.ChatResult,
         t.Embeddings,
+        t.ImageRequest,
+        t.ImageResponse,
+        t.GeneratedImage,
         Engine,
         RetryPolicy,
         Timeouts,

@@ -20,7 +20,8 @@ EngineError          missing_adapter, missing_model, missing_key, unknown_tool,
                      unsupported_operation
 ValidationError      invalid_request, invalid_message, invalid_tool,
                      invalid_image, invalid_thread, invalid_session,
-                     invalid_output
+                     invalid_output (raised as its subclass
+                     InvalidOutputError, with raw_text and errors)
 ToolError            handler_raised, timeout, invalid_return, not_found,
                      invalid_arguments, encoding_failed
 SessionError         session_in_error_state, invalid_status,
@@ -38,6 +39,7 @@ __all__ = [
     "AdapterError",
     "AllmError",
     "EngineError",
+    "InvalidOutputError",
     "SessionError",
     "ToolError",
     "ValidationError",
@@ -213,6 +215,46 @@ class ValidationError(AllmError, ValueError):
     default_reason = "invalid_request"
 
 
+class InvalidOutputError(ValidationError):
+    """The model's answer is not what was asked for: not JSON, or not valid against the
+    schema (reason ``invalid_output``; see :func:`allm.generate_object`).
+
+    - ``raw_text``: the text the model sent (str).
+    - ``errors``: why it was refused, one line each (tuple of str; JSON Schema
+      errors start with the JSON path of the offending value, ``$.age: ...``).
+    - ``response``: the :class:`~allm.types.Response` it came in (not kept by
+      pickle or :meth:`to_dict`; ``raw_text`` and ``errors`` are, in ``metadata``).
+    """
+
+    default_reason = "invalid_output"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        raw_text: str | None = None,
+        errors: tuple[str, ...] | list[str] | None = None,
+        response: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        md = dict(metadata or {})
+        if raw_text is not None:
+            md["raw_text"] = raw_text
+        if errors is not None:
+            md["errors"] = list(errors)
+        super().__init__(message, metadata=md, **kwargs)
+        self.response = response
+
+    @property
+    def raw_text(self) -> str:
+        return str(self.metadata.get("raw_text", ""))
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(str(e) for e in self.metadata.get("errors", ()))
+
+
 class ToolError(AllmError):
     """A tool call failed: its handler raised, timed out, or its arguments were invalid."""
 
@@ -237,7 +279,8 @@ class SessionError(AllmError):
 
 
 _CLASSES: dict[str, type[AllmError]] = {
-    c.__name__: c for c in (AllmError, AdapterError, EngineError, ValidationError, ToolError, SessionError)
+    c.__name__: c
+    for c in (AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError)
 }
 
 

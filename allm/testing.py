@@ -26,6 +26,7 @@ from .providers.fake import (
     ErrorEntry,
     Fake,
     FinishEntry,
+    ImageEntry,
     RawChunkEntry,
     ReasoningEntry,
     TextEntry,
@@ -42,6 +43,7 @@ __all__ = [
     "event_types",
     "fake_engine",
     "finish",
+    "image",
     "raw_chunk",
     "reasoning",
     "text",
@@ -118,6 +120,20 @@ def error(
     to fail the call before any event (retried when the reason is retryable).
     ``reason`` is an :class:`~allm.errors.AdapterError` reason."""
     return ErrorEntry(reason, message, status, retry_after, before_stream)
+
+
+def image(
+    data: bytes | None = None,
+    *,
+    url: str | None = None,
+    mime_type: str | None = "image/png",
+    revised_prompt: str | None = None,
+) -> ImageEntry:
+    """One image of a Fake image call (``Fake(images=[image(png_bytes)])``): inline ``data``
+    or a ``url``, with an optional ``revised_prompt``."""
+    if (data is None) == (url is None):
+        raise ValueError("image() takes data or url=, exactly one")
+    return ImageEntry(data, url, mime_type if data is not None or mime_type != "image/png" else None, revised_prompt)
 
 
 def delay(seconds: float) -> DelayEntry:

@@ -27,8 +27,11 @@ __all__ = [
     "ChatResult",
     "Embeddings",
     "FinishReason",
+    "GeneratedImage",
     "Image",
     "ImagePart",
+    "ImageRequest",
+    "ImageResponse",
     "Message",
     "Part",
     "ReasoningPart",
@@ -553,3 +556,80 @@ class Embeddings:
 
     def __getitem__(self, i: int) -> tuple[float, ...]:
         return self.vectors[i]
+
+
+# --------------------------------------------------------------------------- image generation
+
+
+@attrs.frozen
+class ImageRequest:
+    """One image generation, edit or variation call (see :mod:`allm.images`).
+
+    - ``prompt``: what to draw, or how to change ``images``.
+    - ``images``: input images (edits: one or more; variations: exactly one).
+    - ``mask``: a PNG whose transparent pixels mark where an edit may paint (OpenAI).
+    - ``n``: how many images; ``size`` (``"1024x1024"``), ``quality``, ``style``,
+      ``background``, ``output_format`` (``"png"``, ``"jpeg"``, ``"webp"``) and
+      ``response_format`` (``"url"`` or ``"b64_json"``) are OpenAI Images API fields;
+      ``aspect_ratio`` (``"16:9"``) is Gemini's ``imageConfig.aspectRatio``.
+    - ``options``: provider-specific fields, merged into the wire request last.
+
+    Fields left ``None`` are not sent; a field the provider does not have is dropped
+    and reported in :attr:`ImageResponse.warnings`.
+    """
+
+    prompt: str = ""
+    model: str | None = None
+    images: tuple[Image, ...] = attrs.field(default=(), converter=_as_tuple)
+    mask: Image | None = None
+    n: int | None = None
+    size: str | None = None
+    aspect_ratio: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    options: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+    metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+
+
+@attrs.frozen
+class GeneratedImage:
+    """One image a model made: inline bytes or a (usually short-lived) URL, and the
+    prompt the provider actually used when it rewrote yours (DALL-E 3)."""
+
+    image: Image
+    revised_prompt: str | None = None
+
+
+@attrs.frozen
+class ImageResponse:
+    """The images of one generation, edit or variation call.
+
+    ``text`` is any text the model wrote beside the images (Gemini). ``usage`` is in
+    tokens where the provider reports it (GPT image models, Gemini), else ``None``
+    counters. ``created`` is the provider's Unix timestamp, when sent.
+    """
+
+    images: tuple[GeneratedImage, ...] = attrs.field(default=(), converter=_as_tuple)
+    model: str | None = None
+    id: str | None = None
+    created: int | None = None
+    text: str = ""
+    usage: Usage = attrs.field(factory=Usage)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+
+    @property
+    def image(self) -> Image:
+        """The first image (raises ``IndexError`` when there is none)."""
+        return self.images[0].image
+
+    @property
+    def revised_prompt(self) -> str | None:
+        """The first image's revised prompt, if the provider sent one."""
+        return self.images[0].revised_prompt if self.images else None
+
+    def __len__(self) -> int:
+        return len(self.images)

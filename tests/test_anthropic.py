@@ -633,7 +633,7 @@ def test_system_messages_and_images() -> None:
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png.image.base64}},
         {"type": "image", "source": {"type": "url", "url": "https://example.org/cat.jpg"}},
     ]
-    assert call.warnings == ()
+    assert call.warnings == ("image detail is not supported by Anthropic and was not sent",)
     # A system message later in the thread moves up, with a note.
     late = A.encode(allm.request([allm.user("hi"), allm.system("late rule"), allm.user("again")], model="m"), stream=True)
     assert orjson.loads(late.body)["system"] == [{"type": "text", "text": "late rule"}]
@@ -645,7 +645,7 @@ def test_invalid_messages_are_rejected_before_sending() -> None:
     cases = [
         ([allm.Message("system", (png,))], "system message"),
         ([allm.Message("tool", "x")], "tool_call_id"),
-        ([allm.user("a"), allm.Message("assistant", (png,))], "assistant message cannot carry images"),
+        ([allm.user("a"), allm.Message("assistant", (png,))], "not in an assistant message"),
         ([allm.user(allm.ImagePart.from_bytes(b"%PDF", "application/pdf"))], "image/png"),
     ]
     for msgs, match in cases:

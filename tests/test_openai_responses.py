@@ -426,7 +426,7 @@ def test_reasoning_carry_back_rules() -> None:
 
 def test_invalid_messages_are_rejected_before_sending() -> None:
     img = allm.ImagePart.from_bytes(b"\x89PNG", "image/png")
-    with pytest.raises(ValidationError, match="only allowed in user messages") as exc:
+    with pytest.raises(ValidationError, match="not allowed in a system message") as exc:
         RESP.encode(allm.request([allm.Message("system", (img,))], model="m"), stream=True)
     assert exc.value.reason == "invalid_image"
     with pytest.raises(ValidationError, match="tool_call_id"):

@@ -40,6 +40,7 @@ from ..events import Error, Event, MessageStarted, RawChunk
 from ..sse import SSEDecoder
 from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
 from .base import Assembler, HttpCall, KeySpec, malformed
+from .media import ANTHROPIC_IMAGES, check_images, check_request_size
 
 __all__ = [
     "ANTHROPIC_BASE_URL",
@@ -800,7 +801,7 @@ class Anthropic:
         :func:`encode_messages`), a ``json_schema`` format without a schema, or a
         ``max_tokens`` not above the thinking budget.
         """
-        warnings: list[str] = []
+        warnings = check_images(request.messages, ANTHROPIC_IMAGES)
         system, messages = encode_messages(request.messages, warnings)
         options = dict(request.options)
         extra_betas = _betas(options.pop("anthropic_beta", None))
@@ -869,9 +870,9 @@ class Anthropic:
         """``POST {base_url}/messages`` for ``request`` (no key: see :meth:`auth_headers`)."""
         body, warnings, betas = self.encode_body(request, stream=stream)
         headers = {"content-type": "application/json", **self._headers("text/event-stream" if stream else "application/json", betas)}
-        return HttpCall(
-            "POST", self._url("/messages"), headers, orjson.dumps(body), stream, PROVIDER, request.model, tuple(warnings)
-        )
+        data = orjson.dumps(body)
+        check_request_size(len(data), request.messages, ANTHROPIC_IMAGES)
+        return HttpCall("POST", self._url("/messages"), headers, data, stream, PROVIDER, request.model, tuple(warnings))
 
     def decoder(self, call: HttpCall, *, include_raw: bool = False) -> MessagesDecoder:
         return MessagesDecoder(call.warnings, include_raw, call.provider)

@@ -24,6 +24,11 @@ The Fake ignores what it is asked (but records every request) and plays a script
   the engine's retry policy when its reason is retryable).
 - A call past the end of the script raises ``AdapterError`` with reason
   ``no_scripted_response``, naming how many calls were scripted.
+- Image calls (:func:`allm.generate_image`, ``edit_image``, ``image_variations``)
+  play their own script: ``images=[...]`` (one call) or ``image_scripts=[[...],
+  ...]`` (one list per call), with entries ``image(...)``, ``text``, ``usage`` and
+  ``error`` (raised as the call's error). ``image_requests`` records ``(operation,
+  ImageRequest)`` per call.
 
 A Fake is a test double, not a value: it counts calls and keeps ``requests``.
 Share one Fake across the calls of one test; build a new one per test.
@@ -39,7 +44,7 @@ import attrs
 
 from ..errors import AdapterError
 from ..events import Error, Event, RawChunk
-from ..types import Request, Usage
+from ..types import GeneratedImage, Image, ImageRequest, ImageResponse, Request, Usage
 from .base import Assembler, Delay
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "ErrorEntry",
     "Fake",
     "FinishEntry",
+    "ImageEntry",
     "RawChunkEntry",
     "ReasoningEntry",
     "TextEntry",
@@ -111,6 +117,16 @@ class DelayEntry:
     seconds: float
 
 
+@attrs.frozen
+class ImageEntry:
+    """An image of an image call: inline ``data`` (with ``mime_type``) or a ``url``."""
+
+    data: bytes | None = None
+    url: str | None = None
+    mime_type: str | None = "image/png"
+    revised_prompt: str | None = None
+
+
 Entry = Union[
     TextEntry,
     ReasoningEntry,
@@ -133,6 +149,27 @@ _ENTRY_TYPES = (
     ErrorEntry,
     DelayEntry,
 )
+
+_IMAGE_ENTRY_TYPES = (ImageEntry, TextEntry, UsageEntry, ErrorEntry)
+ImageScriptEntry = Union[ImageEntry, TextEntry, UsageEntry, ErrorEntry]
+
+
+def _image_entries(value: Any, where: str) -> list[ImageScriptEntry]:
+    if isinstance(value, (str, *_IMAGE_ENTRY_TYPES)):
+        value = [value]
+    out: list[ImageScriptEntry] = []
+    for i, e in enumerate(value):
+        if isinstance(e, str):
+            out.append(TextEntry(e))
+        elif isinstance(e, _IMAGE_ENTRY_TYPES):
+            out.append(e)
+        else:
+            raise TypeError(
+                f"{where}[{i}] is a {type(e).__name__}; image script entries are built with allm.testing: "
+                "image, text, usage, error"
+            )
+    return out
+
 
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error", "other"})
 
@@ -162,6 +199,7 @@ class Fake:
     """
 
     provider = "fake"
+    image_operations = frozenset({"generate", "edit", "variations"})
 
     def __init__(
         self,
@@ -170,10 +208,23 @@ class Fake:
         scripts: Sequence[Sequence[Any]] | None = None,
         function: Callable[[Request], Any] | None = None,
         model: str = "fake",
+        images: Sequence[Any] | None = None,
+        image_scripts: Sequence[Sequence[Any]] | None = None,
     ) -> None:
+        if images is not None and image_scripts is not None:
+            raise ValueError("Fake takes images= or image_scripts=, not both")
+        self._image_scripts: list[list[ImageScriptEntry]] = []
+        if images is not None:
+            self._image_scripts = [_image_entries(images, "images")]
+        elif image_scripts is not None:
+            self._image_scripts = [_image_entries(s, f"image_scripts[{i}]") for i, s in enumerate(image_scripts)]
+        self.image_requests: list[tuple[str, ImageRequest]] = []
         given = sum(x is not None for x in (script, scripts, function))
+        if given == 0 and (images is not None or image_scripts is not None):
+            scripts = []
+            given = 1
         if given != 1:
-            raise ValueError("Fake takes exactly one of script=, scripts= or function=")
+            raise ValueError("Fake takes exactly one of script=, scripts= or function= (or only images=/image_scripts=)")
         self._scripts: list[list[Entry]] | None = None
         if script is not None:
             self._scripts = [_entries(script, "script")]
@@ -294,3 +345,34 @@ class Fake:
                 yield from asm.finish(reason, e.reason)
                 return
         yield from asm.finish("stop", "stop")
+
+    # -- image calls
+
+    def images(self, operation: str, request: ImageRequest) -> ImageResponse:
+        """Play the next image script for ``operation`` (``generate``, ``edit`` or
+        ``variations``) and ``request``. Raises :class:`AdapterError`:
+        ``no_scripted_response`` past the end of the image scripts, or a scripted error."""
+        with self._lock:
+            index = len(self.image_requests)
+            self.image_requests.append((operation, request))
+        if index >= len(self._image_scripts):
+            raise AdapterError(
+                f"Fake has no scripted image response for image call {index + 1}: "
+                f"{len(self._image_scripts)} image call(s) were scripted",
+                reason="no_scripted_response",
+                provider="fake",
+            )
+        images: list[GeneratedImage] = []
+        text: list[str] = []
+        total = Usage()
+        for e in self._image_scripts[index]:
+            if isinstance(e, ImageEntry):
+                img = Image(url=e.url, mime_type=e.mime_type) if e.url is not None else Image(data=e.data or b"", mime_type=e.mime_type)
+                images.append(GeneratedImage(img, e.revised_prompt))
+            elif isinstance(e, TextEntry):
+                text.append(e.text)
+            elif isinstance(e, UsageEntry):
+                total = total.merge(e.usage)
+            else:
+                raise AdapterError(e.message, reason=e.reason, provider="fake", status=e.status, retry_after=e.retry_after)
+        return ImageResponse(tuple(images), request.model or self.model, f"fake-image-{index + 1}", None, "".join(text), total)

@@ -40,6 +40,8 @@ never sent.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,8 +52,23 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import Embeddings, ImagePart, Message, ReasoningPart, Request, TextPart, Tool, ToolCall, Usage
+from ..types import (
+    Embeddings,
+    GeneratedImage,
+    Image,
+    ImagePart,
+    ImageRequest,
+    ImageResponse,
+    Message,
+    ReasoningPart,
+    Request,
+    TextPart,
+    Tool,
+    ToolCall,
+    Usage,
+)
 from .base import Assembler, HttpCall, KeySpec, malformed
+from .media import GEMINI_IMAGES, check_image, check_images, check_request_size
 
 __all__ = [
     "Gemini",
@@ -298,7 +315,7 @@ def encode_body(
     body last (e.g. ``{"safetySettings": [...]}`` or
     ``{"generationConfig": {"presencePenalty": 0.5}}``).
     """
-    warnings: list[str] = []
+    warnings = check_images(request.messages, GEMINI_IMAGES)
     system, contents = encode_contents(request.messages, warnings)
     body: dict[str, Any] = {"contents": contents}
     if system is not None:
@@ -820,6 +837,119 @@ def error_from_body(provider: str, status: int, headers: Mapping[str, str], body
     return _error_from_object(provider, text or f"HTTP {status}", status, headers)
 
 
+# ------------------------------------------------------------------------------ image output
+
+_IMAGE_SIZES = frozenset({"1K", "2K", "4K"})
+
+
+def encode_image_body(operation: str, request: ImageRequest) -> tuple[dict[str, Any], list[str]]:
+    """A ``generateContent`` body asking for image output
+    (https://ai.google.dev/gemini-api/docs/image-generation): the prompt, then the input
+    images as ``inlineData`` (edits), ``generationConfig.responseModalities =
+    ["TEXT", "IMAGE"]``, ``aspect_ratio`` -> ``imageConfig.aspectRatio`` and a ``size``
+    of ``1K``/``2K``/``4K`` -> ``imageConfig.imageSize``. Other OpenAI-style fields are
+    dropped with a warning; ``options`` are deep-merged last.
+
+    Raises :class:`~allm.errors.ValidationError`: no prompt, a mask (Gemini edits
+    by instruction: describe the region in the prompt), or an input image Gemini
+    cannot take (see :data:`~allm.providers.media.GEMINI_IMAGES`).
+    """
+    if not request.prompt:
+        raise ValidationError(f"an image {operation} needs a prompt", reason="invalid_request")
+    if request.mask is not None:
+        raise ValidationError(
+            "Gemini takes no mask; describe the part of the image to change in the prompt", reason="invalid_request"
+        )
+    if operation == "edit" and not request.images:
+        raise ValidationError("an image edit needs at least one image", reason="invalid_request")
+    if operation == "generate" and request.images:
+        raise ValidationError("image generation takes no input images; use edit_image", reason="invalid_request")
+    warnings: list[str] = []
+    parts: list[dict[str, Any]] = [{"text": request.prompt}]
+    for i, img in enumerate(request.images):
+        check_image(img, GEMINI_IMAGES, f"images[{i}]")
+        parts.append({"inlineData": {"mimeType": img.mime_type, "data": img.base64}})
+    gc: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    image_config: dict[str, Any] = {}
+    if request.aspect_ratio is not None:
+        image_config["aspectRatio"] = request.aspect_ratio
+    if request.size is not None:
+        if request.size.upper() in _IMAGE_SIZES:
+            image_config["imageSize"] = request.size.upper()
+        else:
+            warnings.append(f"size {request.size!r} is not supported by Gemini (1K, 2K, 4K; or aspect_ratio=) and was not sent")
+    if image_config:
+        gc["imageConfig"] = image_config
+    for name in ("n", "quality", "style", "background", "output_format", "response_format"):
+        if getattr(request, name) is not None:
+            warnings.append(f"{name} is not supported by Gemini image output and was not sent")
+    body: dict[str, Any] = {"contents": [{"role": "user", "parts": parts}], "generationConfig": gc}
+    if request.options:
+        _merge(body, request.options)
+    return body, warnings
+
+
+def decode_image_body(call: HttpCall, body: bytes) -> ImageResponse:
+    """The images (``inlineData`` parts, thoughts skipped) and text of a ``generateContent`` body.
+
+    Raises :class:`~allm.errors.AdapterError`: ``content_filter`` when the prompt
+    was blocked or the only candidate stopped on a safety filter without an image;
+    the error of an ``{"error": ...}`` body; ``malformed_response`` for any other shape.
+    """
+    provider = call.provider
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(provider, f"the response body is not valid JSON: {exc}") from None
+    if isinstance(obj, dict) and obj.get("error") is not None:
+        raise _error_from_object(provider, obj["error"], None, {})
+    try:
+        if not isinstance(obj, dict):
+            raise TypeError("the response is not a JSON object")
+        images: list[GeneratedImage] = []
+        text: list[str] = []
+        finish: str | None = None
+        message: str | None = None
+        for cand in obj.get("candidates") or ():
+            for part in (cand.get("content") or {}).get("parts") or ():
+                if part.get("thought"):
+                    continue
+                inline = part.get("inlineData") or part.get("inline_data")
+                if inline:
+                    mime = inline.get("mimeType") or inline.get("mime_type")
+                    raw = base64.b64decode(inline["data"], validate=True)
+                    images.append(GeneratedImage(Image(data=raw, mime_type=str(mime) if mime else None)))
+                elif isinstance(part.get("text"), str):
+                    text.append(part["text"])
+            finish = cand.get("finishReason") or finish
+            message = cand.get("finishMessage") or message
+        block = (obj.get("promptFeedback") or {}).get("blockReason")
+        usage = map_usage(obj["usageMetadata"]) if obj.get("usageMetadata") else Usage()
+    except (binascii.Error, *_SHAPE_ERRORS) as exc:
+        raise malformed(provider, f"unexpected body shape ({type(exc).__name__}: {exc})") from None
+    if not images and (block or map_finish_reason(finish) == "content_filter"):
+        why = f"blocked ({block})" if block else f"stopped by {finish}"
+        raise AdapterError(
+            f"no image: the request was {why}" + (f": {message}" if message else ""),
+            reason="content_filter",
+            provider=provider,
+            metadata={"block_reason": block} if block else {"finish_reason": finish},
+        )
+    rid = obj.get("responseId")
+    mv = obj.get("modelVersion")
+    meta = {"finish_reason": finish} if finish else {}
+    return ImageResponse(
+        tuple(images),
+        mv if isinstance(mv, str) else call.model,
+        rid if isinstance(rid, str) else None,
+        None,
+        "".join(text),
+        usage,
+        call.warnings,
+        meta,
+    )
+
+
 # ------------------------------------------------------------------------------ adapter
 
 
@@ -873,11 +1003,13 @@ class Gemini:
         )
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        data = orjson.dumps(body)
+        check_request_size(len(data), request.messages, GEMINI_IMAGES)
         return HttpCall(
             "POST",
             f"{self._root()}/{path}{method}",
             headers,
-            orjson.dumps(body),
+            data,
             stream,
             PROVIDER,
             _bare(path),
@@ -899,6 +1031,30 @@ class Gemini:
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
         """An HTTP error response as a typed error (see :func:`error_from_body`)."""
         return error_from_body(PROVIDER, status, headers, body)
+
+    # -- image output, https://ai.google.dev/gemini-api/docs/image-generation
+
+    image_operations = frozenset({"generate", "edit"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """``POST {base}/models/{model}:generateContent`` asking for images (see :func:`encode_image_body`)."""
+        path = model_path(request.model)
+        body, warnings = encode_image_body(operation, request)
+        data = orjson.dumps(body)
+        cap = GEMINI_IMAGES.max_request_bytes
+        if cap is not None and len(data) > cap:
+            raise ValidationError(
+                f"the request with its inline images is {len(data):,} bytes; Gemini accepts at most {cap:,} per request",
+                reason="invalid_image",
+            )
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        return HttpCall("POST", f"{self._root()}/{path}:generateContent", headers, data, False, PROVIDER, _bare(path), tuple(warnings))
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        return decode_image_body(call, body)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        return self.error(status, headers, body)
 
     # -- models (GET /models), https://ai.google.dev/api/models#method:-models.list
 

@@ -24,8 +24,9 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import Embeddings, ImagePart, Message, Request, TextPart, Tool, Usage
+from ..types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, Request, TextPart, Tool, Usage
 from .base import Assembler, Decoder, HttpCall, KeySpec, malformed
+from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 
 if TYPE_CHECKING:
     from .openai_responses import OpenAIResponses
@@ -199,8 +200,12 @@ def encode_tool_choice(choice: str) -> str | dict[str, Any]:
 
 
 def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[dict[str, Any], list[str]]:
-    """The JSON body and the warnings for fields this dialect does not accept."""
-    warnings: list[str] = []
+    """The JSON body and the warnings for fields this dialect does not accept.
+
+    Images are checked first (:func:`~allm.providers.media.check_images`: OpenAI's
+    documented limits for the ``openai`` dialect, the common image types elsewhere).
+    """
+    warnings = check_images(request.messages, OPENAI_IMAGES if dialect.name == "openai" else COMPATIBLE_IMAGES)
     body: dict[str, Any] = {"model": request.model, "messages": encode_messages(request.messages)}
     sampling = dialect.sampling
     for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):
@@ -321,7 +326,7 @@ class ChatDecoder:
     end with ``data: [DONE]``; ending without it is a ``malformed_response`` error.
     """
 
-    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_sse", "failed", "finished", "provider")
+    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_refused", "_sse", "failed", "finished", "provider")
 
     def __init__(self, provider: str, dialect: Dialect, warnings: tuple[str, ...] = (), include_raw: bool = False):
         self.provider = provider
@@ -331,6 +336,7 @@ class ChatDecoder:
         self.finished = False  # the terminal marker was seen, or the stream failed
         self.failed = False
         self._finish: str | None = None
+        self._refused = False
         self._raw = include_raw
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -362,7 +368,8 @@ class ChatDecoder:
     def _on_data(self, data: bytes, out: list[Event]) -> None:
         if data == b"[DONE]":
             self.finished = True
-            out.extend(self._asm.finish(map_finish_reason(self._finish), self._finish))
+            finish = "content_filter" if self._refused else map_finish_reason(self._finish)
+            out.extend(self._asm.finish(finish, self._finish))
             return
         try:
             obj = orjson.loads(data)
@@ -394,6 +401,10 @@ class ChatDecoder:
                     c = delta.get("content")
                     if c:
                         out.append(asm.text(c))
+                    refusal = delta.get("refusal")
+                    if refusal and isinstance(refusal, str):  # structured outputs: the model declined
+                        self._refused = True
+                        out.append(asm.text(refusal))
                     for f in self._dialect.reasoning_fields:
                         r = delta.get(f)
                         if r and isinstance(r, str):
@@ -455,6 +466,7 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
         if include_raw:
             out.append(RawChunk(obj))
         finish: str | None = None
+        refused = False
         choices = obj.get("choices") or []
         if choices:
             ch = choices[0]
@@ -465,6 +477,9 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
                     out.append(asm.reasoning(r))
                     out.extend(asm.close_block(None, "reasoning"))
             c = msg.get("content")
+            refusal = msg.get("refusal")
+            if not c and refusal and isinstance(refusal, str):  # structured outputs: the model declined
+                c = refusal
             if c:
                 out.append(asm.text(c))
                 out.extend(asm.close_block(None, "text"))
@@ -474,10 +489,11 @@ def decode_body(provider: str, dialect: Dialect, body: bytes, warnings: tuple[st
                 out.extend(asm.tool_arguments(i, fn.get("arguments") or ""))
                 out.extend(asm.close_block(i, "tool"))
             finish = ch.get("finish_reason")
+            refused = bool(refusal) and not msg.get("content")
         u = obj.get("usage")
         if u:
             out.append(asm.add_usage(map_usage(u)))
-        out.extend(asm.finish(map_finish_reason(finish), finish))
+        out.extend(asm.finish("content_filter" if refused else map_finish_reason(finish), finish))
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         out.append(Error(malformed(provider, f"unexpected body shape ({type(exc).__name__}: {exc})")))
     return out
@@ -580,11 +596,37 @@ class _ChatAdapter:
         return HttpCall("GET", self._base_url().rstrip("/") + "/models", {"accept": "application/json", **d.headers, **self._extra_headers()}, None, False, d.provider)
 
     def decode_list_models(self, body: bytes) -> list[str]:
-        data = orjson.loads(body)
+        """Model ids of a ``{"data": [{"id": ...}, ...]}`` body; raises ``malformed_response``."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise malformed(self._dialect().provider, f"the model list is not valid JSON: {exc}") from None
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise malformed(self._dialect().provider, "a model list has no data array")
         return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
+    # -- images (POST /images/...), https://platform.openai.com/docs/api-reference/images
+
+    image_operations = frozenset({"generate", "edit", "variations"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """One Images API call (see :mod:`allm.providers.openai_images`)."""
+        from .openai_images import encode_image_call
+
+        d = self._dialect()
+        return encode_image_call(self._base_url(), {**d.headers, **self._extra_headers()}, d.provider, operation, request)
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        from .openai_images import decode_images
+
+        return decode_images(call, body)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        """:meth:`error`, with a moderation refusal of an image as ``content_filter``."""
+        from .openai_images import refine_error
+
+        return refine_error(self.error(status, headers, body), body)
 
 
 # Model families that are reasoning-first: served by the Responses API, which carries their

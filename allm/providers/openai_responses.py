@@ -40,7 +40,7 @@ decoded by the same code, so it yields the same events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -49,9 +49,21 @@ import orjson
 from ..errors import AdapterError, ValidationError, from_status
 from ..events import Error, Event, RawChunk
 from ..sse import SSEDecoder
-from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
+from ..types import (
+    Embeddings,
+    ImagePart,
+    ImageRequest,
+    ImageResponse,
+    Message,
+    ReasoningPart,
+    Request,
+    TextPart,
+    Tool,
+    Usage,
+)
 from .base import Assembler, HttpCall, KeySpec, malformed
-from .openai_chat import DIALECTS, Dialect, encode_tool_choice, error_from_body
+from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
+from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, encode_tool_choice, error_from_body
 
 __all__ = [
     "CHAT_RESPONSE_FORMAT_DIALECTS",
@@ -186,7 +198,9 @@ def encode_body(
     ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
     Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
     """
+    image_warnings = check_images(request.messages, OPENAI_IMAGES if provider == "openai" else COMPATIBLE_IMAGES)
     instructions, items, warnings = encode_input(request.messages, provider)
+    warnings[:0] = image_warnings
     body: dict[str, Any] = {"model": request.model}
     if instructions is not None:
         body["instructions"] = instructions
@@ -783,3 +797,40 @@ class OpenAIResponses:
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
         """An HTTP error (OpenAI error shape ``{"error": {"message", "type", "code"}}``) as a typed error."""
         return error_from_body(self._dialect().provider, status, headers, body)
+
+    # -- the endpoints beside /responses: models, embeddings, images (the Chat adapter's code)
+
+    def chat_adapter(self) -> OpenAI | OpenAICompatible:
+        """The Chat Completions adapter for the same server, URL and headers."""
+        d = self._dialect()
+        if d.name == "openai":
+            return OpenAI(self.base_url or d.base_url or "", self.organization, self.project, api="chat")
+        return OpenAICompatible(self.base_url, d if isinstance(self.dialect, Dialect) else d.name, dict(self.headers))
+
+    def encode_list_models(self) -> HttpCall:
+        """``GET {base_url}/models``."""
+        return self.chat_adapter().encode_list_models()
+
+    def decode_list_models(self, body: bytes) -> list[str]:
+        return self.chat_adapter().decode_list_models(body)
+
+    embed_batch_size = 2048
+
+    def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall:
+        """``POST {base_url}/embeddings``."""
+        return self.chat_adapter().encode_embed(texts, model=model, dimensions=dimensions)
+
+    def decode_embed(self, body: bytes) -> Embeddings:
+        return self.chat_adapter().decode_embed(body)
+
+    image_operations = frozenset({"generate", "edit", "variations"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """One Images API call (see :mod:`allm.providers.openai_images`)."""
+        return self.chat_adapter().encode_image(operation, request)
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        return self.chat_adapter().decode_image(call, body)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        return self.chat_adapter().image_error(status, headers, body)

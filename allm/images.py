@@ -1,0 +1,217 @@
+"""Image generation, editing and variations: ``generate_image``, ``edit_image``,
+``image_variations`` and their async twins.
+
+::
+
+    engine = allm.Engine(adapter=OpenAI(), model="gpt-image-1")
+    out = allm.generate_image(engine, "a lighthouse at dawn", size="1024x1024")
+    open("lighthouse.png", "wb").write(out.image.data)
+
+Which providers do what:
+
+- OpenAI (and OpenAI-compatible servers with these endpoints): all three, through
+  the Images API (``/images/generations``, ``/images/edits``,
+  ``/images/variations``; see :mod:`allm.providers.openai_images`).
+- Gemini: ``generate`` and ``edit`` through ``generateContent`` with image output
+  (``responseModalities``), on image models such as ``gemini-2.5-flash-image``.
+- The Fake: all three, from its image scripts (``Fake(images=[image(png)])``).
+
+Other adapters raise :class:`~allm.errors.EngineError` (``unsupported_operation``).
+Preparing a call is pure and raises at once (bad input, no model, no key); the
+HTTP call itself goes through allm's transport, with the engine's retry policy and
+timeouts. The model is the request's, else the engine's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from . import keys
+from .engine import Engine
+from .errors import AdapterError, EngineError, ValidationError
+from .providers.base import HttpAdapter, HttpCall, LocalAdapter
+from .types import Image, ImagePart, ImageRequest, ImageResponse
+
+if TYPE_CHECKING:
+    from ._transport import Plan
+
+__all__ = ["aedit_image", "agenerate_image", "aimage_variations", "edit_image", "generate_image", "image_variations"]
+
+ImageLike = Image | ImagePart
+_VERBS = {"generate": "generate", "edit": "edit", "variations": "make variations of"}
+
+
+class _ImageErrors:
+    """The adapter as the transport sees it for an image call: its ``image_error`` mapping."""
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        mapped: AdapterError = self._adapter.image_error(status, headers, body)
+        return mapped
+
+
+def _as_image(value: Any, where: str) -> Image:
+    if isinstance(value, ImagePart):
+        return value.image
+    if isinstance(value, Image):
+        return value
+    raise TypeError(f"{where} must be an allm.Image or ImagePart, not {type(value).__name__}")
+
+
+def _build(prompt_or_request: Any, fields: Mapping[str, Any]) -> ImageRequest:
+    if isinstance(prompt_or_request, ImageRequest):
+        return attrs.evolve(prompt_or_request, **fields) if fields else prompt_or_request
+    if isinstance(prompt_or_request, str):
+        return ImageRequest(prompt=prompt_or_request, **fields)
+    raise TypeError(f"expected a prompt string or an allm.ImageRequest, not {type(prompt_or_request).__name__}")
+
+
+def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> tuple[Any, ImageRequest, Plan | None]:
+    if not isinstance(engine, Engine):
+        raise TypeError(f"expected an allm.Engine, got {type(engine).__name__}")
+    adapter = engine.adapter
+    if operation not in getattr(adapter, "image_operations", frozenset()):
+        raise EngineError(f"{type(adapter).__name__} cannot {_VERBS[operation]} images", reason="unsupported_operation")
+    if request.model is None and engine.model is not None:
+        request = attrs.evolve(request, model=engine.model)
+    if isinstance(adapter, LocalAdapter):
+        return adapter, request, None
+    if not isinstance(adapter, HttpAdapter):
+        raise EngineError(f"{type(adapter).__name__} is not an allm adapter", reason="missing_adapter")
+    if not request.model:
+        raise EngineError("no image model: set the request's model= or Engine(model=...)", reason="missing_model")
+    call: HttpCall = adapter.encode_image(operation, request)  # type: ignore[attr-defined]
+    spec = adapter.key_spec
+    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
+    headers = dict(call.headers)
+    headers.update(adapter.auth_headers(key))
+    from ._transport import Plan
+
+    plan = Plan(_ImageErrors(adapter), call, headers, key, retry=engine.retry, timeouts=engine.timeouts)  # type: ignore[arg-type]
+    return adapter, request, plan
+
+
+def _run(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
+    adapter, request, plan = _prepare(engine, operation, request, api_key)
+    if plan is None:
+        local: ImageResponse = adapter.images(operation, request)
+        return local
+    from ._transport import iter_once
+
+    _status, _headers, body = iter_once(plan)
+    decoded: ImageResponse = adapter.decode_image(plan.call, body)
+    return decoded
+
+
+async def _arun(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
+    adapter, request, plan = _prepare(engine, operation, request, api_key)
+    if plan is None:
+        local: ImageResponse = adapter.images(operation, request)
+        return local
+    from ._transport import aiter_once
+
+    _status, _headers, body = await aiter_once(plan)
+    decoded: ImageResponse = adapter.decode_image(plan.call, body)
+    return decoded
+
+
+def _edit_request(prompt_or_request: Any, image: ImageLike | Sequence[ImageLike] | None, mask: ImageLike | None, fields: Mapping[str, Any]) -> ImageRequest:
+    req = _build(prompt_or_request, fields)
+    extra: list[Image] = []
+    if image is not None:
+        items = list(image) if isinstance(image, Sequence) and not isinstance(image, (str, bytes)) else [image]
+        extra = [_as_image(x, f"image[{i}]") for i, x in enumerate(items)]
+    changes: dict[str, Any] = {}
+    if extra:
+        changes["images"] = (*req.images, *extra)
+    if mask is not None:
+        changes["mask"] = _as_image(mask, "mask")
+    req = attrs.evolve(req, **changes) if changes else req
+    if not req.images:
+        raise ValidationError("edit_image needs an image to edit (image=...)", reason="invalid_request")
+    return req
+
+
+def _variation_request(image_or_request: Any, fields: Mapping[str, Any]) -> ImageRequest:
+    if isinstance(image_or_request, ImageRequest):
+        req = attrs.evolve(image_or_request, **fields) if fields else image_or_request
+    else:
+        req = ImageRequest(images=(_as_image(image_or_request, "image"),), **fields)
+    if len(req.images) != 1:
+        raise ValidationError(f"image_variations takes exactly one image, not {len(req.images)}", reason="invalid_request")
+    return req
+
+
+def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+    """Images drawn from a prompt.
+
+    - ``prompt_or_request``: the prompt, or an :class:`~allm.types.ImageRequest`.
+    - ``fields``: :class:`~allm.types.ImageRequest` fields (``model``, ``n``,
+      ``size``, ``quality``, ``aspect_ratio``, ``output_format``, ``options``...).
+
+    Returns an :class:`~allm.types.ImageResponse` (``.image`` is the first image:
+    inline bytes or a URL; ``.revised_prompt``; ``.usage``; ``.warnings`` for
+    fields the provider does not have). Raises :class:`~allm.errors.EngineError`
+    (``unsupported_operation``, ``missing_model``, ``missing_key``),
+    :class:`~allm.errors.ValidationError` for bad input, and
+    :class:`~allm.errors.AdapterError` when the provider refuses or fails
+    (``content_filter`` when moderation refused the image), after retries.
+    """
+    return _run(engine, "generate", _build(prompt_or_request, fields), api_key)
+
+
+def edit_image(
+    engine: Engine,
+    prompt_or_request: str | ImageRequest,
+    image: ImageLike | Sequence[ImageLike] | None = None,
+    *,
+    mask: ImageLike | None = None,
+    api_key: str | None = None,
+    **fields: Any,
+) -> ImageResponse:
+    """Images made by changing ``image`` (one :class:`~allm.types.Image` /
+    :class:`~allm.types.ImagePart`, or several) as the prompt says.
+
+    ``mask`` (OpenAI): a PNG whose transparent pixels mark where to paint. Input
+    images must be inline bytes (``Image.from_file``...; a URL image needs
+    :func:`allm.fetch_images` first). OpenAI uploads them as ``multipart/form-data``;
+    Gemini sends them as ``inlineData`` parts. Returns and raises as
+    :func:`generate_image`.
+    """
+    return _run(engine, "edit", _edit_request(prompt_or_request, image, mask, fields), api_key)
+
+
+def image_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+    """Variations of one image (OpenAI ``/images/variations``, DALL-E 2: a square PNG
+    under 4 MB); ``n`` sets how many. Returns and raises as :func:`generate_image`."""
+    return _run(engine, "variations", _variation_request(image_or_request, fields), api_key)
+
+
+async def agenerate_image(engine: Engine, prompt_or_request: str | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+    """The async twin of :func:`generate_image`."""
+    return await _arun(engine, "generate", _build(prompt_or_request, fields), api_key)
+
+
+async def aedit_image(
+    engine: Engine,
+    prompt_or_request: str | ImageRequest,
+    image: ImageLike | Sequence[ImageLike] | None = None,
+    *,
+    mask: ImageLike | None = None,
+    api_key: str | None = None,
+    **fields: Any,
+) -> ImageResponse:
+    """The async twin of :func:`edit_image`."""
+    return await _arun(engine, "edit", _edit_request(prompt_or_request, image, mask, fields), api_key)
+
+
+async def aimage_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+    """The async twin of :func:`image_variations`."""
+    return await _arun(engine, "variations", _variation_request(image_or_request, fields), api_key)

@@ -10,11 +10,21 @@ ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def test_hello_example_runs() -> None:
-    block = README.split("<!-- hello:", 1)[1]
+def _block(marker: str) -> str:
+    block = README.split(f"<!-- {marker}:", 1)[1]
     code = re.search(r"```python\n(.*?)```", block, re.S)
     assert code is not None
-    exec(compile(code.group(1), "README.md:hello", "exec"), {})
+    return code.group(1)
+
+
+def test_hello_example_runs() -> None:
+    exec(compile(_block("hello"), "README.md:hello", "exec"), {})
+
+
+def test_session_example_runs() -> None:
+    import allm
+
+    exec(compile(_block("session"), "README.md:session", "exec"), {"allm": allm})
 
 
 def test_exactly_two_setup_commands_and_they_exist() -> None:

@@ -580,7 +580,10 @@ class _ChatAdapter:
         return HttpCall("GET", self._base_url().rstrip("/") + "/models", {"accept": "application/json", **d.headers, **self._extra_headers()}, None, False, d.provider)
 
     def decode_list_models(self, body: bytes) -> list[str]:
-        data = orjson.loads(body)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise malformed(self._dialect().provider, f"the model list is not valid JSON: {exc}") from None
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise malformed(self._dialect().provider, "a model list has no data array")

@@ -15,9 +15,9 @@ AdapterError         rate_limited, authentication_failed, permission_denied,
                      content_filter, provider_unavailable, timeout,
                      network_error, malformed_response, unsupported_feature,
                      no_scripted_response, unknown
-EngineError          missing_adapter, missing_model, missing_key, unknown_tool,
-                     invalid_engine, unsupported_response_format,
-                     unsupported_operation
+EngineError          missing_adapter, missing_model, missing_key, invalid_key,
+                     unknown_tool, invalid_engine,
+                     unsupported_response_format, unsupported_operation
 ValidationError      invalid_request, invalid_message, invalid_tool,
                      invalid_image, invalid_thread, invalid_session,
                      invalid_output
@@ -42,22 +42,68 @@ __all__ = [
     "ToolError",
     "ValidationError",
     "redact",
+    "scrub",
 ]
 
-# Provider key shapes: OpenAI/OpenRouter/Anthropic ("sk-..."), Google ("AIza...", "ya29."),
-# bearer tokens echoed back in messages.
+# Provider key shapes: OpenAI/OpenRouter/Anthropic ("sk-...", also masked as "sk-proj-****abcd"),
+# Google ("AIza...", "ya29."), bearer tokens, key headers and URL query parameters echoed back
+# in messages (httpx exception strings may carry a URL).
 _KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]{10,}|"
-    r"(?i:bearer)\s+[A-Za-z0-9_\-.=]{8,})"
+    r"(sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]{10,}|"
+    r"(?i:bearer)\s+[A-Za-z0-9_\-.=~+/*]{8,})"
+)
+_KEY_FIELDS = re.compile(
+    r"((?i:(?<![A-Za-z0-9_\-])(?:key|api[_-]?key|access[_-]?token|token|auth)=)|"
+    r"(?i:(?:x-(?:goog-)?api-key|api-key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?))"
+    r"([^\s&#\"',;]{4,})"
 )
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with provider key patterns and each of ``secrets`` replaced by ``[redacted]``."""
+    """``text`` with key-shaped material replaced by ``[redacted]``.
+
+    Replaced: each of ``secrets`` (4 characters or longer) wherever it occurs;
+    provider key shapes (``sk-...``, ``AIza...``, ``ya29....``, ``Bearer ...``); the
+    value of key-carrying URL query parameters (``?key=``, ``api_key=``,
+    ``access_token=``...) and headers (``x-api-key:``, ``x-goog-api-key:``,
+    ``authorization:``) quoted in a message.
+    """
     for s in secrets:
         if s and len(s) >= 4 and s in text:
             text = text.replace(s, "[redacted]")
-    return _KEY_PATTERNS.sub("[redacted]", text)
+    text = _KEY_PATTERNS.sub("[redacted]", text)
+    return _KEY_FIELDS.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+def _redact_value(value: Any, secrets: tuple[str | None, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_value(v, secrets) for v in value)
+    return value
+
+
+def scrub(error: AllmError, *secrets: str | None) -> AllmError:
+    """``error`` with ``secrets`` and key shapes removed from its message and metadata (in place).
+
+    Used on every error built from a provider body or an exception string, where the
+    key of the call may have been echoed back. Returns ``error``.
+    """
+    cleaned = redact(error.message, *secrets)
+    if cleaned != error.message:
+        error.message = cleaned
+        error.args = (cleaned,)
+    if error.metadata:
+        error.metadata = _redact_value(dict(error.metadata), secrets)
+    for name in ("request_id", "provider"):
+        v = getattr(error, name)
+        if isinstance(v, str):
+            setattr(error, name, redact(v, *secrets))
+    return error
 
 
 class AllmError(Exception):
@@ -94,7 +140,7 @@ class AllmError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.request_id = request_id
-        self.metadata: Mapping[str, Any] = dict(metadata) if metadata else {}
+        self.metadata: Mapping[str, Any] = _redact_value(dict(metadata), ()) if metadata else {}
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -186,6 +232,7 @@ class EngineError(AllmError):
             "missing_adapter",
             "missing_model",
             "missing_key",
+            "invalid_key",
             "unknown_tool",
             "invalid_engine",
             "unsupported_response_format",

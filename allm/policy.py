@@ -55,17 +55,16 @@ class Timeouts:
     total: float | None = attrs.field(default=None, validator=_positive_or_none)
 
 
-# Reasons that trying the same call again cannot fix, whatever the HTTP status said
-# (OpenAI answers "request too large for the per-minute limit" with 429).
+# Reasons that say trying the same call again cannot succeed, whatever the HTTP status
+# (OpenAI answers "request too large for the per-minute limit" with 429). The generic
+# 4xx reasons (invalid_request, not_found) do not veto a retryable status: providers
+# label a 408 or 409 "invalid_request_error" too.
 NEVER_RETRIED = frozenset(
     {
         "authentication_failed",
         "permission_denied",
-        "not_found",
-        "invalid_request",
         "context_length_exceeded",
         "content_filter",
-        "malformed_response",
         "unsupported_feature",
     }
 )
@@ -87,10 +86,12 @@ class RetryPolicy:
     529) and, without a status, errors whose reason is ``rate_limited``,
     ``provider_unavailable``, ``timeout`` or ``network_error`` (connection refused
     or reset, closed before the response, connect and first-event timeouts, a
-    provider error event before any content). Never retried: other 4xx, reasons
-    that waiting cannot fix (:data:`NEVER_RETRIED`: ``authentication_failed``,
-    ``invalid_request``, ``context_length_exceeded``, ``malformed_response``...),
-    and anything once the first event has reached the caller.
+    provider error event before any content). Never retried: other 4xx; without a
+    status, ``invalid_request``, ``malformed_response`` and the like; whatever the
+    status, reasons that say the call cannot succeed (:data:`NEVER_RETRIED`:
+    ``authentication_failed``, ``permission_denied``, ``context_length_exceeded``,
+    ``content_filter``, ``unsupported_feature``); and anything once the first event
+    has reached the caller.
     """
 
     max_attempts: int = 3

@@ -12,6 +12,11 @@ deadline (first event, idle gap, total), so a stream that goes silent ends with 
 typed timeout, and one that drips bytes without completing an event cannot extend
 its idle deadline.
 
+Concurrency: a process makes at most :data:`MAX_CONNECTIONS` HTTP exchanges at once
+(per event loop for async calls). A call beyond that waits its turn in a FIFO queue
+of our own (httpcore's pool queue costs time quadratic in its length), and that wait
+counts against the call's first-event and total deadlines.
+
 Memory is bounded whatever the server sends: a stream may send at most
 :data:`MAX_EVENT_BYTES` without completing an event, a non-streaming body at most
 :data:`MAX_BODY_BYTES`, and only the first :data:`MAX_ERROR_BODY_BYTES` of an error
@@ -25,6 +30,7 @@ and, with ``include_raw_chunks``, raw chunks that echo it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
@@ -43,6 +49,7 @@ from .providers.base import Decoder, HttpAdapter, HttpCall
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
     "MAX_ERROR_BODY_BYTES",
     "MAX_EVENT_BYTES",
     "Plan",
@@ -56,6 +63,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: HTTP exchanges in flight at once (sync calls of the process; async calls per event loop).
+MAX_CONNECTIONS = 1000
 #: Bytes a stream may send without completing an event (a ``malformed_response`` past it).
 MAX_EVENT_BYTES = 16 * 2**20
 #: Bytes of a non-streaming body (a ``malformed_response`` past it).
@@ -159,10 +168,53 @@ class _ABackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0)
+_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
 _sync_client: httpx.Client | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+_async_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _slot_timeout() -> float | None:
+    d = _deadline.get()
+    if d is None:
+        return None
+    left = d - _now()
+    if left <= 0:
+        raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
+    return left
+
+
+@contextlib.contextmanager
+def _slot() -> Iterator[None]:
+    """Hold one of the process's :data:`MAX_CONNECTIONS` slots, waiting at most until the deadline."""
+    if not _sync_slots.acquire(timeout=_slot_timeout()):
+        raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
+    try:
+        yield
+    finally:
+        _sync_slots.release()
+
+
+@contextlib.asynccontextmanager
+async def _aslot() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    sem = _async_slots.get(loop)
+    if sem is None:
+        sem = _async_slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+    if sem.locked():
+        try:
+            async with asyncio.timeout(_slot_timeout()):
+                await sem.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("deadline passed while waiting for a connection slot") from None
+    else:
+        await sem.acquire()
+    try:
+        yield
+    finally:
+        sem.release()
 
 
 def _wrap_pool(transport: Any, wrapper: Callable[[Any], Any]) -> None:
@@ -394,7 +446,7 @@ def iter_events(plan: Plan) -> Iterator[Event]:
             dec: Decoder | None = None
             _deadline.set(st.deadline())
             try:
-                with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
                     status = resp.status_code
                     if status >= 300:
                         body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
@@ -494,7 +546,7 @@ def iter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
             st.begin(_now())
             _deadline.set(st.deadline())
             try:
-                with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
                     status = resp.status_code
                     if status < 300:
                         return status, resp.headers, _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
@@ -541,7 +593,7 @@ async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
             dec: Decoder | None = None
             _deadline.set(st.deadline())
             try:
-                async with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
                     status = resp.status_code
                     if status >= 300:
                         body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
@@ -639,7 +691,7 @@ async def aiter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
             st.begin(_now())
             _deadline.set(st.deadline())
             try:
-                async with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
                     status = resp.status_code
                     if status < 300:
                         return status, resp.headers, await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)

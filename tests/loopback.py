@@ -93,6 +93,7 @@ class LoopbackServer:
         self.opened = 0
         self.closed = 0
         self.active = 0  # requests whose handler is running
+        self.max_active = 0  # the most requests answered at once
         self.disconnects = 0  # the client went away while a handler was answering
         self.overtime = 0  # handlers cancelled by handler_limit
         self._loop = asyncio.new_event_loop()
@@ -172,6 +173,7 @@ class LoopbackServer:
         """Run the handler; ``False`` when the connection is finished (client gone, fault, overtime)."""
         assert self.handler is not None
         self.active += 1
+        self.max_active = max(self.max_active, self.active)
         task = asyncio.ensure_future(self.handler(req, w))
         watch = asyncio.ensure_future(_client_gone(reader))
         try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import threading
 import time
 import weakref
@@ -40,7 +41,6 @@ from typing import Any, TypeVar
 
 import httpcore
 import httpx
-import orjson
 
 from .errors import AdapterError, AllmError, redact, scrub
 from .events import Error, Event, RawChunk
@@ -351,6 +351,22 @@ class _TooLarge(Exception):
     pass
 
 
+def _strip(body: bytes, secret: str | None) -> bytes:
+    """An error body without the key (as sent, and JSON-escaped), before the adapter reads it."""
+    if not secret or len(secret) < 4:
+        return body
+    for form in {secret, json_escaped(secret)}:
+        b = form.encode("utf-8", "replace")
+        if b in body:
+            body = body.replace(b, b"[redacted]")
+    return body
+
+
+def json_escaped(text: str) -> str:
+    """``text`` as it appears inside a JSON string."""
+    return json.dumps(text)[1:-1]
+
+
 def _too_large(plan: Plan, what: str, limit: int) -> AdapterError:
     return AdapterError(f"{what} exceeded {limit} bytes; the connection was closed", reason="malformed_response", provider=plan.call.provider)
 
@@ -365,13 +381,29 @@ def _clean(events: list[Event], plan: Plan) -> list[Event]:
             scrub(er.error, secret)
         elif t is RawChunk and secret and plan.include_raw:
             rc: RawChunk = ev  # type: ignore[assignment]
-            try:
-                text = orjson.dumps(rc.data).decode()
-            except TypeError:
-                continue
-            if secret in text:
-                events[i] = RawChunk(orjson.loads(text.replace(secret, "[redacted]")), rc.usage)
+            found, data = _without(rc.data, secret)
+            if found:
+                events[i] = RawChunk(data, rc.usage)
     return events
+
+
+def _without(value: Any, secret: str) -> tuple[bool, Any]:
+    """``(found, value with secret replaced by [redacted] in every string and key)``."""
+    if isinstance(value, str):
+        return (True, value.replace(secret, "[redacted]")) if secret in value else (False, value)
+    if isinstance(value, dict):
+        found = False
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            fk, k2 = _without(k, secret)
+            fv, v2 = _without(v, secret)
+            found = found or fk or fv
+            out[k2] = v2
+        return (True, out) if found else (False, value)
+    if isinstance(value, list):
+        pairs = [_without(v, secret) for v in value]
+        return (True, [v for _, v in pairs]) if any(f for f, _ in pairs) else (False, value)
+    return False, value
 
 
 def _chunks_upto(chunks: Iterator[bytes], limit: int, exact: bool) -> bytes:
@@ -450,7 +482,7 @@ def iter_events(plan: Plan) -> Iterator[Event]:
                     status = resp.status_code
                     if status >= 300:
                         body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                        err = scrub(adapter.error(status, resp.headers, body), plan.secret)
+                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
                     elif not call.stream:
                         body = _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
                         out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
@@ -551,7 +583,7 @@ def iter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
                     if status < 300:
                         return status, resp.headers, _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
                     body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                    err: AllmError = scrub(adapter.error(status, resp.headers, body), plan.secret)
+                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
             except _TooLarge:
                 raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
             except _NET_ERRORS as exc:
@@ -597,7 +629,7 @@ async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
                     status = resp.status_code
                     if status >= 300:
                         body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                        err = scrub(adapter.error(status, resp.headers, body), plan.secret)
+                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
                     elif not call.stream:
                         body = await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
                         out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
@@ -696,7 +728,7 @@ async def aiter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
                     if status < 300:
                         return status, resp.headers, await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
                     body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                    err: AllmError = scrub(adapter.error(status, resp.headers, body), plan.secret)
+                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
             except _TooLarge:
                 raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
             except _NET_ERRORS as exc:

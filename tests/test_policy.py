@@ -253,3 +253,21 @@ async def test_connect_deadline_async(black_hole: int) -> None:
     with pytest.raises(AdapterError):
         await asyncio.to_thread(allm.list_models, engine)
     await _transport.aclose()
+
+
+def test_the_retries_and_deadlines_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "retries_and_deadlines.py")],
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")

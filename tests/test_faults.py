@@ -177,9 +177,11 @@ def connections_in_use(server: LoopbackServer, pool: Any) -> tuple[int, int]:
     return busy, idle
 
 
-def assert_nothing_left_open(server: LoopbackServer, pool: Any) -> None:
+def assert_nothing_left_open(server: LoopbackServer, *pools: Any) -> None:
+    """The server answers nothing; every connection it holds is idle in a client pool; no pooled one is busy."""
     assert server.wait_for(lambda: server.active == 0, 3), f"the server is still answering {server.active} request(s)"
-    busy, idle = connections_in_use(server, pool)
+    counts = [connections_in_use(server, p) for p in pools]
+    busy, idle = sum(c[0] for c in counts), sum(c[1] for c in counts)
     assert busy == 0, f"{busy} client connection(s) still in use"
     assert server.wait_for(lambda: server.open_connections <= idle, 3), (server.open_connections, idle)
 
@@ -721,4 +723,33 @@ async def test_model_list_faults_async(server: LoopbackServer, wire: str, kind: 
         result = exc
     _check_list(kind, result, time.monotonic() - t0, server)
     await asyncio.to_thread(assert_nothing_left_open, server, pool(True))
+    await _transport.aclose()
+
+
+@pytest.mark.parametrize("wire", ["openai_chat", "openai_compatible", "gemini"])
+async def test_embeddings_faults(server: LoopbackServer, wire: str) -> None:
+    """Embeddings share the plain request/response path: a stall is a timeout within the deadline, a 503 is retried."""
+    w = WIRES[wire]
+    ok = orjson.dumps({"data": [{"index": 0, "embedding": [0.5, 1.0]}], "model": "e", "embeddings": [{"values": [0.5, 1.0]}]})
+
+    async def handler(req: Req, wr: Writer) -> None:
+        if b"stall" in req.body:
+            await asyncio.sleep(30)
+        elif b"busy" in req.body and sum(b"busy" in r.body for r in server.requests) == 1:
+            await wr.respond(503, w.error_body("busy", 503))
+        else:
+            await wr.respond(200, ok)
+
+    server.handler = handler
+    engine = w.engine(server.url, timeouts=TIMED, retry=TWO)
+    assert (await allm.aembed(engine, ["busy"], api_key=KEY)).vectors == ((0.5, 1.0),)
+    assert allm.embed(engine, ["busy"], api_key=KEY).vectors == ((0.5, 1.0),)
+    t0 = time.monotonic()
+    with pytest.raises(AdapterError) as info:
+        await allm.aembed(engine, ["stall"], api_key=KEY)
+    assert info.value.reason == "timeout" and time.monotonic() - t0 < 2 * TIGHT + SLACK
+    with pytest.raises(AdapterError) as info:
+        await asyncio.to_thread(allm.embed, engine, ["stall"], api_key=KEY)
+    assert info.value.reason == "timeout"
+    await asyncio.to_thread(assert_nothing_left_open, server, pool(True), pool(False))
     await _transport.aclose()

@@ -6,31 +6,73 @@ perform what the pure parts decide: the adapter encodes and decodes, and
 are pooled per process (one async pool per event loop), keyed by nothing secret:
 the key travels only in the request headers.
 
-Deadlines are enforced per socket read by a thin wrapper around httpcore's network
-backend: each read may wait only until the current deadline (first event, idle gap,
-total), so a stream that goes silent ends with a typed timeout, and one that drips
-bytes without completing an event cannot extend its idle deadline.
+Deadlines are enforced per socket operation by a thin wrapper around httpcore's
+network backend: each connect, write and read may wait only until the current
+deadline (first event, idle gap, total), so a stream that goes silent ends with a
+typed timeout, and one that drips bytes without completing an event cannot extend
+its idle deadline.
+
+Concurrency: a process makes at most :data:`MAX_CONNECTIONS` HTTP exchanges at once
+(per event loop for async calls). A call beyond that waits its turn in a FIFO queue
+of our own (httpcore's pool queue costs time quadratic in its length), and that wait
+counts against the call's first-event and total deadlines.
+
+Memory is bounded whatever the server sends: a stream may send at most
+:data:`MAX_EVENT_BYTES` without completing an event, a non-streaming body at most
+:data:`MAX_BODY_BYTES`, and only the first :data:`MAX_ERROR_BODY_BYTES` of an error
+body are read.
+
+Every error built here from a provider body or an exception string is scrubbed of
+the call's key (:func:`~allm.errors.scrub`), including in-stream ``Error`` events
+and, with ``include_raw_chunks``, raw chunks that echo it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import json
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
-from .errors import AdapterError, AllmError, redact
-from .events import Error, Event
+from .errors import AdapterError, AllmError, redact, scrub
+from .events import Error, Event, RawChunk
 from .policy import Attempts, RetryInfo, RetryPolicy, Timeouts
-from .providers.base import HttpAdapter, HttpCall
+from .providers.base import Decoder, HttpAdapter, HttpCall
 
-__all__ = ["Plan", "aiter_events", "aiter_once", "iter_events", "iter_once"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "MAX_ERROR_BODY_BYTES",
+    "MAX_EVENT_BYTES",
+    "Plan",
+    "afetch",
+    "aiter_events",
+    "aiter_once",
+    "fetch",
+    "iter_events",
+    "iter_once",
+]
+
+T = TypeVar("T")
+
+#: HTTP exchanges in flight at once (sync calls of the process; async calls per event loop).
+MAX_CONNECTIONS = 1000
+#: Bytes a stream may send without completing an event (a ``malformed_response`` past it).
+MAX_EVENT_BYTES = 16 * 2**20
+#: Bytes of a non-streaming body (a ``malformed_response`` past it).
+MAX_BODY_BYTES = 256 * 2**20
+#: Bytes of an error body that are read (the rest is dropped with the connection).
+MAX_ERROR_BODY_BYTES = 2**20
+#: Seconds spent reading past a stream's terminal marker so the connection can be reused.
+DRAIN_GRACE = 1.0
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("allm_read_deadline", default=None)
 _now = time.monotonic
@@ -39,13 +81,13 @@ _now = time.monotonic
 # ------------------------------------------------------------------------------ deadline-aware backends
 
 
-def _remaining(timeout: float | None) -> float | None:
+def _remaining(timeout: float | None, exc: type[Exception] = httpcore.ReadTimeout) -> float | None:
     d = _deadline.get()
     if d is None:
         return timeout
     left = d - _now()
     if left <= 0:
-        raise httpcore.ReadTimeout("deadline passed")
+        raise exc("deadline passed")
     return left if timeout is None or left < timeout else timeout
 
 
@@ -59,13 +101,13 @@ class _Stream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _remaining(timeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout)
+        self._inner.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._inner.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout, httpcore.ConnectTimeout)))
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -76,9 +118,11 @@ class _Backend(httpcore.NetworkBackend):
         self._inner = inner
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
         return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
         return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
@@ -95,12 +139,13 @@ class _AStream(httpcore.AsyncNetworkStream):
         return await self._inner.read(max_bytes, _remaining(timeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        await self._inner.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     async def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
         return _AStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
@@ -112,19 +157,64 @@ class _ABackend(httpcore.AsyncNetworkBackend):
         self._inner = inner
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
         return _AStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
         return _AStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
 
 
-_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0)
+_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
 _sync_client: httpx.Client | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+_async_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _slot_timeout() -> float | None:
+    d = _deadline.get()
+    if d is None:
+        return None
+    left = d - _now()
+    if left <= 0:
+        raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
+    return left
+
+
+@contextlib.contextmanager
+def _slot() -> Iterator[None]:
+    """Hold one of the process's :data:`MAX_CONNECTIONS` slots, waiting at most until the deadline."""
+    if not _sync_slots.acquire(timeout=_slot_timeout()):
+        raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
+    try:
+        yield
+    finally:
+        _sync_slots.release()
+
+
+@contextlib.asynccontextmanager
+async def _aslot() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    sem = _async_slots.get(loop)
+    if sem is None:
+        sem = _async_slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+    if sem.locked():
+        try:
+            async with asyncio.timeout(_slot_timeout()):
+                await sem.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("deadline passed while waiting for a connection slot") from None
+    else:
+        await sem.acquire()
+    try:
+        yield
+    finally:
+        sem.release()
 
 
 def _wrap_pool(transport: Any, wrapper: Callable[[Any], Any]) -> None:
@@ -206,36 +296,164 @@ class Plan:
         self.on_retry = on_retry
 
     def __repr__(self) -> str:
-        return f"Plan({self.call.method} {self.call.url})"
+        return f"Plan({self.call.method} {redact(self.call.url, self.secret)})"
+
+    def __getstate__(self) -> None:
+        raise TypeError("a Plan holds a key and cannot be pickled")
 
 
-def scrub(err: AllmError, secret: str | None) -> AllmError:
-    """Remove ``secret`` (and key-shaped text) from an error's message."""
-    if secret:
-        cleaned = redact(err.message, secret)
-        if cleaned != err.message:
-            err.message = cleaned
-            err.args = (cleaned,)
-    return err
+_READ_TIMEOUTS = (httpx.ReadTimeout, httpcore.ReadTimeout)
+_CONNECT_TIMEOUTS = (httpx.ConnectTimeout, httpcore.ConnectTimeout)
+_WRITE_TIMEOUTS = (httpx.WriteTimeout, httpcore.WriteTimeout)
+_POOL_TIMEOUTS = (httpx.PoolTimeout, httpcore.PoolTimeout)
+_NET_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, OSError)
 
 
-def classify(exc: Exception, provider: str | None) -> AdapterError:
-    """An httpx/httpcore failure as a typed error (``timeout`` or ``network_error``)."""
+def classify(exc: Exception, provider: str | None, timeouts: Timeouts | None = None) -> AdapterError:
+    """An httpx/httpcore failure as a typed error.
+
+    Timeouts are ``timeout`` (the message names the deadline); a refused, reset or
+    closed connection, or a server that is not speaking HTTP, is ``network_error``;
+    a body that cannot be decompressed is ``malformed_response``; a request httpx
+    refuses to send (a bad URL or header) is ``invalid_request``. Messages are
+    redacted of key shapes (see :func:`~allm.errors.redact`); the shells also
+    remove the call's own key.
+    """
+    c = timeouts.connect if timeouts is not None else None
+    limit = f" of {c:g} s" if c is not None else ""
+    if isinstance(exc, _CONNECT_TIMEOUTS):
+        return AdapterError(f"could not connect within the connect deadline{limit}", reason="timeout", provider=provider)
+    if isinstance(exc, _WRITE_TIMEOUTS):
+        return AdapterError(f"could not send the request within the connect deadline{limit}", reason="timeout", provider=provider)
+    if isinstance(exc, _POOL_TIMEOUTS):
+        return AdapterError(f"no pooled connection was free within the connect deadline{limit}", reason="timeout", provider=provider)
     if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
-        kind = "timeout"
-        msg = "connect timeout" if isinstance(exc, (httpx.ConnectTimeout, httpcore.ConnectTimeout)) else "read timeout"
+        return AdapterError("read timeout", reason="timeout", provider=provider)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.DecodingError):
+        return AdapterError(f"the response body could not be decoded ({text})", reason="malformed_response", provider=provider)
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL, httpcore.LocalProtocolError)):
+        return AdapterError(f"the request could not be sent ({text})", reason="invalid_request", provider=provider)
+    return AdapterError(text, reason="network_error", provider=provider)
+
+
+def _failure(exc: Exception, st: Attempts, plan: Plan) -> AllmError:
+    provider = plan.call.provider
+    timed_out = isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException))
+    if isinstance(exc, _READ_TIMEOUTS) or (timed_out and st.deadline_passed(_now())):
+        err: AllmError = st.timeout_error(provider, _now())
     else:
-        kind = "network_error"
-        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return AdapterError(msg, reason=kind, provider=provider)
+        err = classify(exc, provider, plan.timeouts)
+    return scrub(err, plan.secret)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _strip(body: bytes, secret: str | None) -> bytes:
+    """An error body without the key (as sent, and JSON-escaped), before the adapter reads it."""
+    if not secret or len(secret) < 4:
+        return body
+    for form in {secret, json_escaped(secret)}:
+        b = form.encode("utf-8", "replace")
+        if b in body:
+            body = body.replace(b, b"[redacted]")
+    return body
+
+
+def json_escaped(text: str) -> str:
+    """``text`` as it appears inside a JSON string."""
+    return json.dumps(text)[1:-1]
+
+
+def _too_large(plan: Plan, what: str, limit: int) -> AdapterError:
+    return AdapterError(f"{what} exceeded {limit} bytes; the connection was closed", reason="malformed_response", provider=plan.call.provider)
+
+
+def _clean(events: list[Event], plan: Plan) -> list[Event]:
+    """Scrub the key from ``Error`` events and (with raw chunks on) raw chunks that echo it."""
+    secret = plan.secret
+    for i, ev in enumerate(events):
+        t = type(ev)
+        if t is Error:
+            er: Error = ev  # type: ignore[assignment]
+            scrub(er.error, secret)
+        elif t is RawChunk and secret and plan.include_raw:
+            rc: RawChunk = ev  # type: ignore[assignment]
+            found, data = _without(rc.data, secret)
+            if found:
+                events[i] = RawChunk(data, rc.usage)
+    return events
+
+
+def _without(value: Any, secret: str) -> tuple[bool, Any]:
+    """``(found, value with secret replaced by [redacted] in every string and key)``."""
+    if isinstance(value, str):
+        return (True, value.replace(secret, "[redacted]")) if secret in value else (False, value)
+    if isinstance(value, dict):
+        found = False
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            fk, k2 = _without(k, secret)
+            fv, v2 = _without(v, secret)
+            found = found or fk or fv
+            out[k2] = v2
+        return (True, out) if found else (False, value)
+    if isinstance(value, list):
+        pairs = [_without(v, secret) for v in value]
+        return (True, [v for _, v in pairs]) if any(f for f, _ in pairs) else (False, value)
+    return False, value
+
+
+def _chunks_upto(chunks: Iterator[bytes], limit: int, exact: bool) -> bytes:
+    parts: list[bytes] = []
+    n = 0
+    for chunk in chunks:
+        n += len(chunk)
+        parts.append(chunk)
+        if n > limit:
+            if exact:
+                raise _TooLarge
+            break
+    return b"".join(parts)[:limit]
+
+
+async def _achunks_upto(chunks: AsyncIterator[bytes], limit: int, exact: bool) -> bytes:
+    parts: list[bytes] = []
+    n = 0
+    async for chunk in chunks:
+        n += len(chunk)
+        parts.append(chunk)
+        if n > limit:
+            if exact:
+                raise _TooLarge
+            break
+    return b"".join(parts)[:limit]
 
 
 def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
-    # Reads are bounded by the deadline wrapper; connect/write/pool by ``connect``.
+    # Reads are bounded by the deadline wrapper; connect/write/pool by ``connect``
+    # (and by the current deadline, through the same wrapper).
     return httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
 
 
-_NET_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, OSError)
+def _finish_after_failure(dec: Decoder | None, st: Attempts, plan: Plan) -> list[Event] | None:
+    """The final events if the stream had already given its terminal marker, else ``None``.
+
+    Some decoders (Gemini's: its marker is a chunk's ``finishReason``) finish only at
+    ``close()``; a connection lost after the marker has lost nothing.
+    """
+    if dec is None or dec.finished:
+        return None
+    tail = dec.close()
+    if not tail or dec.failed:
+        return None
+    out, err = st.take(_clean(tail, plan))
+    if err is not None:
+        return None
+    out.extend(st.flush())
+    return out
 
 
 # ------------------------------------------------------------------------------ sync shell
@@ -252,18 +470,22 @@ def iter_events(plan: Plan) -> Iterator[Event]:
     st = Attempts(plan.retry, plan.timeouts, _now())
     client = sync_client()
     timeout = _httpx_timeout(plan.timeouts)
+    max_pending = MAX_EVENT_BYTES
     try:
         while True:
             st.begin(_now())
             err: AllmError | None = None
+            dec: Decoder | None = None
             _deadline.set(st.deadline())
             try:
-                with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    if resp.status_code >= 400:
-                        body = resp.read()
-                        err = scrub(adapter.error(resp.status_code, resp.headers, body), plan.secret)
+                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                    status = resp.status_code
+                    if status >= 300:
+                        body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
+                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
                     elif not call.stream:
-                        out, err = st.take(adapter.decode_body(call, resp.read(), include_raw=plan.include_raw))
+                        body = _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
+                        out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
                         if err is None:
                             out.extend(st.flush())
                             _deadline.set(None)
@@ -273,34 +495,48 @@ def iter_events(plan: Plan) -> Iterator[Event]:
                         dec = adapter.decoder(call, include_raw=plan.include_raw)
                         feed = dec.feed
                         it = resp.iter_bytes()
+                        pending = 0
                         for chunk in it:
                             evs = feed(chunk)
                             if not evs:
+                                pending += len(chunk)
+                                if pending > max_pending:
+                                    err = _too_large(plan, "the stream sent data without completing an event: it", max_pending)
+                                    break
                                 continue
+                            pending = 0
+                            if dec.failed or plan.include_raw:
+                                evs = _clean(evs, plan)
                             out, err = st.take(evs)
                             if err is not None:
                                 break
                             if dec.finished and not dec.failed:
-                                _drain(it)
+                                _drain(it, st)
                             if out:
                                 _deadline.set(None)
                                 yield from out
-                                if dec.failed:
+                                if dec.finished:
                                     return
                                 st.wait_start = _now()
                                 _deadline.set(st.deadline())
                         else:
-                            out, err = st.take(dec.close())
+                            out, err = st.take(_clean(dec.close(), plan))
                             if err is None:
                                 out.extend(st.flush())
                                 _deadline.set(None)
                                 yield from out
                                 return
+            except _TooLarge:
+                err = _too_large(plan, "the response body", MAX_BODY_BYTES)
             except _NET_ERRORS as exc:
-                err = classify(exc, call.provider)
-                if err.reason == "timeout" and isinstance(exc, (httpx.ReadTimeout, httpcore.ReadTimeout)):
-                    err = st.timeout_error(call.provider, _now())
+                err = _failure(exc, st, plan)
+                tail = _finish_after_failure(dec, st, plan)
+                if tail is not None:
+                    _deadline.set(None)
+                    yield from tail
+                    return
             assert err is not None
+            _deadline.set(None)
             if st.started:
                 yield Error(err)
                 return
@@ -309,14 +545,16 @@ def iter_events(plan: Plan) -> Iterator[Event]:
                 raise err
             if plan.on_retry is not None:
                 plan.on_retry(RetryInfo(st.attempt, delay, err))
-            _deadline.set(None)
             time.sleep(delay)
     finally:
         _deadline.set(None)
 
 
-def _drain(it: Iterator[bytes]) -> None:
-    """Read what follows the terminal marker so the connection returns to the pool."""
+def _drain(it: Iterator[bytes], st: Attempts) -> None:
+    """Read what follows the terminal marker (briefly) so the connection returns to the pool."""
+    d = st.deadline()
+    grace = _now() + DRAIN_GRACE
+    _deadline.set(grace if d is None or grace < d else d)
     try:
         for _ in it:
             pass
@@ -327,31 +565,47 @@ def _drain(it: Iterator[bytes]) -> None:
 def iter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
     """A plain request/response (model lists, embeddings): ``(status, headers, body)``, with retries.
 
-    Raises the adapter's typed error for an error status, after retries.
+    The first-event deadline bounds the whole exchange of each attempt. Raises the
+    adapter's typed error for an error status, after retries; ``malformed_response``
+    for a body over :data:`MAX_BODY_BYTES`.
     """
     adapter, call = plan.adapter, plan.call
     st = Attempts(plan.retry, plan.timeouts, _now())
     client = sync_client()
+    timeout = _httpx_timeout(plan.timeouts)
     try:
         while True:
             st.begin(_now())
             _deadline.set(st.deadline())
             try:
-                resp = client.request(call.method, call.url, headers=plan.headers, content=call.body, timeout=_httpx_timeout(plan.timeouts))
-                if resp.status_code < 400:
-                    return resp.status_code, resp.headers, resp.content
-                err: AllmError = scrub(adapter.error(resp.status_code, resp.headers, resp.content), plan.secret)
+                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                    status = resp.status_code
+                    if status < 300:
+                        return status, resp.headers, _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
+                    body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
+                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
+            except _TooLarge:
+                raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
             except _NET_ERRORS as exc:
-                err = classify(exc, call.provider)
+                err = _failure(exc, st, plan)
+            _deadline.set(None)
             delay = st.next_delay(err, _now())
             if delay is None:
                 raise err
             if plan.on_retry is not None:
                 plan.on_retry(RetryInfo(st.attempt, delay, err))
-            _deadline.set(None)
             time.sleep(delay)
     finally:
         _deadline.set(None)
+
+
+def fetch(plan: Plan, decode: Callable[[bytes], T]) -> T:
+    """:func:`iter_once`, then ``decode(body)``; errors of either are scrubbed of the key."""
+    body = iter_once(plan)[2]
+    try:
+        return decode(body)
+    except AllmError as exc:
+        raise scrub(exc, plan.secret) from None
 
 
 # ------------------------------------------------------------------------------ async shell
@@ -363,18 +617,22 @@ async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
     st = Attempts(plan.retry, plan.timeouts, _now())
     client = async_client()
     timeout = _httpx_timeout(plan.timeouts)
+    max_pending = MAX_EVENT_BYTES
     try:
         while True:
             st.begin(_now())
             err: AllmError | None = None
+            dec: Decoder | None = None
             _deadline.set(st.deadline())
             try:
-                async with client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    if resp.status_code >= 400:
-                        body = await resp.aread()
-                        err = scrub(adapter.error(resp.status_code, resp.headers, body), plan.secret)
+                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                    status = resp.status_code
+                    if status >= 300:
+                        body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
+                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
                     elif not call.stream:
-                        out, err = st.take(adapter.decode_body(call, await resp.aread(), include_raw=plan.include_raw))
+                        body = await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
+                        out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
                         if err is None:
                             out.extend(st.flush())
                             _deadline.set(None)
@@ -385,36 +643,51 @@ async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
                         dec = adapter.decoder(call, include_raw=plan.include_raw)
                         feed = dec.feed
                         ait = resp.aiter_bytes()
+                        pending = 0
                         async for chunk in ait:
                             evs = feed(chunk)
                             if not evs:
+                                pending += len(chunk)
+                                if pending > max_pending:
+                                    err = _too_large(plan, "the stream sent data without completing an event: it", max_pending)
+                                    break
                                 continue
+                            pending = 0
+                            if dec.failed or plan.include_raw:
+                                evs = _clean(evs, plan)
                             out, err = st.take(evs)
                             if err is not None:
                                 break
                             if dec.finished and not dec.failed:
-                                await _adrain(ait)
+                                await _adrain(ait, st)
                             if out:
                                 _deadline.set(None)
                                 for ev in out:
                                     yield ev
-                                if dec.failed:
+                                if dec.finished:
                                     return
                                 st.wait_start = _now()
                                 _deadline.set(st.deadline())
                         else:
-                            out, err = st.take(dec.close())
+                            out, err = st.take(_clean(dec.close(), plan))
                             if err is None:
                                 out.extend(st.flush())
                                 _deadline.set(None)
                                 for ev in out:
                                     yield ev
                                 return
+            except _TooLarge:
+                err = _too_large(plan, "the response body", MAX_BODY_BYTES)
             except _NET_ERRORS as exc:
-                err = classify(exc, call.provider)
-                if err.reason == "timeout" and isinstance(exc, (httpx.ReadTimeout, httpcore.ReadTimeout)):
-                    err = st.timeout_error(call.provider, _now())
+                err = _failure(exc, st, plan)
+                tail = _finish_after_failure(dec, st, plan)
+                if tail is not None:
+                    _deadline.set(None)
+                    for ev in tail:
+                        yield ev
+                    return
             assert err is not None
+            _deadline.set(None)
             if st.started:
                 yield Error(err)
                 return
@@ -423,13 +696,15 @@ async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
                 raise err
             if plan.on_retry is not None:
                 plan.on_retry(RetryInfo(st.attempt, delay, err))
-            _deadline.set(None)
             await asyncio.sleep(delay)
     finally:
         _deadline.set(None)
 
 
-async def _adrain(it: AsyncIterator[bytes]) -> None:
+async def _adrain(it: AsyncIterator[bytes], st: Attempts) -> None:
+    d = st.deadline()
+    grace = _now() + DRAIN_GRACE
+    _deadline.set(grace if d is None or grace < d else d)
     try:
         async for _ in it:
             pass
@@ -442,23 +717,38 @@ async def aiter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
     adapter, call = plan.adapter, plan.call
     st = Attempts(plan.retry, plan.timeouts, _now())
     client = async_client()
+    timeout = _httpx_timeout(plan.timeouts)
     try:
         while True:
             st.begin(_now())
             _deadline.set(st.deadline())
             try:
-                resp = await client.request(call.method, call.url, headers=plan.headers, content=call.body, timeout=_httpx_timeout(plan.timeouts))
-                if resp.status_code < 400:
-                    return resp.status_code, resp.headers, resp.content
-                err: AllmError = scrub(adapter.error(resp.status_code, resp.headers, resp.content), plan.secret)
+                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+                    status = resp.status_code
+                    if status < 300:
+                        return status, resp.headers, await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
+                    body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
+                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
+            except _TooLarge:
+                raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
             except _NET_ERRORS as exc:
-                err = classify(exc, call.provider)
+                err = _failure(exc, st, plan)
+            _deadline.set(None)
             delay = st.next_delay(err, _now())
             if delay is None:
                 raise err
             if plan.on_retry is not None:
                 plan.on_retry(RetryInfo(st.attempt, delay, err))
-            _deadline.set(None)
             await asyncio.sleep(delay)
     finally:
         _deadline.set(None)
+
+
+async def afetch(plan: Plan, decode: Callable[[bytes], T]) -> T:
+    """The async twin of :func:`fetch`."""
+    body = (await aiter_once(plan))[2]
+    try:
+        return decode(body)
+    except AllmError as exc:
+        raise scrub(exc, plan.secret) from None
+

@@ -61,8 +61,9 @@ def new_request_id() -> str:
 
 
 class EventStream:
-    """A lazy stream of events. Iterate it; ``close()`` (or leaving a ``with`` block, or
-    ``break`` when nothing else holds it) closes the HTTP response at once."""
+    """A lazy stream of events. Iterate it; leaving a ``for`` loop over it (``break``,
+    ``return``, an exception), ``close()`` or leaving a ``with`` block closes the HTTP
+    response at once. To pause and resume, pull events with ``next()`` instead."""
 
     __slots__ = ("_gen",)
 
@@ -70,7 +71,7 @@ class EventStream:
         self._gen = gen
 
     def __iter__(self) -> Iterator[Event]:
-        return self._gen
+        return _closing(self._gen)
 
     def __next__(self) -> Event:
         return next(self._gen)
@@ -87,10 +88,23 @@ class EventStream:
         self.close()
 
 
+def _closing(gen: Iterator[Event]) -> Iterator[Event]:
+    # The iterator a ``for`` loop holds: when the loop is left early it is dropped,
+    # and closing it closes ``gen`` (and with it the HTTP response).
+    try:
+        yield from gen
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+
+
 class AsyncEventStream:
     """The async twin of :class:`EventStream`: ``async for``, ``await aclose()``, ``async with``.
 
-    Cancelling the task that iterates it closes the HTTP response.
+    ``aclose()`` or cancelling the task that iterates it closes the HTTP response at
+    once; leaving an ``async for`` loop early closes it when the event loop
+    finalises the loop's iterator (its next turn).
     """
 
     __slots__ = ("_gen",)
@@ -99,7 +113,7 @@ class AsyncEventStream:
         self._gen = gen
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return self._gen
+        return _aclosing(self._gen)
 
     async def __anext__(self) -> Event:
         return await self._gen.__anext__()
@@ -114,6 +128,16 @@ class AsyncEventStream:
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+async def _aclosing(gen: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    try:
+        async for ev in gen:
+            yield ev
+    finally:
+        aclose = getattr(gen, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -473,10 +497,9 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     plan = _list_plan(engine, api_key)
     if isinstance(plan, list):
         return plan
-    from ._transport import iter_once
+    from ._transport import fetch
 
-    _status, _headers, body = iter_once(plan)
-    return plan.adapter.decode_list_models(body)  # type: ignore[attr-defined,no-any-return]
+    return fetch(plan, plan.adapter.decode_list_models)  # type: ignore[attr-defined]
 
 
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
@@ -484,10 +507,9 @@ async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[st
     plan = _list_plan(engine, api_key)
     if isinstance(plan, list):
         return plan
-    from ._transport import aiter_once
+    from ._transport import afetch
 
-    _status, _headers, body = await aiter_once(plan)
-    return plan.adapter.decode_list_models(body)  # type: ignore[attr-defined,no-any-return]
+    return await afetch(plan, plan.adapter.decode_list_models)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------ embeddings
@@ -550,9 +572,9 @@ def embed(
     adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
     if not plans:
         return Embeddings((), model or engine.model, Usage())
-    from ._transport import iter_once
+    from ._transport import fetch
 
-    return _join([adapter.decode_embed(iter_once(p)[2]) for p in plans], plans[0].call.model)
+    return _join([fetch(p, adapter.decode_embed) for p in plans], plans[0].call.model)
 
 
 async def aembed(
@@ -567,7 +589,7 @@ async def aembed(
     adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
     if not plans:
         return Embeddings((), model or engine.model, Usage())
-    from ._transport import aiter_once
+    from ._transport import afetch
 
-    bodies = await asyncio.gather(*(aiter_once(p) for p in plans))
-    return _join([adapter.decode_embed(b[2]) for b in bodies], plans[0].call.model)
+    parts = await asyncio.gather(*(afetch(p, adapter.decode_embed) for p in plans))
+    return _join(list(parts), plans[0].call.model)

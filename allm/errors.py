@@ -15,9 +15,9 @@ AdapterError         rate_limited, authentication_failed, permission_denied,
                      content_filter, provider_unavailable, timeout,
                      network_error, malformed_response, unsupported_feature,
                      no_scripted_response, unknown
-EngineError          missing_adapter, missing_model, missing_key, unknown_tool,
-                     invalid_engine, unsupported_response_format,
-                     unsupported_operation
+EngineError          missing_adapter, missing_model, missing_key, invalid_key,
+                     unknown_tool, invalid_engine,
+                     unsupported_response_format, unsupported_operation
 ValidationError      invalid_request, invalid_message, invalid_tool,
                      invalid_image, invalid_thread, invalid_session,
                      invalid_output (raised as its subclass
@@ -44,22 +44,114 @@ __all__ = [
     "ToolError",
     "ValidationError",
     "redact",
+    "scrub",
 ]
 
-# Provider key shapes: OpenAI/OpenRouter/Anthropic ("sk-..."), Google ("AIza...", "ya29."),
-# bearer tokens echoed back in messages.
+# Provider key shapes: OpenAI/OpenRouter/Anthropic ("sk-...", also masked as "sk-proj-****abcd"),
+# Google ("AIza...", "ya29."), bearer tokens, key headers and URL query parameters echoed back
+# in messages (httpx exception strings may carry a URL).
 _KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]{10,}|"
-    r"(?i:bearer)\s+[A-Za-z0-9_\-.=]{8,})"
+    r"(sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]{10,}|"
+    r"(?i:bearer)\s+[A-Za-z0-9_\-.=~+/*]{8,}|"
+    r"[^\s*]{2,}\*{4,}[^\s*]*)"  # a masked key of any shape: "abcd1234**********wxyz"
+)
+_KEY_FIELDS = re.compile(
+    r"((?i:(?<![A-Za-z0-9_\-])(?:key|api[_-]?key|access[_-]?token|token|auth)=)|"
+    r"(?i:(?:x-(?:goog-)?api-key|api-key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?))"
+    r"([^\s&#\"',;]{4,})"
 )
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with provider key patterns and each of ``secrets`` replaced by ``[redacted]``."""
+    """``text`` with key-shaped material replaced by ``[redacted]``.
+
+    Replaced: each of ``secrets`` (4 characters or longer) wherever it occurs;
+    provider key shapes (``sk-...``, ``AIza...``, ``ya29....``, ``Bearer ...``) and
+    masked keys (``abcd1234****wxyz``, as providers echo a wrong key); the
+    value of key-carrying URL query parameters (``?key=``, ``api_key=``,
+    ``access_token=``...) and headers (``x-api-key:``, ``x-goog-api-key:``,
+    ``authorization:``) quoted in a message.
+    """
     for s in secrets:
         if s and len(s) >= 4 and s in text:
             text = text.replace(s, "[redacted]")
-    return _KEY_PATTERNS.sub("[redacted]", text)
+    text = _KEY_PATTERNS.sub("[redacted]", text)
+    return _KEY_FIELDS.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+def _redact_value(value: Any, secrets: tuple[str | None, ...]) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact_value(v, secrets) for v in value)
+    return value
+
+
+_FRAGMENT = 6  # characters: a piece of a key this long is key material
+
+
+def _fragments(text: str, secret: str) -> str:
+    """``text`` with every run of 6+ characters that also occurs in ``secret`` replaced.
+
+    Catches what is left of a key that something else cut apart (a pattern that
+    stopped at a comma, a provider that split or truncated it).
+    """
+    n = _FRAGMENT
+    if len(secret) < n or len(text) < n:
+        return text
+    pieces = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    covered = [False] * len(text)
+    hit = False
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] in pieces:
+            hit = True
+            for j in range(i, i + n):
+                covered[j] = True
+    if not hit:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append("[redacted]")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def scrub(error: AllmError, *secrets: str | None) -> AllmError:
+    """``error`` with ``secrets`` and key shapes removed from its message and metadata (in place).
+
+    Used on every error built from a provider body or an exception string, where the
+    key of the call may have been echoed back. Any piece of a secret 6 characters or
+    longer is removed too. Returns ``error``.
+    """
+    cleaned = _scrub_text(error.message, secrets)
+    if cleaned != error.message:
+        error.message = cleaned
+        error.args = (cleaned,)
+    if error.metadata:
+        error.metadata = _redact_value(dict(error.metadata), secrets)
+    for name in ("request_id", "provider"):
+        v = getattr(error, name)
+        if isinstance(v, str):
+            setattr(error, name, _scrub_text(v, secrets))
+    return error
+
+
+def _scrub_text(text: str, secrets: tuple[str | None, ...]) -> str:
+    text = redact(text, *secrets)
+    for s in secrets:
+        if s:
+            text = _fragments(text, s)
+    return text
 
 
 class AllmError(Exception):
@@ -96,7 +188,7 @@ class AllmError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.request_id = request_id
-        self.metadata: Mapping[str, Any] = dict(metadata) if metadata else {}
+        self.metadata: Mapping[str, Any] = _redact_value(dict(metadata), ()) if metadata else {}
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -188,6 +280,7 @@ class EngineError(AllmError):
             "missing_adapter",
             "missing_model",
             "missing_key",
+            "invalid_key",
             "unknown_tool",
             "invalid_engine",
             "unsupported_response_format",

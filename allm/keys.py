@@ -15,7 +15,10 @@ Resolution for a provider (``"openai"``, ``"anthropic"``, ``"gemini"``,
 
 A key is never a field of any value, never in a repr, log line, exception,
 serialised session or event. It exists as a local variable of the call and as a
-header of the HTTP request, nothing else.
+header of the HTTP request, nothing else. A key must be printable ASCII without
+spaces (what an HTTP header can carry): anything else (a trailing newline read from
+a file, a non-ASCII character) is refused with ``EngineError(reason="invalid_key")``
+before anything is sent, and the message never quotes the key.
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 
 from .errors import EngineError
 
-__all__ = ["clear", "configure", "delete", "put", "resolve", "scope"]
+__all__ = ["check", "clear", "configure", "delete", "put", "resolve", "scope"]
 
 _ANY = "*"
 _scoped: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("allm_keys_scope", default=None)
 _store: dict[str, str] = {}
 _config: dict[str, str] = {}
 _lock = threading.Lock()
+_VALID = re.compile(r"[\x21-\x7e]+")
 
 
 @contextlib.contextmanager
@@ -123,20 +128,46 @@ def lookup(
     return None, None
 
 
+def check(key: str, provider: str, source: str | None = None) -> str:
+    """``key`` if an HTTP header can carry it (printable ASCII, no spaces), else raise.
+
+    Raises :class:`~allm.errors.EngineError` (``invalid_key``) naming the provider,
+    where the key came from and what is wrong with it, never the key itself.
+    """
+    if _VALID.fullmatch(key):
+        return key
+    if key != key.strip():
+        why = "starts or ends with whitespace (a newline read from a file?)"
+    elif any(ord(c) > 0x7E for c in key):
+        why = "contains non-ASCII characters"
+    else:
+        why = "contains spaces or control characters"
+    where = f" (from {source})" if source else ""
+    raise EngineError(
+        f"the API key for {provider}{where} {why}; an HTTP header cannot carry it, so nothing was sent",
+        reason="invalid_key",
+        provider=provider,
+        metadata={"source": source} if source else None,
+    )
+
+
 def resolve(provider: str, env: tuple[str, ...] = (), api_key: str | None = None, *, required: bool = True) -> str | None:
     """The key for ``provider``, or ``None`` when not ``required``.
 
-    Raises :class:`~allm.errors.EngineError` (``missing_key``) naming every place
-    that was checked, when ``required`` and none holds a key.
+    Raises :class:`~allm.errors.EngineError`: ``missing_key`` naming every place
+    that was checked, when ``required`` and none holds a key; ``invalid_key`` when
+    the key found cannot be sent in an HTTP header (see :func:`check`).
     """
-    key, _source = lookup(provider, env, api_key)
-    if key is None and required:
-        names = ", ".join(env or env_names(provider))
-        raise EngineError(
-            f"no API key for {provider}: checked api_key=, allm.keys.scope(), allm.keys.put(), "
-            f"allm.keys.configure() and the environment ({names})",
-            reason="missing_key",
-            provider=provider,
-            metadata={"checked": ["call", "scope", "store", "config", *(env or env_names(provider))]},
-        )
-    return key
+    key, source = lookup(provider, env, api_key)
+    if key is None:
+        if required:
+            names = ", ".join(env or env_names(provider))
+            raise EngineError(
+                f"no API key for {provider}: checked api_key=, allm.keys.scope(), allm.keys.put(), "
+                f"allm.keys.configure() and the environment ({names})",
+                reason="missing_key",
+                provider=provider,
+                metadata={"checked": ["call", "scope", "store", "config", *(env or env_names(provider))]},
+            )
+        return None
+    return check(key, provider, source)

@@ -15,65 +15,109 @@ import attrs
 from .errors import AllmError
 from .events import Error, MessageStarted, RawChunk
 
-__all__ = ["Attempts", "RetryInfo", "RetryPolicy", "Timeouts", "retry_delay"]
+__all__ = ["NEVER_RETRIED", "NO_RETRY", "Attempts", "RetryInfo", "RetryPolicy", "Timeouts", "retry_delay", "should_retry"]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def _positive_or_none(_inst: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"Timeouts.{attribute.name} must be a positive number of seconds or None, not {value!r}")
+
+
+def _non_negative(_inst: Any, attribute: Any, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"RetryPolicy.{attribute.name} must be >= 0, not {value!r}")
 
 
 @attrs.frozen
 class Timeouts:
     """Deadlines of one call, in seconds (``None``: no limit).
 
-    - ``connect``: to open the connection.
-    - ``first_event``: from sending the request to the first event.
-    - ``idle``: longest gap between two events once the stream has begun.
-    - ``total``: the whole call, retries included.
+    - ``connect``: to open the connection (and to send the request, and to wait
+      for a free pooled connection).
+    - ``first_event``: from sending the request to the first event, per attempt.
+      For a non-streaming body (and model lists, embeddings) it bounds reading the
+      whole body.
+    - ``idle``: longest gap between two events once the stream has begun. Bytes
+      that do not complete an event do not reset it (a drip-feed cannot extend it).
+    - ``total``: the whole call, retries and their waits included. A retry whose
+      wait would end after it is not made.
 
-    A stream that goes silent ends with an ``AdapterError(reason="timeout")``: raised
-    if nothing reached the caller yet, otherwise reported as an ``Error`` event.
+    A call that misses a deadline ends with an ``AdapterError(reason="timeout")``
+    whose message names the deadline: raised if nothing reached the caller yet,
+    otherwise reported as an ``Error`` event.
     """
 
-    connect: float | None = 10.0
-    first_event: float | None = 600.0
-    idle: float | None = 120.0
-    total: float | None = None
+    connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    first_event: float | None = attrs.field(default=600.0, validator=_positive_or_none)
+    idle: float | None = attrs.field(default=120.0, validator=_positive_or_none)
+    total: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+
+# Reasons that say trying the same call again cannot succeed, whatever the HTTP status
+# (OpenAI answers "request too large for the per-minute limit" with 429). The generic
+# 4xx reasons (invalid_request, not_found) do not veto a retryable status: providers
+# label a 408 or 409 "invalid_request_error" too.
+NEVER_RETRIED = frozenset(
+    {
+        "authentication_failed",
+        "permission_denied",
+        "context_length_exceeded",
+        "content_filter",
+        "unsupported_feature",
+    }
+)
 
 
 @attrs.frozen
 class RetryPolicy:
     """How failed calls are tried again, before any event has reached the caller.
 
-    ``max_attempts`` counts the first try (1 disables retries). The delay before
-    attempt *n+1* is ``min(max_delay, base_delay * 2**(n-1))`` plus a random
-    ``jitter`` fraction of it, unless the provider said how long to wait
-    (``Retry-After`` / ``retry-after-ms``), which wins when
-    ``respect_retry_after`` and is capped at ``retry_after_cap`` seconds.
-    Retried: HTTP ``statuses`` and errors whose reason is rate_limited,
-    provider_unavailable, timeout or network_error. Never retried: other 4xx,
-    and anything once the first event has reached the caller.
+    ``max_attempts`` counts the first try (1 disables retries). The wait before
+    attempt *n+1* is ``b = min(max_delay, base_delay * 2**(n-1))`` seconds, minus a
+    random fraction of up to ``jitter`` of it (so ``b * (1 - jitter) <= wait <= b``,
+    never above the cap), unless the provider said how long to wait
+    (``retry-after-ms`` / ``Retry-After``), which wins when ``respect_retry_after``,
+    capped at ``retry_after_cap`` seconds (plus at most 2.5 % jitter, never less
+    than asked).
+
+    Retried: an HTTP status in ``statuses`` (408, 409, 429, 500, 502, 503, 504,
+    529) and, without a status, errors whose reason is ``rate_limited``,
+    ``provider_unavailable``, ``timeout`` or ``network_error`` (connection refused
+    or reset, closed before the response, connect and first-event timeouts, a
+    provider error event before any content). Never retried: other 4xx; without a
+    status, ``invalid_request``, ``malformed_response`` and the like; whatever the
+    status, reasons that say the call cannot succeed (:data:`NEVER_RETRIED`:
+    ``authentication_failed``, ``permission_denied``, ``context_length_exceeded``,
+    ``content_filter``, ``unsupported_feature``); and anything once the first event
+    has reached the caller.
     """
 
     max_attempts: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
+    base_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    max_delay: float = attrs.field(default=8.0, validator=_non_negative)
     jitter: float = 0.25
     respect_retry_after: bool = True
-    retry_after_cap: float = 60.0
-    statuses: frozenset[int] = RETRY_STATUSES
+    retry_after_cap: float = attrs.field(default=60.0, validator=_non_negative)
+    statuses: frozenset[int] = attrs.field(default=RETRY_STATUSES, converter=frozenset)
 
     def __attrs_post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts counts the first try: it must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"RetryPolicy.jitter is a fraction between 0 and 1, not {self.jitter!r}")
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def should_retry(policy: RetryPolicy, error: AllmError) -> bool:
-    if error.status is not None and error.status in policy.statuses:
-        return True
-    if error.status is not None and 400 <= error.status < 500:
+    """Whether ``error`` (ending an attempt before any event reached the caller) is worth another try."""
+    if error.reason in NEVER_RETRIED:
         return False
+    if error.status is not None:
+        return error.status in policy.statuses
     return error.retryable
 
 
@@ -86,6 +130,7 @@ def retry_delay(
     """Seconds to wait before trying again after failed ``attempt`` (1-based), or ``None``.
 
     ``None`` means do not retry: attempts are used up or the error is not retryable.
+    ``rand`` returns a float in [0, 1) (injected by tests).
     """
     if attempt >= policy.max_attempts or not should_retry(policy, error):
         return None
@@ -93,16 +138,24 @@ def retry_delay(
         wait: float = min(float(error.retry_after), policy.retry_after_cap)
         return wait * (1.0 + policy.jitter * rand() * 0.1)
     base = min(policy.max_delay, policy.base_delay * (2.0 ** (attempt - 1)))
-    return base * (1.0 + policy.jitter * rand())
+    return base * (1.0 - policy.jitter * rand())
 
 
 @attrs.frozen
 class RetryInfo:
-    """What an ``on_retry`` hook receives before the engine sleeps and tries again."""
+    """What an ``on_retry`` hook receives before the engine sleeps and tries again.
+
+    ``attempt``: the attempt that failed (1-based); ``delay``: the seconds about to
+    be slept; ``error``: why it failed (its ``reason`` is also :attr:`reason`).
+    """
 
     attempt: int
     delay: float
     error: AllmError
+
+    @property
+    def reason(self) -> str:
+        return self.error.reason
 
 
 class Attempts:
@@ -149,17 +202,25 @@ class Attempts:
             d = ie if d is None or ie < d else d
         return d
 
+    def deadline_passed(self, now: float) -> bool:
+        """Whether the current deadline (see :meth:`deadline`) has been reached at ``now``."""
+        d = self.deadline()
+        return d is not None and now >= d - 1e-3
+
     def timeout_error(self, provider: str | None, now: float) -> AllmError:
+        """The ``timeout`` error for the deadline that bounds the current wait, named in its message."""
         from .errors import AdapterError
 
         t = self.timeouts
-        if t.total is not None and now >= self.start + t.total - 1e-3:
-            what = f"the call took longer than its total deadline of {t.total:g} s"
-        elif not self.started:
-            what = f"no event within the first-event deadline of {t.first_event:g} s"
+        if self.started:
+            phase_end = self.wait_start + t.idle if t.idle is not None else None
+            what = f"no event within the idle deadline of {t.idle:g} s" if t.idle is not None else ""
         else:
-            what = f"no event within the idle deadline of {t.idle:g} s"
-        return AdapterError(what, reason="timeout", provider=provider)
+            phase_end = self.wait_start + t.first_event if t.first_event is not None else None
+            what = f"no event within the first-event deadline of {t.first_event:g} s" if t.first_event is not None else ""
+        if t.total is not None and (phase_end is None or self.start + t.total <= phase_end):
+            what = f"the call took longer than its total deadline of {t.total:g} s"
+        return AdapterError(what or "read timeout", reason="timeout", provider=provider, metadata={"elapsed": round(now - self.start, 3)})
 
     def take(self, events: list[Any]) -> tuple[list[Any], AllmError | None]:
         """``(events to yield now, error ending this attempt before anything reached the caller)``."""

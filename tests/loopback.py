@@ -1,11 +1,18 @@
 """A loopback HTTP/1.1 test server on a raw asyncio socket, run in a background thread.
 
-Bound to 127.0.0.1 only. Each request is answered by a *handler* chosen per test:
+Bound to 127.0.0.1 only, and bounded in time: each request's handler is cancelled
+after ``handler_limit`` seconds (10 by default) and :meth:`LoopbackServer.stop`
+cancels everything. Each request is answered by a *handler* chosen per test:
 ``async def handler(req: Req, w: Writer) -> None``. The writer can send a normal
-response, a chunked stream, stall, drip bytes, reset the connection, or close
-early, so the client's behaviour under each fault can be observed. The server counts
-connections (opened, closed, currently open) and records every request (including
-its headers, so tests can check which key each call carried).
+response, a chunked stream, stall, drip bytes, send garbage, reset the connection,
+or close early, so the client's behaviour under each fault can be observed.
+
+The server counts connections (opened, closed, currently open), requests in
+progress (``active``), and ``disconnects``: responses the client walked away from
+(it closed or reset the connection while the handler was still answering; noticed
+at once even when the handler is stalled, so a test can prove that closing a stream
+on the client closes the connection). It records every request, including its
+headers, so tests can check which key each call carried.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -55,6 +63,12 @@ class Writer:
     async def end_stream(self) -> None:
         await self.raw(b"0\r\n\r\n")
 
+    async def drip(self, data: bytes, delay: float = 0.0) -> None:
+        """Send ``data`` one byte per chunk, ``delay`` seconds apart."""
+        for i in range(len(data)):
+            await self.chunk(data[i : i + 1])
+            await asyncio.sleep(delay)
+
     def reset(self) -> None:
         """Close with a TCP RST."""
         sock = self._w.get_extra_info("socket")
@@ -72,12 +86,16 @@ Handler = Callable[[Req, Writer], Awaitable[None]]
 
 
 class LoopbackServer:
-    def __init__(self) -> None:
+    def __init__(self, handler_limit: float = 10.0) -> None:
         self.handler: Handler | None = None
+        self.handler_limit = handler_limit
         self.requests: list[Req] = []
         self.opened = 0
         self.closed = 0
-        self.disconnects = 0  # client went away while a handler was writing
+        self.active = 0  # requests whose handler is running
+        self.max_active = 0  # the most requests answered at once
+        self.disconnects = 0  # the client went away while a handler was answering
+        self.overtime = 0  # handlers cancelled by handler_limit
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -93,7 +111,7 @@ class LoopbackServer:
 
     def start(self) -> LoopbackServer:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._conn, "127.0.0.1", 0), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._conn, "127.0.0.1", 0, backlog=2048), self._loop)
         self._server = fut.result(5)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -111,8 +129,6 @@ class LoopbackServer:
         self._thread.join(5)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        import time
-
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if predicate():
@@ -144,10 +160,7 @@ class LoopbackServer:
                 req = Req(method, path, headers, body)
                 self.requests.append(req)
                 assert self.handler is not None, "no handler set"
-                try:
-                    await self.handler(req, w)
-                except (ConnectionError, BrokenPipeError):
-                    self.disconnects += 1
+                if not await self._answer(req, w, reader):
                     break
         except asyncio.CancelledError:
             pass
@@ -155,6 +168,53 @@ class LoopbackServer:
             self.closed += 1
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _answer(self, req: Req, w: Writer, reader: asyncio.StreamReader) -> bool:
+        """Run the handler; ``False`` when the connection is finished (client gone, fault, overtime)."""
+        assert self.handler is not None
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        task = asyncio.ensure_future(self.handler(req, w))
+        watch = asyncio.ensure_future(_client_gone(reader))
+        try:
+            done, _ = await asyncio.wait({task, watch}, timeout=self.handler_limit, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                exc = task.exception()
+                if isinstance(exc, (ConnectionError, BrokenPipeError)):
+                    self.disconnects += 1
+                    return False
+                if exc is not None:
+                    raise exc
+                return w.keep_alive
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            if watch in done:
+                self.disconnects += 1
+            else:
+                self.overtime += 1
+            return False
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
+            self.active -= 1
+
+
+async def _client_gone(reader: asyncio.StreamReader) -> None:
+    """Return when the client closes or resets the connection (without consuming its bytes)."""
+    while True:
+        if reader.at_eof():
+            return
+        if reader._buffer:  # type: ignore[attr-defined]  # the next request is already here
+            await asyncio.sleep(0.02)
+            continue
+        try:
+            await reader._wait_for_data("client_gone")  # type: ignore[attr-defined]
+        except (ConnectionError, OSError):
+            return
+        except RuntimeError:  # someone else is reading: fall back to polling
+            await asyncio.sleep(0.02)
 
 
 @contextlib.contextmanager

@@ -494,7 +494,7 @@ class Suite:
             allm_row.label = "allm: `allm.chat` on the Fake"
             what = "`allm.chat` runs a 10-turn tool loop on the Fake (9 tool calls, then an answer)"
         else:
-            allm_row.label = "allm: 10 `allm.generate` calls on the Fake (stand-in, see below)"
+            allm_row.label = "allm: 10 `allm.generate` calls on the Fake (stand-in, see above)"
             what = ("**Stand-in:** `allm.chat` (the tool loop) is not on this branch yet, so this measures "
                     "a 10-call Fake `generate` sequence driven by hand (tool run and result appended per turn). "
                     "Once `allm.chat` exists the same figure measures `allm.chat` itself")

@@ -17,7 +17,6 @@ contestant that drops or garbles data fails the run instead of looking fast.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -465,8 +464,6 @@ LIBRARIES: dict[str, tuple[str, str | None]] = {
 def make(lib: str, port: int) -> Any:
     return globals()[LIBRARIES[lib][0]](port)
 
-
-Runner = Callable[..., Awaitable[Any]]
 
 
 async def gather_streams(c: Any, provider: str, n_streams: int, n_text: int) -> list[Result]:

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -170,6 +170,20 @@ class _Local:
         self.on_retry = on_retry
 
 
+_ADAPTER_KINDS: dict[type[Any], str] = {}
+
+
+def _adapter_kind(adapter: object) -> str:
+    """``"local"``, ``"http"`` or ``""``. A runtime protocol check costs tens of µs; adapters get
+    their methods from their class, so the answer is kept per class."""
+    cls = type(adapter)
+    kind = _ADAPTER_KINDS.get(cls)
+    if kind is None:
+        kind = "local" if isinstance(adapter, LocalAdapter) else "http" if isinstance(adapter, HttpAdapter) else ""
+        _ADAPTER_KINDS[cls] = kind
+    return kind
+
+
 def prepare(
     engine: Engine,
     request: RequestLike,
@@ -188,10 +202,12 @@ def prepare(
     req = resolve_request(engine, request)
     retry = retry or engine.retry
     timeouts = timeouts or engine.timeouts
-    if isinstance(adapter, LocalAdapter):
-        return _Local(adapter, req, retry, timeouts, on_retry)
-    if not isinstance(adapter, HttpAdapter):
+    kind = _adapter_kind(adapter)
+    if kind == "local":
+        return _Local(cast(LocalAdapter, adapter), req, retry, timeouts, on_retry)
+    if kind != "http":
         raise EngineError(f"{type(adapter).__name__} is not an allm adapter", reason="missing_adapter")
+    adapter = cast(HttpAdapter, adapter)
     if not req.model:
         raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")
     call = adapter.encode(req, stream=stream)

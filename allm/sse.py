@@ -33,28 +33,23 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         self.bytes_seen += len(chunk)
         buf = self._buf + chunk if self._buf else chunk
-        if b"\r" in buf:
-            if buf.endswith(b"\r"):
-                # A CR at the end may be the first half of a CRLF: keep it for later.
-                self._buf = b"\r"
-                buf = buf[:-1]
-            else:
-                self._buf = b""
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            lines = buf.split(b"\n")
-            self._buf = lines.pop() + self._buf
+        if not buf:
+            return []
+        # ``bytes.splitlines`` splits on exactly the SSE line ends: \r\n, \n and \r.
+        lines = buf.splitlines()
+        last = buf[-1]
+        if last == 10:  # b"\n": every line is complete
+            self._buf = b""
+        elif last == 13:  # b"\r": complete, but it may be the first half of a CRLF
+            self._buf = lines.pop() + b"\r"
         else:
-            lines = buf.split(b"\n")
             self._buf = lines.pop()
         return self._lines(lines) if lines else []
 
     def close(self) -> list[tuple[str | None, bytes]]:
         rest = self._buf
         self._buf = b""
-        out: list[tuple[str | None, bytes]] = []
-        if rest:
-            rest = rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            out = self._lines(rest.split(b"\n"))
+        out = self._lines(rest.splitlines()) if rest else []
         if self._data:
             out.append(self._dispatch())
         return out
@@ -75,9 +70,8 @@ class SSEDecoder:
                     out.append((self._event, data[0] if len(data) == 1 else b"\n".join(data)))
                     data = self._data = []
                 self._event = None
-            elif line.startswith(b"data:"):
-                v = line[5:]
-                data.append(v[1:] if v[:1] == b" " else v)
+            elif line[:5] == b"data:":
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line[:1] == b":":
                 continue
             else:

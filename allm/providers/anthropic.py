@@ -466,20 +466,16 @@ class MessagesDecoder:
         if self.finished:
             return []
         out: list[Event] = []
-        for name, data in self._sse.feed(chunk):
-            self._on_data(name, data, out)
-            if self.finished:
-                break
+        self._on_items(self._sse.feed(chunk), out)
         return out
 
     def close(self) -> list[Event]:
         if self.finished:
             return []
         out: list[Event] = []
-        for name, data in self._sse.close():
-            self._on_data(name, data, out)
-            if self.finished:
-                return out
+        self._on_items(self._sse.close(), out)
+        if self.finished:
+            return out
         self._fail(out, malformed(self.provider, "the stream ended before message_stop"))
         return out
 
@@ -487,13 +483,20 @@ class MessagesDecoder:
         self.failed = self.finished = True
         out.append(Error(error))
 
-    def _on_data(self, name: str | None, data: bytes, out: list[Event]) -> None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            self._fail(out, malformed(self.provider, f"a stream event is not valid JSON: {exc}"))
-            return
-        self.dispatch(name, obj, out)
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        # One loop for feed and close, the per-event work inline: it runs once per streamed event.
+        for name, data in items:
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                self._fail(out, malformed(self.provider, f"a stream event is not valid JSON: {exc}"))
+                return
+            try:
+                self._on_event(name, obj, out)
+            except _SHAPE_ERRORS as exc:
+                self._fail(out, malformed(self.provider, f"unexpected event shape ({type(exc).__name__}: {exc})"))
+            if self.finished:
+                return
 
     def dispatch(self, name: str | None, obj: Any, out: list[Event]) -> None:
         """Handle one decoded event (``name`` from ``event:``, ``obj`` its JSON data)."""
@@ -540,7 +543,10 @@ class MessagesDecoder:
             delta = obj["delta"]
             if not isinstance(delta, dict):
                 raise TypeError("delta is not an object")
-            self._block_delta(_index(obj), delta, out)
+            idx = obj["index"]
+            if type(idx) is not int:  # the common case, checked inline; _index says why not
+                idx = _index(obj)
+            self._block_delta(idx, delta, out)
         elif t == "content_block_stop":
             self._block_stop(_index(obj), out)
         elif t == "message_delta":
@@ -605,26 +611,33 @@ class MessagesDecoder:
         asm = self._asm
         dt = delta["type"]
         key = str(idx)
-        if self._kinds.get(idx) == "other":
+        kind = self._kinds.get(idx)
+        if kind == "other":
             return  # a server tool block: not assembled
         if dt == "text_delta":
-            self._kinds.setdefault(idx, "text")
-            text = _str(delta["text"], "text")
+            if kind is None:
+                self._kinds[idx] = "text"
+            text = delta["text"]
+            if type(text) is not str:
+                raise TypeError("text is not a string")
             if text:
                 out.append(asm.text(text, key))
         elif dt == "input_json_delta":
-            self._kinds.setdefault(idx, "tool")
+            if kind is None:
+                self._kinds[idx] = "tool"
             pj = _str(delta.get("partial_json") or "", "partial_json")
             if pj:
                 self._args_seen.add(idx)
                 out.extend(asm.tool_arguments(idx, pj))
         elif dt == "thinking_delta":
-            self._kinds.setdefault(idx, "reasoning")
+            if kind is None:
+                self._kinds[idx] = "reasoning"
             text = _str(delta["thinking"], "thinking")
             if text:
                 out.append(asm.reasoning(text, key))
         elif dt == "signature_delta":
-            self._kinds.setdefault(idx, "reasoning")
+            if kind is None:
+                self._kinds[idx] = "reasoning"
             asm.reasoning_signature(key, signature=_str(delta["signature"], "signature"))
         # citations_delta and unknown deltas carry nothing to assemble.
 

@@ -153,6 +153,18 @@ def malformed(provider: str, why: str) -> AdapterError:
     return AdapterError(why, reason="malformed_response", provider=provider)
 
 
+def _covers(new: Usage, old: Usage) -> bool:
+    """Whether ``new`` reports every counter ``old`` reports (then ``old.merge(new) == new``)."""
+    return (
+        (new.input_tokens is not None or old.input_tokens is None)
+        and (new.output_tokens is not None or old.output_tokens is None)
+        and (new.cached_input_tokens is not None or old.cached_input_tokens is None)
+        and (new.cache_write_input_tokens is not None or old.cache_write_input_tokens is None)
+        and (new.reasoning_tokens is not None or old.reasoning_tokens is None)
+        and (new.total_tokens is not None or old.total_tokens is None)
+    )
+
+
 # ------------------------------------------------------------------------------ assembler
 
 
@@ -408,7 +420,13 @@ class Assembler:
     # -- usage and finish
 
     def add_usage(self, usage: Usage) -> RawChunk:
-        self.usage = usage if self.usage is None else self.usage.merge(usage)
+        cur = self.usage
+        # ``merge`` would give a value equal to ``usage`` when it reports every counter
+        # ``cur`` has (Gemini repeats usage on every chunk): skip building it then.
+        if cur is None or _covers(usage, cur):
+            self.usage = usage
+        else:
+            self.usage = cur.merge(usage)
         return RawChunk(None, usage)
 
     def finish(

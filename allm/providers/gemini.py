@@ -399,8 +399,7 @@ def map_finish_reason(raw: str | None) -> str | None:
     return "other"
 
 
-def _count(u: Mapping[str, Any], name: str) -> int | None:
-    v = u.get(name)
+def _number(v: Any, name: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, str)):
@@ -416,6 +415,17 @@ def _add(a: int | None, b: int | None) -> int | None:
     return a + b
 
 
+_PLAIN = frozenset((int, type(None)))
+_COUNTS = (
+    "promptTokenCount",
+    "toolUsePromptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "cachedContentTokenCount",
+    "totalTokenCount",
+)
+
+
 def map_usage(u: Mapping[str, Any]) -> Usage:
     """``usageMetadata`` -> :class:`Usage` (token counts).
 
@@ -426,16 +436,15 @@ def map_usage(u: Mapping[str, Any]) -> Usage:
       ``thoughtsTokenCount``.
     - ``total_tokens`` = ``totalTokenCount``.
 
-    A counter Gemini did not send stays ``None``.
+    A counter Gemini did not send stays ``None``. Raises ``TypeError`` for a counter
+    that is not a number (or a numeric string).
     """
-    thoughts = _count(u, "thoughtsTokenCount")
-    return Usage(
-        input_tokens=_add(_count(u, "promptTokenCount"), _count(u, "toolUsePromptTokenCount")),
-        output_tokens=_add(_count(u, "candidatesTokenCount"), thoughts),
-        cached_input_tokens=_count(u, "cachedContentTokenCount"),
-        reasoning_tokens=thoughts,
-        total_tokens=_count(u, "totalTokenCount"),
-    )
+    get = u.get
+    prompt, tool, cand, thoughts, cached, total = map(get, _COUNTS)
+    if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN:
+        prompt, tool, cand, thoughts, cached, total = [_number(get(k), k) for k in _COUNTS]
+    # Every stream chunk carries usage: built positionally, the cheapest way.
+    return Usage(_add(prompt, tool), _add(cand, thoughts), cached, None, thoughts, total)
 
 
 class _Reader:
@@ -479,9 +488,10 @@ class _Reader:
         if err is not None:
             return _error_from_object(self.provider, err, None, {})
         asm = self.asm
-        rid = obj.get("responseId")
-        mv = obj.get("modelVersion")
-        out.extend(asm.start(rid if isinstance(rid, str) else None, mv if isinstance(mv, str) else None))
+        if not asm.started or asm.id is None or asm.model is None:  # else start() has nothing to do
+            rid = obj.get("responseId")
+            mv = obj.get("modelVersion")
+            out.extend(asm.start(rid if isinstance(rid, str) else None, mv if isinstance(mv, str) else None))
         if self._raw:
             out.append(RawChunk(obj))
         pf = obj.get("promptFeedback")
@@ -647,20 +657,16 @@ class GeminiDecoder:
         if self.finished:
             return []
         out: list[Event] = []
-        for _name, data in self._sse.feed(chunk):
-            self._on_data(data, out)
-            if self.failed:
-                break
+        self._on_items(self._sse.feed(chunk), out)
         return out
 
     def close(self) -> list[Event]:
         if self.finished:
             return []
         out: list[Event] = []
-        for _name, data in self._sse.close():
-            self._on_data(data, out)
-            if self.failed:
-                return out
+        self._on_items(self._sse.close(), out)
+        if self.failed:
+            return out
         self.finished = True
         if not self._reader.terminal:
             self.failed = True
@@ -673,21 +679,25 @@ class GeminiDecoder:
         self.failed = self.finished = True
         out.append(Error(error))
 
-    def _on_data(self, data: bytes, out: list[Event]) -> None:
-        if not data.strip():
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            self._fail(out, malformed(self.provider, f"a stream chunk is not valid JSON: {exc}"))
-            return
-        try:
-            err = self._reader.read(obj, out)
-        except _SHAPE_ERRORS as exc:
-            self._fail(out, malformed(self.provider, f"unexpected chunk shape ({type(exc).__name__}: {exc})"))
-            return
-        if err is not None:
-            self._fail(out, err)
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.
+        read = self._reader.read
+        for _name, data in items:
+            if not data or data.isspace():
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                self._fail(out, malformed(self.provider, f"a stream chunk is not valid JSON: {exc}"))
+                return
+            try:
+                err = read(obj, out)
+            except _SHAPE_ERRORS as exc:
+                self._fail(out, malformed(self.provider, f"unexpected chunk shape ({type(exc).__name__}: {exc})"))
+                return
+            if err is not None:
+                self._fail(out, err)
+                return
 
 
 def decode_body(

@@ -343,20 +343,16 @@ class ChatDecoder:
         if self.finished:
             return []
         out: list[Event] = []
-        for _name, data in self._sse.feed(chunk):
-            self._on_data(data, out)
-            if self.finished:
-                break
+        self._on_items(self._sse.feed(chunk), out)
         return out
 
     def close(self) -> list[Event]:
         if self.finished:
             return []
         out: list[Event] = []
-        for _name, data in self._sse.close():
-            self._on_data(data, out)
-            if self.finished:
-                return out
+        self._on_items(self._sse.close(), out)
+        if self.finished:
+            return out
         self.failed = self.finished = True
         out.append(Error(malformed(self.provider, "the stream ended before data: [DONE]")))
         return out
@@ -365,21 +361,25 @@ class ChatDecoder:
         self.failed = self.finished = True
         out.append(Error(error))
 
-    def _on_data(self, data: bytes, out: list[Event]) -> None:
-        if data == b"[DONE]":
-            self.finished = True
-            finish = "content_filter" if self._refused else map_finish_reason(self._finish)
-            out.extend(self._asm.finish(finish, self._finish))
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            self._fail(out, malformed(self.provider, f"a stream chunk is not valid JSON: {exc}"))
-            return
-        try:
-            self._on_chunk(obj, out)
-        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
-            self._fail(out, malformed(self.provider, f"unexpected chunk shape ({type(exc).__name__}: {exc})"))
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.
+        for _name, data in items:
+            if data == b"[DONE]":
+                self.finished = True
+                finish = "content_filter" if self._refused else map_finish_reason(self._finish)
+                out.extend(self._asm.finish(finish, self._finish))
+                return
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                self._fail(out, malformed(self.provider, f"a stream chunk is not valid JSON: {exc}"))
+                return
+            try:
+                self._on_chunk(obj, out)
+            except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+                self._fail(out, malformed(self.provider, f"unexpected chunk shape ({type(exc).__name__}: {exc})"))
+            if self.finished:
+                return
 
     def _on_chunk(self, obj: Any, out: list[Event]) -> None:
         asm = self._asm

@@ -1,0 +1,1 @@
+"""allm's benchmark suite: ``python -m benchmarks`` (see ``benchmarks/README.md``)."""

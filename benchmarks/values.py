@@ -1,0 +1,180 @@
+"""Figures 5 and 6: storing a long thread, and a tool loop on the Fake.
+
+Each function returns ``seconds per operation`` measured over ``reps`` repetitions
+and checks its result first (a round trip must give back an equal value; a loop
+must end with the expected answer).
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+# ------------------------------------------------------------------------------ figure 5: a 1,000-message thread
+
+_CYCLE = 4  # user, assistant with a tool call, tool result, assistant answer
+
+
+def thread_dicts(n: int) -> list[dict[str, Any]]:
+    """The thread as plain dicts carrying the same information as the allm values."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": "You are a careful assistant."}]
+    while len(out) < n:
+        k = len(out) // _CYCLE
+        call_id = f"call_{k:06d}"
+        args = {"city": f"City {k}", "unit": "c", "days": k % 7}
+        step = [
+            {"role": "user", "content": f"What is the weather in City {k} for the next {k % 7} days?"},
+            {"role": "assistant", "content": "",
+             "tool_calls": [{"id": call_id, "name": "get_weather", "arguments": args,
+                             "raw_arguments": orjson.dumps(args).decode()}]},
+            {"role": "tool", "content": orjson.dumps({"temp_c": 10 + k % 15, "sky": "clear"}).decode(),
+             "tool_call_id": call_id},
+            {"role": "assistant", "content": f"It will be {10 + k % 15} degrees and clear in City {k}."},
+        ]
+        out.extend(step[: n - len(out)])
+    return out
+
+
+def thread_value(n: int) -> Any:
+    """The same thread as an :class:`allm.Thread`."""
+    import allm
+
+    msgs = []
+    for d in thread_dicts(n):
+        calls = [allm.ToolCall(c["id"], c["name"], c["arguments"], c["raw_arguments"]) for c in d.get("tool_calls", ())]
+        msgs.append(allm.Message(d["role"], d["content"], tool_calls=calls, tool_call_id=d.get("tool_call_id")))
+    return allm.Thread(msgs)
+
+
+def _per_op(fn: Callable[[], Any], reps: int) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def codec_allm(n: int, reps: int) -> dict[str, float]:
+    from allm import codec
+
+    thread = thread_value(n)
+    if codec.loads(codec.dumps(thread)) != thread:
+        raise RuntimeError("allm.codec did not round-trip the thread")
+    if pickle.loads(pickle.dumps(thread)) != thread:
+        raise RuntimeError("pickle did not round-trip the thread")
+    return {
+        "json": _per_op(lambda: codec.loads(codec.dumps(thread)), reps),
+        "pickle": _per_op(lambda: pickle.loads(pickle.dumps(thread, pickle.HIGHEST_PROTOCOL)), reps),
+    }
+
+
+def codec_floor(n: int, reps: int) -> dict[str, float]:
+    thread = thread_dicts(n)
+    if orjson.loads(orjson.dumps(thread)) != thread or pickle.loads(pickle.dumps(thread)) != thread:
+        raise RuntimeError("the plain dicts did not round-trip")
+    return {
+        "json": _per_op(lambda: orjson.loads(orjson.dumps(thread)), reps),
+        "pickle": _per_op(lambda: pickle.loads(pickle.dumps(thread, pickle.HIGHEST_PROTOCOL)), reps),
+    }
+
+
+# ------------------------------------------------------------------------------ figure 6: a 10-turn tool loop
+
+TURNS = 10
+
+
+def _add(args: dict[str, Any]) -> int:
+    return int(args["a"]) + int(args["b"])
+
+
+def _scripts() -> list[list[Any]]:
+    from allm.testing import finish, tool_call
+
+    calls = [[tool_call("add", {"a": i, "b": 1}, id=f"call_{i}"), finish("tool_calls")] for i in range(TURNS - 1)]
+    return [*calls, [f"The total is {TURNS - 1}."]]
+
+
+def has_chat() -> bool:
+    import allm
+
+    return hasattr(allm, "chat")
+
+
+def loop_allm_chat(reps: int) -> float:
+    """Seconds per turn of ``allm.chat`` driving ``TURNS`` model calls on the Fake."""
+    import allm
+    from allm.providers import Fake
+
+    chat: Callable[..., Any] = allm.chat  # type: ignore[attr-defined]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
+    tool = allm.Tool("add", "Add two integers.", schema, handler=_add)
+    engines = [allm.Engine(adapter=Fake(scripts=_scripts()), model="fake", tools=(tool,)) for _ in range(reps + 1)]
+    result = chat(engines.pop(), "Add them up.", max_turns=TURNS)
+    final = result.final_response
+    if final is None or final.output_text != f"The total is {TURNS - 1}." or len(result.steps) != TURNS:
+        raise RuntimeError(f"allm.chat ended unexpectedly: {result.halted_reason}")
+    gc.collect()
+    t = time.perf_counter()
+    for e in engines:
+        chat(e, "Add them up.", max_turns=TURNS)
+    return (time.perf_counter() - t) / (reps * TURNS)
+
+
+def loop_allm_generate(reps: int) -> float:
+    """Stand-in until ``allm.chat`` lands: ``TURNS`` ``allm.generate`` calls on the Fake, the
+    tool run and its result appended by hand. Seconds per turn."""
+    import allm
+    from allm.providers import Fake
+
+    def run(engine: Any) -> str:
+        thread = allm.Thread([allm.user("Add them up.")])
+        for _ in range(TURNS):
+            resp = allm.generate(engine, thread)
+            thread = thread.add(resp.message)
+            if not resp.tool_calls:
+                return str(resp.output_text)
+            for call in resp.tool_calls:
+                thread = thread.add(allm.tool_result(call.id, orjson.dumps(_add(dict(call.arguments))).decode()))
+        raise RuntimeError("the loop did not finish")
+
+    engines = [allm.Engine(adapter=Fake(scripts=_scripts()), model="fake") for _ in range(reps + 1)]
+    if run(engines.pop()) != f"The total is {TURNS - 1}.":
+        raise RuntimeError("the generate sequence ended unexpectedly")
+    gc.collect()
+    t = time.perf_counter()
+    for e in engines:
+        run(e)
+    return (time.perf_counter() - t) / (reps * TURNS)
+
+
+def loop_floor(reps: int) -> float:
+    """The least a loop does per turn: take the scripted reply (a dict), append it, run the
+    handler, append the JSON result. Seconds per turn."""
+    replies: list[dict[str, Any]] = [
+        {"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{i}", "name": "add", "arguments": {"a": i, "b": 1}}]}
+        for i in range(TURNS - 1)
+    ]
+    replies.append({"role": "assistant", "content": f"The total is {TURNS - 1}."})
+    tools = {"add": _add}
+
+    def run() -> str:
+        thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
+        for turn in range(TURNS):
+            msg = dict(replies[turn])
+            thread.append(msg)
+            calls = msg.get("tool_calls")
+            if not calls:
+                return str(msg["content"])
+            for c in calls:
+                out = tools[c["name"]](c["arguments"])
+                thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
+        raise RuntimeError("the loop did not finish")
+
+    if run() != f"The total is {TURNS - 1}.":
+        raise RuntimeError("the floor loop ended unexpectedly")
+    return _per_op(run, reps) / TURNS

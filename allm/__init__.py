@@ -12,6 +12,8 @@
 See ``guides/getting_started.md``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import events, keys
 from .api import (
     AsyncEventStream,
@@ -25,7 +27,6 @@ from .api import (
     list_models,
     stream_generate,
 )
-from .chat import ChatOptions, achat, astep, astream, astream_step, chat, step, stream, stream_step
 from .engine import Engine
 from .errors import (
     AdapterError,
@@ -37,12 +38,7 @@ from .errors import (
     ValidationError,
 )
 from .fold import Collector
-from .images import aedit_image, agenerate_image, aimage_variations, edit_image, generate_image, image_variations
-from .loop import ChatCollector, StepCollector
 from .policy import RetryInfo, RetryPolicy, Timeouts
-from .session import AsyncSessionStream, Session, SessionReducer, SessionStream
-from .structured import ObjectResult, agenerate_object, generate_object, schema_for
-from .tools import AskUser, Halt, JsonResultEncoder, ToolContext, function_tool, tool
 from .types import (
     ChatResult,
     Embeddings,
@@ -69,9 +65,70 @@ from .types import (
     tool_result,
     user,
 )
-from .vision import afetch_images, fetch_images
+
+if TYPE_CHECKING:
+    from .driver import ChatOptions, achat, astep, astream, astream_step, chat, step, stream, stream_step
+    from .images import aedit_image, agenerate_image, aimage_variations, edit_image, generate_image, image_variations
+    from .loop import ChatCollector, StepCollector
+    from .session import AsyncSessionStream, Session, SessionReducer, SessionStream
+    from .structured import ObjectResult, agenerate_object, generate_object, schema_for
+    from .tools import AskUser, Halt, JsonResultEncoder, ToolContext, function_tool, tool
+    from .vision import afetch_images, fetch_images
 
 __version__ = "0.1.0"
+
+# The tool loop, sessions, structured output, images and vision load on first use,
+# so ``import allm`` stays close to ``import httpx, orjson``.
+_LAZY = {
+    "ChatOptions": ".driver",
+    "achat": ".driver",
+    "astep": ".driver",
+    "astream": ".driver",
+    "astream_step": ".driver",
+    "chat": ".driver",
+    "step": ".driver",
+    "stream": ".driver",
+    "stream_step": ".driver",
+    "aedit_image": ".images",
+    "agenerate_image": ".images",
+    "aimage_variations": ".images",
+    "edit_image": ".images",
+    "generate_image": ".images",
+    "image_variations": ".images",
+    "ChatCollector": ".loop",
+    "StepCollector": ".loop",
+    "AsyncSessionStream": ".session",
+    "Session": ".session",
+    "SessionReducer": ".session",
+    "SessionStream": ".session",
+    "ObjectResult": ".structured",
+    "agenerate_object": ".structured",
+    "generate_object": ".structured",
+    "schema_for": ".structured",
+    "AskUser": ".tools",
+    "Halt": ".tools",
+    "JsonResultEncoder": ".tools",
+    "ToolContext": ".tools",
+    "function_tool": ".tools",
+    "tool": ".tools",
+    "afetch_images": ".vision",
+    "fetch_images": ".vision",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'allm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = [
     "AdapterError",

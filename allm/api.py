@@ -12,7 +12,6 @@ request raises at once. I/O starts when the stream is iterated.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import time
@@ -50,6 +49,12 @@ __all__ = [
 
 RequestLike = Request | Thread | Sequence[Message] | str
 OnEvent = Callable[[Event], None]
+
+
+async def _asleep(seconds: float) -> None:
+    import asyncio  # only async callers need it; keeps ``import allm`` light
+
+    await asyncio.sleep(seconds)
 
 
 def new_request_id() -> str:
@@ -308,10 +313,10 @@ async def _aiter_local(plan: _Local) -> AsyncIterator[Event]:
                     now = time.monotonic()
                     d = st.deadline()
                     if d is not None and now + secs >= d:
-                        await asyncio.sleep(max(0.0, d - now))
+                        await _asleep(max(0.0, d - now))
                         err = st.timeout_error("fake", time.monotonic())
                         break
-                    await asyncio.sleep(secs)
+                    await _asleep(secs)
                     continue
                 out, err = st.take([item])
                 if err is not None:
@@ -331,7 +336,7 @@ async def _aiter_local(plan: _Local) -> AsyncIterator[Event]:
             raise err
         if plan.on_retry is not None:
             plan.on_retry(RetryInfo(st.attempt, delay, err))
-        await asyncio.sleep(delay)
+        await _asleep(delay)
 
 
 # ------------------------------------------------------------------------------ public calls
@@ -605,6 +610,8 @@ async def aembed(
     adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
     if not plans:
         return Embeddings((), model or engine.model, Usage())
+    import asyncio
+
     from ._transport import afetch
 
     parts = await asyncio.gather(*(afetch(p, adapter.decode_embed) for p in plans))

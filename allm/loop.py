@@ -1,7 +1,7 @@
 """The tool loop as a pure state machine, and the folds of its event streams.
 
 :class:`Loop` decides; it never performs I/O, never imports a provider and never
-reads a clock. A driver (sync or async, in :mod:`allm.chat`) asks it for the next
+reads a clock. A driver (sync or async, in :mod:`allm.driver`) asks it for the next
 action and performs it::
 
     loop = Loop(thread, request, policy)

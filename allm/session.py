@@ -47,7 +47,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
 import attrs
 
 from .api import AsyncEventStream, EventStream
-from .chat import LoopOptions, _astart, _start
+from .driver import LoopOptions, _astart, _start
 from .engine import Engine, merge_tools
 from .errors import EngineError, SessionError, ToolError, ValidationError
 from .events import Event
@@ -90,7 +90,7 @@ R_co = TypeVar("R_co", ChatResult, Step, covariant=True)
 
 
 class SessionOptions(LoopOptions, total=False):
-    """:class:`~allm.chat.LoopOptions` plus:
+    """:class:`~allm.driver.LoopOptions` plus:
 
     - ``context``: this call's context for handlers, over ``session.context`` and
       ``engine.context`` (not stored). The session's id is the handlers' ``session_id``.
@@ -103,7 +103,7 @@ class SessionOptions(LoopOptions, total=False):
 
 
 class StartOptions(LoopOptions, total=False):
-    """:class:`~allm.chat.LoopOptions` plus ``params`` (see :class:`SessionOptions`).
+    """:class:`~allm.driver.LoopOptions` plus ``params`` (see :class:`SessionOptions`).
     ``start`` takes the session's own ``context=`` instead of a per-call one."""
 
     params: Mapping[str, Any] | None
@@ -315,7 +315,7 @@ class Session:
     ) -> tuple[Session, ChatResult]:
         """A new session on ``input``, then the tool loop: ``(session, result)``.
 
-        ``options`` are :class:`~allm.chat.ChatOptions` (``mode``, ``max_turns``,
+        ``options`` are :class:`~allm.driver.ChatOptions` (``mode``, ``max_turns``,
         ``tools``...); none of them is stored. Raises what :func:`allm.chat` raises;
         an error after the first event gives a session in the ``error`` status.
         """

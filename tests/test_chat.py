@@ -484,11 +484,10 @@ def test_preflight_errors_raise_at_call_time() -> None:
 
 
 class Tracked:
-    """Wraps allm.chat.stream_generate / astream_generate to see the inner streams closed."""
+    """Wraps allm.driver.stream_generate / astream_generate to see the inner streams closed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        # The attribute allm.chat is the function; the module is in sys.modules.
-        chat_module = sys.modules["allm.chat"]
+        chat_module = sys.modules["allm.driver"]
         self.opened = 0
         self.closed = 0
         real, areal = chat_module.stream_generate, chat_module.astream_generate

@@ -23,9 +23,8 @@ closes the model call's HTTP response at once; folding what was received gives
 stopped; their results are dropped (async handlers in the async driver are
 cancelled).
 
-The name ``allm.chat`` is the function; this module's other names are exported
-at the top level too (``allm.ChatOptions``), or import them with ``from allm.chat
-import LoopOptions``.
+Every public name here is also exported at the top level (``allm.chat``,
+``allm.ChatOptions``...).
 
 Sync driver and async handlers: each async handler runs with ``asyncio.run`` in
 its own worker thread (so ``chat`` works inside a running event loop too).
@@ -161,7 +160,7 @@ def _setup(
 ) -> tuple[Loop, dict[str, Any]]:
     unknown = set(options) - _LOOP_KEYS - _GEN_KEYS - _FINALIZE_KEYS
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.chat.ChatOptions")
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.ChatOptions")
     if not isinstance(engine, Engine):
         raise TypeError(f"expected an allm.Engine, got {type(engine).__name__}")
     thread, req = _as_thread(request)
@@ -414,7 +413,7 @@ async def astep(engine: Engine, request: RequestLike, **options: Unpack[ChatOpti
 def _loop_options(options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(options) - _LOOP_KEYS - _GEN_KEYS - _FINALIZE_KEYS
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.chat.ChatOptions")
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.ChatOptions")
     return {k: v for k, v in options.items() if k not in _FINALIZE_KEYS}
 
 

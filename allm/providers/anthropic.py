@@ -37,9 +37,8 @@ import orjson
 
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, MessageStarted, RawChunk
-from ..sse import SSEDecoder
 from ..types import ImagePart, Message, ReasoningPart, Request, TextPart, Tool, Usage
-from .base import Assembler, HttpCall, KeySpec, malformed
+from .base import Assembler, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import ANTHROPIC_IMAGES, check_images, check_request_size
 
 __all__ = [
@@ -415,7 +414,7 @@ def _index(obj: Mapping[str, Any]) -> int:
 _SHAPE_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError)
 
 
-class MessagesDecoder:
+class MessagesDecoder(SSEStreamDecoder):
     """Incremental decoder of a Messages API SSE stream.
 
     Handles ``message_start`` (id, model, usage), ``content_block_start`` /
@@ -437,18 +436,15 @@ class MessagesDecoder:
         "_inputs",
         "_kinds",
         "_raw",
-        "_sse",
         "_stop",
         "_stop_sequence",
         "_usage",
-        "failed",
-        "finished",
-        "provider",
     )
 
+    terminal_marker = "message_stop"
+
     def __init__(self, warnings: tuple[str, ...] = (), include_raw: bool = False, provider: str = PROVIDER) -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
+        super().__init__(provider)
         self._asm = Assembler(PROVIDER, warnings)
         self._raw = include_raw
         self._kinds: dict[int, str] = {}
@@ -457,31 +453,8 @@ class MessagesDecoder:
         self._usage: dict[str, Any] = {}
         self._stop: str | None = None
         self._stop_sequence: str | None = None
-        self.finished = False  # message_stop was seen, or the stream failed
-        self.failed = False
 
     # -- byte interface
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.feed(chunk), out)
-        return out
-
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.close(), out)
-        if self.finished:
-            return out
-        self._fail(out, malformed(self.provider, "the stream ended before message_stop"))
-        return out
-
-    def _fail(self, out: list[Event], error: AdapterError) -> None:
-        self.failed = self.finished = True
-        out.append(Error(error))
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
         # One loop for feed and close, the per-event work inline: it runs once per streamed event.

@@ -31,6 +31,7 @@ import orjson
 
 from ..errors import AdapterError
 from ..events import (
+    Error,
     Event,
     MessageCompleted,
     MessageStarted,
@@ -151,6 +152,56 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
 
 def malformed(provider: str, why: str) -> AdapterError:
     return AdapterError(why, reason="malformed_response", provider=provider)
+
+
+class SSEStreamDecoder:
+    """The byte side every SSE-based decoder shares.
+
+    ``feed``/``close`` run the incremental :class:`~allm.sse.SSEDecoder` and hand the
+    ``(event name, data)`` items to the subclass's ``_on_items``, which appends events
+    to ``out`` and sets ``finished`` when the provider's terminal marker arrives (or
+    calls ``_fail``). Ending without the marker calls ``_end``: by default an
+    ``Error`` (``malformed_response``) naming ``terminal_marker``. After ``finished``,
+    input is ignored.
+    """
+
+    __slots__ = ("_sse", "failed", "finished", "provider")
+
+    terminal_marker = "its terminal marker"
+
+    def __init__(self, provider: str) -> None:
+        from ..sse import SSEDecoder
+
+        self.provider = provider
+        self._sse = SSEDecoder()
+        self.finished = False  # the terminal marker was seen, or the stream failed
+        self.failed = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if self.finished:
+            return []
+        out: list[Event] = []
+        self._on_items(self._sse.feed(chunk), out)
+        return out
+
+    def close(self) -> list[Event]:
+        if self.finished:
+            return []
+        out: list[Event] = []
+        self._on_items(self._sse.close(), out)
+        if not self.finished:
+            self._end(out)
+        return out
+
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _end(self, out: list[Event]) -> None:
+        self._fail(out, malformed(self.provider, f"the stream ended before {self.terminal_marker}"))
+
+    def _fail(self, out: list[Event], error: AdapterError) -> None:
+        self.failed = self.finished = True
+        out.append(Error(error))
 
 
 def _covers(new: Usage, old: Usage) -> bool:

@@ -51,7 +51,6 @@ import orjson
 
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
-from ..sse import SSEDecoder
 from ..types import (
     Embeddings,
     GeneratedImage,
@@ -67,7 +66,7 @@ from ..types import (
     ToolCall,
     Usage,
 )
-from .base import Assembler, HttpCall, KeySpec, malformed
+from .base import Assembler, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import GEMINI_IMAGES, check_image, check_images, check_request_size
 
 __all__ = [
@@ -633,7 +632,7 @@ class _Reader:
 _NO_FINISH = "ended without a chunk carrying finishReason (or promptFeedback.blockReason)"
 
 
-class GeminiDecoder:
+class GeminiDecoder(SSEStreamDecoder):
     """Incremental decoder of a ``streamGenerateContent?alt=sse`` stream.
 
     Each SSE ``data:`` line (CRLF line ends) holds one ``GenerateContentResponse``.
@@ -644,40 +643,22 @@ class GeminiDecoder:
     chunk becomes an ``Error`` with the mapped reason.
     """
 
-    __slots__ = ("_reader", "_sse", "failed", "finished", "provider")
+    __slots__ = ("_reader",)
+
+    terminal_marker = "a chunk with finishReason"
 
     def __init__(self, provider: str = PROVIDER, warnings: tuple[str, ...] = (), include_raw: bool = False) -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
+        super().__init__(provider)
         self._reader = _Reader(provider, warnings, include_raw)
-        self.finished = False
-        self.failed = False
 
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.feed(chunk), out)
-        return out
-
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.close(), out)
-        if self.failed:
-            return out
+    def _end(self, out: list[Event]) -> None:
+        # No [DONE] in Gemini streams: the message completes when the stream closes.
         self.finished = True
         if not self._reader.terminal:
             self.failed = True
             out.append(Error(malformed(self.provider, f"the stream {_NO_FINISH}")))
-            return out
+            return
         out.extend(self._reader.finish_events())
-        return out
-
-    def _fail(self, out: list[Event], error: AdapterError) -> None:
-        self.failed = self.finished = True
-        out.append(Error(error))
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
         # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.

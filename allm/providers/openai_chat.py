@@ -23,9 +23,8 @@ import orjson
 
 from ..errors import AdapterError, ValidationError, from_status, parse_retry_after
 from ..events import Error, Event, RawChunk
-from ..sse import SSEDecoder
 from ..types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, Request, TextPart, Tool, Usage
-from .base import Assembler, Decoder, HttpCall, KeySpec, malformed
+from .base import Assembler, Decoder, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 
 if TYPE_CHECKING:
@@ -318,7 +317,7 @@ def error_from_body(provider: str, status: int, headers: Mapping[str, str], body
     return e
 
 
-class ChatDecoder:
+class ChatDecoder(SSEStreamDecoder):
     """Incremental decoder of a ``chat.completion.chunk`` SSE stream.
 
     Tool calls are tracked by ``index``; an id and name may arrive on the first
@@ -326,40 +325,17 @@ class ChatDecoder:
     end with ``data: [DONE]``; ending without it is a ``malformed_response`` error.
     """
 
-    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_refused", "_sse", "failed", "finished", "provider")
+    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_refused")
+
+    terminal_marker = "data: [DONE]"
 
     def __init__(self, provider: str, dialect: Dialect, warnings: tuple[str, ...] = (), include_raw: bool = False):
-        self.provider = provider
+        super().__init__(provider)
         self._dialect = dialect
-        self._sse = SSEDecoder()
         self._asm = Assembler(provider, warnings)
-        self.finished = False  # the terminal marker was seen, or the stream failed
-        self.failed = False
         self._finish: str | None = None
         self._refused = False
         self._raw = include_raw
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.feed(chunk), out)
-        return out
-
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.close(), out)
-        if self.finished:
-            return out
-        self.failed = self.finished = True
-        out.append(Error(malformed(self.provider, "the stream ended before data: [DONE]")))
-        return out
-
-    def _fail(self, out: list[Event], error: AdapterError) -> None:
-        self.failed = self.finished = True
-        out.append(Error(error))
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
         # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.

@@ -48,7 +48,6 @@ import orjson
 
 from ..errors import AdapterError, ValidationError, from_status
 from ..events import Error, Event, RawChunk
-from ..sse import SSEDecoder
 from ..types import (
     Embeddings,
     ImagePart,
@@ -61,7 +60,7 @@ from ..types import (
     Tool,
     Usage,
 )
-from .base import Assembler, HttpCall, KeySpec, malformed
+from .base import Assembler, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, encode_tool_choice, error_from_body
 
@@ -335,7 +334,7 @@ def _sub(key: str, index: Any) -> str:
     return key if index in (None, 0) else f"{key}:{index}"
 
 
-class ResponsesDecoder:
+class ResponsesDecoder(SSEStreamDecoder):
     """Incremental decoder of a Responses SSE stream (also used for a whole body).
 
     Blocks are keyed by output item id (``msg_...``, ``rs_...``, ``fc_...``; an
@@ -354,18 +353,13 @@ class ResponsesDecoder:
         "_raw",
         "_refused",
         "_rlast",
-        "_sse",
-        "failed",
-        "finished",
-        "provider",
     )
 
+    terminal_marker = "response.completed"
+
     def __init__(self, provider: str, warnings: tuple[str, ...] = (), include_raw: bool = False) -> None:
-        self.provider = provider
-        self._sse = SSEDecoder()
+        super().__init__(provider)
         self._asm = Assembler(provider, warnings)
-        self.finished = False
-        self.failed = False
         self._raw = include_raw
         self._by_index: dict[int, str] = {}
         self._acc: dict[tuple[Any, ...], str] = {}  # text received so far per (kind, key, sub-part)
@@ -375,30 +369,11 @@ class ResponsesDecoder:
 
     # -- byte interface
 
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        for _name, data in self._sse.feed(chunk):
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        for _name, data in items:
             self._on_data(data, out)
             if self.finished:
-                break
-        return out
-
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        for _name, data in self._sse.close():
-            self._on_data(data, out)
-            if self.finished:
-                return out
-        self._fail(out, malformed(self.provider, "the stream ended before response.completed"))
-        return out
-
-    def _fail(self, out: list[Event], error: AdapterError) -> None:
-        self.failed = self.finished = True
-        out.append(Error(error))
+                return
 
     def _on_data(self, data: bytes, out: list[Event]) -> None:
         if data == b"[DONE]":

@@ -19,8 +19,10 @@ JSON Schema that strict modes accept (:func:`schema_for`: every object has
 ``response_format`` (every adapter maps it natively: Chat Completions
 ``response_format``, Responses ``text.format``, Anthropic
 ``output_config.format``, Gemini ``responseJsonSchema``), the answer is parsed and
-validated with the ``jsonschema`` library, and the value is returned: an instance
-of the class (dataclass, attrs, pydantic) or a ``dict`` (TypedDict, dict schema).
+validated with the ``jsonschema`` library (the ``validation`` extra: ``pip install
+'allm[validation]'``; without it :func:`generate_object` raises ``ImportError``), and
+the value is returned: an instance of the class (dataclass, attrs, pydantic) or a
+``dict`` (TypedDict, dict schema).
 
 An answer that is not JSON, or not valid against the schema, raises
 :class:`~allm.errors.InvalidOutputError` (a ``ValidationError``, reason
@@ -40,14 +42,15 @@ import enum
 import re
 import types as pytypes
 import typing
-from collections import abc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args, get_origin, overload
 
 import attrs
 import orjson
 
+from . import schema as _schema
 from .errors import InvalidOutputError, ValidationError
+from .schema import SEQUENCES, SETS, is_pydantic, model_fields, schema_for, strict_problems, unwrap
 from .types import Message, Request, Response, Usage, assistant, json_schema, user
 from .types import request as make_request
 
@@ -105,342 +108,21 @@ class ObjectResult(Generic[T]):
         return self.response.output_text
 
 
-# ------------------------------------------------------------------------------ schemas from types
-
-
-def _is_pydantic(tp: Any) -> bool:
-    return isinstance(tp, type) and callable(getattr(tp, "model_json_schema", None)) and callable(getattr(tp, "model_validate", None))
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and (
-        dataclasses.is_dataclass(tp) or attrs.has(tp) or typing.is_typeddict(tp) or _is_pydantic(tp)
-    )
-
-
-def _strip(tp: Any) -> Any:
-    """``Annotated[X, ...]``, ``Required[X]``, ``NotRequired[X]``, ``ReadOnly[X]`` -> ``X``."""
-    while True:
-        origin = get_origin(tp)
-        if origin is typing.Annotated or (origin is not None and getattr(origin, "_name", None) in ("Required", "NotRequired", "ReadOnly")):
-            tp = get_args(tp)[0]
-        else:
-            return tp
-
-
-def _hints(tp: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(tp, include_extras=True)
-    except NameError as exc:
-        raise TypeError(f"cannot resolve the annotations of {tp.__name__}: {exc}") from None
-
-
-@attrs.frozen
-class _Field:
-    key: str  # the JSON property name
-    arg: str  # the constructor argument
-    hint: Any
-    description: str | None
-    optional: bool  # a TypedDict key that may be absent
-
-
-def _fields(tp: type) -> list[_Field]:
-    hints = _hints(tp)
-    if dataclasses.is_dataclass(tp):
-        return [
-            _Field(f.name, f.name, hints[f.name], f.metadata.get("description"), False)
-            for f in dataclasses.fields(tp)
-            if f.init
-        ]
-    if attrs.has(tp):
-        out = []
-        for a in attrs.fields(tp):
-            if not a.init:
-                continue
-            alias = getattr(a, "alias", None) or a.name.lstrip("_")
-            out.append(_Field(alias, alias, hints.get(a.name, a.type), a.metadata.get("description"), False))
-        return out
-    required = getattr(tp, "__required_keys__", frozenset(hints))
-    return [_Field(k, k, h, None, _not_required(h, k in required)) for k, h in hints.items()]
-
-
-def _not_required(hint: Any, listed_required: bool) -> bool:
-    """A TypedDict key that may be absent. ``Required``/``NotRequired`` are read from the
-    annotation too: with postponed annotations Python 3.11 lists every key as required."""
-    tp = hint
-    while get_origin(tp) is typing.Annotated:
-        tp = get_args(tp)[0]
-    name = getattr(get_origin(tp), "_name", None)
-    if name == "NotRequired":
-        return True
-    if name == "Required":
-        return False
-    return not listed_required
-
-
-def _doc(tp: type) -> str | None:
-    doc = tp.__doc__
-    if not doc or (dataclasses.is_dataclass(tp) and doc.startswith(tp.__name__ + "(")):
-        return None  # the signature dataclasses writes when there is no docstring
-    if typing.is_typeddict(tp) and doc.startswith(tp.__name__ + "("):
-        return None
-    return " ".join(doc.split())
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    raise TypeError(f"the value {value!r} cannot be a JSON Schema enum member")
-
-
-def _enum_schema(values: list[Any]) -> dict[str, Any]:
-    kinds = sorted({_json_type(v) for v in values})
-    return {"type": kinds[0] if len(kinds) == 1 else kinds, "enum": values}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    t = schema.get("type")
-    if isinstance(t, str) and t not in ("object", "array") and not ({"anyOf", "oneOf", "allOf"} & set(schema)):
-        out = dict(schema)
-        out["type"] = [t, "null"]
-        if "enum" in out and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]
-        return out
-    if isinstance(t, list):
-        out = dict(schema)
-        if "null" not in t:
-            out["type"] = [*t, "null"]
-        if "enum" in out and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]
-        return out
-    if schema.get("type") == "null":
-        return schema
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_SEQUENCES = (list, abc.Sequence, abc.MutableSequence, abc.Collection, abc.Iterable)
-_SETS = (set, frozenset, abc.Set, abc.MutableSet)
-
-
-class _Deriver:
-    def __init__(self) -> None:
-        self.stack: list[Any] = []
-
-    def object_schema(self, tp: type) -> dict[str, Any]:
-        if tp in self.stack:
-            raise TypeError(f"{tp.__name__} refers to itself; recursive types are not supported")
-        self.stack.append(tp)
-        try:
-            if _is_pydantic(tp):
-                derived: dict[str, Any] = _strictify(_inline_refs(tp.model_json_schema()))  # type: ignore[attr-defined]
-                return derived
-            props: dict[str, Any] = {}
-            for f in _fields(tp):
-                s = self.schema(f.hint)
-                if f.optional:
-                    s = _nullable(s)
-                if f.description:
-                    s = {**s, "description": f.description}
-                props[f.key] = s
-            out: dict[str, Any] = {"type": "object"}
-            doc = _doc(tp)
-            if doc:
-                out["description"] = doc
-            out.update({"properties": props, "required": list(props), "additionalProperties": False})
-            return out
-        finally:
-            self.stack.pop()
-
-    def schema(self, tp: Any) -> dict[str, Any]:
-        tp = _strip(tp)
-        if tp is type(None) or tp is None:
-            return {"type": "null"}
-        if tp is bool:
-            return {"type": "boolean"}
-        if tp is int:
-            return {"type": "integer"}
-        if tp is float:
-            return {"type": "number"}
-        if tp is str:
-            return {"type": "string"}
-        origin = get_origin(tp)
-        args = get_args(tp)
-        if origin is Literal:
-            return _enum_schema(list(args))
-        if origin is typing.Union or origin is pytypes.UnionType:
-            return self.union(args)
-        if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            return _enum_schema([m.value for m in tp])
-        if origin is tuple:
-            if len(args) == 2 and args[1] is Ellipsis:
-                return {"type": "array", "items": self.schema(args[0])}
-            raise TypeError(f"fixed-length tuples ({tp!r}) are not supported; use tuple[X, ...] or a dataclass")
-        if origin in _SEQUENCES or origin in _SETS:
-            if not args:
-                raise TypeError(f"{tp!r} needs an item type, e.g. list[str]")
-            return {"type": "array", "items": self.schema(args[0])}
-        if tp in (list, tuple, set, frozenset):
-            raise TypeError(f"{tp.__name__} needs an item type, e.g. {tp.__name__}[str]")
-        if origin in (dict, abc.Mapping, abc.MutableMapping) or tp in (dict, abc.Mapping):
-            raise TypeError(
-                f"{tp!r}: free-form mappings cannot be expressed in strict mode (every object lists its keys); "
-                "use a dataclass, or a list of key/value objects"
-            )
-        if _is_model(tp):
-            return self.object_schema(tp)
-        raise TypeError(f"cannot derive a JSON Schema for {tp!r}")
-
-    def union(self, args: tuple[Any, ...]) -> dict[str, Any]:
-        has_none = any(a is type(None) or a is None for a in args)
-        rest = [a for a in args if a is not type(None) and a is not None]
-        if len(rest) == 1:
-            s = self.schema(rest[0])
-            return _nullable(s) if has_none else s
-        options = [self.schema(a) for a in rest]
-        if has_none:
-            options.append({"type": "null"})
-        return {"anyOf": options}
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Replace local ``$ref``s (``#/$defs/X``, ``#/definitions/X``) by their targets."""
-    defs: dict[str, Any] = {**schema.get("definitions", {}), **schema.get("$defs", {})}
-
-    def walk(node: Any, seen: tuple[str, ...]) -> Any:
-        if isinstance(node, list):
-            return [walk(x, seen) for x in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            name = ref.rsplit("/", 1)[-1]
-            if not ref.startswith("#/") or name not in defs:
-                raise TypeError(f"cannot resolve {ref!r}")
-            if name in seen:
-                raise TypeError(f"{name} refers to itself; recursive types are not supported")
-            target = walk(defs[name], (*seen, name))
-            extra = {k: walk(v, seen) for k, v in node.items() if k != "$ref"}
-            return {**target, **extra}
-        return {k: walk(v, seen) for k, v in node.items() if k not in ("$defs", "definitions")}
-
-    out = walk(schema, ())
-    assert isinstance(out, dict)
-    return out
-
-
-def _strictify(node: Any) -> Any:
-    """Every object closed (``additionalProperties: false``) with all properties required;
-    ``default`` removed (strict modes require every key, so a default never applies)."""
-    if isinstance(node, list):
-        return [_strictify(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _strictify(v) for k, v in node.items() if k != "default"}
-    if isinstance(out.get("properties"), dict):
-        out["properties"] = {k: _strictify(v) for k, v in node["properties"].items()}
-        out["required"] = list(out["properties"])
-        out["additionalProperties"] = False
-    return out
-
-
-def schema_for(tp: type) -> dict[str, Any]:
-    """The JSON Schema (a ``dict``) of a dataclass, attrs class, TypedDict or pydantic model.
-
-    The schema is what strict modes (OpenAI ``strict: true``, Anthropic, Gemini)
-    accept: every object has ``additionalProperties: false`` and lists all its
-    properties in ``required``; nested classes are inlined (no ``$ref``).
-
-    Types: ``str``, ``int``, ``float``, ``bool``, ``None``; ``Literal[...]`` and
-    ``Enum`` -> ``enum``; ``Optional[X]`` / ``X | None`` -> nullable (``"type":
-    ["string", "null"]`` or ``anyOf`` with ``null``); other unions -> ``anyOf``;
-    ``list[X]``, ``tuple[X, ...]``, ``set[X]`` -> ``array``; nested models ->
-    objects. A dataclass or attrs field's ``metadata={"description": ...}`` and a
-    class docstring become ``description``. A ``TypedDict`` key that is not required
-    becomes required and nullable (``None`` means absent; it is left out of the
-    returned ``dict``).
-
-    Raises ``TypeError`` for what strict schemas cannot say: free-form ``dict``
-    fields, ``Any``, fixed-length tuples, recursive types, or a type that is not one
-    of the four model kinds.
-    """
-    if not _is_model(tp):
-        raise TypeError(
-            f"expected a dataclass, an attrs class, a TypedDict or a pydantic model, not {tp!r} "
-            "(a JSON Schema dict is also accepted by generate_object)"
-        )
-    return _Deriver().object_schema(tp)
-
-
-def strict_problems(schema: Mapping[str, Any]) -> list[str]:
-    """Why ``schema`` would be refused in strict mode (empty when it would not).
-
-    Checks that every object schema has ``additionalProperties: false`` and lists
-    all of its properties in ``required``.
-    """
-    problems: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, list):
-            for i, x in enumerate(node):
-                walk(x, f"{path}[{i}]")
-            return
-        if not isinstance(node, Mapping):
-            return
-        is_object = node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"])
-        if is_object or "properties" in node:
-            props = node.get("properties") or {}
-            if node.get("additionalProperties") is not False:
-                problems.append(f"{path}: additionalProperties is not false")
-            missing = [k for k in props if k not in (node.get("required") or [])]
-            if missing:
-                problems.append(f"{path}: not required: {', '.join(missing)}")
-        for key, value in node.items():
-            if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, Mapping):
-                for k, v in value.items():
-                    walk(v, f"{path}.{k}" if key == "properties" else f"{path}.{key}.{k}")
-            elif key in ("items", "anyOf", "oneOf", "allOf", "prefixItems", "not", "additionalProperties"):
-                walk(value, f"{path}.{key}" if key != "items" else f"{path}[]")
-
-    walk(schema, "$")
-    return problems
-
-
 # ------------------------------------------------------------------------------ reading the answer
 
 
-def _jsonschema() -> Any:
-    """The ``jsonschema`` module, imported on first use (``import allm`` stays fast)."""
-    import importlib
-
-    try:
-        return importlib.import_module("jsonschema")
-    except ImportError:  # pragma: no cover - jsonschema is a dependency of allm
-        raise ImportError("allm.generate_object needs the jsonschema package: pip install jsonschema") from None
-
-
 def _validator(schema: Mapping[str, Any]) -> Any:
-    jsonschema = _jsonschema()
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ValidationError(f"the schema is not valid JSON Schema: {exc.message}", reason="invalid_request") from None
-    return cls(schema)
+    _schema.require_jsonschema("structured output (allm.generate_object, allm.parse_object)")
+    problem = _schema.schema_problem(schema)
+    if problem is not None:
+        raise ValidationError(f"the schema is not valid JSON Schema: {problem}", reason="invalid_request")
+    return _schema.validator(schema)
 
 
 def _error_lines(validator: Any, value: Any) -> list[str]:
-    errors = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    lines = [f"{e.json_path}: {e.message}" for e in errors[:_MAX_ERRORS]]
-    if len(errors) > _MAX_ERRORS:
-        lines.append(f"... and {len(errors) - _MAX_ERRORS} more")
+    lines, more = _schema.error_lines(validator, value, limit=_MAX_ERRORS)
+    if more:
+        lines.append(f"... and {more} more")
     return lines
 
 
@@ -530,17 +212,16 @@ class _Spec:
 
 
 def _matches(tp: Any, value: Any) -> bool:
-    jsonschema = _jsonschema()
     try:
-        schema = _Deriver().schema(tp)
+        schema = _schema.derive(tp, strict=True)
     except TypeError:
         return False
-    return bool(jsonschema.Draft202012Validator(schema).is_valid(value))
+    return bool(_schema.validator(schema).is_valid(value))
 
 
 def _build(tp: Any, value: Any) -> Any:
     """``value`` (validated JSON) as an instance of ``tp``."""
-    tp = _strip(tp)
+    tp = unwrap(tp)
     if value is None:
         return None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -559,18 +240,18 @@ def _build(tp: Any, value: Any) -> Any:
         return tp(value)
     if origin is tuple:
         return tuple(_build(args[0], v) for v in value)
-    if origin in _SETS:
+    if origin in SETS:
         items = [_build(args[0], v) for v in value]
         return frozenset(items) if origin is frozenset else set(items)
-    if origin in _SEQUENCES:
+    if origin in SEQUENCES:
         return [_build(args[0], v) for v in value]
-    if _is_pydantic(tp):
+    if is_pydantic(tp):
         return tp.model_validate(value)
     if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or attrs.has(tp)):
-        return tp(**{f.arg: _build(f.hint, value[f.key]) for f in _fields(tp)})
+        return tp(**{f.arg: _build(f.hint, value[f.key]) for f in model_fields(tp)})
     if typing.is_typeddict(tp):
         out: dict[str, Any] = {}
-        for f in _fields(tp):
+        for f in model_fields(tp):
             v = value.get(f.key)
             if f.optional and v is None:
                 continue

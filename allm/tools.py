@@ -32,8 +32,8 @@ may be sync or async, and
 Arguments are checked before the handler runs: text that is not a JSON object
 (``ToolCall.parse_error``) and arguments that fail the tool's schema become a
 :class:`~allm.errors.ToolError` (``invalid_arguments``) the model sees. Schema
-checks use the ``jsonschema`` package (``pip install allm[tools]``); without it,
-arguments are not checked against the schema and a ``RuntimeWarning`` says so once.
+checks use the ``jsonschema`` package (``pip install 'allm[validation]'``); without
+it, arguments are not checked against the schema and a ``RuntimeWarning`` says so once.
 
 The runners here (:func:`run_tools`, :func:`arun_tools`) run the calls of one
 step concurrently, each with a timeout; the decisions about their outcomes are in
@@ -47,21 +47,21 @@ import contextlib
 import contextvars
 import enum
 import functools
-import importlib
 import inspect
 import queue
 import re
+import sys
 import threading
 import time
 import types
 import typing
-import warnings
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, overload
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Union, overload
 
 import attrs
 import orjson
 
+from . import schema as _schema
 from .errors import ToolError, ValidationError
 from .types import Tool, ToolCall
 
@@ -219,13 +219,10 @@ def _check_schema(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
             f"tool {name!r}: the arguments schema must have \"type\": \"object\" (providers send arguments as an object)",
             reason="invalid_tool",
         )
-    js = _jsonschema()
-    if js is not None:
-        cls = js.validators.validator_for(plain, default=js.Draft202012Validator)
-        try:
-            cls.check_schema(plain)
-        except js.exceptions.SchemaError as exc:
-            raise ValidationError(f"tool {name!r}: invalid JSON Schema: {exc.message}", reason="invalid_tool") from None
+    if _schema.jsonschema_module() is not None:
+        problem = _schema.schema_problem(plain)
+        if problem is not None:
+            raise ValidationError(f"tool {name!r}: invalid JSON Schema: {problem}", reason="invalid_tool")
     return plain
 
 
@@ -270,120 +267,12 @@ def tool(
 # ------------------------------------------------------------------------------ schema from a function
 
 
-_NONE_TYPE = type(None)
-
-
 def _is_context_annotation(tp: Any) -> bool:
     if tp is ToolContext:
         return True
     if typing.get_origin(tp) in (Union, types.UnionType):
         return any(a is ToolContext for a in typing.get_args(tp))
     return False
-
-
-def _type_schema(tp: Any, where: str) -> dict[str, Any]:
-    """JSON Schema of a Python annotation (the JSON-native subset)."""
-    if tp is Any or tp is inspect.Parameter.empty or tp is object:
-        return {}
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        inner = _type_schema(args[0], where)
-        for extra in args[1:]:
-            if isinstance(extra, str):
-                inner = {**inner, "description": extra}
-        return inner
-    if tp is str:
-        return {"type": "string"}
-    if tp is bool:
-        return {"type": "boolean"}
-    if tp is int:
-        return {"type": "integer"}
-    if tp is float:
-        return {"type": "number"}
-    if tp is None or tp is _NONE_TYPE:
-        return {"type": "null"}
-    if origin is Literal:
-        values = list(args)
-        out: dict[str, Any] = {"enum": values}
-        kinds = {_json_kind(v) for v in values}
-        if len(kinds) == 1 and None not in kinds:
-            out = {"type": kinds.pop(), "enum": values}
-        return out
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        values = [m.value for m in tp]
-        out = {"enum": values}
-        kinds = {_json_kind(v) for v in values}
-        if len(kinds) == 1 and None not in kinds:
-            out = {"type": kinds.pop(), "enum": values}
-        return out
-    if origin in (Union, types.UnionType):
-        members = [a for a in args if a is not _NONE_TYPE]
-        nullable = len(members) < len(args)
-        if len(members) == 1:
-            inner = _type_schema(members[0], where)
-            if not nullable:
-                return inner
-            t = inner.get("type")
-            if isinstance(t, str) and "enum" not in inner:
-                return {**inner, "type": [t, "null"]}
-            return {"anyOf": [inner, {"type": "null"}]}
-        alts = [_type_schema(a, where) for a in members]
-        if nullable:
-            alts.append({"type": "null"})
-        return {"anyOf": alts}
-    if tp in (list, tuple, set, frozenset) or origin in (list, set, frozenset, Sequence, Iterable):
-        out = {"type": "array"}
-        if args:
-            out["items"] = _type_schema(args[0], where)
-        if tp in (set, frozenset) or origin in (set, frozenset):
-            out["uniqueItems"] = True
-        return out
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return {"type": "array", "items": _type_schema(args[0], where)}
-        if args == ((),):
-            return {"type": "array", "maxItems": 0}
-        return {
-            "type": "array",
-            "prefixItems": [_type_schema(a, where) for a in args],
-            "minItems": len(args),
-            "maxItems": len(args),
-        }
-    if tp is dict or origin in (dict, Mapping):
-        out = {"type": "object"}
-        if args:
-            if args[0] is not str:
-                raise TypeError(f"{where}: JSON objects have string keys, not {args[0]!r}")
-            value = _type_schema(args[1], where)
-            if value:
-                out["additionalProperties"] = value
-        return out
-    if typing.is_typeddict(tp):
-        hints = typing.get_type_hints(tp, include_extras=True)
-        required = sorted(getattr(tp, "__required_keys__", hints.keys()))
-        return {
-            "type": "object",
-            "properties": {k: _type_schema(v, f"{where}.{k}") for k, v in hints.items()},
-            "required": [k for k in hints if k in required],
-            "additionalProperties": False,
-        }
-    raise TypeError(
-        f"{where}: cannot describe {tp!r} as JSON Schema; use str, int, float, bool, None, "
-        "list, tuple, dict, Literal, an Enum, a TypedDict or a union of these (or write the schema with allm.tool)"
-    )
-
-
-def _json_kind(v: Any) -> str | None:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    return None
 
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Returns?|Yields?|Raises|Examples?|Notes?)\s*:?\s*$")
@@ -458,8 +347,9 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 def schema_from_function(fn: Callable[..., Any]) -> tuple[dict[str, Any], str | None]:
     """``(JSON Schema of fn's parameters, name of its ToolContext parameter or None)``.
 
-    Parameters without a default are required. A parameter annotated
-    :class:`ToolContext` receives the context and is not in the schema.
+    Each parameter's schema is :func:`allm.schema.derive` with ``strict=False`` (the
+    tool-argument rules). Parameters without a default are required. A parameter
+    annotated :class:`ToolContext` receives the context and is not in the schema.
     ``Annotated[T, "text"]`` and the docstring's ``Args:`` / ``:param:`` entries give
     descriptions. Raises ``TypeError`` for ``*args``/``**kwargs`` or an annotation
     with no JSON form.
@@ -482,7 +372,7 @@ def schema_from_function(fn: Callable[..., Any]) -> tuple[dict[str, Any], str | 
         if _is_context_annotation(tp):
             ctx_param = p.name
             continue
-        s = _type_schema(tp, f"{fn.__name__}({p.name})")
+        s = _schema.derive(tp, strict=False, where=f"{fn.__name__}({p.name})")
         doc = param_docs.get(p.name)
         if doc and "description" not in s:
             s = {**s, "description": doc}
@@ -590,53 +480,6 @@ def function_tool(
 
 # ------------------------------------------------------------------------------ argument checks
 
-_js_module: Any = None
-_js_missing_warned = False
-_validators: dict[bytes, Any] = {}
-
-
-def _jsonschema() -> Any:
-    """The ``jsonschema`` module, or ``None`` when it is not installed."""
-    global _js_module
-    if _js_module is None:
-        try:
-            _js_module = importlib.import_module("jsonschema")
-        except ImportError:
-            _js_module = False
-    return _js_module or None
-
-
-def _validator(schema: Mapping[str, Any]) -> Any:
-    js = _jsonschema()
-    if js is None:
-        global _js_missing_warned
-        if not _js_missing_warned:
-            _js_missing_warned = True
-            warnings.warn(
-                "jsonschema is not installed: tool arguments are not checked against their schemas "
-                "(pip install 'allm[tools]' to check them)",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return None
-    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    v = _validators.get(key)
-    if v is None:
-        cls = js.validators.validator_for(schema, default=js.Draft202012Validator)
-        v = cls(schema)
-        if len(_validators) > 512:
-            _validators.clear()
-        _validators[key] = v
-    return v
-
-
-def _path(error: Any) -> str:
-    parts = list(error.absolute_path)
-    if not parts:
-        return "the arguments"
-    return "'" + ".".join(str(p) for p in parts) + "'"
-
-
 def validate_arguments(tool: Tool, call: ToolCall) -> ToolError | None:
     """The :class:`~allm.errors.ToolError` (``invalid_arguments``) for a call whose
     arguments are not a JSON object or do not match ``tool.schema``, else ``None``.
@@ -652,19 +495,15 @@ def validate_arguments(tool: Tool, call: ToolCall) -> ToolError | None:
         )
     if not tool.schema:
         return None
-    try:
-        v = _validator(tool.schema)
-    except TypeError:
-        return None
+    v = _schema.optional_validator(tool.schema, unchecked="tool arguments", stacklevel=3)
     if v is None:
         return None
-    errors = sorted(v.iter_errors(dict(call.arguments)), key=lambda e: (list(e.absolute_path), e.message))
-    if not errors:
+    lines, more = _schema.error_lines(v, dict(call.arguments), limit=5, paths="quoted")
+    if not lines:
         return None
-    shown = "; ".join(f"at {_path(e)}: {e.message}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    left_off = f" (and {more} more)" if more else ""
     return ToolError(
-        f"the arguments of {call.name} do not match its schema: {shown}{more}",
+        f"the arguments of {call.name} do not match its schema: {'; '.join(lines)}{left_off}",
         reason="invalid_arguments",
         metadata={"tool_name": call.name, "tool_call_id": call.id},
     )
@@ -945,3 +784,31 @@ async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGen
         for t in tasks:
             if not t.done():
                 t.cancel()
+
+
+# ------------------------------------------------------------------------------ module attributes
+
+
+class _ToolsModule(types.ModuleType):
+    """The type of this module: ``allm.tools._js_module`` and ``allm.tools._js_missing_warned``
+    read and write the ``jsonschema`` loader's state, which lives in :mod:`allm.schema`
+    (setting ``_js_module = False`` makes argument checks behave as without jsonschema)."""
+
+    @property
+    def _js_module(self) -> Any:
+        return _schema._js_module
+
+    @_js_module.setter
+    def _js_module(self, value: Any) -> None:
+        _schema._js_module = value
+
+    @property
+    def _js_missing_warned(self) -> bool:
+        return _schema._js_missing_warned
+
+    @_js_missing_warned.setter
+    def _js_missing_warned(self, value: bool) -> None:
+        _schema._js_missing_warned = value
+
+
+sys.modules[__name__].__class__ = _ToolsModule

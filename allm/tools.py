@@ -50,7 +50,6 @@ import functools
 import inspect
 import queue
 import re
-import sys
 import threading
 import time
 import types
@@ -784,31 +783,3 @@ async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGen
         for t in tasks:
             if not t.done():
                 t.cancel()
-
-
-# ------------------------------------------------------------------------------ module attributes
-
-
-class _ToolsModule(types.ModuleType):
-    """The type of this module: ``allm.tools._js_module`` and ``allm.tools._js_missing_warned``
-    read and write the ``jsonschema`` loader's state, which lives in :mod:`allm.schema`
-    (setting ``_js_module = False`` makes argument checks behave as without jsonschema)."""
-
-    @property
-    def _js_module(self) -> Any:
-        return _schema._js_module
-
-    @_js_module.setter
-    def _js_module(self, value: Any) -> None:
-        _schema._js_module = value
-
-    @property
-    def _js_missing_warned(self) -> bool:
-        return _schema._js_missing_warned
-
-    @_js_missing_warned.setter
-    def _js_missing_warned(self, value: bool) -> None:
-        _schema._js_missing_warned = value
-
-
-sys.modules[__name__].__class__ = _ToolsModule

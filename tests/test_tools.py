@@ -219,8 +219,10 @@ def test_validate_arguments_parse_error_and_schema() -> None:
 
 def test_without_jsonschema_arguments_are_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     t = allm.tool("get_weather", schema=OBJ, handler=lambda a: a)
-    monkeypatch.setattr(T, "_js_module", False)
-    monkeypatch.setattr(T, "_js_missing_warned", False)
+    import allm.schema as S
+
+    monkeypatch.setattr(S, "_js_module", False)
+    monkeypatch.setattr(S, "_js_missing_warned", False)
     with pytest.warns(RuntimeWarning, match="jsonschema is not installed"):
         assert T.validate_arguments(t, ToolCall("c", "get_weather", {"city": 3})) is None
     # Invalid JSON is still caught: it needs no schema library.

@@ -488,6 +488,15 @@ def _vector(value: Any) -> tuple[float, ...]:
 # ------------------------------------------------------------------------------ adapters
 
 
+def check_endpoint(owner: str, dialect: Dialect, base_url: str | None, headers: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` when there is no base URL, or a key was put in ``headers``."""
+    if not (base_url or dialect.base_url):
+        raise ValueError(f"{owner}(dialect={dialect.name!r}) needs base_url=")
+    for k in headers:
+        if k.lower() in ("authorization", "x-api-key", "api-key"):
+            raise ValueError("do not put a key in headers=: pass api_key= or use allm.keys")
+
+
 class _ChatAdapter:
     """Shared behaviour of :class:`OpenAI` and :class:`OpenAICompatible` (Chat Completions)."""
 
@@ -723,12 +732,7 @@ class OpenAICompatible(_ChatAdapter):
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        d = self._dialect()
-        if not (self.base_url or d.base_url):
-            raise ValueError(f"OpenAICompatible(dialect={d.name!r}) needs base_url=")
-        for k in self.headers:
-            if k.lower() in ("authorization", "x-api-key", "api-key"):
-                raise ValueError("do not put a key in headers=: pass api_key= or use allm.keys")
+        check_endpoint("OpenAICompatible", self._dialect(), self.base_url, self.headers)
 
     @classmethod
     def openrouter(cls, *, app_url: str | None = None, app_title: str | None = None, base_url: str | None = None) -> OpenAICompatible:

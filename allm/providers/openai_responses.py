@@ -62,7 +62,7 @@ from ..types import (
 )
 from .base import Assembler, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
-from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, encode_tool_choice, error_from_body
+from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, check_endpoint, encode_tool_choice, error_from_body
 
 __all__ = [
     "CHAT_RESPONSE_FORMAT_DIALECTS",
@@ -697,12 +697,7 @@ class OpenAIResponses:
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        d = self._dialect()
-        if not (self.base_url or d.base_url):
-            raise ValueError(f"OpenAIResponses(dialect={d.name!r}) needs base_url=")
-        for k in self.headers:
-            if k.lower() in ("authorization", "x-api-key", "api-key"):
-                raise ValueError("do not put a key in headers=: pass api_key= or use allm.keys")
+        check_endpoint("OpenAIResponses", self._dialect(), self.base_url, self.headers)
 
     @classmethod
     def compatible(

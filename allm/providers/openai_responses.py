@@ -62,7 +62,15 @@ from ..types import (
 )
 from .base import Assembler, HttpCall, KeySpec, SSEStreamDecoder, malformed
 from .media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
-from .openai_chat import DIALECTS, Dialect, OpenAI, OpenAICompatible, check_endpoint, encode_tool_choice, error_from_body
+from .openai_chat import (
+    DIALECTS,
+    Dialect,
+    OpenAI,
+    OpenAICompatible,
+    check_endpoint,
+    encode_tool_choice,
+    error_from_body,
+)
 
 __all__ = [
     "CHAT_RESPONSE_FORMAT_DIALECTS",

@@ -29,15 +29,9 @@ from .events import Error, MessageCompleted, ReasoningDelta, TextDelta
 from .fold import Collector
 from .types import Message, request, system, user
 
-PROVIDERS = ("openai", "anthropic", "gemini", "openrouter", "ollama", "llama.cpp", "vllm", "compatible", "local", "fake")
-DEFAULT_MODELS = {
-    "openai": "gpt-4.1-mini",
-    "anthropic": "claude-sonnet-4-5",
-    "gemini": "gemini-2.5-flash",
-    "openrouter": "openai/gpt-4.1-mini",
-    "local": "smollm2",
-    "fake": "fake",
-}
+from .providers import registry
+
+PROVIDERS = registry.names()
 
 NOTHING_CONFIGURED = (
     "allm: no provider is configured. Do one of:\n"
@@ -76,35 +70,24 @@ def _pick_provider(args: argparse.Namespace) -> str:
 @contextlib.contextmanager
 def _engine(args: argparse.Namespace, need_model: bool = True) -> Iterator[Engine]:
     provider = _pick_provider(args)
-    model = args.model or DEFAULT_MODELS.get(provider)
-    from . import providers as p
-
+    spec = registry.spec(provider)
+    model = args.model or spec.default_model
+    base_url = args.base_url
     server = None
     try:
-        if provider == "openai":
-            adapter: Any = p.OpenAI(base_url=args.base_url) if args.base_url else p.OpenAI()
-        elif provider == "anthropic":
-            adapter = p.Anthropic(base_url=args.base_url) if args.base_url else p.Anthropic()
-        elif provider == "gemini":
-            adapter = p.Gemini(base_url=args.base_url) if args.base_url else p.Gemini()
-        elif provider in ("openrouter", "ollama", "llama.cpp", "vllm"):
-            adapter = p.OpenAICompatible(args.base_url, dialect=provider)
-        elif provider == "compatible":
-            if not args.base_url:
-                raise CliError("--provider compatible needs --base-url (e.g. http://127.0.0.1:8080/v1)")
-            adapter = p.OpenAICompatible(args.base_url)
-        elif provider == "local":
+        if spec.local:
             from .local import LocalServer, LocalServerError
 
             try:
                 server = LocalServer().start()
             except LocalServerError as exc:
                 raise CliError(f"allm: cannot start the local model: {exc}") from None
-            adapter = p.OpenAICompatible.llama_cpp(server.base_url)
-        elif provider == "fake":
-            adapter = p.Fake(function=lambda req: f"(fake) you said: {req.messages[-1].text}")
-        else:  # pragma: no cover - argparse restricts the choices
-            raise CliError(f"unknown provider {provider!r}")
+            base_url = server.base_url
+        elif spec.base_url == "required" and not base_url:
+            raise CliError(f"--provider {provider} needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+        elif spec.base_url == "none" and base_url:
+            raise CliError(f"--provider {provider} takes no --base-url")
+        adapter = registry.build(provider, base_url=base_url)
         if not model and need_model:
             raise CliError(f"--model is required for --provider {provider}")
         yield Engine(adapter=adapter, model=model)

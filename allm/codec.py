@@ -81,7 +81,8 @@ def _converter() -> Any:
 
     from . import types as t
     from .providers import fake as fk
-    from .providers.openai_chat import Dialect, OpenAI, OpenAICompatible
+    from .providers import registry
+    from .providers.openai_chat import Dialect
 
     c = cattrs.Converter(omit_if_default=True)
 
@@ -118,9 +119,6 @@ def _converter() -> Any:
     c.register_structure_hook(t.Tool, make_dict_structure_fn(t.Tool, c, handler=override(omit=True)))
 
     # Adapters, tagged by class name.
-    adapters: dict[str, type[Any]] = {"OpenAI": OpenAI, "OpenAICompatible": OpenAICompatible}
-    for extra in _adapter_classes():
-        adapters[extra.__name__] = extra
 
     def unstructure_dialect(v: Any) -> Any:
         return v if isinstance(v, str) else {"dialect": c.unstructure(v, Dialect)}
@@ -148,7 +146,7 @@ def _converter() -> Any:
             if a._image_scripts:
                 out["image_scripts"] = unstructure_scripts(a._image_scripts)
             return out
-        if name not in adapters or not attrs.has(type(a)):
+        if registry.tag_of(a) is None or not attrs.has(type(a)):
             raise ValidationError(f"the adapter {name} cannot be stored", reason="invalid_request")
         return {"adapter": name, **c.unstructure(a, type(a))}
 
@@ -160,7 +158,11 @@ def _converter() -> Any:
             fake = fk.Fake(scripts=structure_scripts(v["scripts"]), model=v.get("model", "fake"), image_scripts=images)
             fake.requests.extend([t.Request()] * int(v.get("calls", 0)))
             return fake
-        return c.structure(v, adapters[name])
+        try:
+            cls = registry.class_for_tag(name)
+        except KeyError:
+            raise ValidationError(f"unknown stored adapter {name!r}", reason="invalid_request") from None
+        return c.structure(v, cls)
 
     from .providers.base import Adapter
 
@@ -168,24 +170,6 @@ def _converter() -> Any:
     c.register_structure_hook(Adapter, structure_adapter)
 
     return c
-
-
-def _adapter_classes() -> list[type[Any]]:
-    """Adapter classes of the other providers, when their modules exist."""
-    import importlib
-
-    out: list[type[Any]] = []
-    for mod, names in (
-        ("allm.providers.anthropic", ("Anthropic",)),
-        ("allm.providers.gemini", ("Gemini",)),
-        ("allm.providers.openai_responses", ("OpenAIResponses",)),
-    ):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        out.extend(getattr(m, n) for n in names if hasattr(m, n))
-    return out
 
 
 def _type_name(value: Any) -> str:

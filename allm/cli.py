@@ -27,9 +27,8 @@ from .engine import Engine
 from .errors import AllmError
 from .events import Error, MessageCompleted, ReasoningDelta, TextDelta
 from .fold import Collector
-from .types import Message, request, system, user
-
 from .providers import registry
+from .types import Message, request, system, user
 
 PROVIDERS = registry.names()
 

@@ -26,6 +26,8 @@ ToolError            handler_raised, timeout, invalid_return, not_found,
                      invalid_arguments, encoding_failed
 SessionError         session_in_error_state, invalid_status,
                      unknown_tool_call_id
+StoreError           version_conflict, unavailable, invalid_url,
+                     closed, corrupt
 ===================  ==========================================================
 """
 
@@ -41,6 +43,7 @@ __all__ = [
     "EngineError",
     "InvalidOutputError",
     "SessionError",
+    "StoreError",
     "ToolError",
     "ValidationError",
     "redact",
@@ -371,9 +374,21 @@ class SessionError(AllmError):
     reasons = frozenset({"session_in_error_state", "invalid_status", "unknown_tool_call_id", "unknown"})
 
 
+class StoreError(AllmError):
+    """A store refused or failed an operation (see :mod:`allm.stores`).
+
+    ``version_conflict``: a conditional write found another version than expected (another
+    writer committed first); ``unavailable``: the backing server or file cannot be reached;
+    ``invalid_url``: a store URL that names no store; ``closed``: the store was closed;
+    ``corrupt``: stored bytes that cannot be read back.
+    """
+
+    reasons = frozenset({"version_conflict", "unavailable", "invalid_url", "closed", "corrupt", "unknown"})
+
+
 _CLASSES: dict[str, type[AllmError]] = {
     c.__name__: c
-    for c in (AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError)
+    for c in (AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError, StoreError)
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import EngineError
+from ..errors import ValidationError
 
 __all__ = [
     "ADAPTER_CLASSES",
@@ -111,12 +111,12 @@ def names() -> tuple[str, ...]:
 
 
 def spec(name: str) -> ProviderSpec:
-    """The :class:`ProviderSpec` of ``name``; :class:`~allm.errors.EngineError` (``invalid_request``)
+    """The :class:`ProviderSpec` of ``name``; :class:`~allm.errors.ValidationError` (``invalid_request``)
     naming the known providers when there is none."""
     try:
         return PROVIDERS[name]
     except KeyError:
-        raise EngineError(
+        raise ValidationError(
             f"unknown provider {name!r}; known: {', '.join(PROVIDERS)}", reason="invalid_request"
         ) from None
 
@@ -146,16 +146,16 @@ def build(name: str, *, base_url: str | None = None, **options: Any) -> Any:
     """An adapter for provider ``name``: its class called with the preset, ``base_url`` and ``options``.
 
     ``options`` win over the preset (``build("openai", api="responses")``). Raises
-    :class:`~allm.errors.EngineError` (``invalid_request``) for an unknown name, a
+    :class:`~allm.errors.ValidationError` (``invalid_request``) for an unknown name, a
     provider that needs ``base_url`` without one, or one that takes none given one.
     For ``"fake"`` with no ``script``/``scripts``/``function``, the Fake echoes the last
     user message.
     """
     s = spec(name)
     if s.base_url == "required" and not base_url:
-        raise EngineError(f"provider {name!r} needs a base_url (e.g. http://127.0.0.1:8080/v1)", reason="invalid_request")
+        raise ValidationError(f"provider {name!r} needs a base_url (e.g. http://127.0.0.1:8080/v1)", reason="invalid_request")
     if s.base_url == "none" and base_url:
-        raise EngineError(f"provider {name!r} takes no base_url", reason="invalid_request")
+        raise ValidationError(f"provider {name!r} takes no base_url", reason="invalid_request")
     kwargs: dict[str, Any] = {**s.preset, **options}
     if base_url:
         kwargs["base_url"] = base_url

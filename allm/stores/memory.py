@@ -1,0 +1,88 @@
+"""An in-process store: dictionaries behind a lock. For tests and single-process use; nothing
+survives the process. Thread-safe; see :mod:`allm.stores.base` for the semantics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from ..errors import StoreError
+from .base import Record, SyncBacked
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(SyncBacked):
+    """The :class:`~allm.stores.base.Store` interface over dictionaries (``memory://``)."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], Record] = {}
+        self._logs: dict[tuple[str, str], list[bytes]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._records)} records, {len(self._logs)} logs)"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed", reason="closed")
+
+    def get(self, namespace: str, key: str) -> Record | None:
+        self._check()
+        return self._records.get((namespace, key))
+
+    def put(self, namespace: str, key: str, value: bytes, *, expect: int | None = None) -> int:
+        with self._lock:
+            self._check()
+            current = self._records.get((namespace, key))
+            have = current.version if current is not None else 0
+            if expect is not None and expect != have:
+                raise StoreError(
+                    f"{namespace}/{key}: expected version {expect}, found {have}", reason="version_conflict"
+                )
+            self._records[(namespace, key)] = Record(bytes(value), have + 1, time.time())
+            return have + 1
+
+    def delete(self, namespace: str, key: str) -> bool:
+        with self._lock:
+            self._check()
+            had = self._records.pop((namespace, key), None) is not None
+            return self._logs.pop((namespace, key), None) is not None or had
+
+    def keys(self, namespace: str, *, prefix: str = "") -> list[str]:
+        self._check()
+        return sorted(k for ns, k in list(self._records) if ns == namespace and k.startswith(prefix))
+
+    def append(self, namespace: str, key: str, items: Sequence[bytes]) -> int:
+        with self._lock:
+            self._check()
+            log = self._logs.setdefault((namespace, key), [])
+            log.extend(bytes(i) for i in items)
+            return len(log)
+
+    def read(self, namespace: str, key: str, start: int = 0, stop: int | None = None) -> list[bytes]:
+        self._check()
+        return list(self._logs.get((namespace, key), ())[start:stop])
+
+    def length(self, namespace: str, key: str) -> int:
+        self._check()
+        return len(self._logs.get((namespace, key), ()))
+
+    def prune(self, namespace: str, *, max_age: float | None = None, max_count: int | None = None) -> list[str]:
+        with self._lock:
+            self._check()
+            mine = sorted(
+                ((r.updated_at, k) for (ns, k), r in self._records.items() if ns == namespace), reverse=True
+            )
+            now = time.time()
+            drop = [k for i, (at, k) in enumerate(mine)
+                    if (max_age is not None and now - at > max_age) or (max_count is not None and i >= max_count)]
+            for k in drop:
+                self._records.pop((namespace, k), None)
+                self._logs.pop((namespace, k), None)
+            return sorted(drop)
+
+    def close(self) -> None:
+        self._closed = True

@@ -31,6 +31,7 @@ from .engine import Engine
 from .errors import (
     AdapterError,
     AllmError,
+    ConversationError,
     EngineError,
     InvalidOutputError,
     SessionError,
@@ -67,6 +68,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .conversations import AsyncConversations, Conversations
     from .driver import ChatOptions, achat, astep, astream, astream_step, chat, step, stream, stream_step
     from .images import aedit_image, agenerate_image, aimage_variations, edit_image, generate_image, image_variations
     from .loop import ChatCollector, StepCollector
@@ -80,6 +82,8 @@ __version__ = "0.1.0"
 # The tool loop, sessions, structured output, images and vision load on first use,
 # so ``import allm`` stays close to ``import httpx, orjson``.
 _LAZY = {
+    "AsyncConversations": ".conversations",
+    "Conversations": ".conversations",
     "ChatOptions": ".driver",
     "achat": ".driver",
     "astep": ".driver",
@@ -134,12 +138,15 @@ __all__ = [
     "AdapterError",
     "AllmError",
     "AskUser",
+    "AsyncConversations",
     "AsyncEventStream",
     "AsyncSessionStream",
     "ChatCollector",
     "ChatOptions",
     "ChatResult",
     "Collector",
+    "ConversationError",
+    "Conversations",
     "Embeddings",
     "Engine",
     "EngineError",

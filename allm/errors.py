@@ -28,6 +28,8 @@ SessionError         session_in_error_state, invalid_status,
                      unknown_tool_call_id
 StoreError           version_conflict, unavailable, invalid_url,
                      closed, corrupt
+ConversationError    busy, unknown_conversation, already_exists,
+                     closed, timeout, interrupted, lagged
 ===================  ==========================================================
 """
 
@@ -40,6 +42,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AdapterError",
     "AllmError",
+    "ConversationError",
     "EngineError",
     "InvalidOutputError",
     "SessionError",
@@ -386,9 +389,28 @@ class StoreError(AllmError):
     reasons = frozenset({"version_conflict", "unavailable", "invalid_url", "closed", "corrupt", "unknown"})
 
 
+class ConversationError(AllmError):
+    """A live conversation refused an operation (see :mod:`allm.conversations`).
+
+    ``busy``: a turn is running (``metadata["conversation_id"]`` names it);
+    ``unknown_conversation``: no such conversation; ``already_exists``: the id is taken;
+    ``closed``: the conversation or its manager was closed; ``timeout``: a wait ran out
+    (the turn goes on); ``interrupted``: the awaited turn was interrupted; ``lagged``: a
+    subscriber fell too far behind and was detached (``metadata["next_index"]`` is where
+    to resume).
+    """
+
+    reasons = frozenset(
+        {"busy", "unknown_conversation", "already_exists", "closed", "timeout", "interrupted", "lagged", "unknown"}
+    )
+
+
 _CLASSES: dict[str, type[AllmError]] = {
     c.__name__: c
-    for c in (AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError, StoreError)
+    for c in (
+        AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError,
+        StoreError, ConversationError,
+    )
 }
 
 

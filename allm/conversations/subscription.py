@@ -1,0 +1,207 @@
+"""Subscriptions: a consumer's view of one conversation's updates.
+
+The manager puts updates into each subscription's own queue (never waiting for a
+consumer); a consumer reads at its own pace. A subscription that falls ``capacity``
+updates behind is detached: its consumer reads what was queued, then
+:class:`~allm.errors.ConversationError` (``lagged``) with ``metadata["next_index"]``,
+the first history index it has not seen as a ``MessageAdded``, to subscribe again
+from. Closing a subscription (or dropping it) detaches it; the conversation goes on.
+When the conversation or its manager closes, iteration ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from ..errors import ConversationError
+from .events import MessageAdded, Update
+
+__all__ = ["AsyncSubscription", "Subscription"]
+
+DEFAULT_CAPACITY = 10_000
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class _Sink:
+    """What the manager sees of a subscription (called on the manager's event loop)."""
+
+    __slots__ = ("_detach", "capacity", "conversation_id", "detached", "next_index")
+
+    def __init__(self, conversation_id: str, capacity: int) -> None:
+        self.conversation_id = conversation_id
+        self.capacity = capacity
+        self.next_index = 0
+        self.detached = False
+        self._detach: Callable[[], None] | None = None
+
+    def _queued(self) -> int:
+        raise NotImplementedError
+
+    def _push(self, item: object) -> None:
+        raise NotImplementedError
+
+    def put(self, item: Update) -> bool:
+        """Queue ``item``; ``False`` (and nothing queued) when the consumer is ``capacity`` behind."""
+        if self._queued() >= self.capacity:
+            return False
+        if type(item) is MessageAdded:
+            self.next_index = item.index + 1
+        self._push(item)
+        return True
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more updates: iteration ends (raising ``error`` if given)."""
+        self.detached = True
+        self._push(_End(error))
+
+    def lagged(self) -> None:
+        self.end(
+            ConversationError(
+                f"the subscription to conversation {self.conversation_id!r} fell {self.capacity} updates behind "
+                f"and was detached; subscribe again with since={self.next_index}",
+                reason="lagged",
+                metadata={"conversation_id": self.conversation_id, "next_index": self.next_index},
+            )
+        )
+
+    def _close(self) -> None:
+        if self.detached:
+            return
+        self.detached = True
+        if self._detach is not None:
+            with contextlib.suppress(RuntimeError):  # the manager's loop is gone
+                self._detach()
+
+
+def _timeout_error(conversation_id: str, timeout: float) -> ConversationError:
+    return ConversationError(
+        f"no update from conversation {conversation_id!r} within {timeout} s",
+        reason="timeout",
+        metadata={"conversation_id": conversation_id, "timeout": timeout},
+    )
+
+
+class Subscription(_Sink):
+    """A blocking iterator of one conversation's updates (see the module docstring).
+
+    ``for update in sub`` blocks for each; ``sub.get(timeout=s)`` waits at most ``s``
+    seconds (raising :class:`~allm.errors.ConversationError` ``timeout``); ``sub.close()``
+    (or ``with``) detaches it.
+    """
+
+    __slots__ = ("_done", "_q")
+
+    def __init__(self, conversation_id: str, capacity: int = DEFAULT_CAPACITY) -> None:
+        super().__init__(conversation_id, capacity)
+        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._done = False
+
+    def _queued(self) -> int:
+        return self._q.qsize()
+
+    def _push(self, item: object) -> None:
+        self._q.put(item)
+
+    def __iter__(self) -> Iterator[Update]:
+        return self
+
+    def __next__(self) -> Update:
+        return self._take(None)
+
+    def get(self, timeout: float | None = None) -> Update:
+        """The next update, waiting at most ``timeout`` seconds. Raises ``StopIteration``
+        at the end, :class:`~allm.errors.ConversationError` (``timeout``, ``lagged``)."""
+        return self._take(timeout)
+
+    def _take(self, timeout: float | None) -> Update:
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            raise _timeout_error(self.conversation_id, timeout or 0.0) from None
+        if isinstance(item, _End):
+            self._done = True
+            self.detached = True
+            if item.error is not None:
+                raise item.error
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Detach: the conversation stops queueing for this consumer; iteration ends."""
+        self._close()
+        self._done = True
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self._close()
+
+
+class AsyncSubscription(_Sink):
+    """The async twin of :class:`Subscription`: ``async for``, ``await get(timeout=)``,
+    ``await aclose()`` or ``async with``."""
+
+    __slots__ = ("_done", "_q")
+
+    def __init__(self, conversation_id: str, capacity: int = DEFAULT_CAPACITY) -> None:
+        super().__init__(conversation_id, capacity)
+        self._q: asyncio.Queue[object] = asyncio.Queue()
+        self._done = False
+
+    def _queued(self) -> int:
+        return self._q.qsize()
+
+    def _push(self, item: object) -> None:
+        self._q.put_nowait(item)
+
+    def __aiter__(self) -> AsyncIterator[Update]:
+        return self
+
+    async def __anext__(self) -> Update:
+        return await self.get()
+
+    async def get(self, timeout: float | None = None) -> Update:
+        """The next update (see :meth:`Subscription.get`); ``StopAsyncIteration`` at the end."""
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await asyncio.wait_for(self._q.get(), timeout)
+        except TimeoutError:
+            raise _timeout_error(self.conversation_id, timeout or 0.0) from None
+        if isinstance(item, _End):
+            self._done = True
+            self.detached = True
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Detach (see :meth:`Subscription.close`)."""
+        self._close()
+        self._done = True
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self._close()

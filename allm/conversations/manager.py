@@ -19,7 +19,7 @@ from .core import ConversationInfo, Core, SendOptions
 from .events import TurnEnded
 from .groups import ToolGroup
 from .history import HistoryInfo
-from .subscription import DEFAULT_CAPACITY, AsyncSubscription, Subscription, _Sink
+from .subscription import DEFAULT_CAPACITY, AsyncSubscription, LoopSink, Subscription, ThreadSink, _Sink
 
 __all__ = ["AsyncConversations", "Conversations"]
 
@@ -196,10 +196,10 @@ class AsyncConversations:
         :class:`~allm.errors.ValidationError` (``since`` out of range).
         """
         loop = asyncio.get_running_loop()
-        sink = AsyncSubscription(id, capacity or self._core.capacity)
+        sink = LoopSink(id, capacity or self._core.capacity)
         sink._detach = _detacher(loop, self._core, sink)
         self._core.subscribe(id, sink, since)
-        return sink
+        return AsyncSubscription(sink)
 
     async def interrupt(self, id: str) -> bool:
         """Cancel the running turn and wait until its history is consistent; ``False`` when
@@ -394,10 +394,10 @@ class Conversations:
 
     def subscribe(self, id: str, *, since: int | None = None, capacity: int | None = None) -> Subscription:
         """A blocking iterator of the conversation's updates; see :meth:`AsyncConversations.subscribe`."""
-        sink = Subscription(id, capacity or self._core.capacity)
+        sink = ThreadSink(id, capacity or self._core.capacity)
         sink._detach = _detacher(self._loop, self._core, sink)
         self._now(self._core.subscribe, id, sink, since)
-        return sink
+        return Subscription(sink)
 
     def interrupt(self, id: str) -> bool:
         """See :meth:`AsyncConversations.interrupt`."""

@@ -33,7 +33,9 @@ class _End:
 
 
 class _Sink:
-    """What the manager sees of a subscription (called on the manager's event loop)."""
+    """The manager's side of a subscription: a queue it fills on its event loop. The
+    consumer's side (:class:`Subscription`, :class:`AsyncSubscription`) holds the sink;
+    the manager holds only the sink, so a consumer that is dropped detaches."""
 
     __slots__ = ("_detach", "capacity", "conversation_id", "detached", "next_index")
 
@@ -74,13 +76,41 @@ class _Sink:
             )
         )
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.detached:
             return
         self.detached = True
         if self._detach is not None:
             with contextlib.suppress(RuntimeError):  # the manager's loop is gone
                 self._detach()
+
+
+class ThreadSink(_Sink):
+    __slots__ = ("q",)
+
+    def __init__(self, conversation_id: str, capacity: int) -> None:
+        super().__init__(conversation_id, capacity)
+        self.q: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def _queued(self) -> int:
+        return self.q.qsize()
+
+    def _push(self, item: object) -> None:
+        self.q.put(item)
+
+
+class LoopSink(_Sink):
+    __slots__ = ("q",)
+
+    def __init__(self, conversation_id: str, capacity: int) -> None:
+        super().__init__(conversation_id, capacity)
+        self.q: asyncio.Queue[object] = asyncio.Queue()
+
+    def _queued(self) -> int:
+        return self.q.qsize()
+
+    def _push(self, item: object) -> None:
+        self.q.put_nowait(item)
 
 
 def _timeout_error(conversation_id: str, timeout: float) -> ConversationError:
@@ -91,26 +121,23 @@ def _timeout_error(conversation_id: str, timeout: float) -> ConversationError:
     )
 
 
-class Subscription(_Sink):
+class Subscription:
     """A blocking iterator of one conversation's updates (see the module docstring).
 
     ``for update in sub`` blocks for each; ``sub.get(timeout=s)`` waits at most ``s``
     seconds (raising :class:`~allm.errors.ConversationError` ``timeout``); ``sub.close()``
-    (or ``with``) detaches it.
+    (or ``with``, or dropping it) detaches it.
     """
 
-    __slots__ = ("_done", "_q")
+    __slots__ = ("_done", "_sink")
 
-    def __init__(self, conversation_id: str, capacity: int = DEFAULT_CAPACITY) -> None:
-        super().__init__(conversation_id, capacity)
-        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+    def __init__(self, sink: ThreadSink) -> None:
+        self._sink = sink
         self._done = False
 
-    def _queued(self) -> int:
-        return self._q.qsize()
-
-    def _push(self, item: object) -> None:
-        self._q.put(item)
+    @property
+    def conversation_id(self) -> str:
+        return self._sink.conversation_id
 
     def __iter__(self) -> Iterator[Update]:
         return self
@@ -127,12 +154,11 @@ class Subscription(_Sink):
         if self._done:
             raise StopIteration
         try:
-            item = self._q.get(timeout=timeout)
+            item = self._sink.q.get(timeout=timeout)
         except queue.Empty:
             raise _timeout_error(self.conversation_id, timeout or 0.0) from None
         if isinstance(item, _End):
             self._done = True
-            self.detached = True
             if item.error is not None:
                 raise item.error
             raise StopIteration
@@ -140,7 +166,7 @@ class Subscription(_Sink):
 
     def close(self) -> None:
         """Detach: the conversation stops queueing for this consumer; iteration ends."""
-        self._close()
+        self._sink.close()
         self._done = True
 
     def __enter__(self) -> Subscription:
@@ -150,25 +176,22 @@ class Subscription(_Sink):
         self.close()
 
     def __del__(self) -> None:
-        self._close()
+        self._sink.close()
 
 
-class AsyncSubscription(_Sink):
+class AsyncSubscription:
     """The async twin of :class:`Subscription`: ``async for``, ``await get(timeout=)``,
     ``await aclose()`` or ``async with``."""
 
-    __slots__ = ("_done", "_q")
+    __slots__ = ("_done", "_sink")
 
-    def __init__(self, conversation_id: str, capacity: int = DEFAULT_CAPACITY) -> None:
-        super().__init__(conversation_id, capacity)
-        self._q: asyncio.Queue[object] = asyncio.Queue()
+    def __init__(self, sink: LoopSink) -> None:
+        self._sink = sink
         self._done = False
 
-    def _queued(self) -> int:
-        return self._q.qsize()
-
-    def _push(self, item: object) -> None:
-        self._q.put_nowait(item)
+    @property
+    def conversation_id(self) -> str:
+        return self._sink.conversation_id
 
     def __aiter__(self) -> AsyncIterator[Update]:
         return self
@@ -181,12 +204,11 @@ class AsyncSubscription(_Sink):
         if self._done:
             raise StopAsyncIteration
         try:
-            item = await asyncio.wait_for(self._q.get(), timeout)
+            item = await asyncio.wait_for(self._sink.q.get(), timeout)
         except TimeoutError:
             raise _timeout_error(self.conversation_id, timeout or 0.0) from None
         if isinstance(item, _End):
             self._done = True
-            self.detached = True
             if item.error is not None:
                 raise item.error
             raise StopAsyncIteration
@@ -194,7 +216,7 @@ class AsyncSubscription(_Sink):
 
     async def aclose(self) -> None:
         """Detach (see :meth:`Subscription.close`)."""
-        self._close()
+        self._sink.close()
         self._done = True
 
     async def __aenter__(self) -> AsyncSubscription:
@@ -204,4 +226,4 @@ class AsyncSubscription(_Sink):
         await self.aclose()
 
     def __del__(self) -> None:
-        self._close()
+        self._sink.close()

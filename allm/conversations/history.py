@@ -45,14 +45,18 @@ class HistoryInfo:
 
 
 def write_history(path: str | os.PathLike[str], conversation_id: str, messages: Sequence[Message]) -> HistoryInfo:
-    """Write ``messages`` to ``path`` in the ``allm`` format (atomically). Raises ``OSError``."""
+    """Write ``messages`` to ``path`` in the ``allm`` format (atomically). Raises ``OSError``,
+    :class:`~allm.errors.ValidationError` (``invalid_message``) for metadata JSON cannot hold."""
     doc = {
         "format": FORMAT_NAME,
         "version": VERSION,
         "conversation_id": conversation_id,
         "thread": codec.to_dict(Thread(tuple(messages))),
     }
-    data = gzip.compress(orjson.dumps(doc), mtime=0)
+    try:
+        data = gzip.compress(orjson.dumps(doc), mtime=0)
+    except TypeError as exc:
+        raise ValidationError(f"the history cannot be written as JSON: {exc}", reason="invalid_message") from None
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=".allm-history-", dir=target.parent or ".")
     try:

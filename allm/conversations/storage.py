@@ -58,6 +58,12 @@ class Stored:
     base: int
 
 
+def _exact(data: bytes) -> bytes:
+    """``data`` in an allocation of its own size: orjson returns bytes inside a buffer of 4 KiB
+    or more, which an in-memory store would keep for every item."""
+    return bytes(memoryview(data))
+
+
 def _engine_dict(engine: Engine | None) -> dict[str, Any] | None:
     if engine is None:
         return None
@@ -89,7 +95,7 @@ def encode_record(
     context or metadata is not JSON-native."""
     bare = attrs.evolve(session, thread=Thread((), session.thread.metadata))
     try:
-        return orjson.dumps(
+        data = orjson.dumps(
             {
                 "allm_conversation": FORMAT,
                 "created_at": created_at,
@@ -103,6 +109,7 @@ def encode_record(
         raise ValidationError(
             f"a conversation's context and metadata must be JSON-native: {exc}", reason="invalid_session"
         ) from None
+    return _exact(data)
 
 
 def decode_record(key: str, data: bytes) -> Stored:
@@ -130,7 +137,7 @@ def decode_record(key: str, data: bytes) -> Stored:
 def encode_message(message: Message) -> bytes:
     """A log item. Raises :class:`~allm.errors.ValidationError` for metadata that is not JSON-native."""
     try:
-        return codec.dumps(message)
+        return _exact(codec.dumps(message))
     except TypeError as exc:
         raise ValidationError(f"a message's metadata must be JSON-native: {exc}", reason="invalid_message") from None
 

@@ -71,6 +71,20 @@ def test_import_refuses_bad_files(convs: allm.Conversations, tmp_path: Path) -> 
     assert convs.list() == []
 
 
+def test_metadata_json_cannot_hold_is_refused(convs: allm.Conversations, tmp_path: Path) -> None:
+    huge = allm.Message("assistant", "x", metadata={"n": 2**70})
+    with pytest.raises(ValidationError) as e:
+        write_history(tmp_path / "h.gz", "c", [huge])
+    assert e.value.reason == "invalid_message" and not (tmp_path / "h.gz").exists()
+    with pytest.raises(ValidationError) as e2:
+        convs.open("c1", engine=echo_engine(), messages=[huge])
+    assert e2.value.reason == "invalid_message" and convs.get("c1") is None
+    convs.open("c2", engine=echo_engine())
+    with pytest.raises(ValidationError):
+        convs.send("c2", allm.Message("user", "x", metadata={"n": 2**70}))
+    assert convs.messages("c2") == () and convs.get("c2").status == "idle"  # type: ignore[union-attr]
+
+
 def test_plain_json_is_read_too(tmp_path: Path) -> None:
     write_history(tmp_path / "h.gz", "x", [allm.user("hi")])
     (tmp_path / "h.json").write_bytes(gzip.decompress((tmp_path / "h.gz").read_bytes()))
@@ -108,7 +122,7 @@ messages = st.lists(
         texts.map(allm.system),
         texts.map(lambda t: allm.assistant(t, [allm.ToolCall("call_1", "f", {"x": t})])),
         st.builds(lambda t, e: allm.tool_result("call_1", t, name="f", is_error=e), texts, st.booleans()),
-        st.builds(lambda t, d: allm.Message("assistant", t, metadata={"interrupted": True, "n": d}), texts, st.integers()),
+        st.builds(lambda t, d: allm.Message("assistant", t, metadata={"interrupted": True, "n": d}), texts, st.integers(-(2**63), 2**64 - 1)),
     ),
     max_size=12,
 )

@@ -13,7 +13,7 @@ from allm.conversations import ConversationInfo, TurnEnded
 from allm.conversations.storage import NAMESPACE
 from allm.errors import AdapterError, ConversationError, EngineError, SessionError, ValidationError
 from allm.stores import MemoryStore
-from allm.testing import delay, error, fake_engine, text, tool_call
+from allm.testing import error, fake_engine, text, tool_call
 from tests.conversations.helpers import WAIT, echo_engine, last_user_text, roles
 
 

@@ -554,10 +554,12 @@ class Core:
         live.interrupting = False
         try:
             await self._commit(live, [msg])
-        except BaseException:
+        except BaseException as exc:
             live.busy = False
             live.done = None
             await stream.aclose()
+            error = exc if isinstance(exc, Exception) else None
+            done.set_result(TurnEnded(id, "error", "error", live.session.status, len(live.history), error))
             raise
         index = len(live.history) - 1
         self._publish(live, TurnStarted(id, index))

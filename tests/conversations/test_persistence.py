@@ -3,6 +3,7 @@ stores run the same checks across a killed process in ``test_crash.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -275,3 +276,29 @@ def test_session_values_stay_pure(convs: allm.Conversations) -> None:
     after = convs.session("c1")
     assert allm.Session.from_json(after.to_json()) == after
     assert attrs.evolve(after) == after
+
+
+async def test_an_interrupt_waiting_on_a_send_whose_store_write_fails_returns() -> None:
+    class SlowFailingStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def aappend(self, namespace: str, key: str, items: Sequence[bytes]) -> int:
+            self.entered.set()
+            await self.release.wait()
+            raise StoreError("the disk is gone", reason="unavailable")
+
+    store = SlowFailingStore()
+    async with allm.AsyncConversations(store=store, engine=echo_engine()) as convs:
+        await convs.open("c1")
+        sending = asyncio.create_task(convs.send("c1", "hi"))
+        await asyncio.wait_for(store.entered.wait(), WAIT)
+        interrupting = asyncio.create_task(convs.interrupt("c1"))
+        await asyncio.sleep(0.01)
+        store.release.set()
+        with pytest.raises(StoreError):
+            await sending
+        assert await asyncio.wait_for(interrupting, WAIT) is True
+        assert convs.get("c1").status == "idle" and await convs.messages("c1") == ()  # type: ignore[union-attr]

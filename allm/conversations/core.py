@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack, cast
 
 import attrs
 
@@ -42,9 +42,9 @@ from .events import HandlerFailed, MessageAdded, Outcome, TurnEnded, TurnStarted
 from .groups import ToolGroup, bind_tools
 from .handlers import CALLBACKS, dispatch
 from .history import HistoryInfo, read_history, write_history
-from .subscription import _Sink
+from .subscription import Sink
 
-__all__ = ["ConversationInfo", "Core", "SendOptions", "new_conversation_id"]
+__all__ = ["ConversationInfo", "Core", "OpenOptions", "ReopenOptions", "SendOptions", "new_conversation_id"]
 
 SessionStatus = Literal["idle", "awaiting_user", "awaiting_tools", "completed", "error"]
 
@@ -54,6 +54,26 @@ _OPTIONS = (frozenset(ChatOptions.__optional_keys__) | {"params"}) - {
     "structured_finalize",
     "structured_finalize_nudge",
 }
+
+
+class ReopenOptions(TypedDict, total=False):
+    """Keyword arguments of ``reopen`` and ``find`` (see :meth:`allm.AsyncConversations.reopen`)."""
+
+    engine: Engine | None
+    card: Any
+    tools: Sequence[Tool | ToolGroup]
+    handlers: Sequence[object]
+    options: Mapping[str, Any] | None
+
+
+class OpenOptions(ReopenOptions, total=False):
+    """Keyword arguments of ``open``, ``ensure`` and ``import_history`` (see
+    :meth:`allm.AsyncConversations.open`)."""
+
+    messages: Sequence[Message]
+    persist_initial: bool
+    context: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
 
 
 class SendOptions(ChatOptions, total=False):
@@ -122,7 +142,7 @@ class _Live:
         self.in_stream = False
         self.interrupting = False
         self.last: TurnEnded | None = None
-        self.sinks: list[_Sink] = []
+        self.sinks: list[Sink[Any]] = []
 
     @property
     def id(self) -> str:
@@ -273,6 +293,11 @@ def _card(card: Any) -> tuple[Engine, str | None]:
         )
     system = getattr(card, "system", None)
     return engine, system if isinstance(system, str) and system else None
+
+
+def _reopen_options(kw: OpenOptions) -> ReopenOptions:
+    """The arguments of ``open`` that ``reopen`` takes too."""
+    return cast(ReopenOptions, {k: v for k, v in kw.items() if k in ReopenOptions.__optional_keys__})
 
 
 def _error(reason: str, id: str, message: str) -> ConversationError:
@@ -454,17 +479,17 @@ class Core:
             self.opening.discard(id)
         return live.info()
 
-    async def ensure(self, id: str, **kw: Any) -> ConversationInfo:
+    async def ensure(self, id: str, **kw: Unpack[OpenOptions]) -> ConversationInfo:
         self._check_open()
         live = self.live.get(_check_id(id))
         if live is not None:
             return live.info()
         if await self.store.aget(storage.NAMESPACE, id) is not None:
-            keep = {k: kw[k] for k in ("engine", "card", "tools", "handlers", "options") if k in kw}
+            keep = _reopen_options(kw)
             return await self.reopen(id, **keep)
         return await self.open(id, **kw)
 
-    async def find(self, id: str, **kw: Any) -> ConversationInfo | None:
+    async def find(self, id: str, **kw: Unpack[ReopenOptions]) -> ConversationInfo | None:
         self._check_open()
         live = self.live.get(id)
         if live is not None:
@@ -484,7 +509,7 @@ class Core:
 
     # -- observing
 
-    def subscribe(self, id: str, sink: _Sink, since: int | None = None) -> None:
+    def subscribe(self, id: str, sink: Sink[Any], since: int | None = None) -> None:
         live = self._get(id)
         if since is not None:
             if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= len(live.history):
@@ -499,7 +524,7 @@ class Core:
         sink.next_index = max(sink.next_index, len(live.history))
         live.sinks.append(sink)
 
-    def unsubscribe(self, sink: _Sink) -> None:
+    def unsubscribe(self, sink: Sink[Any]) -> None:
         live = self.live.get(sink.conversation_id)
         if live is not None and sink in live.sinks:
             live.sinks.remove(sink)
@@ -720,7 +745,7 @@ class Core:
         return await asyncio.to_thread(write_history, path, id, messages)
 
     async def import_history(
-        self, path: str | os.PathLike[str], id: str, format: str = "allm", *, replace: bool = False, **kw: Any
+        self, path: str | os.PathLike[str], id: str, format: str = "allm", *, replace: bool = False, **kw: Unpack[OpenOptions]
     ) -> HistoryInfo:
         _check_id(id)
         self._check_open()
@@ -730,11 +755,11 @@ class Core:
         if live is None and await self.store.aget(storage.NAMESPACE, id) is not None:
             if not replace:
                 raise _error("already_exists", id, f"conversation {id!r} is stored; import with replace=True")
-            keep = {k: kw[k] for k in ("engine", "card", "tools", "handlers", "options") if k in kw}
+            keep = _reopen_options(kw)
             await self.reopen(id, **keep)
             live = self.live[id]
         if live is None:
-            await self.open(id, messages=msgs, **kw)
+            await self.open(id, **cast(OpenOptions, {**kw, "messages": msgs}))
             return HistoryInfo(os.fspath(path), size, len(msgs), id)
         live = self._idle(id, "import a history")
         if not replace:

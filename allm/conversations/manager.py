@@ -6,27 +6,52 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from .. import Engine, Message, Session, Tool
+from .. import Engine, Message, Session
 from ..errors import ConversationError
 from ..stores import Store
-from .core import ConversationInfo, Core, SendOptions
+from .core import ConversationInfo, Core, OpenOptions, ReopenOptions, SendOptions
 from .events import TurnEnded
-from .groups import ToolGroup
 from .history import HistoryInfo
-from .subscription import DEFAULT_CAPACITY, AsyncSubscription, LoopSink, Subscription, ThreadSink, _Sink
+from .subscription import DEFAULT_CAPACITY, AsyncSubscription, Sink, Subscription
 
 __all__ = ["AsyncConversations", "Conversations"]
 
 T = TypeVar("T")
 
 
-class AsyncConversations:
+class _Manager:
+    """What both shells hold: the core, and its store."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        engine: Engine | None = None,
+        handlers: Sequence[object] = (),
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self._core = Core(store, engine=engine, handlers=handlers, capacity=capacity)
+        self._start()
+
+    def _start(self) -> None:
+        """Where a shell sets up what it runs on (nothing for the async one)."""
+
+    @property
+    def store(self) -> Store:
+        return self._core.store
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self._core.live)} live, store={type(self._core.store).__name__})"
+
+
+class AsyncConversations(_Manager):
     """Named, persistent, observable, interruptible conversations, for asyncio code.
 
     ``store``: where histories and state live (an :mod:`allm.stores` store; default a new
@@ -41,37 +66,7 @@ class AsyncConversations:
     ``guides/conversations.md``.
     """
 
-    def __init__(
-        self,
-        store: Store | None = None,
-        *,
-        engine: Engine | None = None,
-        handlers: Sequence[object] = (),
-        capacity: int = DEFAULT_CAPACITY,
-    ) -> None:
-        self._core = Core(store, engine=engine, handlers=handlers, capacity=capacity)
-
-    @property
-    def store(self) -> Store:
-        return self._core.store
-
-    def __repr__(self) -> str:
-        return f"AsyncConversations({len(self._core.live)} live, store={type(self._core.store).__name__})"
-
-    async def open(
-        self,
-        id: str | None = None,
-        *,
-        engine: Engine | None = None,
-        card: Any = None,
-        messages: Sequence[Message] = (),
-        tools: Sequence[Tool | ToolGroup] = (),
-        handlers: Sequence[object] = (),
-        persist_initial: bool = False,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> ConversationInfo:
+    async def open(self, id: str | None = None, **kwargs: Unpack[OpenOptions]) -> ConversationInfo:
         """Start a new conversation ``id`` (default: a new ``conv_...`` id) and store it.
 
         - ``engine`` or ``card`` (a character card: its engine, and its system prompt put
@@ -85,36 +80,17 @@ class AsyncConversations:
         - ``context`` / ``metadata``: the session's JSON-native mappings (stored).
         - ``options``: loop options for every turn (``max_turns``, ``tool_timeout``,
           ``mode``, ``params``...; :class:`~allm.ChatOptions` plus ``params``). The
-          JSON-native ``mode``, ``max_turns``, ``tool_timeout`` and ``params`` are stored.
+          JSON-native ``mode``, ``max_turns``, ``tool_timeout`` and ``params`` are stored;
+          the others (``api_key`` too) are held in memory only.
 
         Raises :class:`~allm.errors.ConversationError` (``already_exists`` when the id is
         live or stored), :class:`~allm.errors.ValidationError` (a bad id, message, tool or
         handler; a non-JSON context), :class:`~allm.errors.EngineError` (``invalid_engine``:
         no engine), :class:`~allm.errors.StoreError`, ``TypeError`` (an unknown option).
         """
-        return await self._core.open(
-            id,
-            engine=engine,
-            card=card,
-            messages=messages,
-            tools=tools,
-            handlers=handlers,
-            persist_initial=persist_initial,
-            context=context,
-            metadata=metadata,
-            options=options,
-        )
+        return await self._core.open(id, **kwargs)
 
-    async def reopen(
-        self,
-        id: str,
-        *,
-        engine: Engine | None = None,
-        card: Any = None,
-        tools: Sequence[Tool | ToolGroup] = (),
-        handlers: Sequence[object] = (),
-        options: Mapping[str, Any] | None = None,
-    ) -> ConversationInfo:
+    async def reopen(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo:
         """Make the stored conversation ``id`` live again (after a restart, say).
 
         Its history is the store's log; its state the record, made to agree with the
@@ -126,9 +102,9 @@ class AsyncConversations:
         nothing is stored, ``already_exists`` when it is live), :class:`~allm.errors.StoreError`
         (``corrupt``...), :class:`~allm.errors.EngineError` (``invalid_engine``).
         """
-        return await self._core.reopen(id, engine=engine, card=card, tools=tools, handlers=handlers, options=options)
+        return await self._core.reopen(id, **kwargs)
 
-    async def ensure(self, id: str, **kwargs: Any) -> ConversationInfo:
+    async def ensure(self, id: str, **kwargs: Unpack[OpenOptions]) -> ConversationInfo:
         """The live conversation ``id`` as it is (a no-op), else the stored one reopened, else
         a new one opened with ``kwargs`` (those of :meth:`open`)."""
         return await self._core.ensure(id, **kwargs)
@@ -137,7 +113,7 @@ class AsyncConversations:
         """The live conversation ``id``, or ``None``."""
         return self._core.get(id)
 
-    async def find(self, id: str, **kwargs: Any) -> ConversationInfo | None:
+    async def find(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo | None:
         """The live conversation ``id``, else the stored one reopened (``kwargs`` of
         :meth:`reopen`), else ``None``."""
         return await self._core.find(id, **kwargs)
@@ -196,7 +172,7 @@ class AsyncConversations:
         :class:`~allm.errors.ValidationError` (``since`` out of range).
         """
         loop = asyncio.get_running_loop()
-        sink = LoopSink(id, capacity or self._core.capacity)
+        sink: Sink[asyncio.Queue[object]] = Sink(id, capacity or self._core.capacity, asyncio.Queue())
         sink._detach = _detacher(loop, self._core, sink)
         self._core.subscribe(id, sink, since)
         return AsyncSubscription(sink)
@@ -224,7 +200,13 @@ class AsyncConversations:
         return await self._core.export_history(id, path)
 
     async def import_history(
-        self, path: str | os.PathLike[str], id: str, format: str = "allm", *, replace: bool = False, **kwargs: Any
+        self,
+        path: str | os.PathLike[str],
+        id: str,
+        format: str = "allm",
+        *,
+        replace: bool = False,
+        **kwargs: Unpack[OpenOptions],
     ) -> HistoryInfo:
         """Load a history file into conversation ``id``: a new conversation (``kwargs`` of
         :meth:`open`), or, with ``replace=True``, the history of an existing one (stored
@@ -248,7 +230,7 @@ class AsyncConversations:
         await self.shutdown()
 
 
-def _detacher(loop: asyncio.AbstractEventLoop, core: Core, sink: _Sink) -> Any:
+def _detacher(loop: asyncio.AbstractEventLoop, core: Core, sink: Sink[Any]) -> Any:
     def detach() -> None:
         if not loop.is_closed():
             loop.call_soon_threadsafe(core.unsubscribe, sink)
@@ -256,7 +238,7 @@ def _detacher(loop: asyncio.AbstractEventLoop, core: Core, sink: _Sink) -> Any:
     return detach
 
 
-class Conversations:
+class Conversations(_Manager):
     """The sync twin of :class:`AsyncConversations`: the same operations, blocking.
 
     It owns an event loop in a background thread (``allm-conversations``) where every
@@ -267,27 +249,12 @@ class Conversations:
     :func:`allm.keys.scope`) reach the turns it starts.
     """
 
-    def __init__(
-        self,
-        store: Store | None = None,
-        *,
-        engine: Engine | None = None,
-        handlers: Sequence[object] = (),
-        capacity: int = DEFAULT_CAPACITY,
-    ) -> None:
-        self._core = Core(store, engine=engine, handlers=handlers, capacity=capacity)
+    def _start(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="allm-conversations", daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
         self._down = False
-
-    @property
-    def store(self) -> Store:
-        return self._core.store
-
-    def __repr__(self) -> str:
-        return f"Conversations({len(self._core.live)} live, store={type(self._core.store).__name__})"
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
@@ -306,52 +273,15 @@ class Conversations:
 
         return self._call(call())
 
-    def open(
-        self,
-        id: str | None = None,
-        *,
-        engine: Engine | None = None,
-        card: Any = None,
-        messages: Sequence[Message] = (),
-        tools: Sequence[Tool | ToolGroup] = (),
-        handlers: Sequence[object] = (),
-        persist_initial: bool = False,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> ConversationInfo:
+    def open(self, id: str | None = None, **kwargs: Unpack[OpenOptions]) -> ConversationInfo:
         """See :meth:`AsyncConversations.open`."""
-        return self._call(
-            self._core.open(
-                id,
-                engine=engine,
-                card=card,
-                messages=messages,
-                tools=tools,
-                handlers=handlers,
-                persist_initial=persist_initial,
-                context=context,
-                metadata=metadata,
-                options=options,
-            )
-        )
+        return self._call(self._core.open(id, **kwargs))
 
-    def reopen(
-        self,
-        id: str,
-        *,
-        engine: Engine | None = None,
-        card: Any = None,
-        tools: Sequence[Tool | ToolGroup] = (),
-        handlers: Sequence[object] = (),
-        options: Mapping[str, Any] | None = None,
-    ) -> ConversationInfo:
+    def reopen(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo:
         """See :meth:`AsyncConversations.reopen`."""
-        return self._call(
-            self._core.reopen(id, engine=engine, card=card, tools=tools, handlers=handlers, options=options)
-        )
+        return self._call(self._core.reopen(id, **kwargs))
 
-    def ensure(self, id: str, **kwargs: Any) -> ConversationInfo:
+    def ensure(self, id: str, **kwargs: Unpack[OpenOptions]) -> ConversationInfo:
         """See :meth:`AsyncConversations.ensure`."""
         return self._call(self._core.ensure(id, **kwargs))
 
@@ -360,7 +290,7 @@ class Conversations:
         result: ConversationInfo | None = self._now(self._core.get, id)
         return result
 
-    def find(self, id: str, **kwargs: Any) -> ConversationInfo | None:
+    def find(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo | None:
         """See :meth:`AsyncConversations.find`."""
         return self._call(self._core.find(id, **kwargs))
 
@@ -394,7 +324,7 @@ class Conversations:
 
     def subscribe(self, id: str, *, since: int | None = None, capacity: int | None = None) -> Subscription:
         """A blocking iterator of the conversation's updates; see :meth:`AsyncConversations.subscribe`."""
-        sink = ThreadSink(id, capacity or self._core.capacity)
+        sink: Sink[queue.SimpleQueue[object]] = Sink(id, capacity or self._core.capacity, queue.SimpleQueue())
         sink._detach = _detacher(self._loop, self._core, sink)
         self._now(self._core.subscribe, id, sink, since)
         return Subscription(sink)
@@ -412,7 +342,13 @@ class Conversations:
         return self._call(self._core.export_history(id, path))
 
     def import_history(
-        self, path: str | os.PathLike[str], id: str, format: str = "allm", *, replace: bool = False, **kwargs: Any
+        self,
+        path: str | os.PathLike[str],
+        id: str,
+        format: str = "allm",
+        *,
+        replace: bool = False,
+        **kwargs: Unpack[OpenOptions],
     ) -> HistoryInfo:
         """See :meth:`AsyncConversations.import_history`."""
         return self._call(self._core.import_history(path, id, format, replace=replace, **kwargs))

@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import ConversationError
 from .events import MessageAdded, Update
 
-__all__ = ["AsyncSubscription", "Subscription"]
+__all__ = ["AsyncSubscription", "Sink", "Subscription"]
 
 DEFAULT_CAPACITY = 10_000
 
@@ -32,39 +32,44 @@ class _End:
         self.error = error
 
 
-class _Sink:
-    """The manager's side of a subscription: a queue it fills on its event loop. The
-    consumer's side (:class:`Subscription`, :class:`AsyncSubscription`) holds the sink;
-    the manager holds only the sink, so a consumer that is dropped detaches."""
+class _Queue(Protocol):
+    def qsize(self) -> int: ...
 
-    __slots__ = ("_detach", "capacity", "conversation_id", "detached", "next_index")
+    def put_nowait(self, item: object, /) -> None: ...
 
-    def __init__(self, conversation_id: str, capacity: int) -> None:
+
+Q = TypeVar("Q", bound=_Queue)
+
+
+class Sink(Generic[Q]):
+    """The manager's side of a subscription: a queue (``queue.SimpleQueue`` for a thread,
+    ``asyncio.Queue`` for a task) it fills on its event loop. The consumer's side
+    (:class:`Subscription`, :class:`AsyncSubscription`) holds the sink; the manager holds
+    only the sink, so a consumer that is dropped detaches."""
+
+    __slots__ = ("_detach", "capacity", "conversation_id", "detached", "next_index", "q")
+
+    def __init__(self, conversation_id: str, capacity: int, q: Q) -> None:
         self.conversation_id = conversation_id
         self.capacity = capacity
+        self.q = q
         self.next_index = 0
         self.detached = False
         self._detach: Callable[[], None] | None = None
 
-    def _queued(self) -> int:
-        raise NotImplementedError
-
-    def _push(self, item: object) -> None:
-        raise NotImplementedError
-
     def put(self, item: Update) -> bool:
         """Queue ``item``; ``False`` (and nothing queued) when the consumer is ``capacity`` behind."""
-        if self._queued() >= self.capacity:
+        if self.q.qsize() >= self.capacity:
             return False
         if type(item) is MessageAdded:
             self.next_index = item.index + 1
-        self._push(item)
+        self.q.put_nowait(item)
         return True
 
     def end(self, error: BaseException | None = None) -> None:
         """No more updates: iteration ends (raising ``error`` if given)."""
         self.detached = True
-        self._push(_End(error))
+        self.q.put_nowait(_End(error))
 
     def lagged(self) -> None:
         self.end(
@@ -85,40 +90,20 @@ class _Sink:
                 self._detach()
 
 
-class ThreadSink(_Sink):
-    __slots__ = ("q",)
-
-    def __init__(self, conversation_id: str, capacity: int) -> None:
-        super().__init__(conversation_id, capacity)
-        self.q: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-    def _queued(self) -> int:
-        return self.q.qsize()
-
-    def _push(self, item: object) -> None:
-        self.q.put(item)
-
-
-class LoopSink(_Sink):
-    __slots__ = ("q",)
-
-    def __init__(self, conversation_id: str, capacity: int) -> None:
-        super().__init__(conversation_id, capacity)
-        self.q: asyncio.Queue[object] = asyncio.Queue()
-
-    def _queued(self) -> int:
-        return self.q.qsize()
-
-    def _push(self, item: object) -> None:
-        self.q.put_nowait(item)
-
-
-def _timeout_error(conversation_id: str, timeout: float) -> ConversationError:
+def _timeout_error(conversation_id: str, timeout: float | None) -> ConversationError:
     return ConversationError(
         f"no update from conversation {conversation_id!r} within {timeout} s",
         reason="timeout",
         metadata={"conversation_id": conversation_id, "timeout": timeout},
     )
+
+
+def _unwrap(sub: Subscription | AsyncSubscription, item: object, stop: type[Exception]) -> Update:
+    """``item`` as an update; at the end, mark ``sub`` done and raise the end's error or ``stop``."""
+    if isinstance(item, _End):
+        sub._done = True
+        raise item.error if item.error is not None else stop()
+    return item  # type: ignore[return-value]
 
 
 class Subscription:
@@ -131,7 +116,7 @@ class Subscription:
 
     __slots__ = ("_done", "_sink")
 
-    def __init__(self, sink: ThreadSink) -> None:
+    def __init__(self, sink: Sink[queue.SimpleQueue[object]]) -> None:
         self._sink = sink
         self._done = False
 
@@ -156,13 +141,8 @@ class Subscription:
         try:
             item = self._sink.q.get(timeout=timeout)
         except queue.Empty:
-            raise _timeout_error(self.conversation_id, timeout or 0.0) from None
-        if isinstance(item, _End):
-            self._done = True
-            if item.error is not None:
-                raise item.error
-            raise StopIteration
-        return item  # type: ignore[return-value]
+            raise _timeout_error(self.conversation_id, timeout) from None
+        return _unwrap(self, item, StopIteration)
 
     def close(self) -> None:
         """Detach: the conversation stops queueing for this consumer; iteration ends."""
@@ -185,7 +165,7 @@ class AsyncSubscription:
 
     __slots__ = ("_done", "_sink")
 
-    def __init__(self, sink: LoopSink) -> None:
+    def __init__(self, sink: Sink[asyncio.Queue[object]]) -> None:
         self._sink = sink
         self._done = False
 
@@ -206,13 +186,8 @@ class AsyncSubscription:
         try:
             item = await asyncio.wait_for(self._sink.q.get(), timeout)
         except TimeoutError:
-            raise _timeout_error(self.conversation_id, timeout or 0.0) from None
-        if isinstance(item, _End):
-            self._done = True
-            if item.error is not None:
-                raise item.error
-            raise StopAsyncIteration
-        return item  # type: ignore[return-value]
+            raise _timeout_error(self.conversation_id, timeout) from None
+        return _unwrap(self, item, StopAsyncIteration)
 
     async def aclose(self) -> None:
         """Detach (see :meth:`Subscription.close`)."""

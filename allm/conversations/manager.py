@@ -8,6 +8,7 @@ import asyncio
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -230,6 +231,11 @@ class AsyncConversations(_Manager):
         await self.shutdown()
 
 
+def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+
+
 def _detacher(loop: asyncio.AbstractEventLoop, core: Core, sink: Sink[Any]) -> Any:
     def detach() -> None:
         if not loop.is_closed():
@@ -255,6 +261,7 @@ class Conversations(_Manager):
         self._thread.start()
         self._lock = threading.Lock()
         self._down = False
+        weakref.finalize(self, _stop_loop, self._loop)  # a manager dropped without shutdown()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:

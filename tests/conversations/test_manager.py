@@ -365,3 +365,16 @@ def test_turns_use_the_callers_key_scope() -> None:
                 assert convs.talk("c1", "a", timeout=WAIT).text == "hi"
             assert convs.talk("c1", "b", api_key="sk-percall-0123456789", timeout=WAIT).text == "hi"
     assert keys == ["Bearer sk-scoped-0123456789", "Bearer sk-percall-0123456789"]
+
+
+def test_a_dropped_manager_stops_its_thread() -> None:
+    import gc
+
+    convs = allm.Conversations(engine=echo_engine())
+    convs.open("c1")
+    convs.talk("c1", "hi", timeout=WAIT)
+    thread = convs._thread
+    del convs
+    gc.collect()
+    thread.join(WAIT)
+    assert not thread.is_alive()

@@ -407,7 +407,7 @@ class Core:
         msgs = _check_messages(messages)
         if system is not None and not (msgs and msgs[0].role == "system"):
             msgs = (Message("system", system), *msgs)
-        session = Session.new(msgs, id=id, context=context, metadata=metadata)
+        session = derive(Session.new(msgs, id=id, context=context, metadata=metadata), msgs)
         live = _Live(
             session,
             chosen.with_tools(*bind_tools(tools)),

@@ -302,3 +302,15 @@ async def test_an_interrupt_waiting_on_a_send_whose_store_write_fails_returns() 
             await sending
         assert await asyncio.wait_for(interrupting, WAIT) is True
         assert convs.get("c1").status == "idle" and await convs.messages("c1") == ()  # type: ignore[union-attr]
+
+
+def test_opening_with_unanswered_tool_calls_awaits_them(convs: allm.Conversations) -> None:
+    call = allm.ToolCall("call_9", "pay", {})
+    convs.open("c1", engine=echo_engine(), messages=[allm.user("pay"), allm.assistant("", [call])])
+    session = convs.session("c1")
+    assert session.status == "awaiting_tools" and session.pending_tool_calls == (call,)
+    question = allm.Message("assistant", "Which account?", metadata={"ask_user": True, "tool_call_id": "call_1", "choices": ["a"]})
+    convs.open("c2", engine=echo_engine(), messages=[allm.user("pay"), question])
+    s2 = convs.session("c2")
+    assert (s2.status, s2.pending_question, s2.metadata["ask_user"]["choices"]) == ("awaiting_user", "Which account?", ["a"])
+    assert convs.talk("c2", "a", timeout=WAIT).text == "echo: a"

@@ -572,23 +572,50 @@ class Core:
             msg = user(message)
         opts = {**live.options, **_check_options(options)}
         stream = live.session.astream_reply(live.engine, msg, **opts)
+        index, done = await self._begin(live, [msg], stream)
+        assert done is not None
+        return index, done
+
+    async def submit_tool_results(self, id: str, results: Mapping[str, Any], **options: Any) -> int:
+        live = self._idle(id, "submit tool results")
+        session = self.session(id).submit_tool_results(results)
+        stream = None
+        if session.status == "idle":
+            opts = {**live.options, **_check_options(options)}
+            stream = session.astream_continue(live.engine, **opts)
+        index, _ = await self._begin(live, session.thread.messages[len(live.history) :], stream, session)
+        return index
+
+    async def _begin(
+        self, live: _Live, messages: Sequence[Message], stream: Any, session: Session | None = None
+    ) -> tuple[int, asyncio.Future[TurnEnded] | None]:
+        """Store ``messages`` (and ``session``, the state they lead to), then run the turn
+        ``stream`` if there is one: ``(index of the first message, the turn's end)``."""
         live.busy = True
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[TurnEnded] = loop.create_future()
+        done: asyncio.Future[TurnEnded] | None = loop.create_future() if stream is not None else None
         live.done = done
         live.interrupting = False
         try:
-            await self._commit(live, [msg])
+            await self._commit(live, messages)
+            if session is not None:
+                live.session = derive(session, live.history)
+                await self._save(live)
         except BaseException as exc:
             live.busy = False
             live.done = None
-            await stream.aclose()
-            error = exc if isinstance(exc, Exception) else None
-            done.set_result(TurnEnded(id, "error", "error", live.session.status, len(live.history), error))
+            if stream is not None:
+                await stream.aclose()
+            if done is not None:
+                error = exc if isinstance(exc, Exception) else None
+                done.set_result(TurnEnded(live.id, "error", "error", live.session.status, len(live.history), error))
             raise
-        index = len(live.history) - 1
-        self._publish(live, TurnStarted(id, index))
-        live.task = loop.create_task(self._run(live, stream, index), name=f"allm-conversation-{id}")
+        index = len(live.history) - len(messages)
+        if stream is None:
+            live.busy = False
+            return index, None
+        self._publish(live, TurnStarted(live.id, index))
+        live.task = loop.create_task(self._run(live, stream, index), name=f"allm-conversation-{live.id}")
         return index, done
 
     async def _event(self, live: _Live, ev: Event, partial: _Partial) -> None:

@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -145,6 +145,16 @@ class AsyncConversations(_Manager):
         :class:`~allm.errors.EngineError` (no key...), :class:`~allm.errors.StoreError`.
         """
         return await self._core.send(id, message, **options)
+
+    async def submit_tool_results(self, id: str, results: Mapping[str, Any], **options: Unpack[SendOptions]) -> int:
+        """Answer the pending tool calls of a conversation ``awaiting_tools`` (manual tools):
+        ``{tool_call_id: result}``, each encoded like a handler's result. The tool messages
+        are stored; when no call is left pending, the turn that lets the model read them
+        starts (in the background, as with :meth:`send`). Returns the history index of the
+        first result. Raises :class:`~allm.errors.SessionError` (``invalid_status``,
+        ``unknown_tool_call_id``: nothing is stored) and what :meth:`send` raises.
+        """
+        return await self._core.submit_tool_results(id, results, **options)
 
     async def talk(
         self, id: str, message: str | Message | Any, *, timeout: float | None = None, **options: Unpack[SendOptions]
@@ -318,6 +328,10 @@ class Conversations(_Manager):
     def send(self, id: str, message: str | Message | Any, **options: Unpack[SendOptions]) -> int:
         """See :meth:`AsyncConversations.send`."""
         return self._call(self._core.send(id, message, **options))
+
+    def submit_tool_results(self, id: str, results: Mapping[str, Any], **options: Unpack[SendOptions]) -> int:
+        """See :meth:`AsyncConversations.submit_tool_results`."""
+        return self._call(self._core.submit_tool_results(id, results, **options))
 
     def talk(
         self, id: str, message: str | Message | Any, *, timeout: float | None = None, **options: Unpack[SendOptions]

@@ -10,7 +10,7 @@ import pytest
 
 import allm
 from allm.conversations import ConversationInfo, TurnEnded
-from allm.conversations.storage import NAMESPACE
+from allm.conversations.storage import NAMESPACE, decode_log
 from allm.errors import AdapterError, ConversationError, EngineError, SessionError, ValidationError
 from allm.stores import MemoryStore
 from allm.testing import error, fake_engine, text, tool_call
@@ -266,16 +266,32 @@ def test_tools_run_by_themselves_with_the_conversations_options(convs: allm.Conv
     assert convs.talk("c1", "and?", max_turns=1, timeout=WAIT).text == "done"  # a per-turn option
 
 
-def test_manual_tools_leave_the_conversation_awaiting_tools(convs: allm.Conversations) -> None:
-    pay = allm.tool("pay", "Pay", {"type": "object", "properties": {}}, handler=lambda a: "paid", manual=True)
-    convs.open("c1", engine=fake_engine([tool_call("pay", {})], tools=[pay]))
-    convs.talk("c1", "pay it", timeout=WAIT)
+def test_manual_tools_wait_for_their_results(convs: allm.Conversations, store: MemoryStore) -> None:
+    pay = allm.tool("pay", "Pay", {"type": "object", "properties": {"to": {"type": "string"}}}, manual=True)
+    engine = fake_engine([tool_call("pay", {"to": "ana"}), tool_call("pay", {"to": "bo"})], ["Both paid."], tools=[pay])
+    convs.open("c1", engine=engine)
+    convs.talk("c1", "pay them", timeout=WAIT)
     assert convs.get("c1").session_status == "awaiting_tools"  # type: ignore[union-attr]
-    assert [c.name for c in convs.session("c1").pending_tool_calls] == ["pay"]
+    first, second = convs.session("c1").pending_tool_calls
     with pytest.raises(SessionError) as e:
         convs.send("c1", "hello?")
     assert e.value.reason == "invalid_status"
+    with pytest.raises(SessionError) as e:
+        convs.submit_tool_results("c1", {"call_nope": "x"})
+    assert e.value.reason == "unknown_tool_call_id"
     assert len(convs.messages("c1")) == 2 and convs.get("c1").status == "idle"  # type: ignore[union-attr]
+    assert convs.submit_tool_results("c1", {first.id: "paid ana"}) == 2  # one call still pending: no turn
+    assert convs.get("c1").status == "idle" and convs.session("c1").pending_tool_calls == (second,)  # type: ignore[union-attr]
+    assert convs.wait("c1") is not None and convs.wait("c1").outcome == "completed"  # type: ignore[union-attr]  # the earlier turn
+    assert convs.submit_tool_results("c1", {second.id: {"paid": "bo"}}) == 3
+    ended = convs.wait("c1", timeout=WAIT)
+    assert ended is not None and ended.reply is not None and ended.reply.text == "Both paid."
+    assert [m.role for m in convs.messages("c1")] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert convs.messages("c1")[3].text == '{"paid":"bo"}'
+    assert decode_log("c1", store.read(NAMESPACE, "c1"), 0)[0] == list(convs.messages("c1"))
+    with pytest.raises(SessionError) as e:
+        convs.submit_tool_results("c1", {second.id: "again"})
+    assert e.value.reason == "invalid_status"
 
 
 def test_a_question_from_a_tool_is_answered_by_the_next_message(convs: allm.Conversations) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,5 +120,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture(params=["sync", "async"])
-def api(request: pytest.FixtureRequest, backend: Backend, clock: Clock) -> Api:
-    return Api(backend.open(clock), request.param)
+async def api(request: pytest.FixtureRequest, backend: Backend, clock: Clock) -> AsyncIterator[Api]:
+    """A store of each kind, called through its sync methods or its async twins. The async
+    ones are closed in the test's event loop (a redis.asyncio connection belongs to one loop)."""
+    store = backend.open(clock)
+    yield Api(store, request.param)
+    if request.param == "async":
+        await store.aclose()

@@ -271,6 +271,7 @@ async def test_other_instance_sees_writes(shared_backend: Backend) -> None:
     one.close()
     assert two.keys(NS) == ["k"]  # closing one instance leaves the other working
     assert await two.aget(NS, "k") == two.get(NS, "k")
+    await two.aclose()
 
 
 async def test_reopen_keeps_data(shared_backend: Backend) -> None:

@@ -3,16 +3,14 @@ so does the stores example."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.redis_server import RedisServer
+from tests.stores.conftest import run_python
 
 ROOT = Path(__file__).parent.parent.parent
 GUIDE = ROOT / "guides" / "stores.md"
@@ -36,9 +34,6 @@ def test_guide_block_runs(index: int, request: pytest.FixtureRequest, tmp_path: 
 
 
 def test_sqlite_example_runs() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "stores_sqlite.py")], capture_output=True, text=True, env=env, timeout=300
-    )
+    out = run_python(str(ROOT / "examples" / "stores_sqlite.py"))
     assert out.returncode == 0, out.stderr
     assert "translate (pid" in out.stdout and "version 5" in out.stdout

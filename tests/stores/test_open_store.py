@@ -3,9 +3,6 @@ neither sqlite3 nor redis."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,7 @@ import pytest
 from allm.errors import StoreError
 from allm.stores import MemoryStore, RedisStore, SQLiteStore, open_store
 from tests.redis_server import RedisServer
-
-ROOT = Path(__file__).parent.parent.parent
+from tests.stores.conftest import run_python
 
 
 def test_each_scheme(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -82,6 +78,5 @@ def test_import_is_lazy() -> None:
         "assert 'redis' in sys.modules\n"
         "try:\n    s.NoSuchStore\nexcept AttributeError:\n    print('ok')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = run_python("-c", code)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

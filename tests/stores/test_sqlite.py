@@ -17,28 +17,27 @@ import pytest
 
 from allm.errors import StoreError
 from allm.stores import SQLiteStore, open_store
-
-ROOT = Path(__file__).parent.parent.parent
+from tests.stores.conftest import ROOT
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 def test_returned_writes_survive_kill_9(tmp_path: Path, synchronous: str) -> None:
     path = tmp_path / "durable.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "tests.stores.workers", str(path), synchronous],
         stdout=subprocess.PIPE, env=env, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    confirmed = -1
-    deadline = time.monotonic() + 120
-    while confirmed < 300 and time.monotonic() < deadline:  # well into the loop, then kill
-        line = proc.stdout.readline()
-        assert line, "the writer stopped"
-        confirmed = int(line)
-    os.kill(proc.pid, signal.SIGKILL)
-    rest = proc.stdout.read()  # lines printed before it died
-    proc.wait()
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        confirmed = -1
+        deadline = time.monotonic() + 120
+        while confirmed < 300 and time.monotonic() < deadline:  # well into the loop, then kill
+            line = proc.stdout.readline()
+            assert line, "the writer stopped"
+            confirmed = int(line)
+        os.kill(proc.pid, signal.SIGKILL)
+        rest = proc.stdout.read()  # lines printed before it died
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
     confirmed = max([confirmed, *(int(x) for x in rest.split())])
     assert confirmed >= 300

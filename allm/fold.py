@@ -24,7 +24,7 @@ from .events import (
     TextDelta,
     ToolCallCompleted,
 )
-from .types import Message, Part, ReasoningPart, Response, TextPart, ToolCall, Usage
+from .types import CallWarning, Message, Part, ReasoningPart, Response, TextPart, ToolCall, Usage
 
 __all__ = ["Collector", "fold_response"]
 
@@ -55,7 +55,7 @@ class Collector:
         self.request_id = request_id
         self.id: str | None = None
         self.model: str | None = None
-        self.warnings: tuple[str, ...] = ()
+        self.warnings: tuple[CallWarning, ...] = ()
         self.usage: Usage | None = None
         self.completed: MessageCompleted | None = None
         self.error: Error | None = None

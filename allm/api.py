@@ -27,7 +27,7 @@ from .errors import AllmError, EngineError
 from .events import Error, Event, RawChunk, TextDelta, ToolCallDelta
 from .fold import Collector
 from .policy import Attempts, RetryInfo, RetryPolicy, Timeouts
-from .providers.base import Delay, HttpAdapter, LocalAdapter
+from .providers.base import Delay, Embeds, HttpAdapter, ListsModels, LocalAdapter
 from .types import Embeddings, Message, Request, Response, Thread, Usage
 from .types import request as make_request
 
@@ -493,12 +493,12 @@ async def agenerate(engine: Engine, request: RequestLike, *, api_key: str | None
 
 def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
     adapter = engine.adapter
-    if isinstance(adapter, LocalAdapter):
-        return [str(engine.model or getattr(adapter, "model", "fake"))]
-    enc = getattr(adapter, "encode_list_models", None)
-    if enc is None:
+    if isinstance(adapter, LocalAdapter):  # answered in process
+        listed = adapter.decode_list_models(adapter.respond(adapter.encode_list_models())) if isinstance(adapter, ListsModels) else []
+        return listed or [str(engine.model or getattr(adapter, "model", "fake"))]
+    if not isinstance(adapter, ListsModels):
         raise EngineError(f"{type(adapter).__name__} cannot list models", reason="unsupported_operation")
-    call = enc()
+    call = adapter.encode_list_models()
     spec = adapter.key_spec
     key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
     headers = dict(call.headers)
@@ -538,28 +538,30 @@ async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[st
 
 def _embed_plans(
     engine: Engine, texts: Sequence[str], model: str | None, dimensions: int | None, api_key: str | None
-) -> tuple[Any, list[Plan]]:
+) -> tuple[Any, list[Plan | Embeddings], str]:
     if isinstance(texts, str):
         raise TypeError("embed() takes a list of texts; wrap a single text in a list")
     adapter = engine.adapter
-    enc = getattr(adapter, "encode_embed", None)
-    if enc is None or not isinstance(adapter, HttpAdapter):
+    if not isinstance(adapter, Embeds) or not isinstance(adapter, HttpAdapter | LocalAdapter):
         raise EngineError(f"{type(adapter).__name__} cannot embed", reason="unsupported_operation")
     model = model or engine.model
     if not model:
         raise EngineError("no embedding model: pass model= or set Engine(model=...)", reason="missing_model")
+    size = adapter.embed_batch_size or len(texts) or 1
+    calls = [adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dimensions) for i in range(0, len(texts), size)]
+    used = (calls[0].model if calls else None) or model
+    if isinstance(adapter, LocalAdapter):  # answered in process
+        return adapter, [adapter.decode_embed(adapter.respond(call)) for call in calls], used
     spec = adapter.key_spec
     key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    size = int(getattr(adapter, "embed_batch_size", 0) or len(texts) or 1)
     from ._transport import Plan
 
-    plans = []
-    for i in range(0, len(texts), size):
-        call = enc(list(texts[i : i + size]), model=model, dimensions=dimensions)
+    plans: list[Plan | Embeddings] = []
+    for call in calls:
         headers = dict(call.headers)
         headers.update(adapter.auth_headers(key))
         plans.append(Plan(adapter, call, headers, key, retry=engine.retry, timeouts=engine.timeouts))
-    return adapter, plans
+    return adapter, plans, used
 
 
 def _join(parts: list[Embeddings], requested: str | None) -> Embeddings:
@@ -590,12 +592,10 @@ def embed(
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
     without embeddings.
     """
-    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
-    if not plans:
-        return Embeddings((), model or engine.model, Usage())
+    adapter, plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     from ._transport import fetch
 
-    return _join([fetch(p, adapter.decode_embed) for p in plans], plans[0].call.model)
+    return _join([p if isinstance(p, Embeddings) else fetch(p, adapter.decode_embed) for p in plans], used)
 
 
 async def aembed(
@@ -607,12 +607,10 @@ async def aembed(
     api_key: str | None = None,
 ) -> Embeddings:
     """The async twin of :func:`embed` (batches are sent concurrently)."""
-    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
-    if not plans:
-        return Embeddings((), model or engine.model, Usage())
+    adapter, plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     import asyncio
 
     from ._transport import afetch
 
-    parts = await asyncio.gather(*(afetch(p, adapter.decode_embed) for p in plans))
-    return _join(list(parts), plans[0].call.model)
+    parts = await asyncio.gather(*(afetch(p, adapter.decode_embed) for p in plans if not isinstance(p, Embeddings)))
+    return _join([p for p in plans if isinstance(p, Embeddings)] + list(parts), used)

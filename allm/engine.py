@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from . import codec
 from .policy import RetryPolicy, Timeouts
 from .providers.base import Adapter
 from .types import Tool, _as_tuple
@@ -84,3 +85,22 @@ def merge_tools(base: Iterable[Tool], override: Iterable[Tool]) -> tuple[Tool, .
     out = [by_name.pop(t.name, t) for t in base]
     out.extend(t for t in override if t.name in by_name)
     return tuple(out)
+
+
+def _store_adapter(adapter: Adapter) -> Any:
+    from .providers import registry
+
+    return registry.store(adapter)
+
+
+def _load_adapter(data: Any) -> Adapter:
+    from .providers import registry
+
+    adapter: Adapter = registry.load(data)
+    return adapter
+
+
+codec.register(Engine)
+codec.register(RetryPolicy)
+codec.register(Timeouts)
+codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

@@ -23,7 +23,7 @@ OBJ = {"type": "object", "properties": {"city": {"type": "string"}}, "required":
 
 def job(tool: allm.Tool, args: dict[str, Any] | None = None, *, id: str = "c1", raw: str | None = None) -> T.ToolJob:
     if raw is not None:
-        from allm.providers.base import parse_arguments
+        from allm.providers.assembler import parse_arguments
 
         parsed, err = parse_arguments(raw)
         call = ToolCall(id, tool.name, parsed, raw, err)

@@ -15,9 +15,11 @@ the engine that resumes the value.
 The codec knows the values of :mod:`allm.types` and imports nothing above them. A module
 with values of its own registers them (:func:`register`, with hooks for a class that is
 not plain attrs data): ``allm.session`` registers ``Session``, ``allm.engine`` the
-``Engine`` and its adapter field, an adapter module its settings. A stored type name
-whose module was not imported yet is loaded from that module on first need, so
-``loads`` works in a fresh process.
+``Engine`` and its adapter field, an adapter module its settings (the Fake its scripts).
+The modules above the codec that hold stored values are named here with the type names
+they store; on first need the codec imports such a module and calls its
+``_register_stored()``, so ``loads`` works in a fresh process and ``import allm`` does
+not load the codec.
 
 ``pickle.dumps`` works on every value directly (no key is ever inside one).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -44,7 +47,8 @@ _names: dict[type[Any], str] = {}
 _hooks: dict[Any, tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]] = {}
 _ERR = "__allm_error__"
 
-# Stored type names of values defined above the codec, and the module that registers each.
+# Stored type names of values defined above the codec, and the module that registers each
+# (its ``_register_stored()``, called once on first need).
 _HOMES = {
     "Session": "allm.session",
     "Engine": "allm.engine",
@@ -91,10 +95,23 @@ def structure(data: Any, tp: type[T]) -> T:
     return value
 
 
+_homes_done: set[str] = set()
+
+
+def _home(module: str) -> None:
+    """Import ``module`` and let it register its values (once)."""
+    if module in _homes_done:
+        return
+    _homes_done.add(module)
+    register_stored = getattr(importlib.import_module(module), "_register_stored", None)
+    if register_stored is not None:
+        register_stored()
+
+
 def _stored_type(name: str) -> type[Any] | None:
     cls = _registry.get(name)
     if cls is None and name in _HOMES:
-        importlib.import_module(_HOMES[name])  # its module registers it
+        _home(_HOMES[name])
         cls = _registry.get(name)
     return cls
 
@@ -131,6 +148,9 @@ def _dec_mapping(v: Any, _t: Any) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _converter() -> Any:
+    for module in set(_HOMES.values()):  # values inside values: their hooks must be known
+        if module in sys.modules:
+            _home(module)
     import cattrs
     from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
     from cattrs.strategies import configure_tagged_union
@@ -194,6 +214,9 @@ def _ignoring_type(fn: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
 
 def _type_name(value: Any) -> str:
     name = _names.get(type(value))
+    if name is None and type(value).__name__ in _HOMES:
+        _home(_HOMES[type(value).__name__])
+        name = _names.get(type(value))
     if name is None:
         raise TypeError(f"{type(value).__name__} is not a storable allm value")
     return name

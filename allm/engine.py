@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 
-from . import codec
 from .policy import RetryPolicy, Timeouts
 from .providers.base import Adapter
 from .types import Tool, _as_tuple
@@ -100,7 +99,12 @@ def _load_adapter(data: Any) -> Adapter:
     return adapter
 
 
-codec.register(Engine)
-codec.register(RetryPolicy)
-codec.register(Timeouts)
-codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name
+def _register_stored() -> None:
+    """Make the engine's values storable; :mod:`allm.codec` calls this on first need, so
+    ``import allm`` does not load the codec."""
+    from . import codec
+
+    codec.register(Engine)
+    codec.register(RetryPolicy)
+    codec.register(Timeouts)
+    codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

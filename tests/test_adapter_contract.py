@@ -207,6 +207,7 @@ def test_the_codec_imports_nothing_above_the_values() -> None:
 def test_names_load_on_first_use_from_the_registry() -> None:
     code = (
         "import sys, allm.providers as p\n"
+        "assert 'allm.codec' not in sys.modules and 'allm.providers.registry' not in sys.modules\n"
         "assert not any(m.startswith(('allm.providers.openai', 'allm.providers.gemini', 'allm.providers.anthropic')) for m in sys.modules)\n"
         "assert p.Gemini.__module__ == 'allm.providers.gemini.adapter'\n"
         "assert 'allm.providers.openai' not in sys.modules\n"

@@ -128,41 +128,38 @@ _IMAGE_ENTRY_TYPES = (ImageEntry, TextEntry, UsageEntry, ErrorEntry)
 ImageScriptEntry = Union[ImageEntry, TextEntry, UsageEntry, ErrorEntry]
 
 
-def as_image_entries(value: Any, where: str) -> list[ImageScriptEntry]:
-    if isinstance(value, (str, *_IMAGE_ENTRY_TYPES)):
+def _as_list(value: Any, where: str, types: tuple[type[Any], ...], what: str) -> list[Any]:
+    """``value`` (one entry or a list of them) as a list of entries; a string is a ``TextEntry``."""
+    if isinstance(value, (str, *types)):
         value = [value]
-    out: list[ImageScriptEntry] = []
+    out: list[Any] = []
     for i, e in enumerate(value):
         if isinstance(e, str):
             out.append(TextEntry(e))
-        elif isinstance(e, _IMAGE_ENTRY_TYPES):
+        elif isinstance(e, types):
             out.append(e)
         else:
-            raise TypeError(
-                f"{where}[{i}] is a {type(e).__name__}; image script entries are built with allm.testing: "
-                "image, text, usage, error"
-            )
+            raise TypeError(f"{where}[{i}] is a {type(e).__name__}; {what}")
     return out
 
 
-FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error", "other"})
+def as_image_entries(value: Any, where: str) -> list[ImageScriptEntry]:
+    """An image script: ``image``, ``text``, ``usage`` and ``error`` entries (``TypeError`` for others)."""
+    return _as_list(value, where, _IMAGE_ENTRY_TYPES, "image script entries are built with allm.testing: image, text, usage, error")
 
 
 def as_entries(value: Any, where: str) -> list[Entry]:
-    if isinstance(value, (str, _ENTRY_TYPES)):
-        value = [value]
-    out: list[Entry] = []
-    for i, e in enumerate(value):
-        if isinstance(e, str):
-            out.append(TextEntry(e))
-        elif isinstance(e, _ENTRY_TYPES):
-            out.append(e)
-        else:
-            raise TypeError(
-                f"{where}[{i}] is a {type(e).__name__}; script entries are strings or built with "
-                "allm.testing: text, reasoning, tool_call, tool_call_delta, usage, raw_chunk, finish, error, delay"
-            )
-    return out
+    """A generation script (``TypeError`` for an entry of another kind)."""
+    return _as_list(
+        value,
+        where,
+        _ENTRY_TYPES,
+        "script entries are strings or built with allm.testing: text, reasoning, tool_call, tool_call_delta, "
+        "usage, raw_chunk, finish, error, delay",
+    )
+
+
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error", "other"})
 
 
 _STORED_ENTRIES = {cls.__name__: cls for cls in (*_ENTRY_TYPES, ImageEntry)}

@@ -7,7 +7,7 @@ documented shape as ``malformed_response``, name a dropped setting) live here on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ __all__ = [
     "SHAPE_ERRORS",
     "SSEStreamDecoder",
     "body_events",
+    "copy_settings",
     "dropped",
     "header",
     "int_or_none",
@@ -130,6 +131,27 @@ def dropped(
     return CallWarning(kind, setting, provider, f"{what or setting} is not supported by {by} and was not sent")
 
 
+def copy_settings(
+    value: Any,
+    names: Iterable[str],
+    accepted: Container[str],
+    into: dict[str, Any],
+    warnings: list[CallWarning],
+    provider: str,
+    by: str,
+) -> None:
+    """Each field of ``names`` set on ``value`` (not ``None``): into ``into`` when ``accepted``
+    holds it, else a :func:`dropped` warning naming ``by``."""
+    for name in names:
+        v = getattr(value, name)
+        if v is None:
+            continue
+        if name in accepted:
+            into[name] = v
+        else:
+            warnings.append(dropped(name, provider, by))
+
+
 def note(warnings: list[CallWarning], warning: CallWarning) -> None:
     """Append ``warning`` unless an equal one is already there."""
     if warning not in warnings:
@@ -150,6 +172,7 @@ class SSEStreamDecoder:
     __slots__ = ("_sse", "failed", "finished", "provider")
 
     terminal_marker = "its terminal marker"
+    item = "chunk"  # what one SSE data item is called in errors ("chunk", "event")
 
     def __init__(self, provider: str) -> None:
         from ..sse import SSEDecoder
@@ -176,6 +199,31 @@ class SSEStreamDecoder:
         return out
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        """Every item through :meth:`_json_item` until the stream finishes (subclasses with
+        items that are not JSON, such as ``[DONE]``, handle those first)."""
+        for name, data in items:
+            self._json_item(name, data, out)
+            if self.finished:
+                return
+
+    def _json_item(self, name: str | None, data: bytes, out: list[Event]) -> None:
+        """One item's JSON to :meth:`_on_json`. An item that is not JSON, a shape ``_on_json``
+        cannot read (one of :data:`SHAPE_ERRORS`) or an error it returns fails the stream."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self._fail(out, malformed(self.provider, f"a stream {self.item} is not valid JSON: {exc}"))
+            return
+        try:
+            err = self._on_json(name, obj, out)
+        except SHAPE_ERRORS as exc:
+            self._bad_shape(out, exc)
+            return
+        if err is not None:
+            self._fail(out, err)
+
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> AdapterError | None:
+        """Append the events of one item (``name``: its SSE ``event:``); an error it returns fails the stream."""
         raise NotImplementedError
 
     def _end(self, out: list[Event]) -> None:
@@ -185,10 +233,6 @@ class SSEStreamDecoder:
         self.failed = self.finished = True
         out.append(Error(error))
 
-    def _not_json(self, out: list[Event], what: str, exc: Exception) -> None:
-        """Fail: one stream item (``what``: chunk, event) is not JSON."""
-        self._fail(out, malformed(self.provider, f"a stream {what} is not valid JSON: {exc}"))
-
-    def _bad_shape(self, out: list[Event], what: str, exc: Exception) -> None:
+    def _bad_shape(self, out: list[Event], exc: Exception) -> None:
         """Fail: one stream item is JSON of a shape the decoder cannot read."""
-        self._fail(out, shape_error(self.provider, what, exc))
+        self._fail(out, shape_error(self.provider, self.item, exc))

@@ -109,6 +109,7 @@ class MessagesDecoder(SSEStreamDecoder):
     )
 
     terminal_marker = "message_stop"
+    item = "event"
 
     def __init__(
         self, warnings: tuple[CallWarning, ...] = (), include_raw: bool = False, provider: str = PROVIDER
@@ -125,33 +126,18 @@ class MessagesDecoder(SSEStreamDecoder):
 
     # -- byte interface
 
-    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
-        # One loop for feed and close, the per-event work inline: it runs once per streamed event.
-        for name, data in items:
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                self._not_json(out, "event", exc)
-                return
-            try:
-                self._on_event(name, obj, out)
-            except SHAPE_ERRORS as exc:
-                self._bad_shape(out, "event", exc)
-            if self.finished:
-                return
-
     def dispatch(self, name: str | None, obj: Any, out: list[Event]) -> None:
         """Handle one decoded event (``name`` from ``event:``, ``obj`` its JSON data)."""
         if self.finished:
             return
         try:
-            self._on_event(name, obj, out)
+            self._on_json(name, obj, out)
         except SHAPE_ERRORS as exc:
-            self._bad_shape(out, "event", exc)
+            self._bad_shape(out, exc)
 
     # -- events
 
-    def _on_event(self, name: str | None, obj: Any, out: list[Event]) -> None:
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> None:
         if not isinstance(obj, dict):
             raise TypeError("event data is not a JSON object")
         t = obj.get("type") or name

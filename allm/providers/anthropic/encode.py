@@ -26,7 +26,7 @@ from typing import Any
 
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
-from .._wire import dropped, int_or_none
+from .._wire import copy_settings, dropped, int_or_none
 from ..media import ANTHROPIC_IMAGES, check_images
 from .errors import PROVIDER
 
@@ -289,9 +289,7 @@ def encode_body(
             warnings.append(dropped(name, PROVIDER, "Anthropic with extended thinking"))
             continue
         body[name] = value
-    for name in ("seed", "frequency_penalty", "presence_penalty"):
-        if getattr(request, name) is not None:
-            warnings.append(dropped(name, PROVIDER, "Anthropic"))
+    copy_settings(request, ("seed", "frequency_penalty", "presence_penalty"), (), body, warnings, PROVIDER, "Anthropic")
     if request.tools:
         body["tools"] = [encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:

@@ -22,7 +22,7 @@ import orjson
 from ...errors import AdapterError
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, Usage
-from .._wire import SHAPE_ERRORS, SSEStreamDecoder, body_events, malformed
+from .._wire import SSEStreamDecoder, body_events, malformed
 from ..assembler import Assembler
 from .errors import PROVIDER, error_from_object
 
@@ -329,24 +329,14 @@ class GeminiDecoder(SSEStreamDecoder):
         out.extend(self._reader.finish_events())
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
-        # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.
-        read = self._reader.read
-        for _name, data in items:
-            if not data or data.isspace():
-                continue
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                self._not_json(out, "chunk", exc)
-                return
-            try:
-                err = read(obj, out)
-            except SHAPE_ERRORS as exc:
-                self._bad_shape(out, "chunk", exc)
-                return
-            if err is not None:
-                self._fail(out, err)
-                return
+        for name, data in items:
+            if data and not data.isspace():  # keep-alive blank lines carry nothing
+                self._json_item(name, data, out)
+                if self.finished:
+                    return
+
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> AdapterError | None:
+        return self._reader.read(obj, out)
 
 
 def decode_body(

@@ -36,7 +36,7 @@ from typing import Any
 
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool, ToolCall
-from .._wire import dropped, note
+from .._wire import copy_settings, dropped, note
 from ..media import GEMINI_IMAGES, check_images
 from .errors import PROVIDER
 
@@ -292,9 +292,7 @@ def encode_body(
         gc["stopSequences"] = list(request.stop_sequences)
     if request.seed is not None:
         gc["seed"] = request.seed
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(request, name) is not None:
-            warnings.append(dropped(name, PROVIDER, "Gemini models"))
+    copy_settings(request, ("frequency_penalty", "presence_penalty"), (), gc, warnings, PROVIDER, "Gemini models")
     rf = request.response_format
     if rf is not None:
         if rf.type == "text":

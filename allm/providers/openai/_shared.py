@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +20,7 @@ import orjson
 
 from ... import codec
 from ...errors import AdapterError, from_status, parse_retry_after
-from ...types import Embeddings, ImageRequest, ImageResponse, Usage
+from ...types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, TextPart, Usage
 from .._wire import SHAPE_ERRORS, header, json_headers, json_or_none, malformed, model_ids
 from ..base import HttpCall, KeySpec
 
@@ -29,6 +29,7 @@ __all__ = [
     "Dialect",
     "OpenAIEndpoints",
     "check_endpoint",
+    "content_parts",
     "dialect_of",
     "encode_tool_choice",
     "error_from_body",
@@ -119,6 +120,25 @@ def encode_tool_choice(choice: str) -> str | dict[str, Any]:
     if choice in ("auto", "none", "required"):
         return choice
     return {"type": "function", "function": {"name": choice}}
+
+
+def content_parts(
+    msg: Message, text: Callable[[str], dict[str, Any]], image: Callable[[ImagePart], dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    """A message's content as the OpenAI APIs take it: its text when it has no image, else
+    its parts built by ``text`` and ``image``. Reasoning parts are not sent back."""
+    c = msg.content
+    if isinstance(c, str):
+        return c
+    if not any(type(p) is ImagePart for p in c):
+        return "".join(p.text for p in c if type(p) is TextPart)
+    out: list[dict[str, Any]] = []
+    for p in c:
+        if type(p) is TextPart:
+            out.append(text(p.text))
+        elif type(p) is ImagePart:
+            out.append(image(p))
+    return out
 
 
 # ------------------------------------------------------------------------------ errors

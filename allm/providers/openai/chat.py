@@ -19,17 +19,27 @@ import orjson
 
 from ...errors import ValidationError
 from ...events import Error, Event, RawChunk
-from ...types import CallWarning, ImagePart, Message, Request, TextPart, Tool, Usage
-from .._wire import SHAPE_ERRORS, SSEStreamDecoder, body_events, dropped
+from ...types import CallWarning, ImagePart, Message, Request, Tool, Usage
+from .._wire import SSEStreamDecoder, body_events, copy_settings, dropped
 from ..assembler import Assembler
 from ..base import Decoder, HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
-from ._shared import Dialect, OpenAIEndpoints, check_endpoint, dialect_of, encode_tool_choice, stream_error
+from ._shared import (
+    Dialect,
+    OpenAIEndpoints,
+    check_endpoint,
+    content_parts,
+    dialect_of,
+    encode_tool_choice,
+    stream_error,
+)
 
 __all__ = ["ChatAdapter", "ChatDecoder", "OpenAICompatible", "decode_body", "encode_body", "encode_messages", "map_usage"]
 
 
 # ------------------------------------------------------------------------------ encoding
+
+_SETTINGS = ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty")
 
 
 def _image_url(part: ImagePart) -> dict[str, Any]:
@@ -40,19 +50,7 @@ def _image_url(part: ImagePart) -> dict[str, Any]:
 
 
 def _content(msg: Message) -> str | list[dict[str, Any]]:
-    c = msg.content
-    if isinstance(c, str):
-        return c
-    out: list[dict[str, Any]] = []
-    for p in c:
-        if type(p) is TextPart:
-            out.append({"type": "text", "text": p.text})
-        elif type(p) is ImagePart:
-            out.append(_image_url(p))
-        # Reasoning parts are not accepted back by Chat Completions: dropped.
-    if all(d["type"] == "text" for d in out):
-        return "".join(d["text"] for d in out)
-    return out
+    return content_parts(msg, lambda t: {"type": "text", "text": t}, _image_url)
 
 
 def encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -110,14 +108,7 @@ def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[di
     warnings = check_images(request.messages, OPENAI_IMAGES if dialect.name == "openai" else COMPATIBLE_IMAGES, provider)
     body: dict[str, Any] = {"model": request.model, "messages": encode_messages(request.messages)}
     sampling = dialect.sampling
-    for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):
-        value = getattr(request, name)
-        if value is None:
-            continue
-        if name in sampling:
-            body[name] = value
-        else:
-            warnings.append(dropped(name, provider, dialect.name))
+    copy_settings(request, _SETTINGS, sampling, body, warnings, provider, dialect.name)
     if request.stop_sequences:
         if "stop" in sampling:
             body["stop"] = list(request.stop_sequences)
@@ -199,26 +190,17 @@ class ChatDecoder(SSEStreamDecoder):
         self._raw = include_raw
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
-        # One loop for feed and close, the per-chunk work inline: it runs once per streamed chunk.
-        for _name, data in items:
+        for name, data in items:
             if data == b"[DONE]":
                 self.finished = True
                 finish = "content_filter" if self._refused else map_finish_reason(self._finish)
                 out.extend(self._asm.finish(finish, self._finish))
                 return
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                self._not_json(out, "chunk", exc)
-                return
-            try:
-                self._on_chunk(obj, out)
-            except SHAPE_ERRORS as exc:
-                self._bad_shape(out, "chunk", exc)
+            self._json_item(name, data, out)
             if self.finished:
                 return
 
-    def _on_chunk(self, obj: Any, out: list[Event]) -> None:
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> None:
         asm = self._asm
         if not isinstance(obj, dict):
             raise TypeError("chunk is not a JSON object")

@@ -32,7 +32,7 @@ import orjson
 
 from ...errors import AdapterError, ValidationError
 from ...types import CallWarning, GeneratedImage, Image, ImageRequest, ImageResponse, Usage
-from .._wire import SHAPE_ERRORS, dropped, json_or_none, malformed
+from .._wire import SHAPE_ERRORS, copy_settings, json_or_none, malformed
 from ..base import HttpCall
 from ..media import MB, ImageRules, check_image, multipart_body, sniff_mime_type
 
@@ -75,14 +75,7 @@ def _fields_of(operation: str, req: ImageRequest, provider: str, warnings: list[
         out["prompt"] = req.prompt
     elif req.prompt:
         warnings.append(CallWarning("dropped_setting", "prompt", provider, "prompt is not used by image variations and was not sent"))
-    for name in _ALL_FIELDS:
-        value = getattr(req, name)
-        if value is None:
-            continue
-        if name in allowed:
-            out[name] = value
-        else:
-            warnings.append(dropped(name, provider, f"OpenAI image {operation}"))
+    copy_settings(req, _ALL_FIELDS, allowed, out, warnings, provider, f"OpenAI image {operation}")
     return out
 
 

@@ -45,10 +45,18 @@ import orjson
 from ...errors import ValidationError
 from ...events import Event
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
-from .._wire import dropped, token_count
+from .._wire import copy_settings, dropped, token_count
 from ..base import HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
-from ._shared import Dialect, OpenAIEndpoints, check_endpoint, dialect_of, encode_tool_choice, org_headers
+from ._shared import (
+    Dialect,
+    OpenAIEndpoints,
+    check_endpoint,
+    content_parts,
+    dialect_of,
+    encode_tool_choice,
+    org_headers,
+)
 from .responses_decode import ResponsesDecoder, decode_body, failure_error, map_usage
 
 __all__ = [
@@ -88,20 +96,12 @@ _COUNTED = (
 # ------------------------------------------------------------------------------ encoding
 
 
+def _input_image(p: ImagePart) -> dict[str, Any]:
+    return {"type": "input_image", "image_url": p.image.data_url(), "detail": p.detail or "auto"}
+
+
 def _input_parts(msg: Message) -> str | list[dict[str, Any]]:
-    c = msg.content
-    if isinstance(c, str):
-        return c
-    out: list[dict[str, Any]] = []
-    for p in c:
-        if type(p) is TextPart:
-            out.append({"type": "input_text", "text": p.text})
-        elif type(p) is ImagePart:
-            out.append({"type": "input_image", "image_url": p.image.data_url(), "detail": p.detail or "auto"})
-        # Reasoning parts never belong to a user message: not sent.
-    if all(d["type"] == "input_text" for d in out):
-        return "".join(d["text"] for d in out)
-    return out
+    return content_parts(msg, lambda t: {"type": "input_text", "text": t}, _input_image)
 
 
 def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
@@ -212,13 +212,7 @@ def encode_body(
         body["store"] = store
         if store is False:
             body["include"] = [_ENCRYPTED]
-    for name in _SAMPLING:
-        value = getattr(request, name)
-        if value is not None:
-            body[name] = value
-    for name in _UNSUPPORTED:
-        if getattr(request, name) is not None:
-            warnings.append(dropped(name, provider, _API))
+    copy_settings(request, (*_SAMPLING, *_UNSUPPORTED), _SAMPLING, body, warnings, provider, _API)
     if request.stop_sequences:
         warnings.append(dropped("stop_sequences", provider, _API))
     if request.max_tokens is not None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from ...errors import AdapterError, from_status
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, Usage
-from .._wire import SHAPE_ERRORS, SSEStreamDecoder, body_events, malformed
+from .._wire import SSEStreamDecoder, body_events, malformed
 from ..assembler import Assembler
 
 __all__ = ["ResponsesDecoder", "decode_body", "failure_error", "map_usage"]
@@ -124,6 +122,7 @@ class ResponsesDecoder(SSEStreamDecoder):
     )
 
     terminal_marker = "response.completed"
+    item = "event"
 
     def __init__(self, provider: str, warnings: tuple[CallWarning, ...] = (), include_raw: bool = False) -> None:
         super().__init__(provider)
@@ -138,24 +137,16 @@ class ResponsesDecoder(SSEStreamDecoder):
     # -- byte interface
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
-        for _name, data in items:
-            self._on_data(data, out)
+        for name, data in items:
+            if data == b"[DONE]":
+                self._fail(out, malformed(self.provider, "the stream ended before response.completed"))
+                return
+            self._json_item(name, data, out)
             if self.finished:
                 return
 
-    def _on_data(self, data: bytes, out: list[Event]) -> None:
-        if data == b"[DONE]":
-            self._fail(out, malformed(self.provider, "the stream ended before response.completed"))
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            self._not_json(out, "event", exc)
-            return
-        try:
-            self.on_event(obj, out)
-        except SHAPE_ERRORS as exc:
-            self._bad_shape(out, "event", exc)
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> None:
+        self.on_event(obj, out)
 
     # -- events
 

@@ -9,7 +9,7 @@ Generation entries: :class:`TextEntry`, :class:`ReasoningEntry`, :class:`ToolCal
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Union, get_args
 
 import attrs
 
@@ -112,20 +112,10 @@ Entry = Union[
     ErrorEntry,
     DelayEntry,
 ]
-_ENTRY_TYPES = (
-    TextEntry,
-    ReasoningEntry,
-    ToolCallEntry,
-    ToolCallDeltaEntry,
-    UsageEntry,
-    RawChunkEntry,
-    FinishEntry,
-    ErrorEntry,
-    DelayEntry,
-)
+_ENTRY_TYPES: tuple[type[Any], ...] = get_args(Entry)
 
-_IMAGE_ENTRY_TYPES = (ImageEntry, TextEntry, UsageEntry, ErrorEntry)
 ImageScriptEntry = Union[ImageEntry, TextEntry, UsageEntry, ErrorEntry]
+_IMAGE_ENTRY_TYPES: tuple[type[Any], ...] = get_args(ImageScriptEntry)
 
 
 def _as_list(value: Any, where: str, types: tuple[type[Any], ...], what: str) -> list[Any]:

@@ -215,3 +215,13 @@ def test_names_load_on_first_use_from_the_registry() -> None:
         "try:\n    p.Nope\nexcept AttributeError as e:\n    assert 'Nope' in str(e)\nelse:\n    raise SystemExit('no error')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def _guide_block(guide: str, marker: str) -> str:
+    text = (ROOT / "guides" / guide).read_text()
+    after = text.split(f"<!-- {marker}", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_capabilities_guide_block_runs() -> None:
+    exec(compile(_guide_block("providers.md", "capabilities"), "guides/providers.md", "exec"), {})

@@ -138,3 +138,11 @@ def test_a_function_fake_cannot_be_stored() -> None:
         Fake(function=lambda r: "x").to_state()
     with pytest.raises(allm.ValidationError, match="function="):
         codec.dumps(allm.Engine(adapter=Fake(function=lambda r: "x")))
+
+
+def test_the_guide_block_runs() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "guides" / "embeddings_and_images.md").read_text()
+    block = text.split("<!-- fake-embeddings", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "guides/embeddings_and_images.md", "exec"), {})

@@ -22,6 +22,7 @@ __all__ = [
     "body_events",
     "copy_settings",
     "dropped",
+    "error_body",
     "header",
     "int_or_none",
     "json_headers",
@@ -74,6 +75,23 @@ def json_or_none(body: bytes) -> Any:
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         return None
+
+
+def error_body(body: bytes) -> tuple[Any, dict[str, Any], str]:
+    """What an HTTP error body says: ``(its JSON or None, its "error" object or {}, the message)``.
+
+    The message is ``error.message``, a string ``error``, a top-level ``message``, or
+    else the body's first 500 bytes as text (a proxy's HTML page).
+    """
+    data = json_or_none(body)
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return data, err, str(err.get("message") or "")
+    if isinstance(err, str):
+        return data, {}, err
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data, {}, data["message"]
+    return data, {}, body[:500].decode("utf-8", "replace")
 
 
 def load_json(provider: str, body: bytes, what: str) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import AdapterError, from_status, parse_retry_after
-from .._wire import header, json_or_none
+from .._wire import error_body, header
 
 __all__ = ["PROVIDER", "error_from_body", "stream_error"]
 
@@ -77,17 +77,9 @@ def error_from_body(
     ``retry_after`` (seconds) from ``retry-after-ms`` / ``retry-after``;
     ``request_id`` from the ``request-id`` header, else the body's ``request_id``.
     """
-    data = json_or_none(body)
-    err = data.get("error") if isinstance(data, dict) else None
-    etype: str | None = None
-    if isinstance(err, dict):
-        message = str(err.get("message") or "")
-        t = err.get("type")
-        etype = t if isinstance(t, str) else None
-    elif isinstance(err, str):
-        message = err
-    else:
-        message = body[:500].decode("utf-8", "replace")
+    data, err, message = error_body(body)
+    t = err.get("type")
+    etype = t if isinstance(t, str) else None
     request_id = header(headers, "request-id", "x-request-id")
     if not request_id and isinstance(data, dict) and isinstance(data.get("request_id"), str):
         request_id = data["request_id"]

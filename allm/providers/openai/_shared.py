@@ -21,7 +21,7 @@ import orjson
 from ... import codec
 from ...errors import AdapterError, from_status, parse_retry_after
 from ...types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, TextPart, Usage
-from .._wire import SHAPE_ERRORS, header, json_headers, json_or_none, malformed, model_ids
+from .._wire import SHAPE_ERRORS, error_body, header, json_headers, malformed, model_ids
 from ..base import HttpCall, KeySpec
 
 __all__ = [
@@ -152,22 +152,12 @@ def error_from_body(provider: str, status: int, headers: Mapping[str, str], body
     cannot fix) is ``context_length_exceeded``. ``retry_after`` from ``retry-after-ms`` /
     ``retry-after``; ``request_id`` from ``x-request-id``.
     """
-    data = json_or_none(body)
-    err = data.get("error") if isinstance(data, dict) else None
-    code: str | None = None
-    if isinstance(err, dict):
-        message = str(err.get("message") or "")
-        c = err.get("code")
-        t = err.get("type")
-        code = str(c) if isinstance(c, str) else (str(t) if t else None)
-        if isinstance(t, str) and isinstance(c, str):
-            code = f"{c} {t}"
-    elif isinstance(err, str):
-        message = err
-    elif isinstance(data, dict) and isinstance(data.get("message"), str):
-        message = data["message"]
-    else:
-        message = body[:500].decode("utf-8", "replace")
+    _data, err, message = error_body(body)
+    c = err.get("code")
+    t = err.get("type")
+    code = str(c) if isinstance(c, str) else (str(t) if t else None)
+    if isinstance(t, str) and isinstance(c, str):
+        code = f"{c} {t}"
     e = from_status(
         status,
         message or f"HTTP {status}",

@@ -26,6 +26,7 @@ from ..base import HttpCall, KeySpec
 
 __all__ = [
     "DIALECTS",
+    "CompatibleServer",
     "Dialect",
     "OpenAIEndpoints",
     "check_endpoint",
@@ -300,6 +301,26 @@ class OpenAIEndpoints:
         from .images import refine_error
 
         return refine_error(self.error(status, headers, body), body)
+
+
+class CompatibleServer(OpenAIEndpoints):
+    """An adapter configured by ``base_url``, ``dialect`` and ``headers`` (attrs fields of
+    the subclass): it checks them when built (:func:`check_endpoint`)."""
+
+    __slots__ = ()
+
+    base_url: str | None
+    dialect: str | Dialect
+    headers: Mapping[str, str]
+
+    def __attrs_post_init__(self) -> None:
+        check_endpoint(type(self).__name__, self._dialect(), self.base_url, self.headers)
+
+    def _dialect(self) -> Dialect:
+        return dialect_of(self.dialect)
+
+    def _base_url(self) -> str:
+        return self.base_url or self._dialect().base_url or ""
 
 
 # A dialect given as a value is stored inside the adapter; a named one as its name.

@@ -25,11 +25,10 @@ from ..assembler import Assembler
 from ..base import Decoder, HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from ._shared import (
+    CompatibleServer,
     Dialect,
     OpenAIEndpoints,
-    check_endpoint,
     content_parts,
-    dialect_of,
     encode_tool_choice,
     stream_error,
 )
@@ -337,7 +336,7 @@ class ChatAdapter(OpenAIEndpoints):
 
 
 @attrs.frozen
-class OpenAICompatible(ChatAdapter):
+class OpenAICompatible(ChatAdapter, CompatibleServer):
     """Any server that speaks Chat Completions: a dialect name or :class:`Dialect`, and a base URL.
 
     Dialects: ``"generic"`` (the default; needs ``base_url``), ``"openrouter"``,
@@ -348,9 +347,6 @@ class OpenAICompatible(ChatAdapter):
     base_url: str | None = None
     dialect: str | Dialect = "generic"
     headers: Mapping[str, str] = attrs.field(factory=dict)
-
-    def __attrs_post_init__(self) -> None:
-        check_endpoint("OpenAICompatible", self._dialect(), self.base_url, self.headers)
 
     @classmethod
     def openrouter(cls, *, app_url: str | None = None, app_title: str | None = None, base_url: str | None = None) -> OpenAICompatible:
@@ -373,14 +369,6 @@ class OpenAICompatible(ChatAdapter):
     @classmethod
     def vllm(cls, base_url: str | None = None) -> OpenAICompatible:
         return cls(base_url, "vllm")
-
-    def _dialect(self) -> Dialect:
-        return dialect_of(self.dialect)
-
-    def _base_url(self) -> str:
-        url = self.base_url or self._dialect().base_url
-        assert url is not None
-        return url
 
     def _extra_headers(self) -> dict[str, str]:
         return dict(self.headers)

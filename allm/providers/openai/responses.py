@@ -49,11 +49,9 @@ from .._wire import copy_settings, dropped, token_count
 from ..base import HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from ._shared import (
+    CompatibleServer,
     Dialect,
-    OpenAIEndpoints,
-    check_endpoint,
     content_parts,
-    dialect_of,
     encode_tool_choice,
     org_headers,
 )
@@ -255,7 +253,7 @@ def encode_body(
 
 
 @attrs.frozen
-class OpenAIResponses(OpenAIEndpoints):
+class OpenAIResponses(CompatibleServer):
     """The Responses API (``POST {base_url}/responses``) as a sans-IO adapter.
 
     - ``base_url``: defaults to the dialect's (``https://api.openai.com/v1``).
@@ -289,9 +287,6 @@ class OpenAIResponses(OpenAIEndpoints):
     dialect: str | Dialect = "openai"
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
-    def __attrs_post_init__(self) -> None:
-        check_endpoint("OpenAIResponses", self._dialect(), self.base_url, self.headers)
-
     @classmethod
     def compatible(
         cls, base_url: str | None = None, dialect: str | Dialect = "generic", *, store: bool | None = None
@@ -302,12 +297,6 @@ class OpenAIResponses(OpenAIEndpoints):
         dialect it defaults to that server's usual address.
         """
         return cls(base_url=base_url, store=store, dialect=dialect)
-
-    def _dialect(self) -> Dialect:
-        return dialect_of(self.dialect)
-
-    def _base_url(self) -> str:
-        return self.base_url or self._dialect().base_url or ""
 
     def _extra_headers(self) -> dict[str, str]:
         return {**org_headers(self.organization, self.project), **self.headers}

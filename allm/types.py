@@ -412,7 +412,7 @@ class Usage:
 
 WarningKind = Literal["dropped_setting", "unsupported_feature", "dropped_content", "moved_content", "other"]
 
-_DROPPED = re.compile(r"(\w+) is not supported by (.+?) and was not sent")
+_DROPPED = r"(\w+) is not supported by (.+?) and was not sent"
 # The Request and ImageRequest settings an adapter may drop.
 _REQUEST_SETTINGS = frozenset(
     {
@@ -455,7 +455,7 @@ class CallWarning:
         """The warning a message text stands for: ``"<field> is not supported by ... and was not
         sent"`` naming a :class:`Request` field is a ``dropped_setting`` of that field; any other
         text is kind ``"other"``."""
-        m = _DROPPED.fullmatch(text)
+        m = re.fullmatch(_DROPPED, text)
         if m is not None and m.group(1) in _REQUEST_SETTINGS:
             return cls("dropped_setting", m.group(1), None, text)
         return cls("other", None, None, text)

@@ -95,3 +95,27 @@ class Engine:
             if t.name == name:
                 return t
         return None
+
+
+def _store_adapter(adapter: Adapter) -> Any:
+    from .providers import registry
+
+    return registry.store(adapter)
+
+
+def _load_adapter(data: Any) -> Adapter:
+    from .providers import registry
+
+    adapter: Adapter = registry.load(data)
+    return adapter
+
+
+def _register_stored() -> None:
+    """Make the engine's values storable; :mod:`allm.codec` calls this on first need, so
+    ``import allm`` does not load the codec."""
+    from . import codec
+
+    codec.register(Engine)
+    codec.register(RetryPolicy)
+    codec.register(Timeouts)
+    codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

@@ -42,7 +42,8 @@ class Plan:
     - ``call``: the :class:`~allm.providers.base.HttpCall` (``None`` for a local adapter);
       ``request``: what a local adapter plays (``None`` for HTTP).
     - ``once``: a plain request/response (model lists, embeddings...): the body is returned
-      as bytes, not decoded into events.
+      as bytes, not decoded into events. A local adapter answers such a call in process
+      (``adapter.respond(call)``); ``respond`` says so.
     - ``include_raw``, ``emit_text``, ``emit_tool``, ``on_event``: the event filters of
       :func:`allm.stream_generate`.
     """
@@ -60,6 +61,7 @@ class Plan:
         "once",
         "provider",
         "request",
+        "respond",
         "retry",
         "secret",
         "timeouts",
@@ -98,6 +100,7 @@ class Plan:
         self.timeouts = timeouts
         self.on_retry = on_retry
         self.provider: str | None = call.provider if call is not None else getattr(adapter, "provider", "fake")
+        self.respond = call is not None and adapter_kind(adapter) == "local"
 
     @property
     def local(self) -> bool:

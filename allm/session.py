@@ -712,3 +712,12 @@ class AsyncSessionStream(Generic[R]):
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def _register_stored() -> None:
+    from . import codec
+
+    codec.register(Session)
+
+
+_register_stored()

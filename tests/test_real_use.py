@@ -149,9 +149,9 @@ def test_handler_raising_timeout_error_is_handler_raised_at_once_in_chat(handler
     assert not th.is_alive(), "chat hung"
     assert time.monotonic() - t0 < 10
     events = box["events"]
-    completed = [e for e in events if type(e) is E.ToolExecutionCompleted][0]
+    completed = next(e for e in events if type(e) is E.ToolExecutionCompleted)
     assert completed.error is not None and completed.error.reason == "handler_raised"
-    result = [e for e in events if type(e) is E.ChatCompleted][0].result
+    result = next(e for e in events if type(e) is E.ChatCompleted).result
     assert result.halted_reason == "completed"
     tool_message = result.thread.messages[2]
     assert tool_message.is_error and "timed out" in tool_message.text and "did not finish" not in tool_message.text
@@ -166,9 +166,9 @@ async def test_handler_raising_timeout_error_is_handler_raised_at_once_in_achat(
     async with asyncio.timeout(10):
         async for ev in allm.astream(eng, "go", tool_timeout=tool_timeout):
             events.append(ev)
-    completed = [e for e in events if type(e) is E.ToolExecutionCompleted][0]
+    completed = next(e for e in events if type(e) is E.ToolExecutionCompleted)
     assert completed.error is not None and completed.error.reason == "handler_raised"
-    assert [e for e in events if type(e) is E.ChatCompleted][0].result.halted_reason == "completed"
+    assert next(e for e in events if type(e) is E.ChatCompleted).result.halted_reason == "completed"
 
 
 def test_a_worker_that_dies_never_leaves_the_runner_waiting() -> None:

@@ -61,7 +61,8 @@ class GenerateOptions(TypedDict, total=False):
     - ``include_raw_chunks``: also yield each provider chunk as ``RawChunk``
       (chunks carrying usage always pass).
     - ``on_event``: called with every adapter event before filtering.
-    - ``retry``, ``timeouts``: override the engine's; ``on_retry`` sees each retry
+    - ``retry``, ``timeouts``: override the engine's (``retry=False``: no retries);
+      ``on_retry`` sees each retry
       (attempt, delay in seconds, error) before the sleep.
     - ``http_streaming=False``: ask the provider for one JSON body instead of SSE
       (decoded into the same events).
@@ -72,7 +73,7 @@ class GenerateOptions(TypedDict, total=False):
     emit_tool_deltas: bool
     include_raw_chunks: bool
     on_event: OnEvent | None
-    retry: RetryPolicy | None
+    retry: RetryPolicy | bool | None
     timeouts: Timeouts | None
     on_retry: Callable[[RetryInfo], None] | None
     http_streaming: bool

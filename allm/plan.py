@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import keys
 from .errors import AdapterError, EngineError, redact
 from .events import Event
-from .policy import RetryInfo, RetryPolicy, Timeouts
+from .policy import RetryInfo, RetryPolicy, Timeouts, as_retry_policy
 from .providers.base import HttpAdapter, HttpCall, LocalAdapter
 from .types import Request
 
@@ -137,7 +137,7 @@ def plan_call(
     adapter: Any = None,
     request: Request | None = None,
     api_key: str | None = None,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy | bool | None = None,
     timeouts: Timeouts | None = None,
     on_retry: Callable[[RetryInfo], None] | None = None,
     errors: ErrorMap | None = None,
@@ -162,6 +162,7 @@ def plan_call(
         if engine is None:
             raise EngineError("plan_call needs an engine or an adapter", reason="missing_adapter")
         adapter = engine.adapter
+    retry = as_retry_policy(retry)
     if retry is None:
         retry = engine.retry if engine is not None else RetryPolicy()
     if timeouts is None:

@@ -422,7 +422,8 @@ class Session:
 
     def _submitted(self, call: ToolCall, content: str, is_error: bool) -> Session:
         thread = self.thread.add(Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error))
-        pending = tuple(c for c in self.pending_tool_calls if c.id != call.id)
+        i = self.pending_tool_calls.index(call)  # the one answered, even if another shares its id
+        pending = self.pending_tool_calls[:i] + self.pending_tool_calls[i + 1 :]
         if pending:
             return attrs.evolve(self, thread=thread, pending_tool_calls=pending)
         if self.pending_question is not None:

@@ -162,7 +162,7 @@ class _Run:
         self.token = uuid.uuid4().hex
         self.version = 0
         self.applied: list[str] = []
-        self.mark = False  # the next write completes this task's input: add its id to applied
+        self.mark = True  # the next write completes this task's input (and adds its id to applied)
         self.duplicate = False
         self.retry_after: float | None = None
         self.model_calls = self.tool_calls = self.commits = 0
@@ -180,11 +180,12 @@ class _Run:
         if self.key is not None and self.key in self.applied:
             self.duplicate = True
         elif not (yield from self._apply()):
-            return self._outcome(applied=False, conflict=True)
+            return self._outcome(conflict=True)
         ok = yield from self._drive()
-        return self._outcome(applied=True, conflict=not ok)
+        return self._outcome(conflict=not ok)
 
-    def _outcome(self, *, applied: bool, conflict: bool) -> Outcome:
+    def _outcome(self, *, conflict: bool) -> Outcome:
+        applied = self.duplicate or not self.mark
         if conflict and not applied and self.retry_after is None:
             self.retry_after = self.w.conflict_retry
         s = self.session
@@ -208,7 +209,6 @@ class _Run:
     def _apply(self) -> _Machine[bool]:
         op = self.task.operation
         s = self.session
-        self.mark = self.key is not None
         if op.kind == "reply":
             return (yield from self._model(op.text))
         if op.kind == "continue":
@@ -222,8 +222,9 @@ class _Run:
             self._check_pending(op.kind, todo)
         if op.kind == "approve":
             for n, tool_call_id in enumerate(todo):
-                self.mark = self.key is not None and n == len(todo) - 1
+                self.mark = n == len(todo) - 1  # each result is its own write; the last completes the input
                 if not (yield from self._tool(tool_call_id)):
+                    self.mark = True
                     return False
             self.mark = False
             return True
@@ -339,7 +340,7 @@ class _Run:
 
     def _commit(self, new: Session) -> _Machine[bool]:
         applied = self.applied
-        if self.mark and self.key is not None:
+        if self.mark and self.key is not None and self.key not in applied:
             applied = [*applied, self.key][-APPLIED_KEEP:]
         try:
             version: int = yield _Put(self.w.namespace, self.sid, encode_record(new, applied), expect=self.version)
@@ -610,3 +611,43 @@ async def _perform_async(machine: _Machine[T], w: Worker, engine: Engine) -> T:
                 value = await effect.session.aapprove(engine, effect.tool_call_id, **w._tool_options)
         except Exception as exc:
             error = exc
+
+
+# ------------------------------------------------------------------------------ shared by the queue adapters
+
+
+class PerProcess:
+    """A :class:`Worker`, or a function that builds one, built at most once per process
+    (a forked worker process builds its own, so store connections are never shared)."""
+
+    def __init__(self, worker: Worker | Callable[[], Worker]) -> None:
+        self._source = worker
+        self._built: tuple[int, Worker] | None = None
+
+    def __call__(self) -> Worker:
+        if isinstance(self._source, Worker):
+            return self._source
+        pid = os.getpid()
+        if self._built is None or self._built[0] != pid:
+            w = self._source()
+            if not isinstance(w, Worker):
+                raise TypeError(f"the worker factory returned {type(w).__name__}, not an allm.workers.Worker")
+            self._built = (pid, w)
+        return self._built[1]
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds before a queue runs a task again after ``exc``, or ``None`` (do not retry).
+
+    Retried: allm errors that are transient (``rate_limited``, ``provider_unavailable``,
+    ``timeout``, ``network_error``) and an unreachable store (``StoreError(unavailable)``),
+    after the provider's ``retry_after`` or 1, 2, 4... seconds (at most 60) by ``attempt``
+    (0 for the first retry).
+    """
+    if not isinstance(exc, AllmError):
+        return None
+    if not (exc.retryable or (isinstance(exc, StoreError) and exc.reason == "unavailable")):
+        return None
+    if exc.retry_after is not None:
+        return float(min(exc.retry_after, 600.0))
+    return float(min(2 ** max(attempt, 0), 60))

@@ -1,0 +1,22 @@
+"""The arq settings of the queue tests: ``arq tests.workers.arq_app.WorkerSettings``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from arq.connections import RedisSettings
+
+from allm.workers.arq import function
+from tests.workers.apps import URL, build_worker
+
+MAX_JOBS = 4
+JOB_TIMEOUT = 5  # seconds; a dead worker's job runs again after JOB_TIMEOUT + 10
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [function(build_worker)]
+    redis_settings = RedisSettings.from_dsn(URL)
+    max_jobs = MAX_JOBS
+    job_timeout = JOB_TIMEOUT
+    poll_delay = 0.05
+    keep_result = 3600

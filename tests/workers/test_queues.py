@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import redis
 
 from allm.stores import open_store

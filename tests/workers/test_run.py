@@ -23,7 +23,7 @@ import allm
 from allm.errors import EngineError, SessionError, StoreError, ValidationError
 from allm.stores import MemoryStore, Record
 from allm.testing import error as fake_error
-from allm.testing import text, tool_call
+from allm.testing import text
 from allm.workers import NAMESPACE, Operation, Outcome, Task, Worker, decode_record
 from tests.workers.scenario import awaiting_session, build_engine, expected_roles, roles
 
@@ -275,7 +275,7 @@ def test_misuse_is_a_typed_error_that_writes_nothing(mode: str) -> None:
 
 
 def test_a_session_in_the_error_state_names_recover() -> None:
-    worker, _, store = setup()
+    worker, _, _store = setup()
     s = allm.Session(id="ses_err", status="error", metadata={"error": allm.AdapterError("x", reason="timeout")})
     worker.create(s)
     with pytest.raises(SessionError) as e:
@@ -416,7 +416,7 @@ def test_a_worker_killed_at_any_point_is_finished_by_the_redelivery(mode: str) -
             final = inner.get(NAMESPACE, "ses_test_00000")
             assert final is not None and final.value == reference.value and final.version == 5, (at, when)
             # what was in flight when the worker died, and may run again:
-            name, ns, key = ops[at - 1]
+            name, ns, _key = ops[at - 1]
             # a commit right after a claim's check (get) is a tool call's; any other commit, a model call's
             commit_after_tool = name == "put" and ns == NAMESPACE and ops[at - 2][:2] == ("get", NAMESPACE) and at > 2
             in_flight_tool = when == "before" and commit_after_tool

@@ -211,3 +211,101 @@ def test_arq_1000_sessions_4_workers_one_killed(redis_server: Any, tmp_path: Pat
     timeline = wait_done(worker, r, lambda: fleet.kill(0), None, t_start, 180.0)
     figures = verify(worker, r, keys, fleet, in_flight=MAX_JOBS)
     report("arq", timeline, figures)
+
+
+# ------------------------------------------------------------------------------ every task delivered twice at once
+
+TWICE = 100
+
+
+def prepare_twice(url: str, tmp_path: Path) -> tuple[Worker, redis.Redis, Path]:
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_bytes(orjson.dumps({"tenant-0": "sk-test-" + secrets.token_urlsafe(24)}))
+    worker = Worker(open_store(url), {})
+    for i in range(TWICE):
+        worker.create(awaiting_session(i))
+    return worker, r, keys_file
+
+
+def check_twice(worker: Worker, r: redis.Redis) -> int:
+    deadline = time.monotonic() + 120
+    left = {f"ses_test_{i:05d}" for i in range(TWICE)}
+    while left and time.monotonic() < deadline:
+        for sid in list(left):
+            if worker.load(sid)[0].status == "completed":
+                left.discard(sid)
+        time.sleep(0.5)
+    assert not left, sorted(left)[:5]
+    time.sleep(1.0)  # let the losing deliveries finish their retries
+    for i in range(TWICE):
+        session, version = worker.load(f"ses_test_{i:05d}")
+        assert version == 5 and roles(session) == expected_roles(), (i, version)  # each step committed once
+    tools = {k.decode(): int(v) for k, v in r.hgetall("test:tool").items()}
+    assert tools == {f"{t}-s{i}": 1 for i in range(TWICE) for t in ("pay", "lookup")}  # each tool ran once
+    model = {k.decode(): int(v) for k, v in r.hgetall("test:model").items()}
+    assert set(model) == {f"s{i}:{n}" for i in range(TWICE) for n in (3, 5)}
+    return sum(model.values()) - 2 * TWICE  # model calls a losing delivery made and did not commit
+
+
+def test_celery_every_task_delivered_twice_at_once(redis_server: Any, tmp_path: Path, fleet_factory: list[Fleet]) -> None:
+    """The same message twice (one Celery task id): one delivery commits each step, the other
+    finds a version conflict or a fresh claim, retries, and finds the task applied."""
+    from allm.workers.celery import enqueue, register
+    from tests.workers.celery_app import make_app
+
+    url = db_url(redis_server.url, 3)
+    worker, r, keys_file = prepare_twice(url, tmp_path)
+    fleet = Fleet(worker_env(url, keys_file, MODEL_DELAY))
+    fleet_factory.append(fleet)
+    cmd = [PY, "-m", "celery", "-A", "tests.workers.celery_app", "worker", "--pool=solo", "--loglevel=INFO",
+           "--without-mingle", "--without-gossip", "--without-heartbeat"]  # fmt: skip
+    fleet.start([[*cmd, "-n", f"w{i}@allm-twice"] for i in range(2)])
+    fleet.wait_for_log("ready.")
+    producer = make_app(url)
+    task = register(producer, lambda: worker)
+    for i in range(TWICE):
+        for _ in range(2):
+            enqueue(task, f"ses_test_{i:05d}", Operation.approve(f"pay-s{i}"), engine="agent", key_ref="tenant-0",
+                    task_id=f"approve-{i}")  # fmt: skip
+    wasted = check_twice(worker, r)
+    metas = [producer.backend.get_task_meta(f"approve-{i}") for i in range(TWICE)]
+    # the result stored last for a task id is either delivery's: the one that finished the
+    # session, or the one that lost a race (it stopped at the conflict without writing)
+    assert all(m["status"] == "SUCCESS" for m in metas), metas[:3]
+    assert all(m["result"]["status"] == "completed" or m["result"]["conflict"] for m in metas), metas[:3]
+    print(f"\ncelery, {TWICE} tasks each delivered twice: tools ran once each; {wasted} uncommitted model calls")
+    producer.close()
+
+
+def test_arq_every_approval_sent_twice(redis_server: Any, tmp_path: Path, fleet_factory: list[Fleet]) -> None:
+    """Two jobs for one approval (a double click): the tool runs once, each step is committed once."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    from allm.workers.arq import enqueue
+
+    url = db_url(redis_server.url, 4)
+    worker, r, keys_file = prepare_twice(url, tmp_path)
+    fleet = Fleet(worker_env(url, keys_file, MODEL_DELAY))
+    fleet_factory.append(fleet)
+    fleet.start([[PY, "-m", "arq", "tests.workers.arq_app.WorkerSettings"] for _ in range(2)])
+    fleet.wait_for_log("Starting worker")
+
+    async def send() -> None:
+        pool = await create_pool(RedisSettings.from_dsn(url))
+        try:
+            for i in range(TWICE):
+                for click in ("a", "b"):
+                    job = await enqueue(pool, f"ses_test_{i:05d}", Operation.approve(f"pay-s{i}"), engine="agent",
+                                        key_ref="tenant-0", _job_id=f"approve-{i}-{click}")  # fmt: skip
+                    assert job is not None
+            again = await enqueue(pool, "ses_test_00000", Operation.approve("pay-s0"), engine="agent", _job_id="approve-0-a")
+            assert again is None  # arq refuses a job id it holds: the enqueue itself is idempotent
+        finally:
+            await pool.aclose()
+
+    asyncio.run(send())
+    wasted = check_twice(worker, r)
+    print(f"\narq, {TWICE} approvals each sent twice: tools ran once each; {wasted} uncommitted model calls")

@@ -22,6 +22,7 @@ import orjson
 import redis
 
 import allm
+from allm.providers import OpenAICompatible
 from allm.stores import open_store
 from allm.workers import Worker
 from tests.workers.scenario import build_engine
@@ -43,11 +44,16 @@ _ENGINES: dict[str, allm.Engine] = {}
 
 
 def engines(name: str) -> allm.Engine:
-    """The engine factory: ``agent`` is the only name (built once per process)."""
-    if name != "agent":
-        raise KeyError(name)
+    """The engine factory (each built once per process): ``agent``, the scripted Fake; ``smollm2``,
+    the local model behind ``ALLM_TEST_LLAMA_URL`` (an OpenAI-compatible base URL)."""
     if name not in _ENGINES:
-        _ENGINES[name] = build_engine(on_model, on_tool, model_delay=DELAY)
+        if name == "agent":
+            _ENGINES[name] = build_engine(on_model, on_tool, model_delay=DELAY)
+        elif name == "smollm2" and "ALLM_TEST_LLAMA_URL" in os.environ:
+            adapter = OpenAICompatible.llama_cpp(os.environ["ALLM_TEST_LLAMA_URL"])
+            _ENGINES[name] = allm.Engine(adapter=adapter, model="smollm2", defaults={"temperature": 0, "max_tokens": 48})
+        else:
+            raise KeyError(name)
     return _ENGINES[name]
 
 

@@ -20,10 +20,11 @@ import orjson
 import pytest
 
 import allm
+import allm.testing
 from allm.errors import EngineError, SessionError, StoreError, ValidationError
 from allm.stores import MemoryStore, Record
 from allm.testing import error as fake_error
-from allm.testing import text
+from allm.testing import text, tool_call
 from allm.workers import NAMESPACE, Operation, Outcome, Task, Worker, decode_record
 from tests.workers.scenario import awaiting_session, build_engine, expected_roles, roles
 
@@ -509,3 +510,30 @@ def test_a_claim_of_a_dead_worker_is_taken_over_after_the_claim_timeout() -> Non
     clock.now += out.retry_after
     out = worker.run(approve(), task_id="t")
     assert out.status == "completed" and counts.tools == {"pay-s0": 1, "lookup-s0": 1}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_approving_two_calls_a_crash_between_them_runs_neither_twice(mode: str) -> None:
+    runs: Counter[str] = Counter()
+
+    def pay(args: dict[str, Any], ctx: allm.ToolContext) -> Any:
+        runs[ctx.tool_call.id] += 1
+        return {"status": "sent"}
+
+    pay_tool = allm.tool("pay", "Send money.", handler=pay, manual=True)
+    script = [[tool_call("pay", {"to": "a"}, id="p1"), tool_call("pay", {"to": "b"}, id="p2")], [text("paid both")]]
+    session, _ = allm.Session.start(allm.testing.fake_engine(script[0], tools=[pay_tool]), "pay a and b", id="ses_two")
+    inner = MemoryStore()
+    Worker(inner, {}).create(session)
+    task = Task("ses_two", Operation.approve("p1", "p2"))
+    # load, claim p1, check, commit p1, release p1, [claim p2 <- dies here]
+    dying = Worker(CrashingStore(inner, 6, "before"), {"default": allm.testing.fake_engine(*script, tools=[pay_tool])})  # type: ignore[arg-type]
+    with pytest.raises(Crash):
+        run(dying, task, "approve-both", mode)
+    assert runs == {"p1": 1}
+    stored, version = Worker(inner, {}).load("ses_two")
+    assert version == 2 and [c.id for c in stored.pending_tool_calls] == ["p2"]
+    worker = Worker(inner, {"default": allm.testing.fake_engine(*script[1:], tools=[pay_tool])})
+    out = run(worker, task, "approve-both", mode)
+    assert out.status == "completed" and out.tool_calls == 1 and runs == {"p1": 1, "p2": 1}
+    assert run(worker, task, "approve-both", mode).duplicate

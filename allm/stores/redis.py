@@ -11,7 +11,9 @@ no ``SCAN``).
 
 Atomicity. ``put`` (conditional or not) and ``prune`` are Lua scripts, so they run alone on
 the server: two processes writing with ``expect=`` one version cannot both succeed.
-``delete`` is a ``MULTI``/``EXEC`` transaction, ``append`` one ``RPUSH``.
+``delete`` is a ``MULTI``/``EXEC`` transaction, ``append`` one ``RPUSH``. One server (with
+or without replicas) holds a store: ``prune`` names the keys it deletes inside its script,
+which Redis Cluster does not allow.
 
 Durability is the server's: a write is acknowledged once it is in the server's memory;
 whether it survives a server restart depends on the server's persistence settings

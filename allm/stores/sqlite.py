@@ -17,9 +17,9 @@ transaction, so it is atomic across threads and processes. After ``fork()`` the 
 its own connections (the parent's are never used or closed in the child). The file must be
 on a local file system (WAL needs shared memory between the processes; not NFS).
 
-Async twins call the sync methods (:class:`~allm.stores.base.SyncBacked`): an operation takes
-tens of microseconds, but a write that must wait for another process's write blocks the
-event loop for that wait.
+Async twins call the sync methods (:class:`~allm.stores.base.SyncBacked`): the operations are
+local and short (a thread hop would cost more), but a write that must wait for another
+process's write blocks the event loop for that wait.
 """
 
 from __future__ import annotations

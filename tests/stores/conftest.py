@@ -3,7 +3,10 @@ behind one awaitable facade, a settable clock."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,9 +18,17 @@ import pytest
 from allm.stores import MemoryStore, Store
 from tests.redis_server import redis_server  # noqa: F401  (the session-scoped fixture)
 
+ROOT = Path(__file__).parent.parent.parent
+
 KINDS = ["memory", "sqlite", "redis"]
 SHARED_KINDS = ["sqlite", "redis"]
 """Kinds whose separate instances (threads, processes) see the same data."""
+
+
+def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python *args`` from the checkout's root, with this checkout importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
 class Clock:

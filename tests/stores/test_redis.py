@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,8 +16,8 @@ import redis
 from allm.errors import StoreError
 from allm.stores import RedisStore, open_store
 from tests.redis_server import RedisServer, require_redis_binary
+from tests.stores.conftest import run_python
 
-ROOT = Path(__file__).parent.parent.parent
 PASSWORD = "s3cret-pass-9f7a1c"
 
 
@@ -233,6 +230,5 @@ def test_missing_redis_package_says_how_to_install() -> None:
         "try:\n    allm.stores.open_store('redis://127.0.0.1:6379/0')\n"
         "except ImportError as e:\n    print(e)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = run_python("-c", code)
     assert "pip install 'allm[redis]'" in out.stdout, out.stderr

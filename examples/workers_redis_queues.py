@@ -228,22 +228,21 @@ def check(session: allm.Session) -> None:
 
 
 def count_keys(url: str) -> int:
-    """How many Redis values hold a tenant key (the broker's payloads carry references only)."""
+    """How many Redis entries hold a tenant key (the broker's payloads carry references only)."""
     import redis
 
     r = redis.Redis.from_url(url)
-    found = 0
-    for name in r.scan_iter():
-        kind = r.type(name)
-        if kind == b"string":
-            values = [r.get(name) or b""]
-        elif kind == b"hash":
-            values = [b for kv in r.hgetall(name).items() for b in kv]
-        elif kind == b"list":
-            values = r.lrange(name, 0, -1)
-        else:
-            values = [m for m in r.zrange(name, 0, -1)] if kind == b"zset" else []
-        found += sum(k.encode() in name + b"".join(values) for k in TENANT_KEYS.values())
+    readers = {
+        b"string": lambda n: [r.get(n) or b""],
+        b"hash": lambda n: [b for kv in r.hgetall(n).items() for b in kv],
+        b"list": lambda n: r.lrange(n, 0, -1),
+        b"zset": lambda n: r.zrange(n, 0, -1),
+        b"set": lambda n: list(r.smembers(n)),
+    }
+    secrets = [k.encode() for k in TENANT_KEYS.values()]
+    found = sum(
+        any(s in name + b"".join(readers[r.type(name)](name)) for s in secrets) for name in r.scan_iter()
+    )
     assert found == 0
     return found
 

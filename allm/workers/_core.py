@@ -30,9 +30,9 @@ import inspect
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 import attrs
 import orjson
@@ -94,43 +94,18 @@ def decode_record(value: bytes, session_id: str) -> tuple[Session, list[str]]:
 
 
 @attrs.frozen
-class _Get:
-    namespace: str
-    key: str
+class _Call:
+    """The one kind of effect: call ``target.<sync>(*args, **kwargs)``; the async shell awaits
+    ``target.<async_>(...)`` instead (the store's ``aget``, the session's ``areply``...)."""
+
+    target: Any
+    sync: str
+    async_: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen
-class _Put:
-    namespace: str
-    key: str
-    value: bytes
-    expect: int | None
-
-
-@attrs.frozen
-class _Delete:
-    namespace: str
-    key: str
-
-
-@attrs.frozen
-class _Model:
-    """One model call: ``reply(text)`` when ``text`` is set, else ``continue_``; manual mode."""
-
-    session: Session
-    text: str | None
-
-
-@attrs.frozen
-class _Approve:
-    """Run the handler of one pending tool call and submit its result (``Session.approve``)."""
-
-    session: Session
-    tool_call_id: str
-
-
-_Effect = _Get | _Put | _Delete | _Model | _Approve
-_Machine = Generator[_Effect, Any, T]
+_Machine = Generator[_Call, Any, T]
 
 
 def _conflict(exc: BaseException) -> bool:
@@ -172,7 +147,7 @@ class _Run:
     # -- the run
 
     def main(self) -> _Machine[Outcome]:
-        rec: Record | None = yield _Get(self.w.namespace, self.sid)
+        rec: Record | None = yield self._get(self.w.namespace, self.sid)
         if rec is None:
             raise SessionError(f"no session {self.sid!r} is stored", reason="not_found", metadata={"session_id": self.sid})
         self.session, self.applied = decode_record(rec.value, self.sid)
@@ -287,34 +262,52 @@ class _Run:
     def _next_call(self) -> str | None:
         return next((c.id for c in self.session.pending_tool_calls if self._runnable(c.name)), None)
 
+    # -- effects
+
+    def _get(self, ns: str, key: str) -> _Call:
+        return _Call(self.w.store, "get", "aget", (ns, key))
+
+    def _put(self, ns: str, key: str, value: bytes, expect: int) -> _Call:
+        return _Call(self.w.store, "put", "aput", (ns, key, value), {"expect": expect})
+
+    def _delete(self, ns: str, key: str) -> _Call:
+        return _Call(self.w.store, "delete", "adelete", (ns, key))
+
     # -- steps
 
     def _model(self, text: str | None) -> _Machine[bool]:
-        new: Session = yield _Model(self.session, text)
+        """One model call (``reply`` when ``text`` is set, else ``continue_``; manual mode: its
+        tool calls are handed back), then its write."""
+        options = {"mode": "manual", **self.w._model_options}
+        s = self.session
+        if text is not None:
+            run = yield _Call(s, "reply", "areply", (self.engine, text), options)
+        else:
+            run = yield _Call(s, "continue_", "acontinue", (self.engine,), options)
         self.model_calls += 1
-        return (yield from self._commit(new))
+        return (yield from self._commit(run[0]))
 
     def _tool(self, tool_call_id: str) -> _Machine[bool]:
         ns = self.w.claims_namespace
         claim = f"{self.sid}/{self.version}/{tool_call_id}"
         if not (yield from self._claim(ns, claim)):
             return False
-        new: Session = yield _Approve(self.session, tool_call_id)
+        new: Session = yield _Call(self.session, "approve", "aapprove", (self.engine, tool_call_id), self.w._tool_options)
         self.tool_calls += 1
         ok = yield from self._commit(new)
         with suppress(StoreError):  # a claim left behind names a version that is gone: never read again
-            yield _Delete(ns, claim)
+            yield self._delete(ns, claim)
         return ok
 
     def _claim(self, ns: str, claim: str) -> _Machine[bool]:
         now = self.w.clock()
         body = orjson.dumps({"token": self.token, "task": self.key, "at": now, "pid": os.getpid()})
         try:
-            yield _Put(ns, claim, body, expect=0)
+            yield self._put(ns, claim, body, 0)
         except StoreError as exc:
             if not _conflict(exc):
                 raise
-            held: Record | None = yield _Get(ns, claim)
+            held: Record | None = yield self._get(ns, claim)
             if held is None:
                 return False  # released meanwhile: its holder committed, so this version is gone
             try:
@@ -326,15 +319,15 @@ class _Run:
                 self.retry_after = max(self.w.claim_timeout - age, 0.0) + 0.1
                 return False
             try:  # its holder died: take it over (one taker wins)
-                yield _Put(ns, claim, body, expect=held.version)
+                yield self._put(ns, claim, body, held.version)
             except StoreError as exc2:
                 if not _conflict(exc2):
                     raise
                 return False
-        rec: Record | None = yield _Get(self.w.namespace, self.sid)
+        rec: Record | None = yield self._get(self.w.namespace, self.sid)
         if rec is None or rec.version != self.version:
             with suppress(StoreError):
-                yield _Delete(ns, claim)
+                yield self._delete(ns, claim)
             return False
         return True
 
@@ -343,7 +336,7 @@ class _Run:
         if self.mark and self.key is not None and self.key not in applied:
             applied = [*applied, self.key][-APPLIED_KEEP:]
         try:
-            version: int = yield _Put(self.w.namespace, self.sid, encode_record(new, applied), expect=self.version)
+            version: int = yield self._put(self.w.namespace, self.sid, encode_record(new, applied), self.version)
         except StoreError as exc:
             if not _conflict(exc):
                 raise
@@ -491,7 +484,7 @@ class Worker:
             )
         with _scope(resolved, task.key_ref):
             machine = _Run(self, task, task_id, engine).main()
-            return _perform_sync(machine, self, engine)
+            return _perform_sync(machine)
 
     async def arun(self, task: Task | Mapping[str, Any], *, task_id: str | None = None) -> Outcome:
         """The async twin of :meth:`run` (the same steps, with ``aget``/``aput``, ``areply``,
@@ -503,7 +496,7 @@ class Worker:
             resolved = await resolved
         with _scope(resolved, task.key_ref):
             machine = _Run(self, task, task_id, engine).main()
-            return await _perform_async(machine, self, engine)
+            return await _perform_async(machine)
 
     def _engine(self, name: str) -> Engine:
         try:
@@ -555,62 +548,49 @@ def _scope(resolved: KeyValue, key_ref: str | None) -> AbstractContextManager[No
 # ------------------------------------------------------------------------------ the two shells
 
 
-def _perform_sync(machine: _Machine[T], w: Worker, engine: Engine) -> T:
-    store = w.store
-    value: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            effect = machine.throw(error) if error is not None else machine.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
-        try:
-            if type(effect) is _Get:
-                value = store.get(effect.namespace, effect.key)
-            elif type(effect) is _Put:
-                value = store.put(effect.namespace, effect.key, effect.value, expect=effect.expect)
-            elif type(effect) is _Delete:
-                value = store.delete(effect.namespace, effect.key)
-            elif type(effect) is _Model:
-                s = effect.session
-                run = s.reply(engine, effect.text, mode="manual", **w._model_options) if effect.text is not None \
-                    else s.continue_(engine, mode="manual", **w._model_options)
-                value = run[0]
-            else:
-                assert type(effect) is _Approve
-                value = effect.session.approve(engine, effect.tool_call_id, **w._tool_options)
-        except Exception as exc:
-            error = exc
+class _Driver(Generic[T]):
+    """Steps a machine: iterate it for its effects, hand back each one's result with ``ok`` or
+    its error with ``failed``; ``outcome`` is the machine's return value once iteration ends."""
+
+    def __init__(self, machine: _Machine[T]) -> None:
+        self.machine = machine
+        self.sent: tuple[Any, Exception | None] = (None, None)
+        self.outcome: T
+
+    def __iter__(self) -> Iterator[_Call]:
+        while True:
+            value, error = self.sent
+            try:
+                yield self.machine.throw(error) if error is not None else self.machine.send(value)
+            except StopIteration as stop:
+                self.outcome = stop.value
+                return
+
+    def ok(self, value: Any) -> None:
+        self.sent = (value, None)
+
+    def failed(self, error: Exception) -> None:
+        self.sent = (None, error)
 
 
-async def _perform_async(machine: _Machine[T], w: Worker, engine: Engine) -> T:
-    store = w.store
-    value: Any = None
-    error: Exception | None = None
-    while True:
+def _perform_sync(machine: _Machine[T]) -> T:
+    driver = _Driver(machine)
+    for call in driver:
         try:
-            effect = machine.throw(error) if error is not None else machine.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
-        try:
-            if type(effect) is _Get:
-                value = await store.aget(effect.namespace, effect.key)
-            elif type(effect) is _Put:
-                value = await store.aput(effect.namespace, effect.key, effect.value, expect=effect.expect)
-            elif type(effect) is _Delete:
-                value = await store.adelete(effect.namespace, effect.key)
-            elif type(effect) is _Model:
-                s = effect.session
-                run = await (s.areply(engine, effect.text, mode="manual", **w._model_options) if effect.text is not None
-                             else s.acontinue(engine, mode="manual", **w._model_options))
-                value = run[0]
-            else:
-                assert type(effect) is _Approve
-                value = await effect.session.aapprove(engine, effect.tool_call_id, **w._tool_options)
+            driver.ok(getattr(call.target, call.sync)(*call.args, **call.kwargs))
         except Exception as exc:
-            error = exc
+            driver.failed(exc)
+    return driver.outcome
+
+
+async def _perform_async(machine: _Machine[T]) -> T:
+    driver = _Driver(machine)
+    for call in driver:
+        try:
+            driver.ok(await getattr(call.target, call.async_)(*call.args, **call.kwargs))
+        except Exception as exc:
+            driver.failed(exc)
+    return driver.outcome
 
 
 # ------------------------------------------------------------------------------ shared by the queue adapters

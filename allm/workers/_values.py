@@ -29,6 +29,15 @@ def _invalid(message: str) -> ValidationError:
     return ValidationError(message, reason="invalid_request")
 
 
+def _fields(data: Any, what: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise _invalid(f"{what} is a mapping, not {type(data).__name__}")
+    extra = set(data) - set(allowed)
+    if extra:
+        raise _invalid(f"unknown {what} field(s) {sorted(extra)}")
+    return data
+
+
 def _ids(value: Any, field: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise _invalid(f"{field} is a list of tool call ids, not {type(value).__name__}")
@@ -114,29 +123,21 @@ class Operation:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"op": kind, ...}`` with only the fields of the kind."""
-        out: dict[str, Any] = {"op": self.kind}
-        if self.text is not None:
-            out["text"] = self.text
-        if self.results:
-            out["results"] = dict(self.results)
-        if self.errors:
-            out["errors"] = list(self.errors)
-        if self.tool_call_ids:
-            out["tool_call_ids"] = list(self.tool_call_ids)
-        if self.reason is not None:
-            out["reason"] = self.reason
-        return out
+        fields = {
+            "text": self.text,
+            "results": dict(self.results),
+            "errors": list(self.errors),
+            "tool_call_ids": list(self.tool_call_ids),
+            "reason": self.reason,
+        }
+        return {"op": self.kind, **{k: v for k, v in fields.items() if v is not None and v != [] and v != {}}}
 
     @classmethod
     def from_dict(cls, data: Operation | Mapping[str, Any]) -> Operation:
         """The operation of :meth:`to_dict`. Raises :class:`~allm.errors.ValidationError`."""
         if isinstance(data, Operation):
             return data
-        if not isinstance(data, Mapping):
-            raise _invalid(f"an operation is a mapping with an 'op', not {type(data).__name__}")
-        extra = set(data) - {"op", "text", "results", "errors", "tool_call_ids", "reason"}
-        if extra:
-            raise _invalid(f"unknown operation field(s) {sorted(extra)}")
+        data = _fields(data, "operation", ("op", "text", "results", "errors", "tool_call_ids", "reason"))
         kind = data.get("op")
         if kind not in _KINDS:
             raise _invalid(f"unknown operation {kind!r}; expected one of {', '.join(_KINDS)}")
@@ -199,11 +200,7 @@ class Task:
         """The task of :meth:`to_dict`. Raises :class:`~allm.errors.ValidationError`."""
         if isinstance(data, Task):
             return data
-        if not isinstance(data, Mapping):
-            raise _invalid(f"a task is a mapping, not {type(data).__name__}")
-        extra = set(data) - {"session_id", "operation", "engine", "key_ref"}
-        if extra:
-            raise _invalid(f"unknown task field(s) {sorted(extra)}")
+        data = _fields(data, "task", ("session_id", "operation", "engine", "key_ref"))
         if "session_id" not in data or "operation" not in data:
             raise _invalid("a task needs a session_id and an operation")
         return cls(

@@ -25,6 +25,7 @@ from allm.stores import open_store
 from allm.workers import Operation, Worker
 from tests.loopback import LoopbackServer, Req, Writer, serve
 from tests.workers.conftest import PY, Fleet, worker_env
+from tests.workers.leaks import redis_bytes
 from tests.workers.test_queues import db_url
 
 pytestmark = pytest.mark.live
@@ -106,10 +107,6 @@ def test_a_task_with_an_id_and_a_key_reference_completes_its_turn(
     assert "paris" in answer.text.lower(), answer.text
     assert keyed.seen == [f"Bearer {keyed.key}"]  # one model call, with the tenant's key
     # the key went from the worker's secrets file to the model call's header, nowhere else
-    for name in r.scan_iter():
-        kind = r.type(name)
-        blob = (r.get(name) or b"") if kind == b"string" else b"".join(
-            b for kv in r.hgetall(name).items() for b in kv) if kind == b"hash" else b"".join(
-            r.lrange(name, 0, -1)) if kind == b"list" else b""  # fmt: skip
+    for name, blob in redis_bytes(r):
         assert keyed.key.encode() not in name + blob, name
     assert keyed.key.encode() not in fleet.logs[0].read_bytes()

@@ -29,6 +29,7 @@ import redis
 from allm.stores import open_store
 from allm.workers import Operation, Worker
 from tests.workers.conftest import PY, Fleet, worker_env
+from tests.workers.leaks import redis_bytes
 from tests.workers.scenario import awaiting_session, expected_roles, roles
 
 N = 1000
@@ -108,22 +109,8 @@ def verify(worker: Worker, r: redis.Redis, keys: dict[str, str], fleet: Fleet, i
     # no key in Redis (broker messages, results, store) or in the workers' logs
     secrets_ = [k.encode() for k in keys.values()]
     scanned = 0
-    for name in r.scan_iter(count=1000):
-        kind = r.type(name)
-        if kind == b"string":
-            values = [r.get(name) or b""]
-        elif kind == b"hash":
-            values = [b for kv in r.hgetall(name).items() for b in kv]
-        elif kind == b"list":
-            values = r.lrange(name, 0, -1)
-        elif kind == b"zset":
-            values = [m for m, _ in r.zrange(name, 0, -1, withscores=True)]
-        elif kind == b"set":
-            values = list(r.smembers(name))
-        else:
-            values = []
-        blob = name + b"".join(values)
-        assert not any(s in blob for s in secrets_), name
+    for name, blob in redis_bytes(r):
+        assert not any(s in name + blob for s in secrets_), name
         scanned += 1
     assert scanned > N
     for log in fleet.logs:

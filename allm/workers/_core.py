@@ -37,14 +37,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 import attrs
 import orjson
 
-from .. import codec, keys
-from ..engine import Engine
+from .. import Engine, codec, keys
 from ..errors import AllmError, EngineError, SessionError, StoreError
 from ..types import Tool
 from ._values import Outcome, Task
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from .. import Session
     from ..stores import Record, Store
 
 __all__ = ["EngineFactory", "KeyResolver", "Worker"]
@@ -75,7 +74,7 @@ def encode_record(session: Session, applied: Sequence[str]) -> bytes:
 
 def decode_record(value: bytes, session_id: str) -> tuple[Session, list[str]]:
     """``(session, applied task ids)`` of stored bytes. Raises ``StoreError(corrupt)``."""
-    from ..session import Session
+    from .. import Session
 
     try:
         data = orjson.loads(value)

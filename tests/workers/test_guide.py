@@ -22,7 +22,7 @@ GUIDE_REDIS = "redis://localhost:6379/0"
 def test_the_guides_blocks_run(redis_server: Any) -> None:
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
     assert len(blocks) == 3
-    url = db_url(redis_server.url, 6)
+    url = db_url(redis_server.url, 15)
     redis.Redis.from_url(url).flushdb()
     namespace: dict[str, Any] = {"__name__": "guide"}
     for i, block in enumerate(blocks):

@@ -73,7 +73,7 @@ def test_a_task_with_an_id_and_a_key_reference_completes_its_turn(
     from allm.workers.arq import enqueue
 
     server, keyed = proxy
-    url = db_url(redis_server.url, 5)
+    url = db_url(redis_server.url, 14)
     r = redis.Redis.from_url(url)
     r.flushdb()
     keys_file = tmp_path / "keys.json"

@@ -84,7 +84,14 @@ def wait_done(
         if killed and sweep is not None:
             sweep()
         if now > deadline:
-            raise AssertionError(f"{len(left)} sessions not completed after {deadline} s: {sorted(left)[:5]}...")
+            stuck = {sid: worker.load(sid) for sid in sorted(left)[:5]}
+            claims = worker.store.keys(worker.claims_namespace)
+            broker = {k.decode(): r.type(k).decode() for k in r.scan_iter() if not k.startswith((b"allm:", b"test:", b"celery-task-meta"))}
+            raise AssertionError(
+                f"{len(left)} sessions not completed after {deadline} s: "
+                f"{ {k: (s.status, v) for k, (s, v) in stuck.items()} }; claims {claims}; broker keys {broker}; "
+                f"unacked {r.hlen('unacked')}; queue {r.llen('celery')}"
+            )
         time.sleep(0.5 if answered >= N - 10 else 0.1)
     return timeline
 

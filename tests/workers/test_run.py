@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -537,3 +538,12 @@ def test_approving_two_calls_a_crash_between_them_runs_neither_twice(mode: str) 
     out = run(worker, task, "approve-both", mode)
     assert out.status == "completed" and out.tool_calls == 1 and runs == {"p1": 1, "p2": 1}
     assert run(worker, task, "approve-both", mode).duplicate
+
+
+def test_prune_claims_removes_the_claims_dead_workers_left() -> None:
+    worker, _, store = setup()
+    store.put(worker.claims_namespace, "ses_test_00000/7/pay-s0", b'{"token": "dead", "at": 0}', expect=0)
+    assert worker.prune_claims(max_age=3600) == []
+    time.sleep(0.02)
+    assert worker.prune_claims(max_age=0.01) == ["ses_test_00000/7/pay-s0"]
+    assert store.keys(worker.claims_namespace) == []

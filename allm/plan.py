@@ -10,8 +10,10 @@ auth headers, the retry policy, the deadlines and the event filters. The shells 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import attrs
 
 from . import keys
 from .errors import AdapterError, EngineError, redact
@@ -23,9 +25,10 @@ from .types import Request
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["ErrorMap", "Plan", "adapter_kind", "plan_call"]
+__all__ = ["ErrorMap", "Exchanges", "Plan", "adapter_kind", "plan_call"]
 
 OnEvent = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class ErrorMap(Protocol):
@@ -34,6 +37,7 @@ class ErrorMap(Protocol):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError: ...
 
 
+@attrs.define(slots=True, eq=False, repr=False, getstate_setstate=False, kw_only=True)
 class Plan:
     """One call ready to make. Holds the auth headers only for the call's lifetime; never shown.
 
@@ -48,59 +52,29 @@ class Plan:
       :func:`allm.stream_generate`.
     """
 
-    __slots__ = (
-        "adapter",
-        "call",
-        "emit_text",
-        "emit_tool",
-        "errors",
-        "headers",
-        "include_raw",
-        "on_event",
-        "on_retry",
-        "once",
-        "provider",
-        "request",
-        "respond",
-        "retry",
-        "secret",
-        "timeouts",
-    )
+    adapter: Any
+    call: HttpCall | None
+    headers: dict[str, str]
+    secret: str | None
+    retry: RetryPolicy
+    timeouts: Timeouts
+    request: Request | None = None
+    errors: ErrorMap = attrs.field(default=None)
+    once: bool = False
+    include_raw: bool = False
+    emit_text: bool = True
+    emit_tool: bool = True
+    on_event: OnEvent | None = None
+    on_retry: Callable[[RetryInfo], None] | None = None
+    provider: str | None = attrs.field(init=False)
+    respond: bool = attrs.field(init=False)
 
-    def __init__(
-        self,
-        adapter: Any,
-        call: HttpCall | None,
-        headers: dict[str, str],
-        secret: str | None,
-        *,
-        retry: RetryPolicy,
-        timeouts: Timeouts,
-        request: Request | None = None,
-        errors: ErrorMap | None = None,
-        once: bool = False,
-        include_raw: bool = False,
-        emit_text: bool = True,
-        emit_tool: bool = True,
-        on_event: OnEvent | None = None,
-        on_retry: Callable[[RetryInfo], None] | None = None,
-    ) -> None:
-        self.adapter = adapter
-        self.call = call
-        self.request = request
-        self.headers = headers
-        self.secret = secret
-        self.errors: ErrorMap = errors if errors is not None else adapter
-        self.once = once
-        self.include_raw = include_raw
-        self.emit_text = emit_text
-        self.emit_tool = emit_tool
-        self.on_event = on_event
-        self.retry = retry
-        self.timeouts = timeouts
-        self.on_retry = on_retry
-        self.provider: str | None = call.provider if call is not None else getattr(adapter, "provider", "fake")
-        self.respond = call is not None and adapter_kind(adapter) == "local"
+    def __attrs_post_init__(self) -> None:
+        if self.errors is None:
+            self.errors = self.adapter
+        call = self.call
+        self.provider = call.provider if call is not None else getattr(self.adapter, "provider", "fake")
+        self.respond = call is not None and adapter_kind(self.adapter) == "local"
 
     @property
     def local(self) -> bool:
@@ -114,6 +88,20 @@ class Plan:
 
     def __getstate__(self) -> None:
         raise TypeError("a Plan holds a key and cannot be pickled")
+
+
+class Exchanges(Generic[T]):
+    """Plain request/response calls (model lists, embedding batches, token counts, images,
+    image downloads) as data: their ``plans``, and ``finish``, which turns their answers
+    (``(status, headers, body)`` each, in order) into the result. Performed by
+    :func:`allm.api.perform` (in order) or :func:`allm.api.aperform` (concurrently);
+    ``finish`` runs with no plan at all for an operation answered without a call."""
+
+    __slots__ = ("finish", "plans")
+
+    def __init__(self, plans: Sequence[Plan], finish: Callable[[list[tuple[int, Mapping[str, str], bytes]]], T]) -> None:
+        self.plans = list(plans)
+        self.finish = finish
 
 
 _KINDS: dict[type[Any], str] = {}
@@ -176,14 +164,14 @@ def plan_call(
             key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
             headers.update(adapter.auth_headers(key))
     return Plan(
-        adapter,
-        call,
-        headers,
-        key,
+        adapter=adapter,
+        call=call,
+        headers=headers,
+        secret=key,
         retry=retry,
         timeouts=timeouts,
         request=request,
-        errors=errors,
+        errors=errors,  # type: ignore[arg-type]  # None: the adapter (see __attrs_post_init__)
         once=once,
         include_raw=include_raw,
         emit_text=emit_text,

@@ -11,7 +11,7 @@ auth headers, the retry policy, the deadlines and the event filters. The shells 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 import attrs
 
@@ -25,7 +25,7 @@ from .types import Request
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["ErrorMap", "Exchanges", "Plan", "adapter_kind", "plan_call"]
+__all__ = ["ErrorMap", "Exchanges", "Plan", "PlanOptions", "adapter_kind", "plan_call"]
 
 OnEvent = Callable[[Event], None]
 T = TypeVar("T")
@@ -118,30 +118,39 @@ def adapter_kind(adapter: object) -> str:
     return kind
 
 
+class PlanOptions(TypedDict, total=False):
+    """Keyword options of :func:`plan_call` (each one a :class:`Plan` field, but ``api_key``):
+    ``request`` (what a local adapter plays), ``errors``, ``once``, the event filters
+    ``include_raw``/``emit_text``/``emit_tool``/``on_event``, and ``on_retry``."""
+
+    request: Request | None
+    errors: ErrorMap | None
+    once: bool
+    include_raw: bool
+    emit_text: bool
+    emit_tool: bool
+    on_event: OnEvent | None
+    on_retry: Callable[[RetryInfo], None] | None
+
+
 def plan_call(
     engine: Engine | None,
     call: HttpCall | None,
     *,
     adapter: Any = None,
-    request: Request | None = None,
     api_key: str | None = None,
     retry: RetryPolicy | bool | None = None,
     timeouts: Timeouts | None = None,
-    on_retry: Callable[[RetryInfo], None] | None = None,
-    errors: ErrorMap | None = None,
-    once: bool = False,
-    include_raw: bool = False,
-    emit_text: bool = True,
-    emit_tool: bool = True,
-    on_event: OnEvent | None = None,
+    **options: Unpack[PlanOptions],
 ) -> Plan:
     """The :class:`Plan` of one call.
 
     ``call`` is what the adapter encoded (``None`` with a local adapter, which plays
     ``request``). ``adapter`` defaults to the engine's; ``retry`` and ``timeouts`` to the
-    engine's (or the defaults without an engine). The key is resolved here, through the
-    chain of :mod:`allm.keys` (call > scope > store > configure > environment), for the
-    adapter's ``key_spec``; an adapter without one (a plain URL fetch) sends no key.
+    engine's (or the defaults without an engine; ``retry=False``: no retries). The key is
+    resolved here, through the chain of :mod:`allm.keys` (call > scope > store > configure
+    > environment), for the adapter's ``key_spec``; an adapter without one (a plain URL
+    fetch) sends no key. ``options``: :class:`PlanOptions`.
 
     Raises :class:`~allm.errors.EngineError` (``missing_key``) when the adapter needs a
     key and none is found.
@@ -150,9 +159,9 @@ def plan_call(
         if engine is None:
             raise EngineError("plan_call needs an engine or an adapter", reason="missing_adapter")
         adapter = engine.adapter
-    retry = as_retry_policy(retry)
-    if retry is None:
-        retry = engine.retry if engine is not None else RetryPolicy()
+    policy = as_retry_policy(retry)
+    if policy is None:
+        policy = engine.retry if engine is not None else RetryPolicy()
     if timeouts is None:
         timeouts = engine.timeouts if engine is not None else Timeouts()
     key: str | None = None
@@ -163,19 +172,4 @@ def plan_call(
         if spec is not None:
             key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
             headers.update(adapter.auth_headers(key))
-    return Plan(
-        adapter=adapter,
-        call=call,
-        headers=headers,
-        secret=key,
-        retry=retry,
-        timeouts=timeouts,
-        request=request,
-        errors=errors,  # type: ignore[arg-type]  # None: the adapter (see __attrs_post_init__)
-        once=once,
-        include_raw=include_raw,
-        emit_text=emit_text,
-        emit_tool=emit_tool,
-        on_event=on_event,
-        on_retry=on_retry,
-    )
+    return Plan(adapter=adapter, call=call, headers=headers, secret=key, retry=policy, timeouts=timeouts, **options)  # type: ignore[arg-type]

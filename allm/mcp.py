@@ -156,7 +156,11 @@ def _str_map(name: str, label: str) -> Callable[[Any], dict[str, str] | None]:
         if value is None:
             return None
         if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise MCPError(f"MCP server {label!r}: {name} must map strings to strings", reason="invalid_server")
+            raise MCPError(
+                f"MCP server {label!r}: {name} must map strings to strings",
+                reason="invalid_server",
+                metadata={"server_label": label},
+            )
         return dict(value)
 
     return convert

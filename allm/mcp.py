@@ -11,7 +11,7 @@ callers reach it (``allm.chat`` runs async handlers in worker threads with their
     with allm.mcp.Client() as mcp:
         result = allm.chat(engine, "Weather in Paris?", tools=mcp.tools(weather))
 
-The model sees each MCP tool as ``mcp__<label>__<tool>`` (see :func:`qualified_name`), so a
+The model sees each MCP tool as ``<label>__<tool>`` (see :func:`qualified_name`), so a
 stored thread or session names the server by label and the tool by name; :meth:`Client.bind`
 binds a resumed session's calls again from the server configuration, and raises
 :class:`~allm.errors.MCPError` (``unknown_server``) naming a label it lacks.
@@ -81,9 +81,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-PREFIX = "mcp__"
-"""Every MCP tool's name, as the model sees it, starts with this."""
-
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 _LABEL_MAX = 24
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -113,13 +110,15 @@ def _check_label(label: Any) -> str:
 def qualified_name(server_label: str, tool_name: str) -> str:
     """The tool name the model sees for ``tool_name`` of the server ``server_label``.
 
-    ``mcp__<label>__<tool>`` (the convention Claude Code uses). A tool name with characters
+    ``<label>__<tool>``: the label cannot hold ``__``, so the first ``__`` splits the two. (Not
+    Claude Code's ``mcp__<label>__<tool>``: small local models fail to call names that start with
+    ``mcp``, and the prefix costs 5 of the 64 characters.) A tool name with characters
     providers refuse in function names (anything but ``A-Z a-z 0-9 _ -``), or one that would
     make the whole longer than 64 characters, has them replaced by ``_``, is cut to fit, and
     ends with ``_`` and 8 hex digits of its SHA-256, so distinct names stay distinct.
     Raises :class:`~allm.errors.MCPError` (``invalid_server``) for a bad label.
     """
-    base = f"{PREFIX}{_check_label(server_label)}__"
+    base = f"{_check_label(server_label)}__"
     clean = _UNSAFE.sub("_", tool_name)
     name = base + clean
     if clean != tool_name or not clean or len(name) > _NAME_MAX:
@@ -134,9 +133,7 @@ def parse_name(name: str) -> tuple[str, str] | None:
     The tool part is the server's tool name unless :func:`qualified_name` had to change it;
     :meth:`Client.bind` finds the tool by listing the server either way.
     """
-    if not name.startswith(PREFIX):
-        return None
-    label, sep, rest = name[len(PREFIX) :].partition("__")
+    label, sep, rest = name.partition("__")
     if not sep or not rest or not _LABEL.match(label) or label.endswith("_") or len(label) > _LABEL_MAX:
         return None
     return label, rest
@@ -935,7 +932,7 @@ class Client:
         return self._run(self._call(server, name, arguments))
 
     def tools(self, *servers: Server) -> list[Tool]:
-        """allm tools for every allowed tool of ``servers``: ``mcp__<label>__<tool>``, the
+        """allm tools for every allowed tool of ``servers``: ``<label>__<tool>``, the
         server's description and input schema, ``manual=True`` where approval is required,
         ``metadata={"mcp": {"server_label": ..., "name": ...}}``, and an async handler that
         calls the server (see :class:`ToolOutput` for what it returns and the module docstring
@@ -944,21 +941,23 @@ class Client:
         """
         return self._run(self._tools(servers))
 
-    def bind(self, stored: Any, *servers: Server) -> list[Tool]:
-        """The tools of ``servers`` (as :meth:`tools`), checked against a stored conversation.
+    def bind(self, stored: Any, *servers: Server, tools: Sequence[Tool] = ()) -> list[Tool]:
+        """``tools`` and the tools of ``servers`` (as :meth:`tools`), checked against a stored
+        conversation: pass the result as ``tools=`` to ``approve`` and ``continue_``.
 
         ``stored`` is a :class:`~allm.Session`, a :class:`~allm.types.Thread`, a
-        :class:`~allm.types.ChatResult` or a sequence of messages. Every MCP tool name it
-        holds (``mcp__<label>__...`` in tool calls, pending calls included) must name a label
-        among ``servers``: else :class:`~allm.errors.MCPError` (``unknown_server``, with
-        ``metadata["server_labels"]`` listing the missing labels). Each pending call must name
-        a tool the server still offers: else ``unknown_tool``. Pass the result as ``tools=``
-        to ``approve`` and ``continue_``.
+        :class:`~allm.types.ChatResult` or a sequence of messages. Every tool call it holds
+        (pending calls included) whose name has the form ``<label>__<tool>`` and is not the
+        name of one of ``tools`` (your own tools, which may have ``__`` in their names too)
+        must name a label among ``servers``: else :class:`~allm.errors.MCPError`
+        (``unknown_server``; ``metadata["server_labels"]`` lists the missing labels,
+        ``metadata["tool_names"]`` the calls' names). Each pending call to an MCP tool must
+        name a tool its server still offers: else ``unknown_tool``.
         """
-        self._check_labels(stored, servers)
-        tools = self.tools(*servers)
-        _check_pending(stored, tools)
-        return tools
+        self._check_labels(stored, servers, tools)
+        bound = [*tools, *self.tools(*servers)]
+        _check_pending(stored, bound)
+        return bound
 
     def disconnect(self, server: Server) -> None:
         """Close the connection to ``server`` if there is one (stops a stdio server)."""
@@ -986,12 +985,12 @@ class Client:
         """The async twin of :meth:`tools`."""
         return await self._arun(self._tools(servers))
 
-    async def abind(self, stored: Any, *servers: Server) -> list[Tool]:
+    async def abind(self, stored: Any, *servers: Server, tools: Sequence[Tool] = ()) -> list[Tool]:
         """The async twin of :meth:`bind`."""
-        self._check_labels(stored, servers)
-        tools = await self.atools(*servers)
-        _check_pending(stored, tools)
-        return tools
+        self._check_labels(stored, servers, tools)
+        bound = [*tools, *(await self.atools(*servers))]
+        _check_pending(stored, bound)
+        return bound
 
     async def adisconnect(self, server: Server) -> None:
         """The async twin of :meth:`disconnect`."""
@@ -1007,12 +1006,13 @@ class Client:
             await conn.close(_CLOSE_GRACE)
 
     @staticmethod
-    def _check_labels(stored: Any, servers: Sequence[Server]) -> None:
+    def _check_labels(stored: Any, servers: Sequence[Server], tools: Sequence[Tool]) -> None:
         given = {s.label for s in servers}
+        own = {t.name for t in tools}
         missing: dict[str, list[str]] = {}
         for call in _calls(stored):
             parsed = parse_name(call.name)
-            if parsed is not None and parsed[0] not in given:
+            if parsed is not None and parsed[0] not in given and call.name not in own:
                 missing.setdefault(parsed[0], []).append(call.name)
         if missing:
             labels = sorted(missing)

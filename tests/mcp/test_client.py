@@ -51,24 +51,24 @@ def test_lists_the_servers_tools_with_their_schemas(client: mcp.Client, server: 
     assert w.server_label == "weather" and w.description == "Get the current weather for a city."
     assert w.input_schema["type"] == "object" and w.input_schema["required"] == ["city"]
     assert w.input_schema["properties"]["city"]["type"] == "string"
-    assert w.qualified_name == "mcp__weather__get_weather" and not w.requires_approval
+    assert w.qualified_name == "weather__get_weather" and not w.requires_approval
 
 
 def test_tools_are_allm_tools_named_by_label_and_tool(client: mcp.Client, server: mcp.Server) -> None:
     tools = {t.name: t for t in client.tools(server)}
-    t = tools["mcp__weather__get_weather"]
+    t = tools["weather__get_weather"]
     assert isinstance(t, allm.Tool) and t.handler is not None and not t.manual
     assert t.metadata == {"mcp": {"server_label": "weather", "name": "get_weather"}}
     assert t.schema["properties"]["city"]["type"] == "string"
     # A name providers refuse is made safe, and still unique.
-    dotted = [n for n in tools if n.startswith("mcp__weather__dotted_name_")]
+    dotted = [n for n in tools if n.startswith("weather__dotted_name_")]
     assert len(dotted) == 1 and tools[dotted[0]].metadata["mcp"]["name"] == "dotted.name"
 
 
 def test_allowed_tools_filter_listing_tools_and_calls(client: mcp.Client, http_server: HttpServer) -> None:
     server = http_server.server(allowed_tools=["add", "get_weather"])
     assert sorted(i.name for i in client.list_tools(server)) == ["add", "get_weather"]
-    assert sorted(t.name for t in client.tools(server)) == ["mcp__weather__add", "mcp__weather__get_weather"]
+    assert sorted(t.name for t in client.tools(server)) == ["weather__add", "weather__get_weather"]
     with pytest.raises(MCPError) as ei:
         client.call_tool(server, "pid")
     assert ei.value.reason == "tool_not_allowed" and ei.value.metadata["server_label"] == "weather"
@@ -84,7 +84,7 @@ def test_require_approval_makes_manual_tools(client: mcp.Client, stdio_server: m
     # Listed under never: no approval; listed under always, or in neither list: approval.
     assert infos["get_weather"] is False and infos["pid"] is False
     assert infos["add"] is True and infos["sleep"] is True
-    assert {t.name: t.manual for t in client.tools(some)}["mcp__weather__get_weather"] is False
+    assert {t.name: t.manual for t in client.tools(some)}["weather__get_weather"] is False
 
 
 # ------------------------------------------------------------------------------ results
@@ -148,9 +148,9 @@ def test_chat_calls_mcp_tools_and_the_model_reads_results(client: mcp.Client, se
     tools = client.tools(server)
     eng = fake_engine(
         [
-            tool_call("mcp__weather__get_weather", {"city": "Paris"}, id="c1"),
-            tool_call("mcp__weather__chart", {"city": "Paris"}, id="c2"),
-            tool_call("mcp__weather__refuse", {"reason": "no"}, id="c3"),
+            tool_call("weather__get_weather", {"city": "Paris"}, id="c1"),
+            tool_call("weather__chart", {"city": "Paris"}, id="c2"),
+            tool_call("weather__refuse", {"reason": "no"}, id="c3"),
         ],
         [text("18 °C and sunny.")],
     )
@@ -173,7 +173,7 @@ def test_chat_calls_mcp_tools_and_the_model_reads_results(client: mcp.Client, se
 async def test_achat_on_the_callers_loop(client: mcp.Client, server: mcp.Server) -> None:
     tools = await client.atools(server)
     eng = fake_engine(
-        [tool_call("mcp__weather__add", {"a": 1, "b": 2}), tool_call("mcp__weather__add", {"a": 3, "b": 4})],
+        [tool_call("weather__add", {"a": 1, "b": 2}), tool_call("weather__add", {"a": 3, "b": 4})],
         [text("3 and 7")],
     )
     result = await allm.achat(eng, "add", tools=tools)
@@ -184,7 +184,7 @@ async def test_achat_on_the_callers_loop(client: mcp.Client, server: mcp.Server)
 
 def test_calls_of_one_turn_run_at_once(client: mcp.Client, stdio_server: mcp.Server) -> None:
     tools = client.tools(stdio_server)
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 2}, id=f"c{i}") for i in range(3)], [text("ok")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 2}, id=f"c{i}") for i in range(3)], [text("ok")])
     t0 = time.monotonic()
     result = allm.chat(eng, "sleep", tools=tools)
     # Three 2 s calls, one connection: concurrent, so well under 6 s (a generous margin).
@@ -197,11 +197,11 @@ def test_chat_from_many_threads_and_loops_shares_one_connection(client: mcp.Clie
     pids: list[str] = []
 
     def run() -> None:
-        eng = fake_engine([tool_call("mcp__weather__pid", {})], [text("ok")])
+        eng = fake_engine([tool_call("weather__pid", {})], [text("ok")])
         pids.append(allm.chat(eng, "pid", tools=tools).steps[0].tool_results[0].text)
 
     async def arun() -> None:
-        eng = fake_engine([tool_call("mcp__weather__pid", {})], [text("ok")])
+        eng = fake_engine([tool_call("weather__pid", {})], [text("ok")])
         pids.append((await allm.achat(eng, "pid", tools=tools)).steps[0].tool_results[0].text)
 
     threads = [threading.Thread(target=run) for _ in range(4)] + [
@@ -224,7 +224,7 @@ def test_a_call_past_the_servers_timeout_is_a_timeout_tool_error(client: mcp.Cli
     with pytest.raises(MCPError) as ei:
         client.call_tool(slow, "sleep", {"seconds": 10})
     assert ei.value.reason == "timeout" and ei.value.metadata["timeout"] == 0.5
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 10})], [text("too slow")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 10})], [text("too slow")])
     result = allm.chat(eng, "sleep", tools=client.tools(slow))
     msg = result.steps[0].tool_results[0]
     assert msg.is_error and orjson.loads(msg.text)["error"].startswith("timeout: the call to sleep on the MCP server")
@@ -233,7 +233,7 @@ def test_a_call_past_the_servers_timeout_is_a_timeout_tool_error(client: mcp.Cli
 
 
 def test_the_loops_tool_timeout_cancels_the_call(client: mcp.Client, stdio_server: mcp.Server) -> None:
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 30})], [text("ok")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 30})], [text("ok")])
     t0 = time.monotonic()
     result = allm.chat(eng, "sleep", tools=client.tools(stdio_server), tool_timeout=0.5)
     assert time.monotonic() - t0 < 20
@@ -243,7 +243,7 @@ def test_the_loops_tool_timeout_cancels_the_call(client: mcp.Client, stdio_serve
 
 async def test_cancelling_achat_cancels_the_mcp_call(client: mcp.Client, stdio_server: mcp.Server) -> None:
     tools = await client.atools(stdio_server)
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 30})], [text("ok")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 30})], [text("ok")])
     task = asyncio.ensure_future(allm.achat(eng, "sleep", tools=tools))
     await asyncio.sleep(1.0)
     task.cancel()
@@ -268,7 +268,7 @@ def test_killed_stdio_server_gives_a_tool_error_then_reconnects(client: mcp.Clie
     tools = client.tools(stdio_server)
     killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
     killer.start()
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 20})], [tool_call("mcp__weather__pid", {})], [text("ok")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 20})], [tool_call("weather__pid", {})], [text("ok")])
     t0 = time.monotonic()
     result = allm.chat(eng, "sleep", tools=tools)
     killer.join()
@@ -304,7 +304,7 @@ def test_killed_http_server_gives_a_tool_error_then_reconnects(client: mcp.Clien
     tools = client.tools(server)
     killer = threading.Timer(1.0, http_server.process.kill)
     killer.start()
-    eng = fake_engine([tool_call("mcp__weather__sleep", {"seconds": 20})], [tool_call("mcp__weather__add", {"a": 1, "b": 1})], [text("ok")])
+    eng = fake_engine([tool_call("weather__sleep", {"seconds": 20})], [tool_call("weather__add", {"a": 1, "b": 1})], [text("ok")])
     t0 = time.monotonic()
     result = allm.chat(eng, "sleep", tools=tools)
     killer.join()

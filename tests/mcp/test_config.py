@@ -32,12 +32,12 @@ def test_distinct_tool_names_stay_distinct(label: str, a: str, b: str) -> None:
 
 
 def test_names_that_fit_are_kept_as_they_are() -> None:
-    assert mcp.qualified_name("weather", "get_weather") == "mcp__weather__get_weather"
-    assert mcp.parse_name("mcp__weather__get_weather") == ("weather", "get_weather")
-    assert mcp.parse_name("mcp__my_srv__a__b") == ("my_srv", "a__b")
-    for other in ("get_weather", "mcp_weather__x", "mcp____x", "mcp__weather__", "mcp__bad_label___x"):
-        assert mcp.parse_name(other) is None or other == "mcp__bad_label___x"
-    assert mcp.parse_name("mcp__bad_label___x") == ("bad_label", "_x")
+    assert mcp.qualified_name("weather", "get_weather") == "weather__get_weather"
+    assert mcp.parse_name("weather__get_weather") == ("weather", "get_weather")
+    assert mcp.parse_name("my_srv__a__b") == ("my_srv", "a__b")
+    assert mcp.parse_name("my_srv___x") == ("my_srv", "_x")  # a label never ends with "_"
+    for plain in ("get_weather", "__x", "weather__", "_a__b", "a b__c", "x" * 25 + "__y"):
+        assert mcp.parse_name(plain) is None
 
 
 @pytest.mark.parametrize("label", ["", "a__b", "a_", "_a", "-a", "a b", "a.b", "x" * 25, 3])

@@ -36,15 +36,15 @@ def test_no_header_or_env_value_leaks(http_server: HttpServer, caplog: pytest.Lo
         tools = client.tools(server, stdio)
         seen += [repr(server), repr(stdio), repr(tools), repr(client)]
         engine = fake_engine(
-            [tool_call("mcp__weather__get_weather", {"city": "Paris"}), tool_call("mcp__local__add", {"a": 1, "b": 2})],
-            [tool_call("mcp__weather__sleep", {"seconds": 20})],
+            [tool_call("weather__get_weather", {"city": "Paris"}), tool_call("local__add", {"a": 1, "b": 2})],
+            [tool_call("weather__sleep", {"seconds": 20})],
             [text("done")],
         )
         killer = threading.Timer(1.5, http_server.process.kill)
         events: list[Any] = []
 
         def on_start(ev: Any) -> None:
-            if isinstance(ev, allm.events.ToolExecutionStarted) and ev.name == "mcp__weather__sleep":
+            if isinstance(ev, allm.events.ToolExecutionStarted) and ev.name == "weather__sleep":
                 killer.start()
 
         session = allm.Session.new("Weather?")

@@ -26,11 +26,11 @@ HERE = Path(__file__).parent
 
 def start_session(client: mcp.Client, server: mcp.Server) -> allm.Session:
     tools = client.tools(attrs.evolve(server, require_approval={"always": ["get_weather"]}))
-    assert {t.name: t.manual for t in tools}["mcp__weather__get_weather"] is True
-    engine = fake_engine([tool_call("mcp__weather__get_weather", {"city": "Tokyo"}, id="call_w1")])
+    assert {t.name: t.manual for t in tools}["weather__get_weather"] is True
+    engine = fake_engine([tool_call("weather__get_weather", {"city": "Tokyo"}, id="call_w1")])
     session, result = allm.Session.start(engine, "Weather in Tokyo?", tools=tools)
     assert result.halted_reason == "manual_tool_calls" and session.status == "awaiting_tools"
-    assert [c.name for c in session.pending_tool_calls] == ["mcp__weather__get_weather"]
+    assert [c.name for c in session.pending_tool_calls] == ["weather__get_weather"]
     return session
 
 
@@ -55,7 +55,7 @@ def check_resumed(tmp_path: Path, proc: subprocess.CompletedProcess[str], before
     assert out.thread.messages[: len(before.thread)] == before.thread.messages
     tool_msg, final = out.thread.messages[len(before.thread) :]
     # The approved call ran on the real server, from the worker.
-    assert tool_msg.tool_call_id == "call_w1" and tool_msg.name == "mcp__weather__get_weather" and not tool_msg.is_error
+    assert tool_msg.tool_call_id == "call_w1" and tool_msg.name == "weather__get_weather" and not tool_msg.is_error
     assert orjson.loads(tool_msg.text) == {"city": "Tokyo", "temperature_c": 24, "sky": "cloudy"}
     assert final.text == "The weather in Tokyo: 24 °C, cloudy."
 
@@ -87,7 +87,7 @@ def test_a_session_whose_server_is_missing_fails_naming_it(tmp_path: Path) -> No
             client.bind(session)
         assert ei.value.reason == "unknown_server"
         assert ei.value.metadata["server_labels"] == ["weather"]
-        assert ei.value.metadata["tool_names"] == ["mcp__weather__get_weather"]
+        assert ei.value.metadata["tool_names"] == ["weather__get_weather"]
         assert "'weather'" in str(ei.value)
         other = mcp.Server.stdio("maps", server_command())
         with pytest.raises(MCPError) as ei:
@@ -121,23 +121,28 @@ async def test_abind_and_aapprove() -> None:
 
 async def asyncio_start(client: mcp.Client, server: mcp.Server) -> allm.Session:
     tools = await client.atools(attrs.evolve(server, require_approval="always"))
-    engine = fake_engine([tool_call("mcp__weather__get_weather", {"city": "Tokyo"}, id="call_w1")])
+    engine = fake_engine([tool_call("weather__get_weather", {"city": "Tokyo"}, id="call_w1")])
     session, _ = await allm.Session.astart(engine, "Weather in Tokyo?", tools=tools)
     return session
 
 
-def test_bind_accepts_threads_and_results_and_ignores_other_tools() -> None:
+def test_bind_accepts_threads_and_messages_and_leaves_your_own_tools_alone() -> None:
     server = mcp.Server.stdio("weather", server_command())
+    own = allm.tool("notes__lookup", "Your own tool, with __ in its name.", handler=lambda args: "found")
     thread = allm.Thread(
         (
             allm.user("hi"),
-            allm.assistant("", [allm.ToolCall("c1", "lookup", {}), allm.ToolCall("c2", "mcp__weather__add", {"a": 1, "b": 2})]),
+            allm.assistant("", [allm.ToolCall("c1", "notes__lookup", {}), allm.ToolCall("c2", "weather__add", {"a": 1, "b": 2})]),
         )
     )
     with mcp.Client() as client:
         with pytest.raises(MCPError) as ei:
-            client.bind(thread)
-        assert ei.value.metadata["server_labels"] == ["weather"]
-        assert {t.name for t in client.bind(thread.messages, server)} >= {"mcp__weather__add"}
+            client.bind(thread, server)  # "notes" could be a server: say which tools are your own
+        assert ei.value.metadata["server_labels"] == ["notes"]
+        with pytest.raises(MCPError) as ei:
+            client.bind(thread, tools=[own])
+        assert ei.value.metadata["server_labels"] == ["weather"] and ei.value.metadata["tool_names"] == ["weather__add"]
+        bound = client.bind(thread.messages, server, tools=[own])
+        assert bound[0] is own and {t.name for t in bound} >= {"notes__lookup", "weather__add"}
         with pytest.raises(TypeError):
             client.bind(42, server)

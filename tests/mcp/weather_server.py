@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import logging
 import os
 import socket
 import sys
@@ -100,8 +101,20 @@ def dotted() -> str:
     return "dotted ok"
 
 
+class _QuietSessionEnd(logging.Filter):
+    """Drops the SDK server's traceback for a GET stream whose session the client ended (a
+    ``DELETE``, as the SDK's own client sends on close): the stream's memory channel is closed
+    under it and it logs ``ClosedResourceError`` as an error. Any other error still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == "Error in standalone SSE writer" and type(exc).__name__ == "ClosedResourceError")
+
+
 def _serve_http(token: str | None) -> None:
     import uvicorn
+
+    logging.getLogger("mcp.server.streamable_http").addFilter(_QuietSessionEnd())
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     app: ASGIApp = server.streamable_http_app()

@@ -248,16 +248,8 @@ class Server:
         connect_timeout: float = 30.0,
     ) -> Server:
         """A server run as a subprocess, speaking MCP over its stdin and stdout."""
-        return cls(
-            label,
-            command=tuple(command),
-            env=env,
-            cwd=cwd,
-            allowed_tools=tuple(allowed_tools) if allowed_tools is not None else None,
-            require_approval=require_approval,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-        )
+        common = _common(allowed_tools, require_approval, timeout, connect_timeout)
+        return cls(label, command=tuple(command), env=env, cwd=cwd, **common)
 
     @classmethod
     def http(
@@ -272,15 +264,7 @@ class Server:
         connect_timeout: float = 30.0,
     ) -> Server:
         """A server reached over Streamable HTTP at ``url`` (for example ``http://127.0.0.1:8000/mcp``)."""
-        return cls(
-            label,
-            url=url,
-            headers=headers,
-            allowed_tools=tuple(allowed_tools) if allowed_tools is not None else None,
-            require_approval=require_approval,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-        )
+        return cls(label, url=url, headers=headers, **_common(allowed_tools, require_approval, timeout, connect_timeout))
 
     @property
     def transport(self) -> Literal["stdio", "streamable_http"]:
@@ -314,6 +298,18 @@ class Server:
 
     def _secrets(self) -> tuple[str, ...]:
         return tuple((self.headers or {}).values()) + tuple((self.env or {}).values())
+
+
+def _common(
+    allowed_tools: Iterable[str] | None, require_approval: ApprovalRule, timeout: float | None, connect_timeout: float
+) -> dict[str, Any]:
+    """The options :meth:`Server.stdio` and :meth:`Server.http` share, as :class:`Server` fields."""
+    return {
+        "allowed_tools": tuple(allowed_tools) if allowed_tools is not None else None,
+        "require_approval": require_approval,
+        "timeout": timeout,
+        "connect_timeout": connect_timeout,
+    }
 
 
 def _approval_rule(rule: Any, bad: Callable[[str], MCPError]) -> ApprovalRule:
@@ -689,8 +685,10 @@ class Client:
     """
 
     def __init__(self, *, errlog: TextIO | None = None, ping_interval: float = 1.0) -> None:
+        if isinstance(ping_interval, bool) or not isinstance(ping_interval, (int, float)) or not ping_interval > 0:
+            raise ValueError("ping_interval must be a positive number of seconds")
         self._errlog = errlog if errlog is not None else _default_errlog()
-        self._ping_interval = ping_interval
+        self._ping_interval = float(ping_interval)
         self._conns: dict[Any, _Connection] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="allm-mcp", daemon=True)

@@ -130,3 +130,9 @@ def test_mcp_error_round_trips_typed() -> None:
     from allm import codec
 
     assert codec.loads(codec.dumps(allm.Thread((allm.Message("user", "x", metadata={"e": err}),))), allm.Thread) is not None
+
+
+@pytest.mark.parametrize("interval", [0, -1, True, "1"])
+def test_bad_ping_interval(interval: object) -> None:
+    with pytest.raises(ValueError):
+        mcp.Client(ping_interval=interval)  # type: ignore[arg-type]

@@ -9,8 +9,10 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 
@@ -75,8 +77,6 @@ def test_allowed_tools_filter_listing_tools_and_calls(client: mcp.Client, http_s
 
 
 def test_require_approval_makes_manual_tools(client: mcp.Client, stdio_server: mcp.Server) -> None:
-    import attrs
-
     always = attrs.evolve(stdio_server, require_approval="always")
     assert all(t.manual for t in client.tools(always))
     some = attrs.evolve(stdio_server, require_approval={"always": {"tool_names": ["add"]}, "never": ["get_weather", "pid"]})
@@ -184,12 +184,10 @@ async def test_achat_on_the_callers_loop(client: mcp.Client, server: mcp.Server)
 
 def test_calls_of_one_turn_run_at_once(client: mcp.Client, stdio_server: mcp.Server) -> None:
     tools = client.tools(stdio_server)
-    eng = fake_engine([tool_call("weather__sleep", {"seconds": 2}, id=f"c{i}") for i in range(3)], [text("ok")])
-    t0 = time.monotonic()
-    result = allm.chat(eng, "sleep", tools=tools)
-    # Three 2 s calls, one connection: concurrent, so well under 6 s (a generous margin).
-    assert time.monotonic() - t0 < 5.5
-    assert [m.text for m in result.steps[0].tool_results] == ["slept 2 s"] * 3
+    # Three calls that each wait (up to 60 s) until all three run on the server at once.
+    eng = fake_engine([tool_call("weather__meet", {"key": "turn", "n": 3}, id=f"c{i}") for i in range(3)], [text("ok")])
+    result = allm.chat(eng, "meet", tools=tools, tool_timeout=120)
+    assert [m.text for m in result.steps[0].tool_results] == ["met"] * 3
 
 
 def test_chat_from_many_threads_and_loops_shares_one_connection(client: mcp.Client, stdio_server: mcp.Server) -> None:
@@ -218,8 +216,6 @@ def test_chat_from_many_threads_and_loops_shares_one_connection(client: mcp.Clie
 
 
 def test_a_call_past_the_servers_timeout_is_a_timeout_tool_error(client: mcp.Client, server: mcp.Server) -> None:
-    import attrs
-
     slow = attrs.evolve(server, timeout=0.5)
     with pytest.raises(MCPError) as ei:
         client.call_tool(slow, "sleep", {"seconds": 10})
@@ -263,16 +259,32 @@ async def _tasks() -> set[asyncio.Task[Any]]:
     return asyncio.all_tasks()
 
 
-def test_killed_stdio_server_gives_a_tool_error_then_reconnects(client: mcp.Client, stdio_server: mcp.Server) -> None:
+def kill_when_running(marker: Path, kill: Any) -> threading.Thread:
+    """Kill the server once its ``sleep`` call has started (it creates ``marker``)."""
+
+    def run() -> None:
+        assert wait_until(marker.exists, 60)
+        kill()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_killed_stdio_server_gives_a_tool_error_then_reconnects(
+    client: mcp.Client, stdio_server: mcp.Server, tmp_path: Path
+) -> None:
     pid = int(client.call_tool(stdio_server, "pid").text)
     tools = client.tools(stdio_server)
-    killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
-    killer.start()
-    eng = fake_engine([tool_call("weather__sleep", {"seconds": 20})], [tool_call("weather__pid", {})], [text("ok")])
+    marker = tmp_path / "running"
+    killer = kill_when_running(marker, lambda: os.kill(pid, signal.SIGKILL))
+    eng = fake_engine(
+        [tool_call("weather__sleep", {"seconds": 120, "marker": str(marker)})], [tool_call("weather__pid", {})], [text("ok")]
+    )
     t0 = time.monotonic()
-    result = allm.chat(eng, "sleep", tools=tools)
+    result = allm.chat(eng, "sleep", tools=tools, tool_timeout=None)
     killer.join()
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 100  # the kill ended the call, not its 120 s
     lost, new_pid = result.steps[0].tool_results[0], result.steps[1].tool_results[0]
     assert lost.is_error
     assert orjson.loads(lost.text)["error"].startswith("handler_raised: the connection to the MCP server 'weather' was lost")
@@ -297,18 +309,24 @@ def test_server_that_died_between_calls_is_started_again(client: mcp.Client, std
     assert int(client.call_tool(stdio_server, "pid").text) != pid
 
 
-def test_killed_http_server_gives_a_tool_error_then_reconnects(client: mcp.Client, http_server: HttpServer) -> None:
+def test_killed_http_server_gives_a_tool_error_then_reconnects(
+    client: mcp.Client, http_server: HttpServer, tmp_path: Path
+) -> None:
     from .conftest import start_http_server
 
-    server = http_server.server()
+    server = attrs.evolve(http_server.server(), timeout=None)
     tools = client.tools(server)
-    killer = threading.Timer(1.0, http_server.process.kill)
-    killer.start()
-    eng = fake_engine([tool_call("weather__sleep", {"seconds": 20})], [tool_call("weather__add", {"a": 1, "b": 1})], [text("ok")])
+    marker = tmp_path / "running"
+    killer = kill_when_running(marker, http_server.process.kill)
+    eng = fake_engine(
+        [tool_call("weather__sleep", {"seconds": 120, "marker": str(marker)})],
+        [tool_call("weather__add", {"a": 1, "b": 1})],
+        [text("ok")],
+    )
     t0 = time.monotonic()
-    result = allm.chat(eng, "sleep", tools=tools)
+    result = allm.chat(eng, "sleep", tools=tools, tool_timeout=None)
     killer.join()
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 100  # the kill (seen by a ping) ended the call, not its 120 s
     lost, after = result.steps[0].tool_results[0], result.steps[1].tool_results[0]
     assert lost.is_error and "was lost during the call to sleep" in lost.text
     # Nothing listens on the port any more: the reconnect fails with a clear error.

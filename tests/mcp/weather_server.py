@@ -54,10 +54,33 @@ def pid() -> int:
 
 
 @server.tool()
-async def sleep(seconds: float) -> str:
-    """Wait ``seconds``, then say so."""
+async def sleep(seconds: float, marker: str | None = None) -> str:
+    """Wait ``seconds``, then say so. With ``marker``, first create that file (tests wait for
+    it to know the call is running on the server)."""
+    if marker:
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
     await asyncio.sleep(seconds)
     return f"slept {seconds:g} s"
+
+
+_meetings: dict[str, list[asyncio.Event | int]] = {}
+
+
+@server.tool()
+async def meet(key: str, n: int) -> str:
+    """Return "met" once ``n`` calls with this ``key`` are running at the same time (within
+    60 s; else "alone"): calls made one after another never meet."""
+    event, count = _meetings.setdefault(key, [asyncio.Event(), 0])
+    assert isinstance(event, asyncio.Event) and isinstance(count, int)
+    _meetings[key][1] = count + 1
+    if count + 1 >= n:
+        event.set()
+    try:
+        await asyncio.wait_for(event.wait(), 60)
+    except TimeoutError:
+        return "alone"
+    return "met"
 
 
 @server.tool()

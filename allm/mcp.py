@@ -62,8 +62,14 @@ try:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
     from mcp.shared.exceptions import McpError as _SdkError
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("allm.mcp needs the mcp package: pip install 'allm[mcp]'") from exc
+except ImportError as exc:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        _found = f" (found mcp {version('mcp')}; the 2.x line renamed these APIs)"
+    except PackageNotFoundError:
+        _found = ""
+    raise ImportError(f"allm.mcp needs the mcp package, 1.24 or a later 1.x: pip install 'allm[mcp]'{_found}") from exc
 
 __all__ = [
     "Audio",

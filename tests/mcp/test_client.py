@@ -356,6 +356,28 @@ def test_connect_failures_are_typed(client: mcp.Client, http_server: HttpServer)
     assert ei.value.reason == "server_unavailable"
 
 
+def test_protocol_errors_are_typed(client: mcp.Client, server: mcp.Server) -> None:
+    import sys
+
+    broken = mcp.Server.stdio("broken", [sys.executable, str(Path(__file__).parent / "broken_server.py")])
+    (listed,) = client.list_tools(broken)
+    assert listed.name == "listy" and listed.input_schema == {"type": "array"}
+    with pytest.raises(MCPError) as ei:
+        client.tools(broken)  # allm offers object schemas only: providers send arguments as an object
+    assert ei.value.reason == "protocol_error" and ei.value.metadata["tool_name"] == "listy"
+    with pytest.raises(MCPError) as ei:
+        client.call_tool(broken, "listy", {})
+    assert ei.value.reason == "protocol_error" and ei.value.metadata["code"] == -32602
+    assert "no such arguments for listy" in str(ei.value)
+    with pytest.raises(MCPError) as ei:
+        client.call_tool(server, "broken_image")
+    assert ei.value.reason == "protocol_error" and "not base64" in str(ei.value)
+    # In the loop, the model reads it as a tool error.
+    eng = fake_engine([tool_call("weather__broken_image", {})], [text("no image")])
+    msg = allm.chat(eng, "image", tools=client.tools(server)).steps[0].tool_results[0]
+    assert msg.is_error and "not base64" in msg.text
+
+
 def test_a_server_that_never_answers_times_out_at_connect(client: mcp.Client) -> None:
     silent = mcp.Server.stdio("silent", [server_command()[0], "-c", "import time; time.sleep(60)"], connect_timeout=1.0)
     t0 = time.monotonic()

@@ -136,3 +136,14 @@ def test_mcp_error_round_trips_typed() -> None:
 def test_bad_ping_interval(interval: object) -> None:
     with pytest.raises(ValueError):
         mcp.Client(ping_interval=interval)  # type: ignore[arg-type]
+
+
+def test_without_a_usable_mcp_package_the_import_says_what_to_install() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['mcp.client.stdio'] = None; import allm.mcp"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == 1
+    assert "ImportError: allm.mcp needs the mcp package, 1.24 or a later 1.x: pip install 'allm[mcp]' (found mcp 1." in out.stderr

@@ -118,6 +118,12 @@ def refuse(reason: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=reason)], isError=True)
 
 
+@server.tool()
+def broken_image() -> CallToolResult:
+    """An image block whose data is not base64."""
+    return CallToolResult(content=[ImageContent(type="image", data="not base64!", mimeType="image/png")])
+
+
 @server.tool(name="dotted.name")
 def dotted() -> str:
     """A tool whose name has a character providers refuse in function names."""

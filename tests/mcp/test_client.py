@@ -303,10 +303,12 @@ def test_server_exiting_mid_call_then_reconnect(client: mcp.Client, stdio_server
 
 def test_server_that_died_between_calls_is_started_again(client: mcp.Client, stdio_server: mcp.Server) -> None:
     pid = int(client.call_tool(stdio_server, "pid").text)
+    assert client.connected(stdio_server)
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not alive(pid))
+    assert wait_until(lambda: not client.connected(stdio_server))  # the end of its output was seen
     # The death was seen before the request was sent: it goes to a new server, no error.
     assert int(client.call_tool(stdio_server, "pid").text) != pid
+    assert client.connected(stdio_server)
 
 
 def test_killed_http_server_gives_a_tool_error_then_reconnects(

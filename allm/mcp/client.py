@@ -1,518 +1,40 @@
-"""Model Context Protocol servers' tools as allm tools (the ``mcp`` extra: ``pip install 'allm[mcp]'``).
-
-A :class:`Server` says how to reach one MCP server: a command to run (stdio) or a URL
-(Streamable HTTP, with headers), which of its tools to offer (``allowed_tools``), which need
-approval, and how long a call may take. A :class:`Client` holds the connections: one
-background thread runs an event loop that owns every MCP session, and both sync and async
-callers reach it (``allm.chat`` runs async handlers in worker threads with their own loops,
-``allm.achat`` on the caller's loop; both work)::
-
-    weather = allm.mcp.Server.stdio("weather", [sys.executable, "weather_server.py"])
-    with allm.mcp.Client() as mcp:
-        result = allm.chat(engine, "Weather in Paris?", tools=mcp.tools(weather))
-
-The model sees each MCP tool as ``<label>__<tool>`` (see :func:`qualified_name`), so a
-stored thread or session names the server by label and the tool by name; :meth:`Client.bind`
-binds a resumed session's calls again from the server configuration, and raises
-:class:`~allm.errors.MCPError` (``unknown_server``) naming a label it lacks.
-
-What a call gives the model follows the MCP ``tools/call`` result
-(https://modelcontextprotocol.io/specification/2025-11-25/server/tools): the text of its
-``content`` blocks (an image, audio or binary resource as a one-line placeholder naming its
-type and size), or ``structuredContent`` as JSON when there is no content; ``isError: true``
-is a tool error (``is_error`` on the tool message). The whole result, image bytes included, is
-the handler's value (:class:`ToolOutput`, a ``str`` with ``.result``), seen in
-``ToolExecutionCompleted``. A server that dies during a call is a tool error the model reads;
-the next call starts or reconnects it.
-
-Header values and ``env`` values are secrets: they appear in no repr, error, log line or
-stored value. See ``guides/mcp.md``.
-"""
+"""The :class:`Client`: one background event loop that owns every MCP session, with sync and
+async ways in."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import contextlib
-import hashlib
-import re
 import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TextIO, TypeVar, cast
-
-import attrs
-import orjson
+from typing import Any, TextIO, TypeVar, cast
 
 import allm
 
-from .errors import AllmError, MCPError, ToolError, scrub
-from .types import Image, ImagePart, TextPart, Thread, Tool, ToolCall
+from ..errors import AllmError, MCPError, ToolError, scrub
+from ..types import Thread, Tool, ToolCall
+from ._sdk import (
+    ClientSession,
+    SdkError,
+    StdioServerParameters,
+    anyio,
+    create_mcp_http_client,
+    mt,
+    stdio_client,
+    streamable_http_client,
+)
+from .config import Server
+from .names import parse_name
+from .results import CallResult, ToolInfo, ToolOutput, info_from_sdk, result_from_sdk
 
-try:
-    import anyio
-    import mcp.types as mt
-    from mcp import ClientSession, StdioServerParameters
-    from mcp.client.stdio import stdio_client
-    from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
-    from mcp.shared.exceptions import McpError as _SdkError
-except ImportError as exc:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        _found = f" (found mcp {version('mcp')}; the 2.x line renamed these APIs)"
-    except PackageNotFoundError:
-        _found = ""
-    raise ImportError(f"allm.mcp needs the mcp package, 1.24 or a later 1.x: pip install 'allm[mcp]'{_found}") from exc
-
-__all__ = [
-    "Audio",
-    "CallResult",
-    "Client",
-    "Content",
-    "Resource",
-    "ResourceLink",
-    "Server",
-    "ToolInfo",
-    "ToolOutput",
-    "parse_name",
-    "qualified_name",
-]
+__all__ = ["Client"]
 
 T = TypeVar("T")
-
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
-_LABEL_MAX = 24
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_NAME_MAX = 64  # the function-name limit OpenAI, Anthropic and Gemini share
-
-
-# ------------------------------------------------------------------------------ names
-
-
-def _check_label(label: Any) -> str:
-    if (
-        not isinstance(label, str)
-        or not label
-        or len(label) > _LABEL_MAX
-        or not _LABEL.match(label)
-        or label.endswith("_")
-    ):
-        raise MCPError(
-            f"MCP server label {label!r} must be 1 to {_LABEL_MAX} characters of letters, digits, '-' "
-            "and single '_' (not '__', not at either end)",
-            reason="invalid_server",
-            metadata={"server_label": str(label)},
-        )
-    return label
-
-
-def qualified_name(server_label: str, tool_name: str) -> str:
-    """The tool name the model sees for ``tool_name`` of the server ``server_label``.
-
-    ``<label>__<tool>``: the label cannot hold ``__``, so the first ``__`` splits the two. (Not
-    Claude Code's ``mcp__<label>__<tool>``: small local models fail to call names that start with
-    ``mcp``, and the prefix costs 5 of the 64 characters.) A tool name with characters
-    providers refuse in function names (anything but ``A-Z a-z 0-9 _ -``), or one that would
-    make the whole longer than 64 characters, has them replaced by ``_``, is cut to fit, and
-    ends with ``_`` and 8 hex digits of its SHA-256, so distinct names stay distinct.
-    Raises :class:`~allm.errors.MCPError` (``invalid_server``) for a bad label.
-    """
-    base = f"{_check_label(server_label)}__"
-    clean = _UNSAFE.sub("_", tool_name)
-    name = base + clean
-    if clean != tool_name or not clean or len(name) > _NAME_MAX:
-        digest = hashlib.sha256(tool_name.encode()).hexdigest()[:8]
-        name = base + clean[: _NAME_MAX - len(base) - 9] + "_" + digest
-    return name
-
-
-def parse_name(name: str) -> tuple[str, str] | None:
-    """``(server_label, tool part)`` of a name made by :func:`qualified_name`, else ``None``.
-
-    The tool part is the server's tool name unless :func:`qualified_name` had to change it;
-    :meth:`Client.bind` finds the tool by listing the server either way.
-    """
-    label, sep, rest = name.partition("__")
-    if not sep or not rest or not _LABEL.match(label) or label.endswith("_") or len(label) > _LABEL_MAX:
-        return None
-    return label, rest
-
-
-# ------------------------------------------------------------------------------ configuration
-
-
-def _masked(values: Mapping[str, str] | None) -> str:
-    if values is None:
-        return "None"
-    return "{" + ", ".join(f"{k!r}: '***'" for k in values) + "}"
-
-
-def _str_map(name: str, label: str) -> Callable[[Any], dict[str, str] | None]:
-    def convert(value: Any) -> dict[str, str] | None:
-        if value is None:
-            return None
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise MCPError(
-                f"MCP server {label!r}: {name} must map strings to strings",
-                reason="invalid_server",
-                metadata={"server_label": label},
-            )
-        return dict(value)
-
-    return convert
-
-
-ApprovalRule = Literal["always", "never"] | Mapping[str, Any]
-
-
-@attrs.frozen
-class Server:
-    """How to reach one MCP server, and what of it to offer. Build one with :meth:`stdio` or :meth:`http`.
-
-    - ``label``: the server's name in tool names and stored data: 1 to 24 characters of
-      letters, digits, ``-`` and single ``_`` (not ``__``, not at either end).
-    - ``command`` (stdio): the program and its arguments; ``env`` (added to a minimal default
-      environment: ``PATH``, ``HOME``...), ``cwd``.
-    - ``url`` (Streamable HTTP) and ``headers`` (sent with every request, for example
-      ``{"Authorization": "Bearer ..."}``).
-    - ``allowed_tools``: the names of the server's tools to offer; ``None`` offers all.
-    - ``require_approval``: ``"never"`` (default), ``"always"``, or
-      ``{"always": [names], "never": [names]}`` (each list may also be written
-      ``{"tool_names": [names]}``, as the Open Responses ``mcp`` tool does); a tool in
-      neither list needs approval. A tool that needs approval is a ``manual=True`` allm tool.
-    - ``timeout``: seconds one tool call may take (``None``: no limit); ``connect_timeout``:
-      seconds to start or reach the server and finish the MCP handshake.
-
-    ``headers`` and ``env`` values are shown as ``'***'`` in the repr and never stored or
-    logged by allm. Raises :class:`~allm.errors.MCPError` (``invalid_server``) for a bad value.
-    """
-
-    label: str
-    command: tuple[str, ...] | None = None
-    url: str | None = None
-    headers: Mapping[str, str] | None = attrs.field(default=None, repr=_masked)
-    env: Mapping[str, str] | None = attrs.field(default=None, repr=_masked)
-    cwd: str | None = None
-    allowed_tools: tuple[str, ...] | None = None
-    require_approval: ApprovalRule = "never"
-    timeout: float | None = 30.0
-    connect_timeout: float = 30.0
-
-    def __attrs_post_init__(self) -> None:
-        label = _check_label(self.label)
-
-        def bad(message: str) -> MCPError:
-            return MCPError(f"MCP server {label!r}: {message}", reason="invalid_server", metadata={"server_label": label})
-
-        if (self.command is None) == (self.url is None):
-            raise bad("give exactly one of command= (stdio) or url= (Streamable HTTP)")
-        if self.command is not None:
-            cmd = tuple(self.command) if not isinstance(self.command, str) else ()
-            if not cmd or not all(isinstance(c, str) and c for c in cmd):
-                raise bad("command must be a non-empty sequence of strings: the program, then its arguments")
-            object.__setattr__(self, "command", cmd)
-            if self.headers:
-                raise bad("headers= is for a Streamable HTTP server (url=)")
-        else:
-            if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
-                raise bad("url must be an http:// or https:// URL")
-            if self.env is not None or self.cwd is not None:
-                raise bad("env= and cwd= are for a stdio server (command=)")
-        object.__setattr__(self, "headers", _str_map("headers", label)(self.headers))
-        object.__setattr__(self, "env", _str_map("env", label)(self.env))
-        if self.allowed_tools is not None:
-            names = (self.allowed_tools,) if isinstance(self.allowed_tools, str) else tuple(self.allowed_tools)
-            if not all(isinstance(n, str) for n in names):
-                raise bad("allowed_tools must be tool names (strings)")
-            object.__setattr__(self, "allowed_tools", names)
-        object.__setattr__(self, "require_approval", _approval_rule(self.require_approval, bad))
-        for name in ("timeout", "connect_timeout"):
-            v = getattr(self, name)
-            if v is None and name == "timeout":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise bad(f"{name} must be a positive number of seconds")
-
-    @classmethod
-    def stdio(
-        cls,
-        label: str,
-        command: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        allowed_tools: Iterable[str] | None = None,
-        require_approval: ApprovalRule = "never",
-        timeout: float | None = 30.0,
-        connect_timeout: float = 30.0,
-    ) -> Server:
-        """A server run as a subprocess, speaking MCP over its stdin and stdout."""
-        common = _common(allowed_tools, require_approval, timeout, connect_timeout)
-        return cls(label, command=tuple(command), env=env, cwd=cwd, **common)
-
-    @classmethod
-    def http(
-        cls,
-        label: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        allowed_tools: Iterable[str] | None = None,
-        require_approval: ApprovalRule = "never",
-        timeout: float | None = 30.0,
-        connect_timeout: float = 30.0,
-    ) -> Server:
-        """A server reached over Streamable HTTP at ``url`` (for example ``http://127.0.0.1:8000/mcp``)."""
-        return cls(label, url=url, headers=headers, **_common(allowed_tools, require_approval, timeout, connect_timeout))
-
-    @property
-    def transport(self) -> Literal["stdio", "streamable_http"]:
-        return "stdio" if self.command is not None else "streamable_http"
-
-    def allows(self, tool_name: str) -> bool:
-        """Whether ``allowed_tools`` lets ``tool_name`` (the server's name for it) through."""
-        return self.allowed_tools is None or tool_name in self.allowed_tools
-
-    def requires_approval(self, tool_name: str) -> bool:
-        """Whether a call of ``tool_name`` (the server's name for it) waits for approval."""
-        rule = self.require_approval
-        if rule == "never":
-            return False
-        if rule == "always":
-            return True
-        assert isinstance(rule, Mapping)
-        return tool_name not in rule.get("never", ())
-
-    def _key(self) -> tuple[Any, ...]:
-        # Connections are shared by equal configurations (headers included: two tenants'
-        # tokens never share a connection).
-        return (
-            self.label,
-            self.command,
-            self.url,
-            tuple(sorted((self.headers or {}).items())),
-            tuple(sorted((self.env or {}).items())) if self.env is not None else None,
-            self.cwd,
-        )
-
-    def _secrets(self) -> tuple[str, ...]:
-        return tuple((self.headers or {}).values()) + tuple((self.env or {}).values())
-
-
-def _common(
-    allowed_tools: Iterable[str] | None, require_approval: ApprovalRule, timeout: float | None, connect_timeout: float
-) -> dict[str, Any]:
-    """The options :meth:`Server.stdio` and :meth:`Server.http` share, as :class:`Server` fields."""
-    return {
-        "allowed_tools": tuple(allowed_tools) if allowed_tools is not None else None,
-        "require_approval": require_approval,
-        "timeout": timeout,
-        "connect_timeout": connect_timeout,
-    }
-
-
-def _approval_rule(rule: Any, bad: Callable[[str], MCPError]) -> ApprovalRule:
-    if rule in ("always", "never"):
-        return cast(ApprovalRule, rule)
-    if not isinstance(rule, Mapping) or not rule or set(rule) - {"always", "never"}:
-        raise bad('require_approval must be "always", "never" or {"always": [names], "never": [names]}')
-    out: dict[str, tuple[str, ...]] = {}
-    for key, names in rule.items():
-        if isinstance(names, Mapping):
-            names = names.get("tool_names", ())
-        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise bad(f"require_approval[{key!r}] must be a list of tool names")
-        out[key] = tuple(names)
-    return out
-
-
-# ------------------------------------------------------------------------------ results
-
-
-@attrs.frozen
-class Audio:
-    """An MCP audio content block: raw ``data`` bytes and their ``mime_type``."""
-
-    data: bytes
-    mime_type: str
-
-
-@attrs.frozen
-class Resource:
-    """An MCP embedded resource: ``text`` or raw ``data`` bytes (a blob), with its ``uri``."""
-
-    uri: str
-    mime_type: str | None = None
-    text: str | None = None
-    data: bytes | None = None
-
-
-@attrs.frozen
-class ResourceLink:
-    """An MCP resource link: a resource the server offers by ``uri``, not included."""
-
-    uri: str
-    name: str
-    description: str | None = None
-    mime_type: str | None = None
-
-
-Content = TextPart | ImagePart | Audio | Resource | ResourceLink
-"""One content block of a tool result: text, an image, audio, an embedded resource or a link."""
-
-
-def _render(block: Content) -> str:
-    if isinstance(block, TextPart):
-        return block.text
-    if isinstance(block, ImagePart):
-        return f"[image: {block.image.mime_type}, {len(block.image.data or b'')} bytes]"
-    if isinstance(block, Audio):
-        return f"[audio: {block.mime_type}, {len(block.data)} bytes]"
-    if isinstance(block, Resource):
-        if block.text is not None:
-            return f"[resource: {block.uri}]\n{block.text}"
-        return f"[resource: {block.uri}, {block.mime_type or 'application/octet-stream'}, {len(block.data or b'')} bytes]"
-    return f"[resource link: {block.name} <{block.uri}>]"
-
-
-@attrs.frozen
-class CallResult:
-    """The result of one MCP ``tools/call`` (``CallToolResult``), as allm values.
-
-    - ``content``: the content blocks in order (:data:`Content`; image and audio bytes decoded).
-    - ``structured_content``: the ``structuredContent`` object, or ``None``.
-    - ``is_error``: the server's ``isError`` (the tool ran and failed).
-
-    :attr:`text` is what the model reads.
-    """
-
-    server_label: str
-    name: str
-    content: tuple[Content, ...] = ()
-    structured_content: Mapping[str, Any] | None = None
-    is_error: bool = False
-
-    @property
-    def text(self) -> str:
-        """The content blocks' text joined by newlines (non-text blocks as one-line placeholders,
-        ``[image: image/png, 68 bytes]``), or ``structured_content`` as JSON when there is no
-        content block; ``""`` for an empty result."""
-        if self.content:
-            return "\n".join(_render(b) for b in self.content)
-        if self.structured_content is not None:
-            return orjson.dumps(self.structured_content).decode()
-        return ""
-
-    @property
-    def images(self) -> tuple[ImagePart, ...]:
-        """The image blocks, ready to put in a user message."""
-        return tuple(b for b in self.content if isinstance(b, ImagePart))
-
-
-class ToolOutput(str):
-    """What an MCP tool's handler returns: the text the model reads (:attr:`CallResult.text`),
-    with the whole :class:`CallResult` at ``.result``.
-
-    A ``str``, so the tool loop sends it as it is; ``ToolExecutionCompleted.result`` carries it,
-    so a program reads images and structured content from ``event.value.result``.
-    """
-
-    result: CallResult
-
-    def __new__(cls, result: CallResult) -> ToolOutput:
-        out = super().__new__(cls, result.text)
-        out.result = result
-        return out
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ToolOutput, (self.result,))
-
-
-@attrs.frozen
-class ToolInfo:
-    """One tool a server lists (``tools/list``), after ``allowed_tools``.
-
-    ``name``, ``description``, ``input_schema`` and ``annotations`` are the server's (the
-    fields of an Open Responses ``mcp_list_tools`` entry); ``requires_approval`` applies the
-    server's ``require_approval``; :attr:`qualified_name` is the name the model sees.
-    """
-
-    server_label: str
-    name: str
-    description: str = ""
-    input_schema: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
-    annotations: Mapping[str, Any] | None = None
-    title: str | None = None
-    requires_approval: bool = False
-
-    @property
-    def qualified_name(self) -> str:
-        return qualified_name(self.server_label, self.name)
-
-
-def _content(block: Any, server: Server, tool_name: str) -> Content:
-    def b64(data: str, what: str) -> bytes:
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise MCPError(
-                f"the MCP server {server.label!r} sent {what} that is not base64 in the result of {tool_name}",
-                reason="protocol_error",
-                metadata={"server_label": server.label, "tool_name": tool_name},
-            ) from None
-
-    if isinstance(block, mt.TextContent):
-        return TextPart(block.text)
-    if isinstance(block, mt.ImageContent):
-        return ImagePart(Image.from_bytes(b64(block.data, "an image"), block.mimeType))
-    if isinstance(block, mt.AudioContent):
-        return Audio(b64(block.data, "audio"), block.mimeType)
-    if isinstance(block, mt.EmbeddedResource):
-        r = block.resource
-        if isinstance(r, mt.TextResourceContents):
-            return Resource(str(r.uri), r.mimeType, text=r.text)
-        return Resource(str(r.uri), r.mimeType, data=b64(r.blob, "a resource"))
-    if isinstance(block, mt.ResourceLink):
-        return ResourceLink(str(block.uri), block.name, block.description, block.mimeType)
-    raise MCPError(
-        f"the MCP server {server.label!r} sent a content block of unknown type {getattr(block, 'type', '?')!r}",
-        reason="protocol_error",
-        metadata={"server_label": server.label, "tool_name": tool_name},
-    )
-
-
-def _result(res: mt.CallToolResult, server: Server, tool_name: str) -> CallResult:
-    return CallResult(
-        server.label,
-        tool_name,
-        tuple(_content(b, server, tool_name) for b in res.content),
-        dict(res.structuredContent) if res.structuredContent is not None else None,
-        bool(res.isError),
-    )
-
-
-def _info(t: mt.Tool, server: Server) -> ToolInfo:
-    schema: dict[str, Any] = dict(t.inputSchema or {})
-    schema.setdefault("type", "object")
-    if schema["type"] == "object":
-        schema.setdefault("properties", {})
-    annotations = t.annotations.model_dump(exclude_none=True) if t.annotations is not None else None
-    return ToolInfo(
-        server.label,
-        t.name,
-        t.description or t.title or "",
-        schema,
-        annotations,
-        t.title,
-        server.requires_approval(t.name),
-    )
 
 
 # ------------------------------------------------------------------------------ errors
@@ -542,7 +64,7 @@ def _connect_error(exc: BaseException, server: Server) -> MCPError:
             meta["status"] = status
             if status in (401, 403):
                 reason = "authentication_failed"
-        if isinstance(e, _SdkError) and e.error.code == mt.CONNECTION_CLOSED:
+        if isinstance(e, SdkError) and e.error.code == mt.CONNECTION_CLOSED:
             detail = "the server closed the connection before the MCP handshake finished"
     err = MCPError(f"cannot use the MCP server {server.label!r} ({where}): {detail}", reason=reason, metadata=meta)
     return cast(MCPError, scrub(err, *server._secrets()))
@@ -570,6 +92,8 @@ class _Connection:
         self.errlog = errlog
         self.session: ClientSession | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failure nobody awaited (a handshake abandoned at its timeout) is not worth a warning.
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.stop = asyncio.Event()
         self.lost = asyncio.Event()
         self.task = asyncio.create_task(self._hold(), name=f"allm-mcp-{server.label}")
@@ -678,8 +202,9 @@ class Client:
 
     One daemon thread (``allm-mcp``) runs an event loop that owns every MCP session; sync
     methods wait on it and async methods (``a...``) await it from any event loop. A
-    connection opens on first use of a server and is kept for later calls (equal
-    :class:`Server` values share one; different headers never do). Use it as a context
+    connection opens on first use of a server and is kept for later calls; servers with the
+    same label, command or URL, headers, env and cwd share one (so two tenants' tokens never
+    do), whatever their filters and time limits. Use it as a context
     manager, or call :meth:`close` (:meth:`aclose`): that ends every session, stops stdio
     servers (stdin closed, then SIGTERM, then SIGKILL) and the thread. A client that is
     garbage-collected or still open at interpreter exit is closed then.
@@ -777,12 +302,12 @@ class Client:
                 reason="timeout",
                 metadata={"server_label": server.label, "phase": "tools/list"},
             ) from None
-        except _SdkError as exc:
+        except SdkError as exc:
             raise self._sdk_error(exc, server, "tools/list") from None
-        return tuple(_info(t, server) for t in tools if server.allows(t.name))
+        return tuple(info_from_sdk(t, server) for t in tools if server.allows(t.name))
 
     @staticmethod
-    def _sdk_error(exc: _SdkError, server: Server, what: str) -> MCPError:
+    def _sdk_error(exc: SdkError, server: Server, what: str) -> MCPError:
         meta = {"server_label": server.label, "code": exc.error.code}
         if exc.error.code == mt.CONNECTION_CLOSED:
             return MCPError(
@@ -840,7 +365,7 @@ class Client:
                     raise MCPError(
                         f"the MCP server {server.label!r} closed the connection", reason="connection_lost", metadata=meta
                     ) from None
-                except _SdkError as exc:
+                except SdkError as exc:
                     if exc.error.code == mt.CONNECTION_CLOSED:
                         conn.lost.set()
                     raise self._sdk_error(exc, server, f"the call to {name}") from None
@@ -850,7 +375,7 @@ class Client:
                         reason="protocol_error",
                         metadata=meta,
                     ) from None
-                return _result(res, server, name)
+                return result_from_sdk(res, server, name)
             if lost in done:
                 raise MCPError(
                     f"the connection to the MCP server {server.label!r} was lost during the call to {name} "
@@ -962,6 +487,12 @@ class Client:
         bound = [*tools, *self.tools(*servers)]
         _check_pending(stored, bound)
         return bound
+
+    def connected(self, server: Server) -> bool:
+        """Whether a live connection to ``server`` is open now (no I/O; a server that died is
+        seen as gone once its end was noticed)."""
+        conn = self._conns.get(server._key())
+        return conn is not None and conn.alive
 
     def disconnect(self, server: Server) -> None:
         """Close the connection to ``server`` if there is one (stops a stdio server)."""

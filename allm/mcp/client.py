@@ -185,6 +185,12 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, conns:
             items = list(conns.values())
             conns.clear()
             await asyncio.gather(*(c.close(_CLOSE_GRACE) for c in items), return_exceptions=True)
+            # Calls still waiting end now (their callers get MCPError "closed"), so no caller
+            # waits on a loop that has stopped.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close_all(), loop).result(_CLOSE_GRACE * 3)
@@ -238,7 +244,7 @@ class Client:
         with self._lock:
             if self._closed:
                 coro.close()
-                raise MCPError("the MCP client is closed", reason="closed")
+                raise self._closed_error()
             return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -248,15 +254,28 @@ class Client:
         fut = self._submit(coro)
         try:
             return fut.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise self._closed_error() from None
+            raise
         except BaseException:
             fut.cancel()
             raise
 
     async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        with contextlib.suppress(RuntimeError):
-            if asyncio.get_running_loop() is self._loop:
-                return await coro
-        return await asyncio.wrap_future(self._submit(coro))
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
+        try:
+            return await asyncio.wrap_future(self._submit(coro))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise self._closed_error() from None  # the client closed under the call
+            raise
+
+    @staticmethod
+    def _closed_error() -> MCPError:
+        return MCPError("the MCP client is closed", reason="closed")
 
     async def _connection(self, server: Server) -> _Connection:
         key = server._key()

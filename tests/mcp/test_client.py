@@ -415,6 +415,36 @@ def test_close_stops_servers_threads_and_sockets(http_server: HttpServer) -> Non
     assert ei.value.reason == "closed"
 
 
+def test_closing_ends_calls_in_flight(stdio_server: mcp.Server) -> None:
+    c = mcp.Client()
+    c.call_tool(stdio_server, "pid")
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            c.call_tool(stdio_server, "sleep", {"seconds": 120})
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def acall() -> None:
+        try:
+            await c.acall_tool(stdio_server, "sleep", {"seconds": 120})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call), threading.Thread(target=asyncio.run, args=(acall(),))]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # the calls are on their way (either way they must end below)
+    c.close()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert len(errors) == 2 and all(isinstance(e, MCPError) for e in errors), errors
+    assert {e.reason for e in errors} <= {"closed", "connection_lost"}  # type: ignore[attr-defined]
+    assert wait_until(lambda: not mcp_threads())
+
+
 async def test_async_context_manager_and_disconnect(stdio_server: mcp.Server) -> None:
     async with mcp.Client() as c:
         pid = int((await c.acall_tool(stdio_server, "pid")).text)

@@ -29,7 +29,6 @@ Header values and ``env`` values are secrets: they appear in no repr, error, log
 stored value. See ``guides/mcp.md``.
 """
 
-
 from __future__ import annotations
 
 from .client import Client

@@ -303,27 +303,42 @@ class Client:
         return conn
 
     async def _list(self, server: Server) -> tuple[ToolInfo, ...]:
-        conn = await self._connection(server)
-        assert conn.session is not None
-        tools: list[mt.Tool] = []
-        cursor: str | None = None
-        try:
-            while True:
-                params = mt.PaginatedRequestParams(cursor=cursor) if cursor else None
-                page = await asyncio.wait_for(conn.session.list_tools(params=params), server.connect_timeout)
-                tools.extend(page.tools)
-                cursor = page.nextCursor
-                if not cursor:
-                    break
-        except TimeoutError:
-            raise MCPError(
-                f"the MCP server {server.label!r} did not list its tools within {server.connect_timeout:g} s",
-                reason="timeout",
-                metadata={"server_label": server.label, "phase": "tools/list"},
-            ) from None
-        except SdkError as exc:
-            raise self._sdk_error(exc, server, "tools/list") from None
-        return tuple(info_from_sdk(t, server) for t in tools if server.allows(t.name))
+        for attempt in (1, 2):  # listing is safe to repeat on a new connection
+            conn = await self._connection(server)
+            session = conn.session
+            if session is None:  # lost between the handshake and now
+                continue
+            tools: list[mt.Tool] = []
+            cursor: str | None = None
+            try:
+                while True:
+                    params = mt.PaginatedRequestParams(cursor=cursor) if cursor else None
+                    page = await asyncio.wait_for(session.list_tools(params=params), server.connect_timeout)
+                    tools.extend(page.tools)
+                    cursor = page.nextCursor
+                    if not cursor:
+                        break
+            except TimeoutError:
+                raise MCPError(
+                    f"the MCP server {server.label!r} did not list its tools within {server.connect_timeout:g} s",
+                    reason="timeout",
+                    metadata={"server_label": server.label, "phase": "tools/list"},
+                ) from None
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                conn.lost.set()
+                continue
+            except SdkError as exc:
+                if exc.error.code == mt.CONNECTION_CLOSED:
+                    conn.lost.set()
+                    if attempt == 1:
+                        continue
+                raise self._sdk_error(exc, server, "tools/list") from None
+            return tuple(info_from_sdk(t, server) for t in tools if server.allows(t.name))
+        raise MCPError(
+            f"the MCP server {server.label!r} closed the connection while listing its tools",
+            reason="connection_lost",
+            metadata={"server_label": server.label},
+        )
 
     @staticmethod
     def _sdk_error(exc: SdkError, server: Server, what: str) -> MCPError:

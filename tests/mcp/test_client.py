@@ -293,6 +293,14 @@ def test_killed_stdio_server_gives_a_tool_error_then_reconnects(
     assert wait_until(lambda: not alive(pid))
 
 
+def test_listing_after_the_server_died_starts_it_again(client: mcp.Client, stdio_server: mcp.Server) -> None:
+    pid = int(client.call_tool(stdio_server, "pid").text)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not client.connected(stdio_server))
+    assert "weather__get_weather" in [t.name for t in client.tools(stdio_server)]
+    assert int(client.call_tool(stdio_server, "pid").text) != pid
+
+
 def test_server_exiting_mid_call_then_reconnect(client: mcp.Client, stdio_server: mcp.Server) -> None:
     pid = int(client.call_tool(stdio_server, "pid").text)
     with pytest.raises(MCPError) as ei:

@@ -25,18 +25,15 @@ timeouts. The model is the request's, else the engine's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from . import keys
 from .engine import Engine
 from .errors import AdapterError, EngineError, ValidationError
+from .plan import Plan, plan_call
 from .providers.base import HttpAdapter, HttpCall, LocalAdapter
 from .types import Image, ImagePart, ImageRequest, ImageResponse
-
-if TYPE_CHECKING:
-    from ._transport import Plan
 
 __all__ = ["aedit_image", "agenerate_image", "aimage_variations", "edit_image", "generate_image", "image_variations"]
 
@@ -88,13 +85,7 @@ def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str
     if not request.model:
         raise EngineError("no image model: set the request's model= or Engine(model=...)", reason="missing_model")
     call: HttpCall = adapter.encode_image(operation, request)  # type: ignore[attr-defined]
-    spec = adapter.key_spec
-    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    headers = dict(call.headers)
-    headers.update(adapter.auth_headers(key))
-    from ._transport import Plan
-
-    plan = Plan(_ImageErrors(adapter), call, headers, key, retry=engine.retry, timeouts=engine.timeouts)  # type: ignore[arg-type]
+    plan = plan_call(engine, call, api_key=api_key, errors=_ImageErrors(adapter), once=True)
     return adapter, request, plan
 
 

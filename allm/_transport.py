@@ -425,6 +425,9 @@ def _open(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
         yield 200, {}, plan.adapter.open(plan.request)
         return
     call = plan.call
+    if plan.respond:
+        yield 200, {}, iter((plan.adapter.respond(call),))
+        return
     timeout = _httpx_timeout(plan.timeouts)
     with _slot(), sync_client().stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
         yield resp.status_code, resp.headers, resp.iter_bytes()
@@ -503,6 +506,9 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
         yield 200, {}, _aplay(plan.adapter.open(plan.request))
         return
     call = plan.call
+    if plan.respond:
+        yield 200, {}, _aplay(iter((plan.adapter.respond(call),)))
+        return
     timeout = _httpx_timeout(plan.timeouts)
     pool = _loop_pool()
     async with _aslot(pool.slots), pool.client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:

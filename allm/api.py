@@ -27,6 +27,7 @@ from .fold import Collector
 from .ids import new_request_id
 from .plan import Plan, adapter_kind, plan_call
 from .policy import RetryInfo, RetryPolicy, Timeouts
+from .providers.base import CountsTokens, Embeds, ListsModels
 from .streams import AsyncEventStream, EventStream
 from .types import Embeddings, Message, Request, Response, Thread, Usage
 from .types import request as make_request
@@ -60,7 +61,8 @@ class GenerateOptions(TypedDict, total=False):
     - ``include_raw_chunks``: also yield each provider chunk as ``RawChunk``
       (chunks carrying usage always pass).
     - ``on_event``: called with every adapter event before filtering.
-    - ``retry``, ``timeouts``: override the engine's; ``on_retry`` sees each retry
+    - ``retry``, ``timeouts``: override the engine's (``retry=False``: no retries);
+      ``on_retry`` sees each retry
       (attempt, delay in seconds, error) before the sleep.
     - ``http_streaming=False``: ask the provider for one JSON body instead of SSE
       (decoded into the same events).
@@ -71,7 +73,7 @@ class GenerateOptions(TypedDict, total=False):
     emit_tool_deltas: bool
     include_raw_chunks: bool
     on_event: OnEvent | None
-    retry: RetryPolicy | None
+    retry: RetryPolicy | bool | None
     timeouts: Timeouts | None
     on_retry: Callable[[RetryInfo], None] | None
     http_streaming: bool
@@ -205,18 +207,18 @@ async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[Gene
 # ------------------------------------------------------------------------------ plain exchanges
 
 
-def _capable(engine: Engine, method: str, what: str) -> Any:
+def _capable(engine: Engine, capability: type[Any], what: str) -> Any:
     adapter = _engine(engine).adapter
-    if not callable(getattr(adapter, method, None)):
+    if not isinstance(adapter, capability):
         raise EngineError(f"{type(adapter).__name__} cannot {what}", reason="unsupported_operation")
     return adapter
 
 
 def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
     adapter = _engine(engine).adapter
-    if adapter_kind(adapter) == "local" and not callable(getattr(adapter, "encode_list_models", None)):
+    if adapter_kind(adapter) == "local" and not isinstance(adapter, ListsModels):
         return [str(engine.model or getattr(adapter, "model", "fake"))]
-    adapter = _capable(engine, "encode_list_models", "list models")
+    adapter = _capable(engine, ListsModels, "list models")
     return plan_call(engine, adapter.encode_list_models(), api_key=api_key, once=True)
 
 
@@ -232,7 +234,7 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
         return plan
     from ._transport import fetch
 
-    return fetch(plan, plan.adapter.decode_list_models)
+    return _listed(engine, plan, fetch(plan, plan.adapter.decode_list_models))
 
 
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
@@ -242,23 +244,26 @@ async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[st
         return plan
     from ._transport import afetch
 
-    return await afetch(plan, plan.adapter.decode_list_models)
+    return _listed(engine, plan, await afetch(plan, plan.adapter.decode_list_models))
+
+
+def _listed(engine: Engine, plan: Plan, models: list[str]) -> list[str]:
+    # A local adapter with no scripted list lists the engine's model.
+    return models or ([str(engine.model or getattr(plan.adapter, "model", "fake"))] if plan.respond else [])
 
 
 def _embed_plans(
     engine: Engine, texts: Sequence[str], model: str | None, dimensions: int | None, api_key: str | None
-) -> list[Plan]:
+) -> tuple[list[Plan], str]:
     if isinstance(texts, str):
         raise TypeError("embed() takes a list of texts; wrap a single text in a list")
-    adapter = _capable(engine, "encode_embed", "embed")
+    adapter = _capable(engine, Embeds, "embed")
     model = model or engine.model
     if not model:
         raise EngineError("no embedding model: pass model= or set Engine(model=...)", reason="missing_model")
-    size = int(getattr(adapter, "embed_batch_size", 0) or len(texts) or 1)
-    return [
-        plan_call(engine, adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dimensions), api_key=api_key, once=True)
-        for i in range(0, len(texts), size)
-    ]
+    size = adapter.embed_batch_size or len(texts) or 1
+    calls = [adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dimensions) for i in range(0, len(texts), size)]
+    return [plan_call(engine, call, api_key=api_key, once=True) for call in calls], (calls[0].model if calls else None) or model
 
 
 def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
@@ -289,10 +294,10 @@ def embed(
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
     without embeddings.
     """
-    plans = _embed_plans(engine, texts, model, dimensions, api_key)
+    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     from ._transport import fetch
 
-    return _join([fetch(p, p.adapter.decode_embed) for p in plans], model or engine.model)
+    return _join([fetch(p, p.adapter.decode_embed) for p in plans], used)
 
 
 async def aembed(
@@ -304,17 +309,17 @@ async def aembed(
     api_key: str | None = None,
 ) -> Embeddings:
     """The async twin of :func:`embed` (batches are sent concurrently)."""
-    plans = _embed_plans(engine, texts, model, dimensions, api_key)
+    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     import asyncio
 
     from ._transport import afetch
 
     parts = await asyncio.gather(*(afetch(p, p.adapter.decode_embed) for p in plans))
-    return _join(parts, model or engine.model)
+    return _join(parts, used)
 
 
 def _count_plan(engine: Engine, request: RequestLike, api_key: str | None) -> Plan:
-    adapter = _capable(engine, "encode_count_tokens", "count tokens")
+    adapter = _capable(engine, CountsTokens, "count tokens")
     req = resolve_request(engine, request)
     if not req.model:
         raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")

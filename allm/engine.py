@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .errors import ValidationError
-from .policy import RetryPolicy, Timeouts
+from .policy import RetryPolicy, Timeouts, _engine_retry
 from .providers.base import Adapter
 from .types import Tool
 
@@ -75,7 +75,7 @@ class Engine:
     model: str | None = None
     tools: tuple[Tool, ...] = attrs.field(default=(), converter=merge_tools)
     defaults: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_defaults)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=_engine_retry)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     context: Mapping[str, Any] = attrs.field(factory=dict)
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
@@ -95,3 +95,27 @@ class Engine:
             if t.name == name:
                 return t
         return None
+
+
+def _store_adapter(adapter: Adapter) -> Any:
+    from .providers import registry
+
+    return registry.store(adapter)
+
+
+def _load_adapter(data: Any) -> Adapter:
+    from .providers import registry
+
+    adapter: Adapter = registry.load(data)
+    return adapter
+
+
+def _register_stored() -> None:
+    """Make the engine's values storable; :mod:`allm.codec` calls this on first need, so
+    ``import allm`` does not load the codec."""
+    from . import codec
+
+    codec.register(Engine)
+    codec.register(RetryPolicy)
+    codec.register(Timeouts)
+    codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

@@ -25,7 +25,7 @@ ValidationError      invalid_request, invalid_message, invalid_tool,
 ToolError            handler_raised, timeout, invalid_return, not_found,
                      invalid_arguments, encoding_failed
 SessionError         session_in_error_state, invalid_status,
-                     unknown_tool_call_id
+                     unknown_tool_call_id, not_found
 StoreError           version_conflict, unavailable, invalid_url,
                      closed, corrupt
 MCPError             invalid_server, server_unavailable,
@@ -374,9 +374,10 @@ class ToolError(AllmError):
 
 
 class SessionError(AllmError):
-    """An operation that a session's status does not allow, or unknown data for it."""
+    """An operation that a session's status does not allow, or unknown data for it
+    (``not_found``: no session is stored under the id)."""
 
-    reasons = frozenset({"session_in_error_state", "invalid_status", "unknown_tool_call_id", "unknown"})
+    reasons = frozenset({"session_in_error_state", "invalid_status", "unknown_tool_call_id", "not_found", "unknown"})
 
 
 class StoreError(AllmError):

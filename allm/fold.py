@@ -31,7 +31,19 @@ from .events import (
     TextDelta,
     ToolCallCompleted,
 )
-from .types import ChatResult, Message, Part, ReasoningPart, Response, Step, TextPart, Thread, ToolCall, Usage
+from .types import (
+    CallWarning,
+    ChatResult,
+    Message,
+    Part,
+    ReasoningPart,
+    Response,
+    Step,
+    TextPart,
+    Thread,
+    ToolCall,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from .session import Session
@@ -65,7 +77,7 @@ class Collector:
         self.request_id = request_id
         self.id: str | None = None
         self.model: str | None = None
-        self.warnings: tuple[str, ...] = ()
+        self.warnings: tuple[CallWarning, ...] = ()
         self.usage: Usage | None = None
         self.completed: MessageCompleted | None = None
         self.error: Error | None = None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import keys
 from .errors import AdapterError, EngineError, redact
 from .events import Event
-from .policy import RetryInfo, RetryPolicy, Timeouts
+from .policy import RetryInfo, RetryPolicy, Timeouts, as_retry_policy
 from .providers.base import HttpAdapter, HttpCall, LocalAdapter
 from .types import Request
 
@@ -42,7 +42,8 @@ class Plan:
     - ``call``: the :class:`~allm.providers.base.HttpCall` (``None`` for a local adapter);
       ``request``: what a local adapter plays (``None`` for HTTP).
     - ``once``: a plain request/response (model lists, embeddings...): the body is returned
-      as bytes, not decoded into events.
+      as bytes, not decoded into events. A local adapter answers such a call in process
+      (``adapter.respond(call)``); ``respond`` says so.
     - ``include_raw``, ``emit_text``, ``emit_tool``, ``on_event``: the event filters of
       :func:`allm.stream_generate`.
     """
@@ -60,6 +61,7 @@ class Plan:
         "once",
         "provider",
         "request",
+        "respond",
         "retry",
         "secret",
         "timeouts",
@@ -98,6 +100,7 @@ class Plan:
         self.timeouts = timeouts
         self.on_retry = on_retry
         self.provider: str | None = call.provider if call is not None else getattr(adapter, "provider", "fake")
+        self.respond = call is not None and adapter_kind(adapter) == "local"
 
     @property
     def local(self) -> bool:
@@ -134,7 +137,7 @@ def plan_call(
     adapter: Any = None,
     request: Request | None = None,
     api_key: str | None = None,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy | bool | None = None,
     timeouts: Timeouts | None = None,
     on_retry: Callable[[RetryInfo], None] | None = None,
     errors: ErrorMap | None = None,
@@ -159,6 +162,7 @@ def plan_call(
         if engine is None:
             raise EngineError("plan_call needs an engine or an adapter", reason="missing_adapter")
         adapter = engine.adapter
+    retry = as_retry_policy(retry)
     if retry is None:
         retry = engine.retry if engine is not None else RetryPolicy()
     if timeouts is None:

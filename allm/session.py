@@ -54,6 +54,8 @@ from .loop import LoopOptions, question_message
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
 from .tools import (
+    ASK_USER_PLACEHOLDER,
+    RESERVED_HALT_REASONS,
     AskUser,
     Halt,
     ResultEncoder,
@@ -221,7 +223,7 @@ class Session:
         return self.thread.add(msg)
 
     def _cleared(self) -> Session:
-        meta = {k: v for k, v in self.metadata.items() if k not in ("ask_user", "error")}
+        meta = {k: v for k, v in self.metadata.items() if k not in ("ask_user", "error", "halt")}
         return attrs.evolve(
             self, pending_question=None, pending_tool_call_id=None, pending_tool_calls=(), metadata=meta
         )
@@ -420,16 +422,44 @@ class Session:
             metadata={"tool_call_id": tool_call_id},
         )
 
-    def _submitted(self, call: ToolCall, content: str, is_error: bool) -> Session:
-        thread = self.thread.add(Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error))
-        pending = tuple(c for c in self.pending_tool_calls if c.id != call.id)
+    def _submitted(self, call: ToolCall, content: str, is_error: bool, signal: AskUser | Halt | None = None) -> Session:
+        s = self
+        if signal is not None and s.pending_question is None and "halt" not in s.metadata:
+            # As in the loop, the first call of a turn that asks or halts decides.
+            if isinstance(signal, AskUser):
+                ask = {"choices": list(signal.choices), "options": dict(signal.options)}
+                s = attrs.evolve(
+                    s, pending_question=signal.question, pending_tool_call_id=call.id, metadata={**s.metadata, "ask_user": ask}
+                )
+            else:
+                s = attrs.evolve(s, metadata={**s.metadata, "halt": signal.reason})
+        thread = s.thread.add(Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error))
+        i = s.pending_tool_calls.index(call)  # the one answered, even if another shares its id
+        pending = s.pending_tool_calls[:i] + s.pending_tool_calls[i + 1 :]
         if pending:
-            return attrs.evolve(self, thread=thread, pending_tool_calls=pending)
-        if self.pending_question is not None:
-            ask = self.metadata.get("ask_user") or {}
-            thread = thread.add(question_message(self.pending_question, self.pending_tool_call_id, ask.get("choices", ())))
-            return attrs.evolve(self, thread=thread, pending_tool_calls=(), status="awaiting_user")
-        return attrs.evolve(self, thread=thread, pending_tool_calls=(), status="idle")
+            return attrs.evolve(s, thread=thread, pending_tool_calls=pending)
+        if s.pending_question is not None:
+            ask = s.metadata.get("ask_user") or {}
+            thread = thread.add(question_message(s.pending_question, s.pending_tool_call_id, ask.get("choices", ())))
+            return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="awaiting_user")
+        if "halt" in s.metadata:
+            meta = {k: v for k, v in s.metadata.items() if k != "halt"}
+            return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="completed", metadata=meta)
+        return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="idle")
+
+    def _answered(self, call: ToolCall, result: Any, is_error: bool, encoder: ResultEncoder) -> Session:
+        if isinstance(result, AskUser):
+            return self._submitted(call, ASK_USER_PLACEHOLDER, is_error, result)
+        if isinstance(result, Halt):
+            if not isinstance(result.reason, str) or not result.reason or result.reason in RESERVED_HALT_REASONS:
+                raise ToolError(
+                    f"{call.name} returned Halt({result.reason!r}); that reason is reserved for the loop "
+                    f"({', '.join(sorted(RESERVED_HALT_REASONS))})",
+                    reason="invalid_return",
+                    metadata={"tool_name": call.name, "tool_call_id": call.id},
+                )
+            return self._submitted(call, encoder.encode_result(result.result, call), is_error, result)
+        return self._submitted(call, encoder.encode_result(result, call), is_error)
 
     def submit_tool_result(
         self,
@@ -441,15 +471,19 @@ class Session:
     ) -> Session:
         """Answer the pending call ``tool_call_id`` with ``result``: a new session.
 
-        ``result`` is encoded like a handler's (a string as is, else JSON). When no
-        call is left pending the status becomes ``idle`` (``continue_`` next), or
-        ``awaiting_user`` if a handler's question was waiting for these results.
-        Pure: no model call. Raises :class:`~allm.errors.SessionError`
-        (``invalid_status`` unless ``awaiting_tools``; ``unknown_tool_call_id``).
+        ``result`` is encoded like a handler's (a string as is, else JSON), and as in
+        the loop an :class:`~allm.tools.AskUser` asks the user (the model reads
+        ``"<awaiting user response>"``) and a :class:`~allm.tools.Halt` ends the turn
+        (its ``result`` is the call's result). When no call is left pending the status
+        becomes ``idle`` (``continue_`` next), ``awaiting_user`` if a question was
+        asked, or ``completed`` after a ``Halt``. Pure: no model call. Raises
+        :class:`~allm.errors.SessionError` (``invalid_status`` unless
+        ``awaiting_tools``; ``unknown_tool_call_id``) and
+        :class:`~allm.errors.ToolError` (``invalid_return``) for a ``Halt`` whose
+        reason the loop reserves.
         """
         call = self._pending_call("submit_tool_result", tool_call_id)
-        content = as_encoder(encoder).encode_result(result, call)
-        return self._submitted(call, content, is_error)
+        return self._answered(call, result, is_error, as_encoder(encoder))
 
     def submit_tool_results(
         self, results: Mapping[str, Any] | Iterable[tuple[str, Any]], *, encoder: ResultEncoder | None = None
@@ -494,16 +528,11 @@ class Session:
     def _approved(self, outcome: ToolOutcome, encoder: ResultEncoder) -> Session:
         call = outcome.call
         error = outcome.error
-        value = outcome.value
-        if error is None and isinstance(value, (AskUser, Halt)):
-            error = ToolError(
-                f"{call.name} returned {type(value).__name__}, which an approved call cannot do",
-                reason="invalid_return",
-                metadata={"tool_name": call.name, "tool_call_id": call.id},
-            )
         if error is None:
             try:
-                return self._submitted(call, encoder.encode_result(value, call), False)
+                return self._answered(call, outcome.value, False, encoder)
+            except ToolError as exc:
+                error = exc
             except Exception as exc:
                 error = ToolError(f"the result of {call.name} could not be encoded: {exc}", reason="encoding_failed")
         return self._submitted(call, encoder.encode_error(error, call), True)
@@ -519,7 +548,9 @@ class Session:
         result_encoder: ResultEncoder | None = None,
     ) -> Session:
         """Run the pending call's handler (found by tool name on ``engine`` or in
-        ``tools``) and submit its result; a handler error is submitted as a tool error.
+        ``tools``) and submit its result (see :meth:`submit_tool_result`: a handler's
+        ``AskUser`` or ``Halt`` acts as in the loop); a handler error is submitted as a
+        tool error.
 
         Raises :class:`~allm.errors.SessionError` like :meth:`submit_tool_result`,
         and :class:`~allm.errors.EngineError` (``unknown_tool``) when no handler
@@ -712,3 +743,12 @@ class AsyncSessionStream(Generic[R]):
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def _register_stored() -> None:
+    from . import codec
+
+    codec.register(Session)
+
+
+_register_stored()

@@ -82,7 +82,7 @@ ASK_USER_PLACEHOLDER = "<awaiting user response>"
 """The tool result the model reads for a call whose handler asked the user a question."""
 
 RESERVED_HALT_REASONS = frozenset(
-    {"completed", "error", "max_turns", "halt_when", "ask_user", "tool_error", "manual_tool_calls", "cancelled"}
+    {"completed", "error", "max_turns", "halt_when", "ask_user", "tool_error", "manual_tool_calls", "cancelled", "time_budget"}
 )
 """``halted_reason`` values the loop itself uses; a handler's :class:`Halt` may not use them."""
 

@@ -24,7 +24,7 @@ OBJ = {"type": "object", "properties": {"city": {"type": "string"}}, "required":
 
 def job(tool: allm.Tool, args: dict[str, Any] | None = None, *, id: str = "c1", raw: str | None = None) -> T.ToolJob:
     if raw is not None:
-        from allm.providers.base import parse_arguments
+        from allm.providers.assembler import parse_arguments
 
         parsed, err = parse_arguments(raw)
         call = ToolCall(id, tool.name, parsed, raw, err)
@@ -77,7 +77,14 @@ def test_tool_rejects_bad_handlers_and_manual() -> None:
 def test_handler_arity() -> None:
     assert T.handler_arity(lambda a: a) == 1
     assert T.handler_arity(lambda a, ctx: a) == 2
-    assert T.handler_arity(lambda a, ctx=None: a) == 2
+    # A defaulted parameter keeps its default unless it is annotated for the context.
+    assert T.handler_arity(lambda a, ctx=None: a) == 1
+    assert T.handler_arity(lambda a, limit=10: a) == 1
+
+    def annotated(a: Any, ctx: allm.ToolContext | None = None) -> Any:
+        return a
+
+    assert T.handler_arity(annotated) == 2
     assert T.handler_arity(lambda *args: args) == 2
 
     class C:

@@ -57,9 +57,14 @@ async def _asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+#: The random bytes of request and session ids: ``os.urandom``, or a seeded source under
+#: :func:`allm.testing.deterministic_ids`. Called with a byte count, returns that many bytes.
+id_bytes: Callable[[int], bytes] = os.urandom
+
+
 def new_request_id() -> str:
-    """22 URL-safe characters from 16 random bytes."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+    """22 URL-safe characters from 16 random bytes (:data:`id_bytes`)."""
+    return base64.urlsafe_b64encode(id_bytes(16)).rstrip(b"=").decode("ascii")
 
 
 # ------------------------------------------------------------------------------ streams

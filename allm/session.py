@@ -39,13 +39,13 @@ and the legal operations; an unknown tool call id raises ``unknown_tool_call_id`
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
 
 import attrs
 
+from . import api as _api
 from .api import AsyncEventStream, EventStream
 from .driver import LoopOptions, _astart, _start
 from .engine import Engine, merge_tools
@@ -112,8 +112,8 @@ StartInput = str | Message | Sequence[Message] | Thread
 
 
 def new_session_id() -> str:
-    """``ses_`` and 16 URL-safe characters from 12 random bytes."""
-    return "ses_" + base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
+    """``ses_`` and 16 URL-safe characters from 12 random bytes (``allm.api.id_bytes``)."""
+    return "ses_" + base64.urlsafe_b64encode(_api.id_bytes(12)).decode("ascii")
 
 
 def _check_status(_i: Any, _a: Any, v: Any) -> None:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .asserts import assert_sent, explain, render_message, render_thread
     from .guard import RequestBlocked, allow_requests, block_requests, requests_blocked
     from .ids import deterministic_ids
-    from .recording import Exchange, NoRecording, Recording, load_exchange, recording
+    from .recorder import Exchange, NoRecording, Recording, load_exchange, recording
 
 __all__ = [
     "Exchange",
@@ -87,11 +87,11 @@ _LAZY = {
     "block_requests": ".guard",
     "requests_blocked": ".guard",
     "deterministic_ids": ".ids",
-    "Exchange": ".recording",
-    "NoRecording": ".recording",
-    "Recording": ".recording",
-    "load_exchange": ".recording",
-    "recording": ".recording",
+    "Exchange": ".recorder",
+    "NoRecording": ".recorder",
+    "Recording": ".recorder",
+    "load_exchange": ".recorder",
+    "recording": ".recorder",
 }
 
 

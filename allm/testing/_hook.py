@@ -6,7 +6,7 @@ object is :data:`DISPATCHER`: the innermost active recording answers (replays, o
 through the real network), else the innermost guard decides whether the request may go
 out. With neither active, no hook is installed and allm talks to the network untouched.
 
-This module and :mod:`allm.testing.recording` are the only ones of :mod:`allm.testing`
+This module and :mod:`allm.testing.recorder` are the only ones of :mod:`allm.testing`
 that see httpx values.
 """
 
@@ -25,7 +25,7 @@ from .. import _transport
 from ..errors import redact
 
 if TYPE_CHECKING:
-    from .recording import Recording
+    from .recorder import Recording
 
 __all__ = ["Guard", "RequestBlocked", "provider_of", "safe_url"]
 
@@ -49,6 +49,9 @@ class RequestBlocked(RuntimeError):
         return (_rebuild, (type(self), str(self), self.provider, self.method, self.url))
 
 
+RequestBlocked.__module__ = "allm.testing"  # where users import it from (tracebacks, pickle)
+
+
 def _rebuild(cls: type[RequestBlocked], message: str, provider: str, method: str, url: str) -> RequestBlocked:
     err = RuntimeError.__new__(cls)
     RuntimeError.__init__(err, message)
@@ -58,12 +61,14 @@ def _rebuild(cls: type[RequestBlocked], message: str, provider: str, method: str
 
 @attrs.frozen
 class Guard:
-    """One level of the guard: ``blocked`` or not, the hosts let through anyway (loopback
-    always is), and ``why`` (said in the error: what blocked it and how to allow it)."""
+    """One level of the guard: ``blocked`` or not, the hosts let through anyway (and loopback
+    unless ``allow_loopback`` is false), and ``why`` (ends the error: what blocked the
+    request and how to allow it)."""
 
     blocked: bool
     allow_hosts: frozenset[str] = frozenset()
     why: str = ""
+    allow_loopback: bool = True
 
 
 # ------------------------------------------------------------------------------ naming providers
@@ -185,7 +190,7 @@ def check(request: httpx.Request) -> None:
     if guard is None or not guard.blocked:
         return
     host = request.url.host
-    if is_loopback(host) or host.lower() in guard.allow_hosts:
+    if (guard.allow_loopback and is_loopback(host)) or host.lower().strip("[]") in guard.allow_hosts:
         return
     url = safe_url(str(request.url))
     provider = provider_of(url)

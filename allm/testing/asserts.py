@@ -104,7 +104,7 @@ def _thread_diff(expected: Sequence[Message], sent: Sequence[Message]) -> list[s
     if tuple(expected) == tuple(sent):
         return []
     a, b = render_thread(expected), render_thread(sent)
-    out = [f"  {line}" if line.startswith(" ") else line for line in difflib.ndiff(a, b) if not line.startswith("?")]
+    out = [line for line in difflib.ndiff(a, b) if not line.startswith("?")]
     if a == b:  # the rendering hides the difference: say which fields differ
         out = []
         for i, (x, y) in enumerate(zip(expected, sent, strict=True)):
@@ -199,6 +199,7 @@ def assert_sent(
     Raises ``AssertionError`` listing every difference (``- expected`` / ``+ sent``
     lines for the thread), ``TypeError`` for a setting that is no Request field.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this function's source
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
         raise TypeError(f"assert_sent() got unknown setting(s) {unknown}; Request fields are {list(_SETTINGS)}")

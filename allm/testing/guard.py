@@ -9,7 +9,7 @@
         allm.generate(local_engine, "Hello")                 # a loopback server: fine
         allm.generate(openai_engine, "Hello")                # raises RequestBlocked
 
-What passes: the Fake (it makes no request), replays (:mod:`allm.testing.recording`),
+What passes: the Fake (it makes no request), replays (:mod:`allm.testing.recorder`),
 servers on this machine (``localhost``, ``127.0.0.0/8``, ``::1``) and hosts named in
 ``allow_hosts``. Everything else raises :class:`RequestBlocked` before a byte is sent,
 naming the provider and the URL (never a key). Guards nest; the innermost decides, so
@@ -33,14 +33,15 @@ _WHY = "allm.testing.block_requests() is active; use a Fake or a replay, or allo
 
 
 @contextlib.contextmanager
-def block_requests(*, allow_hosts: Iterable[str] = (), why: str = _WHY) -> Iterator[None]:
+def block_requests(*, allow_hosts: Iterable[str] = (), allow_loopback: bool = True, why: str = _WHY) -> Iterator[None]:
     """Block real HTTP requests inside the block (process-wide: every thread and event loop).
 
-    ``allow_hosts`` are host names let through besides loopback. ``why`` ends the error
-    message (say what turned the guard on and how to allow a request). Usable as a
-    decorator too. Raises :class:`RequestBlocked` from the call that would have sent.
+    ``allow_hosts`` are host names (or IP addresses) let through; servers on this machine
+    are too unless ``allow_loopback=False``. ``why`` ends the error message (say what
+    turned the guard on and how to allow a request). Usable as a decorator too. Raises
+    :class:`RequestBlocked` from the call that would have sent, before anything is sent.
     """
-    guard = Guard(True, _hook.hosts(allow_hosts), why)
+    guard = Guard(True, _hook.hosts(allow_hosts), why, allow_loopback)
     _hook.push(guard)
     try:
         yield

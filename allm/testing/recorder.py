@@ -97,6 +97,9 @@ class NoRecording(RequestBlocked):
         return (_no_recording, (str(self), self.provider, self.method, self.url, self.path, self.nearest, self.diff))
 
 
+NoRecording.__module__ = "allm.testing"
+
+
 def _no_recording(message: str, provider: str, method: str, url: str, path: str, nearest: str | None, diff: str) -> NoRecording:
     return NoRecording(message, provider=provider, method=method, url=url, path=path, nearest=nearest, diff=diff)
 
@@ -192,10 +195,8 @@ def _secrets(headers: httpx.Headers, url: httpx.URL) -> list[str]:
     out: list[str] = []
     for k, v in headers.multi_items():
         if k.lower() in CREDENTIAL_HEADERS or _SECRET_NAME.search(k):
-            out.append(v)
             scheme, _, rest = v.partition(" ")
-            if rest and scheme.lower() in ("bearer", "basic", "token"):
-                out.append(rest.strip())
+            out.append(rest.strip() if rest and scheme.lower() in ("bearer", "basic", "token") else v)
     for k, v in urllib.parse.parse_qsl(url.query.decode(), keep_blank_values=True):
         if k.lower() in _hook._KEY_PARAMS:
             out.append(v)
@@ -216,7 +217,8 @@ def scrub(data: bytes, secrets: Sequence[str]) -> bytes:
         for form in _escaped(s):
             if len(form) >= 4:
                 data = data.replace(form, b"[redacted]")
-        data = _fragments(data, s.encode())
+        for form in _escaped(s):
+            data = _fragments(data, form)
     return _MASKED.sub(b"[redacted]", data)
 
 
@@ -572,7 +574,7 @@ class Recording:
 
         now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines = [
-            f"recorder: allm.testing.recording (allm {__version__}), mode {self.mode}",
+            f"recorder: allm.testing.recorder (allm {__version__}), mode {self.mode}",
             f"recorded_at: {now}",
             f"provider: {provider_of(ex.url)}",
         ]

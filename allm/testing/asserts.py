@@ -99,7 +99,9 @@ def _messages(value: Thread | Request | Iterable[Message | str]) -> tuple[Messag
     return tuple(out)
 
 
-def _thread_diff(expected: Sequence[Message], sent: Sequence[Message]) -> list[str]:
+def _thread_diff(
+    expected: Sequence[Message], sent: Sequence[Message], labels: tuple[str, str] = ("expected", "sent")
+) -> list[str]:
     """Lines describing how two message lists differ (empty when equal)."""
     if tuple(expected) == tuple(sent):
         return []
@@ -110,7 +112,7 @@ def _thread_diff(expected: Sequence[Message], sent: Sequence[Message]) -> list[s
         for i, (x, y) in enumerate(zip(expected, sent, strict=True)):
             if x != y:
                 out.append(f"[{i}] {render_message(x)}")
-                out += [f"    {line}" for line in _field_lines(x, y, labels=("expected", "sent"))]
+                out += [f"    {line}" for line in _field_lines(x, y, labels=labels)]
     return out
 
 
@@ -247,7 +249,7 @@ def explain(left: Any, right: Any) -> list[str] | None:
             return None
         if isinstance(left, Thread) and isinstance(right, Thread) and left.metadata != right.metadata:
             lines.append(f"metadata: {dict(left.metadata)!r} != {dict(right.metadata)!r}")
-        diff = _thread_diff(a, b)
+        diff = _thread_diff(a, b, ("left", "right"))
         if diff:
             lines.append("messages (- left, + right):")
             lines += [f"  {line}" for line in diff]
@@ -297,10 +299,11 @@ def _field_lines(x: Any, y: Any, skip: Sequence[str] = (), labels: tuple[str, st
             out += [f"{f.name}:", f"  - {render_message(a)}", f"  + {render_message(b)}"]
         elif _is_messages(a) or _is_messages(b):
             out.append(f"{f.name} (- {minus}, + {plus}):")
-            out += [f"    {line}" for line in _thread_diff(tuple(a), tuple(b))]
-        elif isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [f"    {line}" for line in _thread_diff(tuple(a), tuple(b), labels)]
+        elif isinstance(a, Mapping) and isinstance(b, Mapping) and len(repr(a)) + len(repr(b)) > 100:
             out.append(f"{f.name} (- {minus}, + {plus}):")
             out += [f"    {line}" for line in difflib.unified_diff(_pretty(dict(a)), _pretty(dict(b)), lineterm="", n=1)][2:]
         else:
+            a, b = (dict(a), dict(b)) if isinstance(a, Mapping) and isinstance(b, Mapping) else (a, b)
             out.append(f"{f.name}: {minus} {a!r}, {plus} {b!r}")
     return out

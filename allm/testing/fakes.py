@@ -211,6 +211,8 @@ class _Example:
         self.root = root
 
     def resolve(self, ref: str) -> Mapping[str, Any]:
+        if ref == "#":
+            return self.root
         if not ref.startswith("#/"):
             raise ValueError(f"cannot resolve $ref {ref!r}: only local references (#/...) are followed")
         node: Any = self.root
@@ -287,25 +289,33 @@ class _Example:
 
 
 def _number(s: Mapping[str, Any], seed: int, integer: bool) -> int | float:
-    step = s.get("multipleOf")
-    lo: float | None = s.get("minimum")
-    if "exclusiveMinimum" in s and isinstance(s["exclusiveMinimum"], (int, float)):
-        x = s["exclusiveMinimum"]
-        lo = x + (step or 1) if lo is None or x >= lo else lo
-    hi: float | None = s.get("maximum")
-    if "exclusiveMaximum" in s and isinstance(s["exclusiveMaximum"], (int, float)):
-        x = s["exclusiveMaximum"]
-        hi = x - (step or 1) if hi is None or x <= hi else hi
-    v: float = lo if lo is not None else (min(0, hi) if hi is not None else 0) + seed
-    if hi is not None and v > hi:
-        v = hi
-    if step:
-        k = -(-v // step)  # the first multiple at or above v
-        v = k * step
-        if hi is not None and v > hi:
-            v = (k - 1) * step
-    if integer:
-        import math
+    import math
 
-        return math.ceil(v)
-    return float(v)
+    lo, hi = s.get("minimum"), s.get("maximum")
+    lo_open = hi_open = False
+    x = s.get("exclusiveMinimum")
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and (lo is None or x >= lo):
+        lo, lo_open = x, True
+    x = s.get("exclusiveMaximum")
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and (hi is None or x <= hi):
+        hi, hi_open = x, True
+    if integer:  # integer bounds: closed and whole
+        if lo is not None:
+            lo, lo_open = (math.floor(lo) + 1 if lo_open else math.ceil(lo)), False
+        if hi is not None:
+            hi, hi_open = (math.ceil(hi) - 1 if hi_open else math.floor(hi)), False
+    if lo is None:
+        v = (min(0, hi - 1 if hi_open else hi) if hi is not None else 0) + (seed if hi is None else 0)
+    elif lo_open:
+        v = (lo + hi) / 2 if hi is not None else lo + 1
+    else:
+        v = lo
+    step = s.get("multipleOf")
+    if step:
+        k = math.ceil(v / step)
+        if lo is not None and lo_open and k * step <= lo:
+            k += 1
+        if hi is not None and (k * step > hi or (hi_open and k * step >= hi)):
+            k = math.floor(hi / step) - (1 if hi_open and math.floor(hi / step) * step >= hi else 0)
+        v = k * step
+    return int(v) if integer else float(v)

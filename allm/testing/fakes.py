@@ -305,7 +305,7 @@ def _number(s: Mapping[str, Any], seed: int, integer: bool) -> int | float:
         if hi is not None:
             hi, hi_open = (math.ceil(hi) - 1 if hi_open else math.floor(hi)), False
     if lo is None:
-        v = (min(0, hi - 1 if hi_open else hi) if hi is not None else 0) + (seed if hi is None else 0)
+        v = min(0, hi - 1 if hi_open else hi) if hi is not None else 1 + seed
     elif lo_open:
         v = (lo + hi) / 2 if hi is not None else lo + 1
     else:

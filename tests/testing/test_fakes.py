@@ -106,8 +106,8 @@ def test_auto_calls_every_tool_then_answers_with_their_results() -> None:
     result = allm.chat(engine, "Weather, and 3 euros?")
     _, second = engine.adapter.requests
     calls = result.steps[0].response.tool_calls
-    assert [(c.name, dict(c.arguments)) for c in calls] == [("get_weather", {"city": "a"}), ("convert", {"amount": 1.0, "currency": "EUR"})]
-    assert result.final_response.output_text == '{"get_weather":{"city":"a","temp_c":18},"convert":"1.0 EUR"}'
+    assert [(c.name, dict(c.arguments)) for c in calls] == [("get_weather", {"city": "a"}), ("convert", {"amount": 2.0, "currency": "EUR"})]
+    assert result.final_response.output_text == '{"get_weather":{"city":"a","temp_c":18},"convert":"2.0 EUR"}'
     assert result.halted_reason == "completed" and len(second.messages) == 4
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "fetch",
     "iter_events",
     "iter_once",
+    "read_deadline",
     "set_exchange_hook",
 ]
 
@@ -198,6 +199,12 @@ def set_exchange_hook(hook: ExchangeHook | None) -> ExchangeHook | None:
     global _hook
     previous, _hook = _hook, hook
     return previous
+
+
+def read_deadline() -> float | None:
+    """The ``time.monotonic()`` instant the current read must end by (``None``: no deadline).
+    A hook's response stream that waits honours it, as a socket read under allm's deadlines does."""
+    return _deadline.get()
 
 
 class _HTTPTransport(httpx.HTTPTransport):

@@ -35,6 +35,10 @@ Matching (replay): method, path, query and the body, JSON bodies compared as val
 200 for the same request replays as a retry. A request with no recording raises
 :class:`NoRecording` with a diff against the nearest one.
 
+A replay can be paced (``initial_delay``, ``chunk_delay``, in seconds, as the Vercel AI
+SDK's ``simulateReadableStream``): the engine's first-event, idle and total deadlines
+apply to those pauses as they do to a socket's reads.
+
 Modes (as vcrpy's): ``"none"`` replays only (the default); ``"once"`` records when the
 folder holds no recording yet, else replays; ``"new_episodes"`` replays what matches and
 records the rest; ``"all"`` discards the folder's recordings and records everything.
@@ -47,6 +51,7 @@ import difflib
 import re
 import shutil
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +62,7 @@ import attrs
 import httpx
 import orjson
 
+from .. import _transport
 from . import _hook
 from ._hook import RequestBlocked, provider_of, safe_url
 
@@ -302,22 +308,49 @@ class _Key:
 # ------------------------------------------------------------------------------ streams
 
 
-class _Replay(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """Saved bytes, handed out in chunks like a socket's reads."""
+def _wait(seconds: float) -> tuple[float, bool]:
+    """``(seconds to sleep, whether the read then times out)``: a pause ends at the read
+    deadline, and a read that reaches it times out (``httpx.ReadTimeout``), as a socket's would."""
+    deadline = _transport.read_deadline()
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if seconds >= left:
+            return max(0.0, left), True
+    return seconds, False
 
-    def __init__(self, body: bytes, split: Callable[[bytes], Iterable[bytes]]) -> None:
+
+class _Replay(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """Saved bytes, handed out in chunks like a socket's reads, paced by ``(first, between)`` seconds."""
+
+    def __init__(self, body: bytes, split: Callable[[bytes], Iterable[bytes]], pace: tuple[float, float]) -> None:
         self._body = body
         self._split = split
+        self._pace = pace
+
+    def _delays(self) -> Iterator[tuple[float, bytes]]:
+        first, between = self._pace
+        for i, chunk in enumerate(c for c in self._split(self._body) if c):
+            yield (first if i == 0 else between), chunk
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._split(self._body):
-            if chunk:
-                yield chunk
+        for delay, chunk in self._delays():
+            if delay > 0:
+                pause, late = _wait(delay)
+                time.sleep(pause)
+                if late:
+                    raise httpx.ReadTimeout("the replay's pause outlasted the read deadline")
+            yield chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._split(self._body):
-            if chunk:
-                yield chunk
+        import asyncio
+
+        for delay, chunk in self._delays():
+            if delay > 0:
+                pause, late = _wait(delay)
+                await asyncio.sleep(pause)
+                if late:
+                    raise httpx.ReadTimeout("the replay's pause outlasted the read deadline")
+            yield chunk
 
 
 class _Tee(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -381,11 +414,16 @@ class Recording:
     - ``ignore``: dotted JSON fields left out of body matching (``"metadata.user_id"``).
     - ``chunks``: how replayed bodies are cut: a size in bytes (default 256) or a function
       ``bytes -> iterable of bytes``.
+    - ``initial_delay``, ``chunk_delay``: seconds a replay waits before its first chunk and
+      between chunks (default 0). The engine's deadlines apply as to a socket: a pause
+      that reaches the first-event, idle or total deadline ends in allm's ``timeout``.
     - ``test`` and ``note``: written to each new case's ``SOURCE.txt``.
 
     After use: ``exchanges`` (those loaded from the folder), ``played`` (replayed, in
     order), ``recorded`` (new ones), ``unplayed`` (loaded and never replayed).
-    Raises ``ValueError`` for an unknown ``mode`` or ``match``.
+    ``path`` may also be one case folder, replayed alone (mode ``"none"`` only).
+    Raises ``ValueError`` for an unknown ``mode`` or ``match``, a ``chunks`` size below
+    1, a negative delay, or a case folder given with a recording mode.
     """
 
     def __init__(
@@ -396,6 +434,8 @@ class Recording:
         match: Literal["body", "path"] | str = "body",
         ignore: Iterable[str] = (),
         chunks: int | Callable[[bytes], Iterable[bytes]] = 256,
+        initial_delay: float = 0.0,
+        chunk_delay: float = 0.0,
         test: str | None = None,
         note: str | None = None,
     ) -> None:
@@ -406,10 +446,15 @@ class Recording:
         if isinstance(chunks, int) and chunks < 1:
             raise ValueError("chunks= must be a positive size in bytes or a function")
         self.path = Path(path)
+        if mode != "none" and _is_case(self.path):
+            raise ValueError(f"{self.path} is one recorded exchange (a case folder): replay it with mode 'none', record into a folder of its own")
         self.mode: str = mode
         self.match = match
         self.ignore = tuple(ignore)
         self._split = _fixed(chunks) if isinstance(chunks, int) else chunks
+        if initial_delay < 0 or chunk_delay < 0:
+            raise ValueError("initial_delay= and chunk_delay= are seconds, 0 or more")
+        self._pace = (initial_delay, chunk_delay)
         self.test = test
         self.note = note
         self.exchanges: list[Exchange] = self._load()
@@ -489,7 +534,7 @@ class Recording:
         return httpx.Response(
             ex.status,
             headers=headers,
-            stream=_Replay(ex.response_body, self._split),
+            stream=_Replay(ex.response_body, self._split, self._pace),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": ex.reason.encode("ascii", "replace")},
         )

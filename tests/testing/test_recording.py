@@ -23,7 +23,8 @@ from allm.testing.recorder import scrub
 from tests.adapters import WIRE_NAMES, WIRES, Wire
 from tests.conftest import FIXTURES, feed_all, load_case
 from tests.loopback import LoopbackServer, Req, Writer
-from tests.test_key_leaks import api_keys, find_leaks, make_handler, run_scenarios
+from tests.test_key_leaks import api_keys, find_leaks, run_scenarios
+from tests.test_key_leaks import servers as servers  # the leak scenarios' servers (a module fixture)
 from tests.testing.helpers import chat_server, started
 
 KEY = "sk-test-" + "Rr5" * 12
@@ -296,6 +297,42 @@ def test_compressed_bodies_are_saved_decoded(tmp_path: Path) -> None:
     assert live.output_text == "zipped"
 
 
+def _per_event(body: bytes) -> list[bytes]:
+    """One SSE event per chunk."""
+    return [part + b"\n\n" for part in body.split(b"\n\n") if part]
+
+
+def _recorded_stream(server: LoopbackServer, folder: Path) -> list[Any]:
+    with recording(folder, mode="all"), deterministic_ids():
+        return events_of(_engine(server), "four words are here")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_paced_replays_meet_the_engines_deadlines(server: LoopbackServer, tmp_path: Path, asynchronous: bool) -> None:
+    live = _recorded_stream(server, tmp_path)
+    engine = allm.Engine(adapter=OpenAICompatible.llama_cpp("http://127.0.0.1:9/v1"), model="m", retry=allm.RetryPolicy(max_attempts=1))
+
+    def run(timeouts: allm.Timeouts, **pace: float) -> tuple[list[Any], allm.AllmError | None]:
+        async def arun() -> list[Any]:
+            return [e async for e in allm.astream_generate(engine, "four words are here", api_key=KEY, timeouts=timeouts)]
+
+        with recording(tmp_path, chunks=_per_event, **pace), deterministic_ids():
+            try:
+                evs = asyncio.run(arun()) if asynchronous else events_of(engine, "four words are here", timeouts=timeouts)
+            except allm.AllmError as exc:
+                return [], exc
+        return evs, None
+
+    paced, err = run(allm.Timeouts(first_event=10.0, idle=10.0), initial_delay=0.01, chunk_delay=0.01)
+    assert err is None and paced == live
+    stalled, err = run(allm.Timeouts(first_event=0.1), initial_delay=5.0)
+    assert stalled == [] and err is not None and err.reason == "timeout" and "first-event deadline of 0.1 s" in err.message
+    idle, err = run(allm.Timeouts(idle=0.1), chunk_delay=5.0)
+    assert err is None and isinstance(idle[-1], allm.events.Error)
+    assert idle[-1].error.reason == "timeout" and "idle deadline of 0.1 s" in idle[-1].error.message
+    assert any(isinstance(e, TextDelta) for e in idle)  # the content before the stall arrived
+
+
 # ------------------------------------------------------------------------------ matching and modes
 
 
@@ -384,6 +421,10 @@ def test_bad_arguments(tmp_path: Path) -> None:
         recording(tmp_path, match="everything")
     with pytest.raises(ValueError, match="chunks="):
         recording(tmp_path, chunks=0)
+    with pytest.raises(ValueError, match="seconds, 0 or more"):
+        recording(tmp_path, chunk_delay=-1)
+    with pytest.raises(ValueError, match="is one recorded exchange"):
+        recording(FIXTURES / "anthropic" / "stream-text", mode="new_episodes")
 
 
 def test_the_innermost_recording_answers_and_nothing_is_left_installed(server: LoopbackServer, tmp_path: Path) -> None:
@@ -419,27 +460,15 @@ def _record_scenarios(wire: str, server: LoopbackServer, key: str, folder: Path)
     return [p.read_bytes() for p in folder.rglob("*") if p.is_file()]
 
 
-@pytest.fixture(scope="module")
-def leak_servers() -> Iterator[dict[str, LoopbackServer]]:
-    out = {}
-    for name in WIRE_NAMES:
-        s = LoopbackServer().start()
-        s.handler = make_handler(WIRES[name])
-        out[name] = s
-    yield out
-    for s in out.values():
-        s.stop()
-
-
 @pytest.mark.parametrize("wire", WIRE_NAMES)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=api_keys)
 def test_recordings_hold_no_key_material(
-    wire: str, key: str, leak_servers: dict[str, LoopbackServer], tmp_path_factory: pytest.TempPathFactory
+    wire: str, key: str, servers: dict[str, LoopbackServer], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The key-leak scenarios (a 401 and a 429 quoting the key in full and masked, in-stream errors
     quoting it, raw chunks, a reset), recorded: no file holds the key or a 12-character piece of it."""
-    server = leak_servers[wire]
+    server = servers[wire]
     if wire not in BASE_FILES:
         BASE_FILES[wire] = _record_scenarios(wire, server, BASE_KEY, tmp_path_factory.mktemp("base"))
     assume(not find_leaks(key, BASE_FILES[wire]))
@@ -464,11 +493,11 @@ def test_every_wire_was_scanned_with_drawn_keys() -> None:
 
 
 def test_without_scrubbing_the_scenarios_would_write_the_key(
-    leak_servers: dict[str, LoopbackServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: dict[str, LoopbackServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The control: the scan finds the key when the recorder does not remove it."""
     from allm.testing import recorder as module
 
     monkeypatch.setattr(module, "scrub", lambda data, secrets: data)
-    files = _record_scenarios("anthropic", leak_servers["anthropic"], KEY, tmp_path)
+    files = _record_scenarios("anthropic", servers["anthropic"], KEY, tmp_path)
     assert find_leaks(KEY, files)

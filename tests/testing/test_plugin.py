@@ -49,8 +49,9 @@ def test_an_installed_allm_loads_the_plugin_by_itself(pytester: pytest.Pytester)
             pytest.fail(reason)
         pytest.skip(reason)
     pytester.makepyfile("def test_it(allm_engine):\n    assert allm_engine.model == 'fake'\n")
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
-    pytester.runpytest("-p", "no:cacheprovider", "-p", "no:allm").assert_outcomes(errors=1)
+    quiet = ("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function")
+    pytester.runpytest(*quiet).assert_outcomes(passed=1)
+    pytester.runpytest(*quiet, "-p", "no:allm").assert_outcomes(errors=1)
 
 
 # ------------------------------------------------------------------------------ fixtures

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from allm.testing import allow_requests
 from tests.loopback import LoopbackServer
 from tests.testing.helpers import PLUGIN, ROOT, chat_server, plugin_installed, started
 
@@ -22,6 +23,14 @@ KEY = "sk-test-" + "Zq8" * 10
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
     yield from started(chat_server)
+
+
+@pytest.fixture(autouse=True)
+def _no_guard_from_the_outer_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inner runs (in this process) start from the plugin's defaults, whatever the outer run was given."""
+    monkeypatch.delenv("ALLM_ALLOW_REQUESTS", raising=False)
+    with allow_requests():
+        yield
 
 
 def printed(result: pytest.RunResult, tag: str) -> list[str]:

@@ -429,13 +429,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_the_innermost_recording_answers_and_nothing_is_left_installed(server: LoopbackServer, tmp_path: Path) -> None:
     engine = _engine(server)
+    before = _transport._hook
     with recording(tmp_path / "a", mode="all"):
         allm.generate(engine, "outer")
         with recording(tmp_path / "b", mode="all"):
             allm.generate(engine, "inner")
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["01-post-v1-chat-completions"]
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["01-post-v1-chat-completions"]
-    assert _transport._hook is None
+    assert _transport._hook is before
 
 
 # ------------------------------------------------------------------------------ keys

@@ -1,10 +1,19 @@
-"""The only module that imports httpx: send, stream, retry, deadlines, close.
+"""The only module that imports httpx: the two I/O shells that perform a call.
 
-Two thin shells, :func:`iter_events` (sync) and :func:`aiter_events` (async),
-perform what the pure parts decide: the adapter encodes and decodes, and
-:class:`~allm.policy.Attempts` decides about retries and deadlines. Connections
-are pooled per process (one async pool per event loop), keyed by nothing secret:
-the key travels only in the request headers.
+:func:`run` (sync) and :func:`arun` (async) perform a :class:`~allm.plan.Plan` by
+telling a :class:`~allm.machine.CallMachine` what happened and doing what it answers
+(read, drain, sleep, emit, retry, raise). Every decision — retries, deadlines, held
+events, size limits, key scrubbing, event filters — is the machine's; a local adapter
+(the Fake) goes through the same shells, its pauses being the machine's sleeps.
+:func:`iter_events` / :func:`aiter_events` stream events; :func:`iter_once` /
+:func:`aiter_once` make a plain request/response.
+
+Connections are pooled per process (one async pool per event loop), keyed by nothing
+secret: the key travels only in the request headers. After ``os.fork()`` the child
+starts with empty pools (a pooled connection is never shared by two processes). An
+event loop's pool is closed when the loop shuts down its async generators (as
+``asyncio.run`` does), and dropped once the loop is closed, so each ``asyncio.run``
+leaves no client, socket or loop behind.
 
 Deadlines are enforced per socket operation by a thin wrapper around httpcore's
 network backend: each connect, write and read may wait only until the current
@@ -26,8 +35,8 @@ Every error built here from a provider body or an exception string is scrubbed o
 the call's key (:func:`~allm.errors.scrub`), including in-stream ``Error`` events
 and, with ``include_raw_chunks``, raw chunks that echo it.
 
-One hook sees every exchange: :func:`set_exchange_hook` (how :mod:`allm.testing` guards,
-records and replays HTTP traffic under the same retries, deadlines and decoders).
+One hook sees every HTTP exchange: :func:`set_exchange_hook` (how :mod:`allm.testing`
+guards, records and replays traffic under the same retries, deadlines and decoders).
 """
 
 from __future__ import annotations
@@ -35,35 +44,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
+import os
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import httpcore
 import httpx
 
-from .errors import AdapterError, AllmError, redact, scrub
-from .events import Error, Event, RawChunk
-from .policy import Attempts, RetryInfo, RetryPolicy, Timeouts
-from .providers.base import Decoder, HttpAdapter, HttpCall
+from . import machine as _m
+from .errors import AdapterError, AllmError, scrub
+from .events import Event
+from .machine import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, CallMachine
+from .plan import Plan
+from .policy import Timeouts
 
 __all__ = [
+    "ExchangeHook",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
     "MAX_ERROR_BODY_BYTES",
     "MAX_EVENT_BYTES",
-    "ExchangeHook",
     "Plan",
+    "aclose",
     "afetch",
     "aiter_events",
     "aiter_once",
+    "arun",
+    "classify",
+    "close",
     "fetch",
     "iter_events",
     "iter_once",
     "read_deadline",
+    "run",
     "set_exchange_hook",
 ]
 
@@ -71,12 +86,6 @@ T = TypeVar("T")
 
 #: HTTP exchanges in flight at once (sync calls of the process; async calls per event loop).
 MAX_CONNECTIONS = 1000
-#: Bytes a stream may send without completing an event (a ``malformed_response`` past it).
-MAX_EVENT_BYTES = 16 * 2**20
-#: Bytes of a non-streaming body (a ``malformed_response`` past it).
-MAX_BODY_BYTES = 256 * 2**20
-#: Bytes of an error body that are read (the rest is dropped with the connection).
-MAX_ERROR_BODY_BYTES = 2**20
 #: Seconds spent reading past a stream's terminal marker so the connection can be reused.
 DRAIN_GRACE = 1.0
 
@@ -221,11 +230,41 @@ class _AsyncHTTPTransport(httpx.AsyncHTTPTransport):
 
 
 _LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
-_sync_client: httpx.Client | None = None
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_sync_client: httpx.Client | None = None
 _sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-_async_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+class _LoopPool:
+    """One event loop's client and connection gate, closed when the loop shuts down its async
+    generators (``asyncio.run`` does) through a parked generator registered with that loop."""
+
+    __slots__ = ("client", "closer", "loop", "slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        transport = _AsyncHTTPTransport(limits=_LIMITS)
+        _wrap_pool(transport, _ABackend)
+        self.loop = loop
+        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.closer: Any = None
+
+
+#: The pools of the event loops that made async calls, by ``id(loop)``. A pool holds its loop
+#: (its sockets do), so the map is swept of closed loops whenever another loop asks for a pool.
+_loop_pools: dict[int, _LoopPool] = {}
+
+
+def _reset_after_fork() -> None:
+    """In a forked child: forget the parent's pools (their sockets are the parent's), new locks."""
+    global _sync_client, _lock, _sync_slots
+    _sync_client = None
+    _lock = threading.Lock()
+    _sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    _loop_pools.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _slot_timeout() -> float | None:
@@ -241,20 +280,17 @@ def _slot_timeout() -> float | None:
 @contextlib.contextmanager
 def _slot() -> Iterator[None]:
     """Hold one of the process's :data:`MAX_CONNECTIONS` slots, waiting at most until the deadline."""
-    if not _sync_slots.acquire(timeout=_slot_timeout()):
+    slots = _sync_slots
+    if not slots.acquire(timeout=_slot_timeout()):
         raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
     try:
         yield
     finally:
-        _sync_slots.release()
+        slots.release()
 
 
 @contextlib.asynccontextmanager
-async def _aslot() -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    sem = _async_slots.get(loop)
-    if sem is None:
-        sem = _async_slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+async def _aslot(sem: asyncio.Semaphore) -> AsyncIterator[None]:
     if sem.locked():
         try:
             async with asyncio.timeout(_slot_timeout()):
@@ -277,7 +313,7 @@ def _wrap_pool(transport: Any, wrapper: Callable[[Any], Any]) -> None:
 
 
 def sync_client() -> httpx.Client:
-    """The process-wide pooled client (created on first use)."""
+    """The process-wide pooled client (created on first use; new in a forked child)."""
     global _sync_client
     c = _sync_client
     if c is None or c.is_closed:
@@ -290,16 +326,36 @@ def sync_client() -> httpx.Client:
     return c
 
 
+async def _park(pool: _LoopPool) -> AsyncGenerator[None, None]:
+    # Started once and left suspended: the loop's shutdown_asyncgens() closes it, and the
+    # pool closes with it, inside the loop, before the loop itself is closed.
+    try:
+        yield
+    finally:
+        _loop_pools.pop(id(pool.loop), None)
+        await pool.client.aclose()
+
+
+def _loop_pool() -> _LoopPool:
+    loop = asyncio.get_running_loop()
+    pool = _loop_pools.get(id(loop))
+    if pool is not None and pool.loop is loop and not pool.client.is_closed:
+        return pool
+    if _loop_pools:
+        for key, other in list(_loop_pools.items()):
+            if other.loop.is_closed() or other.loop is loop:
+                del _loop_pools[key]
+    pool = _loop_pools[id(loop)] = _LoopPool(loop)
+    closer = _park(pool)
+    pool.closer = closer
+    with contextlib.suppress(StopIteration):  # runs to the first yield: registered with this loop, nothing awaited
+        closer.asend(None).send(None)
+    return pool
+
+
 def async_client() -> httpx.AsyncClient:
     """The pooled async client of the running event loop (one per loop)."""
-    loop = asyncio.get_running_loop()
-    c = _async_clients.get(loop)
-    if c is None or c.is_closed:
-        transport = _AsyncHTTPTransport(limits=_LIMITS)
-        _wrap_pool(transport, _ABackend)
-        c = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
-        _async_clients[loop] = c
-    return c
+    return _loop_pool().client
 
 
 def close() -> None:
@@ -313,51 +369,19 @@ def close() -> None:
 
 async def aclose() -> None:
     """Close the running loop's async pool."""
-    c = _async_clients.pop(asyncio.get_running_loop(), None)
-    if c is not None:
-        await c.aclose()
+    pool = _loop_pools.pop(id(asyncio.get_running_loop()), None)
+    if pool is not None:
+        await pool.client.aclose()
 
 
-# ------------------------------------------------------------------------------ plans and errors
-
-
-class Plan:
-    """One call ready to send. Holds the auth headers only for the call's lifetime; never shown."""
-
-    __slots__ = ("adapter", "call", "headers", "include_raw", "on_retry", "retry", "secret", "timeouts")
-
-    def __init__(
-        self,
-        adapter: HttpAdapter,
-        call: HttpCall,
-        headers: dict[str, str],
-        secret: str | None,
-        *,
-        include_raw: bool = False,
-        retry: RetryPolicy,
-        timeouts: Timeouts,
-        on_retry: Callable[[RetryInfo], None] | None = None,
-    ) -> None:
-        self.adapter = adapter
-        self.call = call
-        self.headers = headers
-        self.secret = secret
-        self.include_raw = include_raw
-        self.retry = retry
-        self.timeouts = timeouts
-        self.on_retry = on_retry
-
-    def __repr__(self) -> str:
-        return f"Plan({self.call.method} {redact(self.call.url, self.secret)})"
-
-    def __getstate__(self) -> None:
-        raise TypeError("a Plan holds a key and cannot be pickled")
+# ------------------------------------------------------------------------------ failures
 
 
 _READ_TIMEOUTS = (httpx.ReadTimeout, httpcore.ReadTimeout)
 _CONNECT_TIMEOUTS = (httpx.ConnectTimeout, httpcore.ConnectTimeout)
 _WRITE_TIMEOUTS = (httpx.WriteTimeout, httpcore.WriteTimeout)
 _POOL_TIMEOUTS = (httpx.PoolTimeout, httpcore.PoolTimeout)
+_TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
 _NET_ERRORS = (httpx.HTTPError, httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, OSError)
 
 
@@ -368,8 +392,8 @@ def classify(exc: Exception, provider: str | None, timeouts: Timeouts | None = N
     closed connection, or a server that is not speaking HTTP, is ``network_error``;
     a body that cannot be decompressed is ``malformed_response``; a request httpx
     refuses to send (a bad URL or header) is ``invalid_request``. Messages are
-    redacted of key shapes (see :func:`~allm.errors.redact`); the shells also
-    remove the call's own key.
+    redacted of key shapes (see :func:`~allm.errors.redact`); the machine also
+    removes the call's own key.
     """
     c = timeouts.connect if timeouts is not None else None
     limit = f" of {c:g} s" if c is not None else ""
@@ -379,7 +403,7 @@ def classify(exc: Exception, provider: str | None, timeouts: Timeouts | None = N
         return AdapterError(f"could not send the request within the connect deadline{limit}", reason="timeout", provider=provider)
     if isinstance(exc, _POOL_TIMEOUTS):
         return AdapterError(f"no pooled connection was free within the connect deadline{limit}", reason="timeout", provider=provider)
-    if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
+    if isinstance(exc, _TIMEOUTS):
         return AdapterError("read timeout", reason="timeout", provider=provider)
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.DecodingError):
@@ -389,99 +413,43 @@ def classify(exc: Exception, provider: str | None, timeouts: Timeouts | None = N
     return AdapterError(text, reason="network_error", provider=provider)
 
 
-def _failure(exc: Exception, st: Attempts, plan: Plan) -> AllmError:
-    provider = plan.call.provider
-    timed_out = isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException))
-    if isinstance(exc, _READ_TIMEOUTS) or (timed_out and st.deadline_passed(_now())):
-        err: AllmError = st.timeout_error(provider, _now())
-    else:
-        err = classify(exc, provider, plan.timeouts)
-    return scrub(err, plan.secret)
+def _failed(m: CallMachine, exc: BaseException) -> list[Event]:
+    """Tell the machine about a failure of this attempt's I/O (or a local adapter's error)."""
+    if isinstance(exc, AllmError):
+        return m.failed(exc, _now())
+    assert isinstance(exc, Exception)
+    err = classify(exc, m.plan.provider, m.plan.timeouts)
+    return m.failed(err, _now(), read_timeout=isinstance(exc, _READ_TIMEOUTS), timed_out=isinstance(exc, _TIMEOUTS))
 
 
 class _TooLarge(Exception):
     pass
 
 
-def _strip(body: bytes, secret: str | None) -> bytes:
-    """An error body without the key (as sent, and JSON-escaped), before the adapter reads it."""
-    if not secret or len(secret) < 4:
-        return body
-    for form in {secret, json_escaped(secret)}:
-        b = form.encode("utf-8", "replace")
-        if b in body:
-            body = body.replace(b, b"[redacted]")
-    return body
+class _Body:
+    """Collects a whole body up to ``limit`` bytes (past it: :class:`_TooLarge` when ``exact``,
+    else the body is cut at the limit)."""
 
+    __slots__ = ("exact", "limit", "n", "parts")
 
-def json_escaped(text: str) -> str:
-    """``text`` as it appears inside a JSON string."""
-    return json.dumps(text)[1:-1]
+    def __init__(self, limit: int, exact: bool) -> None:
+        self.limit = limit
+        self.exact = exact
+        self.n = 0
+        self.parts: list[bytes] = []
 
-
-def _too_large(plan: Plan, what: str, limit: int) -> AdapterError:
-    return AdapterError(f"{what} exceeded {limit} bytes; the connection was closed", reason="malformed_response", provider=plan.call.provider)
-
-
-def _clean(events: list[Event], plan: Plan) -> list[Event]:
-    """Scrub the key from ``Error`` events and (with raw chunks on) raw chunks that echo it."""
-    secret = plan.secret
-    for i, ev in enumerate(events):
-        t = type(ev)
-        if t is Error:
-            er: Error = ev  # type: ignore[assignment]
-            scrub(er.error, secret)
-        elif t is RawChunk and secret and plan.include_raw:
-            rc: RawChunk = ev  # type: ignore[assignment]
-            found, data = _without(rc.data, secret)
-            if found:
-                events[i] = RawChunk(data, rc.usage)
-    return events
-
-
-def _without(value: Any, secret: str) -> tuple[bool, Any]:
-    """``(found, value with secret replaced by [redacted] in every string and key)``."""
-    if isinstance(value, str):
-        return (True, value.replace(secret, "[redacted]")) if secret in value else (False, value)
-    if isinstance(value, dict):
-        found = False
-        out: dict[Any, Any] = {}
-        for k, v in value.items():
-            fk, k2 = _without(k, secret)
-            fv, v2 = _without(v, secret)
-            found = found or fk or fv
-            out[k2] = v2
-        return (True, out) if found else (False, value)
-    if isinstance(value, list):
-        pairs = [_without(v, secret) for v in value]
-        return (True, [v for _, v in pairs]) if any(f for f, _ in pairs) else (False, value)
-    return False, value
-
-
-def _chunks_upto(chunks: Iterator[bytes], limit: int, exact: bool) -> bytes:
-    parts: list[bytes] = []
-    n = 0
-    for chunk in chunks:
-        n += len(chunk)
-        parts.append(chunk)
-        if n > limit:
-            if exact:
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; whether the limit is reached (stop reading)."""
+        self.n += len(chunk)
+        self.parts.append(chunk)
+        if self.n > self.limit:
+            if self.exact:
                 raise _TooLarge
-            break
-    return b"".join(parts)[:limit]
+            return True
+        return False
 
-
-async def _achunks_upto(chunks: AsyncIterator[bytes], limit: int, exact: bool) -> bytes:
-    parts: list[bytes] = []
-    n = 0
-    async for chunk in chunks:
-        n += len(chunk)
-        parts.append(chunk)
-        if n > limit:
-            if exact:
-                raise _TooLarge
-            break
-    return b"".join(parts)[:limit]
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)[: self.limit]
 
 
 def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
@@ -490,128 +458,184 @@ def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
     return httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
 
 
-def _finish_after_failure(dec: Decoder | None, st: Attempts, plan: Plan) -> list[Event] | None:
-    """The final events if the stream had already given its terminal marker, else ``None``.
-
-    Some decoders (Gemini's: its marker is a chunk's ``finishReason``) finish only at
-    ``close()``; a connection lost after the marker has lost nothing.
-    """
-    if dec is None or dec.finished:
-        return None
-    tail = dec.close()
-    if not tail or dec.failed:
-        return None
-    out, err = st.take(_clean(tail, plan))
-    if err is not None:
-        return None
-    out.extend(st.flush())
-    return out
+def _drain_deadline(m: CallMachine) -> float:
+    """Reading past a stream's terminal marker (so the connection can be reused) is brief."""
+    d = m.deadline()
+    grace = _now() + DRAIN_GRACE
+    return grace if d is None or grace < d else d
 
 
-# ------------------------------------------------------------------------------ sync shell
+# ------------------------------------------------------------------------------ the shells
+#
+# The two shells below are the same loop, once with blocking I/O and once with ``await``:
+# every branch is an answer of the machine (``m.act``) performed, nothing is decided here.
 
 
-def iter_events(plan: Plan) -> Iterator[Event]:
-    """Send ``plan`` and yield its events, retrying before the first event reaches the caller.
-
-    Raises the typed error when the call fails before any event (after retries);
-    once events have been yielded, a failure is yielded as an ``Error`` event and the
-    stream ends. Closing the generator closes the HTTP response at once.
-    """
-    adapter, call = plan.adapter, plan.call
-    st = Attempts(plan.retry, plan.timeouts, _now())
-    client = sync_client()
+@contextlib.contextmanager
+def _open(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
+    if plan.call is None:
+        yield 200, {}, plan.adapter.open(plan.request)
+        return
+    call = plan.call
+    if plan.respond:
+        yield 200, {}, iter((plan.adapter.respond(call),))
+        return
     timeout = _httpx_timeout(plan.timeouts)
-    max_pending = MAX_EVENT_BYTES
+    with _slot(), sync_client().stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+        yield resp.status_code, resp.headers, resp.iter_bytes()
+
+
+def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
+    """Perform ``plan``: yield its events, retrying before the first event reaches the caller.
+
+    Raises the typed error when the call fails before any event (after retries); once
+    events have been yielded, a failure is yielded as an ``Error`` event and the stream
+    ends. Closing the generator closes the HTTP response at once. A plain exchange
+    (``plan.once``) yields nothing and leaves ``(status, headers, body)`` in ``m.value``.
+    """
+    m = m if m is not None else CallMachine(plan, _now())
     try:
         while True:
-            st.begin(_now())
-            err: AllmError | None = None
-            dec: Decoder | None = None
-            _deadline.set(st.deadline())
+            _deadline.set(m.begin(_now()))
+            evs: list[Event] = []
             try:
-                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    status = resp.status_code
-                    if status >= 300:
-                        body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
-                    elif not call.stream:
-                        body = _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
-                        out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
-                        if err is None:
-                            out.extend(st.flush())
-                            _deadline.set(None)
-                            yield from out
-                            return
-                    else:
-                        dec = adapter.decoder(call, include_raw=plan.include_raw)
-                        feed = dec.feed
-                        it = resp.iter_bytes()
-                        pending = 0
+                with _open(plan) as (status, headers, it):
+                    limit = m.opened(status, headers)
+                    if limit:
+                        body = _Body(limit, m.exact)
                         for chunk in it:
-                            evs = feed(chunk)
-                            if not evs:
-                                pending += len(chunk)
-                                if pending > max_pending:
-                                    err = _too_large(plan, "the stream sent data without completing an event: it", max_pending)
-                                    break
-                                continue
-                            pending = 0
-                            if dec.failed or plan.include_raw:
-                                evs = _clean(evs, plan)
-                            out, err = st.take(evs)
-                            if err is not None:
+                            if body.add(chunk):
                                 break
-                            if dec.finished and not dec.failed:
-                                _drain(it, st)
-                            if out:
+                        evs = m.body(body.bytes(), _now())
+                    else:
+                        feed = m.play if plan.call is None else m.feed
+                        for chunk in it:
+                            evs = feed(chunk, _now())
+                            if m.act == _m.SLEEP:
+                                time.sleep(m.sleep_for)
+                                evs = m.woke(_now())
+                            elif m.act == _m.DRAIN:
+                                _deadline.set(_drain_deadline(m))
+                                with contextlib.suppress(*_NET_ERRORS):
+                                    for _ in it:
+                                        pass
+                                evs = evs + m.eof(_now())
+                            if m.act != _m.READ:
+                                break
+                            if evs:
                                 _deadline.set(None)
-                                yield from out
-                                if dec.finished:
-                                    return
-                                st.wait_start = _now()
-                                _deadline.set(st.deadline())
+                                yield from evs
+                                evs = []
+                                _deadline.set(m.resumed(_now()))
                         else:
-                            out, err = st.take(_clean(dec.close(), plan))
-                            if err is None:
-                                out.extend(st.flush())
-                                _deadline.set(None)
-                                yield from out
-                                return
+                            evs = m.eof(_now())
             except _TooLarge:
-                err = _too_large(plan, "the response body", MAX_BODY_BYTES)
-            except _NET_ERRORS as exc:
-                err = _failure(exc, st, plan)
-                tail = _finish_after_failure(dec, st, plan)
-                if tail is not None:
-                    _deadline.set(None)
-                    yield from tail
-                    return
-            assert err is not None
+                evs = m.too_large(_now())
+            except (*_NET_ERRORS, AllmError) as exc:
+                evs = _failed(m, exc)
             _deadline.set(None)
-            if st.started:
-                yield Error(err)
+            if m.act == _m.DONE:
+                yield from evs
                 return
-            delay = st.next_delay(err, _now())
-            if delay is None:
-                raise err
-            if plan.on_retry is not None:
-                plan.on_retry(RetryInfo(st.attempt, delay, err))
-            time.sleep(delay)
+            if m.act == _m.RAISE:
+                assert m.error is not None
+                raise m.error
+            if plan.on_retry is not None and m.retry_info is not None:
+                plan.on_retry(m.retry_info)
+            time.sleep(m.sleep_for)
     finally:
         _deadline.set(None)
 
 
-def _drain(it: Iterator[bytes], st: Attempts) -> None:
-    """Read what follows the terminal marker (briefly) so the connection returns to the pool."""
-    d = st.deadline()
-    grace = _now() + DRAIN_GRACE
-    _deadline.set(grace if d is None or grace < d else d)
+async def _aplay(items: Iterator[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+@contextlib.asynccontextmanager
+async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], AsyncIterator[Any]]]:
+    if plan.call is None:
+        yield 200, {}, _aplay(plan.adapter.open(plan.request))
+        return
+    call = plan.call
+    if plan.respond:
+        yield 200, {}, _aplay(iter((plan.adapter.respond(call),)))
+        return
+    timeout = _httpx_timeout(plan.timeouts)
+    pool = _loop_pool()
+    async with _aslot(pool.slots), pool.client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+        yield resp.status_code, resp.headers, resp.aiter_bytes()
+
+
+async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]:
+    """The async twin of :func:`run`; ``aclose()`` or cancellation closes the response."""
+    m = m if m is not None else CallMachine(plan, _now())
     try:
-        for _ in it:
-            pass
-    except _NET_ERRORS:
-        pass
+        while True:
+            _deadline.set(m.begin(_now()))
+            evs: list[Event] = []
+            try:
+                async with _aopen(plan) as (status, headers, it):
+                    limit = m.opened(status, headers)
+                    if limit:
+                        body = _Body(limit, m.exact)
+                        async for chunk in it:
+                            if body.add(chunk):
+                                break
+                        evs = m.body(body.bytes(), _now())
+                    else:
+                        feed = m.play if plan.call is None else m.feed
+                        async for chunk in it:
+                            evs = feed(chunk, _now())
+                            if m.act == _m.SLEEP:
+                                await asyncio.sleep(m.sleep_for)
+                                evs = m.woke(_now())
+                            elif m.act == _m.DRAIN:
+                                _deadline.set(_drain_deadline(m))
+                                with contextlib.suppress(*_NET_ERRORS):
+                                    async for _ in it:
+                                        pass
+                                evs = evs + m.eof(_now())
+                            if m.act != _m.READ:
+                                break
+                            if evs:
+                                _deadline.set(None)
+                                for ev in evs:
+                                    yield ev
+                                evs = []
+                                _deadline.set(m.resumed(_now()))
+                        else:
+                            evs = m.eof(_now())
+            except _TooLarge:
+                evs = m.too_large(_now())
+            except (*_NET_ERRORS, AllmError) as exc:
+                evs = _failed(m, exc)
+            _deadline.set(None)
+            if m.act == _m.DONE:
+                for ev in evs:
+                    yield ev
+                return
+            if m.act == _m.RAISE:
+                assert m.error is not None
+                raise m.error
+            if plan.on_retry is not None and m.retry_info is not None:
+                plan.on_retry(m.retry_info)
+            await asyncio.sleep(m.sleep_for)
+    finally:
+        _deadline.set(None)
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def iter_events(plan: Plan) -> Iterator[Event]:
+    """The events of ``plan`` (see :func:`run`)."""
+    return run(plan)
+
+
+def aiter_events(plan: Plan) -> AsyncIterator[Event]:
+    """The async twin of :func:`iter_events`."""
+    return arun(plan)
 
 
 def iter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
@@ -621,186 +645,34 @@ def iter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
     adapter's typed error for an error status, after retries; ``malformed_response``
     for a body over :data:`MAX_BODY_BYTES`.
     """
-    adapter, call = plan.adapter, plan.call
-    st = Attempts(plan.retry, plan.timeouts, _now())
-    client = sync_client()
-    timeout = _httpx_timeout(plan.timeouts)
-    try:
-        while True:
-            st.begin(_now())
-            _deadline.set(st.deadline())
-            try:
-                with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    status = resp.status_code
-                    if status < 300:
-                        return status, resp.headers, _chunks_upto(resp.iter_bytes(), MAX_BODY_BYTES, True)
-                    body = _chunks_upto(resp.iter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
-            except _TooLarge:
-                raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
-            except _NET_ERRORS as exc:
-                err = _failure(exc, st, plan)
-            _deadline.set(None)
-            delay = st.next_delay(err, _now())
-            if delay is None:
-                raise err
-            if plan.on_retry is not None:
-                plan.on_retry(RetryInfo(st.attempt, delay, err))
-            time.sleep(delay)
-    finally:
-        _deadline.set(None)
-
-
-def fetch(plan: Plan, decode: Callable[[bytes], T]) -> T:
-    """:func:`iter_once`, then ``decode(body)``; errors of either are scrubbed of the key."""
-    body = iter_once(plan)[2]
-    try:
-        return decode(body)
-    except AllmError as exc:
-        raise scrub(exc, plan.secret) from None
-
-
-# ------------------------------------------------------------------------------ async shell
-
-
-async def aiter_events(plan: Plan) -> AsyncIterator[Event]:
-    """The async twin of :func:`iter_events`; ``aclose()`` or cancellation closes the response."""
-    adapter, call = plan.adapter, plan.call
-    st = Attempts(plan.retry, plan.timeouts, _now())
-    client = async_client()
-    timeout = _httpx_timeout(plan.timeouts)
-    max_pending = MAX_EVENT_BYTES
-    try:
-        while True:
-            st.begin(_now())
-            err: AllmError | None = None
-            dec: Decoder | None = None
-            _deadline.set(st.deadline())
-            try:
-                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    status = resp.status_code
-                    if status >= 300:
-                        body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                        err = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
-                    elif not call.stream:
-                        body = await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
-                        out, err = st.take(_clean(adapter.decode_body(call, body, include_raw=plan.include_raw), plan))
-                        if err is None:
-                            out.extend(st.flush())
-                            _deadline.set(None)
-                            for ev in out:
-                                yield ev
-                            return
-                    else:
-                        dec = adapter.decoder(call, include_raw=plan.include_raw)
-                        feed = dec.feed
-                        ait = resp.aiter_bytes()
-                        pending = 0
-                        async for chunk in ait:
-                            evs = feed(chunk)
-                            if not evs:
-                                pending += len(chunk)
-                                if pending > max_pending:
-                                    err = _too_large(plan, "the stream sent data without completing an event: it", max_pending)
-                                    break
-                                continue
-                            pending = 0
-                            if dec.failed or plan.include_raw:
-                                evs = _clean(evs, plan)
-                            out, err = st.take(evs)
-                            if err is not None:
-                                break
-                            if dec.finished and not dec.failed:
-                                await _adrain(ait, st)
-                            if out:
-                                _deadline.set(None)
-                                for ev in out:
-                                    yield ev
-                                if dec.finished:
-                                    return
-                                st.wait_start = _now()
-                                _deadline.set(st.deadline())
-                        else:
-                            out, err = st.take(_clean(dec.close(), plan))
-                            if err is None:
-                                out.extend(st.flush())
-                                _deadline.set(None)
-                                for ev in out:
-                                    yield ev
-                                return
-            except _TooLarge:
-                err = _too_large(plan, "the response body", MAX_BODY_BYTES)
-            except _NET_ERRORS as exc:
-                err = _failure(exc, st, plan)
-                tail = _finish_after_failure(dec, st, plan)
-                if tail is not None:
-                    _deadline.set(None)
-                    for ev in tail:
-                        yield ev
-                    return
-            assert err is not None
-            _deadline.set(None)
-            if st.started:
-                yield Error(err)
-                return
-            delay = st.next_delay(err, _now())
-            if delay is None:
-                raise err
-            if plan.on_retry is not None:
-                plan.on_retry(RetryInfo(st.attempt, delay, err))
-            await asyncio.sleep(delay)
-    finally:
-        _deadline.set(None)
-
-
-async def _adrain(it: AsyncIterator[bytes], st: Attempts) -> None:
-    d = st.deadline()
-    grace = _now() + DRAIN_GRACE
-    _deadline.set(grace if d is None or grace < d else d)
-    try:
-        async for _ in it:
-            pass
-    except _NET_ERRORS:
+    m = CallMachine(plan, _now())
+    for _ in run(plan, m):
         pass
+    assert m.value is not None
+    return m.value
 
 
 async def aiter_once(plan: Plan) -> tuple[int, Mapping[str, str], bytes]:
     """The async twin of :func:`iter_once`."""
-    adapter, call = plan.adapter, plan.call
-    st = Attempts(plan.retry, plan.timeouts, _now())
-    client = async_client()
-    timeout = _httpx_timeout(plan.timeouts)
-    try:
-        while True:
-            st.begin(_now())
-            _deadline.set(st.deadline())
-            try:
-                async with _aslot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-                    status = resp.status_code
-                    if status < 300:
-                        return status, resp.headers, await _achunks_upto(resp.aiter_bytes(), MAX_BODY_BYTES, True)
-                    body = await _achunks_upto(resp.aiter_bytes(), MAX_ERROR_BODY_BYTES, False)
-                    err: AllmError = scrub(adapter.error(status, resp.headers, _strip(body, plan.secret)), plan.secret)
-            except _TooLarge:
-                raise _too_large(plan, "the response body", MAX_BODY_BYTES) from None
-            except _NET_ERRORS as exc:
-                err = _failure(exc, st, plan)
-            _deadline.set(None)
-            delay = st.next_delay(err, _now())
-            if delay is None:
-                raise err
-            if plan.on_retry is not None:
-                plan.on_retry(RetryInfo(st.attempt, delay, err))
-            await asyncio.sleep(delay)
-    finally:
-        _deadline.set(None)
+    m = CallMachine(plan, _now())
+    async for _ in arun(plan, m):
+        pass
+    assert m.value is not None
+    return m.value
+
+
+def fetch(plan: Plan, decode: Callable[[bytes], T]) -> T:
+    """:func:`iter_once`, then ``decode(body)``; errors of either are scrubbed of the key."""
+    return _decoded(plan, decode, iter_once(plan)[2])
 
 
 async def afetch(plan: Plan, decode: Callable[[bytes], T]) -> T:
     """The async twin of :func:`fetch`."""
-    body = (await aiter_once(plan))[2]
+    return _decoded(plan, decode, (await aiter_once(plan))[2])
+
+
+def _decoded(plan: Plan, decode: Callable[[bytes], T], body: bytes) -> T:
     try:
         return decode(body)
     except AllmError as exc:
         raise scrub(exc, plan.secret) from None
-

@@ -1,46 +1,47 @@
-"""The call surface: ``generate`` and ``stream_generate``, sync and async.
+"""The call surface: ``generate`` and ``stream_generate``, ``embed``, ``list_models``,
+``count_tokens``, sync and async.
 
 ``generate`` is a fold over ``stream_generate`` (:class:`~allm.fold.Collector`);
 ``agenerate`` folds ``astream_generate``. There is no second code path: a
 non-streaming HTTP body, when asked for with ``http_streaming=False``, is decoded
-into the same events.
+into the same events, and a local adapter (the Fake) goes through the same call
+machine (:mod:`allm.machine`).
 
 Preparing a call is pure (resolve model, defaults and tools; encode; resolve the
-key) and happens when the function is called, so a missing key or an invalid
-request raises at once. I/O starts when the stream is iterated.
+key: :func:`allm.plan.plan_call`) and happens when the function is called, so a
+missing key or an invalid request raises at once. I/O starts when the stream is
+iterated. Each async function is the same plan performed by the async shell.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, Unpack
 
 import attrs
 
-from . import keys
 from .engine import Engine, merge_tools
-from .errors import AllmError, EngineError
-from .events import Error, Event, RawChunk, TextDelta, ToolCallDelta
+from .errors import EngineError, ValidationError
+from .events import Event
 from .fold import Collector
-from .policy import Attempts, RetryInfo, RetryPolicy, Timeouts
-from .providers.base import Delay, HttpAdapter, LocalAdapter
+from .ids import new_request_id
+from .plan import Plan, adapter_kind, plan_call
+from .policy import RetryInfo, RetryPolicy, Timeouts
+from .providers.base import CountsTokens, Embeds, ListsModels
+from .streams import AsyncEventStream, EventStream
 from .types import Embeddings, Message, Request, Response, Thread, Usage
 from .types import request as make_request
-
-if TYPE_CHECKING:
-    from ._transport import Plan
 
 __all__ = [
     "AsyncEventStream",
     "EventStream",
-    "agenerate",
+    "GenerateOptions",
+    "acount_tokens",
     "aembed",
+    "agenerate",
     "alist_models",
     "astream_generate",
+    "count_tokens",
     "embed",
     "generate",
     "list_models",
@@ -51,103 +52,34 @@ RequestLike = Request | Thread | Sequence[Message] | str
 OnEvent = Callable[[Event], None]
 
 
-async def _asleep(seconds: float) -> None:
-    import asyncio  # only async callers need it; keeps ``import allm`` light
+class GenerateOptions(TypedDict, total=False):
+    """Keyword options of :func:`stream_generate`, :func:`generate` and their async twins.
 
-    await asyncio.sleep(seconds)
-
-
-#: The random bytes of request and session ids: ``os.urandom``, or a seeded source under
-#: :func:`allm.testing.deterministic_ids`. Called with a byte count, returns that many bytes.
-id_bytes: Callable[[int], bytes] = os.urandom
-
-
-def new_request_id() -> str:
-    """22 URL-safe characters from 16 random bytes (:data:`id_bytes`)."""
-    return base64.urlsafe_b64encode(id_bytes(16)).rstrip(b"=").decode("ascii")
-
-
-# ------------------------------------------------------------------------------ streams
-
-
-class EventStream:
-    """A lazy stream of events. Iterate it; leaving a ``for`` loop over it (``break``,
-    ``return``, an exception), ``close()`` or leaving a ``with`` block closes the HTTP
-    response at once. To pause and resume, pull events with ``next()`` instead."""
-
-    __slots__ = ("_gen",)
-
-    def __init__(self, gen: Iterator[Event]) -> None:
-        self._gen = gen
-
-    def __iter__(self) -> Iterator[Event]:
-        return _closing(self._gen)
-
-    def __next__(self) -> Event:
-        return next(self._gen)
-
-    def close(self) -> None:
-        close = getattr(self._gen, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-
-def _closing(gen: Iterator[Event]) -> Iterator[Event]:
-    # The iterator a ``for`` loop holds: when the loop is left early it is dropped,
-    # and closing it closes ``gen`` (and with it the HTTP response).
-    try:
-        yield from gen
-    finally:
-        close = getattr(gen, "close", None)
-        if close is not None:
-            close()
-
-
-class AsyncEventStream:
-    """The async twin of :class:`EventStream`: ``async for``, ``await aclose()``, ``async with``.
-
-    ``aclose()`` or cancelling the task that iterates it closes the HTTP response at
-    once; leaving an ``async for`` loop early closes it when the event loop
-    finalises the loop's iterator (its next turn).
+    - ``api_key``: this call's key (see :mod:`allm.keys` for the others).
+    - ``emit_text_deltas`` / ``emit_tool_deltas``: ``False`` drops ``TextDelta`` /
+      ``ToolCallDelta`` (completed events still arrive).
+    - ``include_raw_chunks``: also yield each provider chunk as ``RawChunk``
+      (chunks carrying usage always pass).
+    - ``on_event``: called with every adapter event before filtering.
+    - ``retry``, ``timeouts``: override the engine's; ``on_retry`` sees each retry
+      (attempt, delay in seconds, error) before the sleep.
+    - ``http_streaming=False``: ask the provider for one JSON body instead of SSE
+      (decoded into the same events).
     """
 
-    __slots__ = ("_gen",)
-
-    def __init__(self, gen: AsyncIterator[Event]) -> None:
-        self._gen = gen
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return _aclosing(self._gen)
-
-    async def __anext__(self) -> Event:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._gen, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    async def __aenter__(self) -> AsyncEventStream:
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
+    api_key: str | None
+    emit_text_deltas: bool
+    emit_tool_deltas: bool
+    include_raw_chunks: bool
+    on_event: OnEvent | None
+    retry: RetryPolicy | None
+    timeouts: Timeouts | None
+    on_retry: Callable[[RetryInfo], None] | None
+    http_streaming: bool
 
 
-async def _aclosing(gen: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    try:
-        async for ev in gen:
-            yield ev
-    finally:
-        aclose = getattr(gen, "aclose", None)
-        if aclose is not None:
-            await aclose()
+#: The names of :class:`GenerateOptions` (the tool loop passes these through to each call).
+GENERATE_OPTIONS = frozenset(GenerateOptions.__annotations__)
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -169,242 +101,84 @@ def resolve_request(engine: Engine, request: RequestLike) -> Request:
     return attrs.evolve(request, **changes) if changes else request
 
 
-class _Local:
-    __slots__ = ("adapter", "on_retry", "request", "retry", "timeouts")
-
-    def __init__(self, adapter: LocalAdapter, request: Request, retry: RetryPolicy, timeouts: Timeouts, on_retry: Callable[[RetryInfo], None] | None) -> None:
-        self.adapter = adapter
-        self.request = request
-        self.retry = retry
-        self.timeouts = timeouts
-        self.on_retry = on_retry
-
-
-_ADAPTER_KINDS: dict[type[Any], str] = {}
-
-
-def _adapter_kind(adapter: object) -> str:
-    """``"local"``, ``"http"`` or ``""``. A runtime protocol check costs tens of µs; adapters get
-    their methods from their class, so the answer is kept per class."""
-    cls = type(adapter)
-    kind = _ADAPTER_KINDS.get(cls)
-    if kind is None:
-        kind = "local" if isinstance(adapter, LocalAdapter) else "http" if isinstance(adapter, HttpAdapter) else ""
-        _ADAPTER_KINDS[cls] = kind
-    return kind
-
-
-def prepare(
-    engine: Engine,
-    request: RequestLike,
-    *,
-    api_key: str | None = None,
-    stream: bool = True,
-    include_raw: bool = False,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    on_retry: Callable[[RetryInfo], None] | None = None,
-) -> Plan | _Local:
-    """Everything a shell needs to make one call. Raises pre-flight errors."""
+def _engine(engine: Any) -> Engine:
     if not isinstance(engine, Engine):
         raise TypeError(f"expected an allm.Engine, got {type(engine).__name__}")
-    adapter = engine.adapter
-    req = resolve_request(engine, request)
-    retry = retry or engine.retry
-    timeouts = timeouts or engine.timeouts
-    kind = _adapter_kind(adapter)
-    if kind == "local":
-        return _Local(cast(LocalAdapter, adapter), req, retry, timeouts, on_retry)
-    if kind != "http":
+    return engine
+
+
+def prepare(engine: Engine, request: RequestLike, *, resolved: bool = False, **options: Unpack[GenerateOptions]) -> Plan:
+    """The plan of one model call (see :func:`allm.plan.plan_call`). Raises pre-flight errors.
+
+    ``resolved=True``: ``request`` already went through :func:`resolve_request` (the
+    tool loop resolves each turn's request once).
+    """
+    unknown = set(options) - GENERATE_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.api.GenerateOptions")
+    adapter = _engine(engine).adapter
+    req = request if resolved and isinstance(request, Request) else resolve_request(engine, request)
+    kind = adapter_kind(adapter)
+    if kind == "":
         raise EngineError(f"{type(adapter).__name__} is not an allm adapter", reason="missing_adapter")
-    adapter = cast(HttpAdapter, adapter)
-    if not req.model:
-        raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")
-    call = adapter.encode(req, stream=stream)
-    spec = adapter.key_spec
-    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    headers = dict(call.headers)
-    headers.update(adapter.auth_headers(key))
-    from ._transport import Plan
-
-    return Plan(adapter, call, headers, key, include_raw=include_raw, retry=retry, timeouts=timeouts, on_retry=on_retry)
-
-
-def _filter(
-    events: Iterator[Event], on_event: OnEvent | None, text: bool, tool: bool, raw: bool
-) -> Iterator[Event]:
-    try:
-        for ev in events:
-            if on_event is not None:
-                on_event(ev)
-            t = type(ev)
-            if t is TextDelta:
-                if not text:
-                    continue
-            elif t is ToolCallDelta:
-                if not tool:
-                    continue
-            elif t is RawChunk and not raw and ev.usage is None:  # type: ignore[union-attr]
-                continue
-            yield ev
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+    call = None
+    if kind == "http":
+        if not req.model:
+            raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")
+        call = adapter.encode(req, stream=options.get("http_streaming", True))  # type: ignore[union-attr]
+    return plan_call(
+        engine,
+        call,
+        request=req if call is None else None,
+        api_key=options.get("api_key"),
+        retry=options.get("retry"),
+        timeouts=options.get("timeouts"),
+        on_retry=options.get("on_retry"),
+        include_raw=options.get("include_raw_chunks", False),
+        emit_text=options.get("emit_text_deltas", True),
+        emit_tool=options.get("emit_tool_deltas", True),
+        on_event=options.get("on_event"),
+    )
 
 
-# ------------------------------------------------------------------------------ local adapters (Fake)
+# ------------------------------------------------------------------------------ model calls
 
 
-def _iter_local(plan: _Local) -> Iterator[Event]:
-    st = Attempts(plan.retry, plan.timeouts, time.monotonic())
-    while True:
-        st.begin(time.monotonic())
-        err: AllmError | None = None
-        try:
-            source = plan.adapter.open(plan.request)
-        except AllmError as exc:
-            err = exc
-        else:
-            for item in source:
-                if type(item) is Delay:
-                    err = _local_sleep(st, item.seconds, time.sleep)
-                    if err is not None:
-                        break
-                    continue
-                out, err = st.take([item])
-                if err is not None:
-                    break
-                for ev in out:
-                    yield ev
-                    st.wait_start = time.monotonic()
-            else:
-                yield from st.flush()
-                return
-        if st.started:
-            yield Error(err)
-            return
-        delay = st.next_delay(err, time.monotonic())
-        if delay is None:
-            raise err
-        if plan.on_retry is not None:
-            plan.on_retry(RetryInfo(st.attempt, delay, err))
-        time.sleep(delay)
-
-
-def _local_sleep(st: Attempts, seconds: float, sleep: Callable[[float], Any]) -> AllmError | None:
-    now = time.monotonic()
-    d = st.deadline()
-    if d is not None and now + seconds >= d:
-        sleep(max(0.0, d - now))
-        return st.timeout_error("fake", time.monotonic())
-    sleep(seconds)
-    return None
-
-
-async def _aiter_local(plan: _Local) -> AsyncIterator[Event]:
-    st = Attempts(plan.retry, plan.timeouts, time.monotonic())
-    while True:
-        st.begin(time.monotonic())
-        err: AllmError | None = None
-        try:
-            source = plan.adapter.open(plan.request)
-        except AllmError as exc:
-            err = exc
-        else:
-            for item in source:
-                if type(item) is Delay:
-                    secs = item.seconds
-                    now = time.monotonic()
-                    d = st.deadline()
-                    if d is not None and now + secs >= d:
-                        await _asleep(max(0.0, d - now))
-                        err = st.timeout_error("fake", time.monotonic())
-                        break
-                    await _asleep(secs)
-                    continue
-                out, err = st.take([item])
-                if err is not None:
-                    break
-                for ev in out:
-                    yield ev
-                    st.wait_start = time.monotonic()
-            else:
-                for ev in st.flush():
-                    yield ev
-                return
-        if st.started:
-            yield Error(err)
-            return
-        delay = st.next_delay(err, time.monotonic())
-        if delay is None:
-            raise err
-        if plan.on_retry is not None:
-            plan.on_retry(RetryInfo(st.attempt, delay, err))
-        await _asleep(delay)
-
-
-# ------------------------------------------------------------------------------ public calls
-
-
-def stream_generate(
-    engine: Engine,
-    request: RequestLike,
-    *,
-    api_key: str | None = None,
-    emit_text_deltas: bool = True,
-    emit_tool_deltas: bool = True,
-    include_raw_chunks: bool = False,
-    on_event: OnEvent | None = None,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    on_retry: Callable[[RetryInfo], None] | None = None,
-    http_streaming: bool = True,
-) -> EventStream:
+def stream_generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> EventStream:
     """Stream one model call as events (see :mod:`allm.events` for the order).
 
-    - ``request``: a :class:`~allm.types.Request`, a thread, a list of messages or a
-      prompt string.
-    - ``api_key``: this call's key (see :mod:`allm.keys` for the others).
-    - ``emit_text_deltas`` / ``emit_tool_deltas``: ``False`` drops ``TextDelta`` /
-      ``ToolCallDelta`` (completed events still arrive).
-    - ``include_raw_chunks``: also yield each provider chunk as ``RawChunk``
-      (chunks carrying usage always pass).
-    - ``on_event``: called with every adapter event before filtering.
-    - ``retry``, ``timeouts``: override the engine's; ``on_retry`` sees each retry
-      (attempt, delay in seconds, error) before the sleep.
-    - ``http_streaming=False``: ask the provider for one JSON body instead of SSE
-      (decoded into the same events).
+    ``request``: a :class:`~allm.types.Request`, a thread, a list of messages or a
+    prompt string. ``options``: :class:`GenerateOptions` (``api_key``, event filters,
+    ``retry``, ``timeouts``, ``on_retry``, ``http_streaming``).
 
     Raises at call time :class:`~allm.errors.EngineError` (no key, no model) and
     :class:`~allm.errors.ValidationError` (invalid request). While iterating, raises
     :class:`~allm.errors.AdapterError` if the call fails before any event (after
     retries); a later failure arrives as an ``Error`` event that ends the stream.
     """
-    plan = prepare(
-        engine,
-        request,
-        api_key=api_key,
-        stream=http_streaming,
-        include_raw=include_raw_chunks,
-        retry=retry,
-        timeouts=timeouts,
-        on_retry=on_retry,
-    )
-    if isinstance(plan, _Local):
-        events: Iterator[Event] = _iter_local(plan)
-        needs_filter = True
-    else:
-        from ._transport import iter_events
-
-        events = iter_events(plan)
-        needs_filter = False
-    if needs_filter or on_event is not None or not emit_text_deltas or not emit_tool_deltas:
-        events = _filter(events, on_event, emit_text_deltas, emit_tool_deltas, include_raw_chunks)
-    return EventStream(events)
+    return open_stream(engine, request, options)
 
 
-def generate(engine: Engine, request: RequestLike, *, api_key: str | None = None, **options: Any) -> Response:
+def astream_generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> AsyncEventStream:
+    """The async twin of :func:`stream_generate` (same options, same events, same errors)."""
+    return open_astream(engine, request, options)
+
+
+def open_stream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> EventStream:
+    """:func:`stream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+    from ._transport import run
+
+    return EventStream(run(prepare(engine, request, resolved=resolved, **options)))
+
+
+def open_astream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> AsyncEventStream:
+    """:func:`astream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+    from ._transport import arun
+
+    return AsyncEventStream(arun(prepare(engine, request, resolved=resolved, **options)))
+
+
+def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
     """One model call, folded into a :class:`~allm.types.Response`.
 
     Exactly ``Collector().fold(stream_generate(engine, request, ...))``; takes the
@@ -414,103 +188,37 @@ def generate(engine: Engine, request: RequestLike, *, api_key: str | None = None
     """
     collector = Collector(new_request_id())
     apply = collector.apply
-    for ev in stream_generate(engine, request, api_key=api_key, **options):
+    for ev in stream_generate(engine, request, **options):
         apply(ev)
     return collector.response()
 
 
-def astream_generate(
-    engine: Engine,
-    request: RequestLike,
-    *,
-    api_key: str | None = None,
-    emit_text_deltas: bool = True,
-    emit_tool_deltas: bool = True,
-    include_raw_chunks: bool = False,
-    on_event: OnEvent | None = None,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    on_retry: Callable[[RetryInfo], None] | None = None,
-    http_streaming: bool = True,
-) -> AsyncEventStream:
-    """The async twin of :func:`stream_generate` (same options, same events, same errors)."""
-    plan = prepare(
-        engine,
-        request,
-        api_key=api_key,
-        stream=http_streaming,
-        include_raw=include_raw_chunks,
-        retry=retry,
-        timeouts=timeouts,
-        on_retry=on_retry,
-    )
-    if isinstance(plan, _Local):
-        events: AsyncIterator[Event] = _aiter_local(plan)
-        needs_filter = True
-    else:
-        from ._transport import aiter_events
-
-        events = aiter_events(plan)
-        needs_filter = False
-    if needs_filter or on_event is not None or not emit_text_deltas or not emit_tool_deltas:
-        events = _afilter(events, on_event, emit_text_deltas, emit_tool_deltas, include_raw_chunks)
-    return AsyncEventStream(events)
-
-
-async def _afilter(
-    events: AsyncIterator[Event], on_event: OnEvent | None, text: bool, tool: bool, raw: bool
-) -> AsyncIterator[Event]:
-    try:
-        async for ev in events:
-            if on_event is not None:
-                on_event(ev)
-            t = type(ev)
-            if t is TextDelta:
-                if not text:
-                    continue
-            elif t is ToolCallDelta:
-                if not tool:
-                    continue
-            elif t is RawChunk and not raw and ev.usage is None:  # type: ignore[union-attr]
-                continue
-            yield ev
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def agenerate(engine: Engine, request: RequestLike, *, api_key: str | None = None, **options: Any) -> Response:
+async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
     """The async twin of :func:`generate`: a fold over :func:`astream_generate`."""
     collector = Collector(new_request_id())
     apply = collector.apply
-    stream = astream_generate(engine, request, api_key=api_key, **options)
-    try:
+    async with astream_generate(engine, request, **options) as stream:
         async for ev in stream:
             apply(ev)
-    finally:
-        await stream.aclose()
     return collector.response()
 
 
-# ------------------------------------------------------------------------------ model lists
+# ------------------------------------------------------------------------------ plain exchanges
+
+
+def _capable(engine: Engine, capability: type[Any], what: str) -> Any:
+    adapter = _engine(engine).adapter
+    if not isinstance(adapter, capability):
+        raise EngineError(f"{type(adapter).__name__} cannot {what}", reason="unsupported_operation")
+    return adapter
 
 
 def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
-    adapter = engine.adapter
-    if isinstance(adapter, LocalAdapter):
+    adapter = _engine(engine).adapter
+    if adapter_kind(adapter) == "local" and not isinstance(adapter, ListsModels):
         return [str(engine.model or getattr(adapter, "model", "fake"))]
-    enc = getattr(adapter, "encode_list_models", None)
-    if enc is None:
-        raise EngineError(f"{type(adapter).__name__} cannot list models", reason="unsupported_operation")
-    call = enc()
-    spec = adapter.key_spec
-    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    headers = dict(call.headers)
-    headers.update(adapter.auth_headers(key))
-    from ._transport import Plan
-
-    return Plan(adapter, call, headers, key, retry=engine.retry, timeouts=engine.timeouts)
+    adapter = _capable(engine, ListsModels, "list models")
+    return plan_call(engine, adapter.encode_list_models(), api_key=api_key, once=True)
 
 
 def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
@@ -525,7 +233,7 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
         return plan
     from ._transport import fetch
 
-    return fetch(plan, plan.adapter.decode_list_models)  # type: ignore[attr-defined]
+    return _listed(engine, plan, fetch(plan, plan.adapter.decode_list_models))
 
 
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
@@ -535,39 +243,29 @@ async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[st
         return plan
     from ._transport import afetch
 
-    return await afetch(plan, plan.adapter.decode_list_models)  # type: ignore[attr-defined]
+    return _listed(engine, plan, await afetch(plan, plan.adapter.decode_list_models))
 
 
-# ------------------------------------------------------------------------------ embeddings
+def _listed(engine: Engine, plan: Plan, models: list[str]) -> list[str]:
+    # A local adapter with no scripted list lists the engine's model.
+    return models or ([str(engine.model or getattr(plan.adapter, "model", "fake"))] if plan.respond else [])
 
 
 def _embed_plans(
     engine: Engine, texts: Sequence[str], model: str | None, dimensions: int | None, api_key: str | None
-) -> tuple[Any, list[Plan]]:
+) -> tuple[list[Plan], str]:
     if isinstance(texts, str):
         raise TypeError("embed() takes a list of texts; wrap a single text in a list")
-    adapter = engine.adapter
-    enc = getattr(adapter, "encode_embed", None)
-    if enc is None or not isinstance(adapter, HttpAdapter):
-        raise EngineError(f"{type(adapter).__name__} cannot embed", reason="unsupported_operation")
+    adapter = _capable(engine, Embeds, "embed")
     model = model or engine.model
     if not model:
         raise EngineError("no embedding model: pass model= or set Engine(model=...)", reason="missing_model")
-    spec = adapter.key_spec
-    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    size = int(getattr(adapter, "embed_batch_size", 0) or len(texts) or 1)
-    from ._transport import Plan
-
-    plans = []
-    for i in range(0, len(texts), size):
-        call = enc(list(texts[i : i + size]), model=model, dimensions=dimensions)
-        headers = dict(call.headers)
-        headers.update(adapter.auth_headers(key))
-        plans.append(Plan(adapter, call, headers, key, retry=engine.retry, timeouts=engine.timeouts))
-    return adapter, plans
+    size = adapter.embed_batch_size or len(texts) or 1
+    calls = [adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dimensions) for i in range(0, len(texts), size)]
+    return [plan_call(engine, call, api_key=api_key, once=True) for call in calls], (calls[0].model if calls else None) or model
 
 
-def _join(parts: list[Embeddings], requested: str | None) -> Embeddings:
+def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
     vectors: list[tuple[float, ...]] = []
     usage = Usage()
     model = None
@@ -595,12 +293,10 @@ def embed(
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
     without embeddings.
     """
-    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
-    if not plans:
-        return Embeddings((), model or engine.model, Usage())
+    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     from ._transport import fetch
 
-    return _join([fetch(p, adapter.decode_embed) for p in plans], plans[0].call.model)
+    return _join([fetch(p, p.adapter.decode_embed) for p in plans], used)
 
 
 async def aembed(
@@ -612,12 +308,47 @@ async def aembed(
     api_key: str | None = None,
 ) -> Embeddings:
     """The async twin of :func:`embed` (batches are sent concurrently)."""
-    adapter, plans = _embed_plans(engine, texts, model, dimensions, api_key)
-    if not plans:
-        return Embeddings((), model or engine.model, Usage())
+    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
     import asyncio
 
     from ._transport import afetch
 
-    parts = await asyncio.gather(*(afetch(p, adapter.decode_embed) for p in plans))
-    return _join(list(parts), plans[0].call.model)
+    parts = await asyncio.gather(*(afetch(p, p.adapter.decode_embed) for p in plans))
+    return _join(parts, used)
+
+
+def _count_plan(engine: Engine, request: RequestLike, api_key: str | None) -> Plan:
+    adapter = _capable(engine, CountsTokens, "count tokens")
+    req = resolve_request(engine, request)
+    if not req.model:
+        raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")
+    return plan_call(engine, adapter.encode_count_tokens(req), api_key=api_key, once=True)
+
+
+def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
+    """How many input tokens ``request`` would cost, as the provider counts them (no generation).
+
+    Anthropic ``POST /v1/messages/count_tokens``, Gemini ``models/{model}:countTokens``,
+    OpenAI Responses ``POST /responses/input_tokens``; the Fake counts words. Goes
+    through keys, retries and deadlines like every call. Raises
+    :class:`~allm.errors.EngineError` (``unsupported_operation``) for a provider without
+    a counting endpoint, and :class:`~allm.errors.AdapterError` on a provider error.
+    """
+    plan = _count_plan(engine, request, api_key)
+    from ._transport import fetch
+
+    return _count(fetch(plan, plan.adapter.decode_count_tokens))
+
+
+async def acount_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
+    """The async twin of :func:`count_tokens`."""
+    plan = _count_plan(engine, request, api_key)
+    from ._transport import afetch
+
+    return _count(await afetch(plan, plan.adapter.decode_count_tokens))
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"the provider's token count is not a count: {value!r}", reason="invalid_request")
+    return value

@@ -27,6 +27,7 @@ from .engine import Engine
 from .errors import AllmError
 from .events import Error, MessageCompleted, ReasoningDelta, TextDelta
 from .fold import Collector
+from .ids import new_request_id
 from .providers import registry
 from .types import Message, request, system, user
 
@@ -120,7 +121,7 @@ def _chat(args: argparse.Namespace, out: TextIO) -> int:
         fields["temperature"] = args.temperature
     with _engine(args) as engine:
         req = request(messages, **fields)
-        collector = Collector(api.new_request_id())
+        collector = Collector(new_request_id())
         stream = api.stream_generate(engine, req, api_key=args.api_key or None)
         show = not args.json and not args.no_stream
         for ev in stream:

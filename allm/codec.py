@@ -12,34 +12,107 @@ is stored in a tagged form and comes back typed; bytes (image data) are base64.
 A tool's ``handler`` is not data and is not stored: tools are found again by name on
 the engine that resumes the value.
 
+The codec knows the values of :mod:`allm.types` and imports nothing above them. A module
+with values of its own registers them (:func:`register`, with hooks for a class that is
+not plain attrs data): ``allm.session`` registers ``Session``, ``allm.engine`` the
+``Engine`` and its adapter field, an adapter module its settings (the Fake its scripts).
+The modules above the codec that hold stored values are named here with the type names
+they store; on first need the codec imports such a module and calls its
+``_register_stored()``, so ``loads`` works in a fresh process and ``import allm`` does
+not load the codec.
+
 ``pickle.dumps`` works on every value directly (no key is ever inside one).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import importlib
+import sys
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
-import attrs
 import orjson
 
 from .errors import AllmError, ValidationError
 
-__all__ = ["SCHEMA_VERSION", "dumps", "from_dict", "loads", "register", "to_dict"]
+__all__ = ["SCHEMA_VERSION", "dumps", "from_dict", "loads", "register", "structure", "to_dict", "unstructure"]
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 _registry: dict[str, type[Any]] = {}
+_names: dict[type[Any], str] = {}
+_hooks: dict[Any, tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]] = {}
 _ERR = "__allm_error__"
 
+# Stored type names of values defined above the codec, and the module that registers each
+# (its ``_register_stored()``, called once on first need).
+_HOMES = {
+    "Session": "allm.session",
+    "Engine": "allm.engine",
+    "RetryPolicy": "allm.engine",
+    "Timeouts": "allm.engine",
+}
 
-def register(cls: type[T], name: str | None = None) -> type[T]:
-    """Make ``cls`` (an attrs class) storable with :func:`dumps` under ``name``."""
-    _registry[name or cls.__name__] = cls
+
+def register(
+    tp: Any,
+    name: str | None = None,
+    *,
+    unstructure: Callable[[Any], Any] | None = None,
+    structure: Callable[[Any], Any] | None = None,
+    storable: bool = True,
+) -> Any:
+    """Teach the codec a type; returns ``tp``.
+
+    - A class is storable with :func:`dumps` under ``name`` (its class name by default)
+      unless ``storable=False``; an attrs class needs nothing else.
+    - ``unstructure(value) -> JSON-native data`` and ``structure(data) -> value``
+      replace the default handling of ``tp`` wherever it occurs (a field, a list
+      item...). ``tp`` may also be a union (``str | Dialect``), which is never
+      storable by itself. Hooks may call :func:`unstructure` / :func:`structure` for
+      the values inside.
+    """
+    if isinstance(tp, type) and storable:
+        _registry[name or tp.__name__] = tp
+        _names[tp] = name or tp.__name__
+    if unstructure is not None or structure is not None:
+        _hooks[tp] = (unstructure, structure)
     _converter.cache_clear()
+    return tp
+
+
+def unstructure(value: Any, tp: Any = None) -> Any:
+    """``value`` as JSON-native data (no envelope), as it is stored inside a value of :func:`dumps`."""
+    return _converter().unstructure(value, tp if tp is not None else type(value))
+
+
+def structure(data: Any, tp: type[T]) -> T:
+    """The ``tp`` value of data :func:`unstructure` gave (no envelope)."""
+    value: T = _converter().structure(data, tp)
+    return value
+
+
+_homes_done: set[str] = set()
+
+
+def _home(module: str) -> None:
+    """Import ``module`` and let it register its values (once)."""
+    if module in _homes_done:
+        return
+    _homes_done.add(module)
+    register_stored = getattr(importlib.import_module(module), "_register_stored", None)
+    if register_stored is not None:
+        register_stored()
+
+
+def _stored_type(name: str) -> type[Any] | None:
+    cls = _registry.get(name)
+    if cls is None and name in _HOMES:
+        _home(_HOMES[name])
+        cls = _registry.get(name)
     return cls
 
 
@@ -75,19 +148,20 @@ def _dec_mapping(v: Any, _t: Any) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _converter() -> Any:
+    for module in set(_HOMES.values()):  # values inside values: their hooks must be known
+        if module in sys.modules:
+            _home(module)
     import cattrs
     from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
     from cattrs.strategies import configure_tagged_union
 
     from . import types as t
-    from .providers import fake as fk
-    from .providers import registry
-    from .providers.openai_chat import Dialect
 
     c = cattrs.Converter(omit_if_default=True)
 
     c.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
     c.register_structure_hook(bytes, lambda v, _: base64.b64decode(v))
+
     def is_frozenset(tp: Any) -> bool:
         return get_origin(tp) is frozenset
 
@@ -118,65 +192,33 @@ def _converter() -> Any:
     c.register_unstructure_hook(t.Tool, make_dict_unstructure_fn(t.Tool, c, handler=override(omit=True)))
     c.register_structure_hook(t.Tool, make_dict_structure_fn(t.Tool, c, handler=override(omit=True)))
 
-    # Adapters, tagged by class name.
+    # Warnings: stored as objects; the first stored form was the message text.
+    warning_fn = make_dict_structure_fn(t.CallWarning, c)
+    c.register_structure_hook(
+        t.CallWarning, lambda v, _: t.CallWarning.from_text(v) if isinstance(v, str) else warning_fn(v, t.CallWarning)
+    )
 
-    def unstructure_dialect(v: Any) -> Any:
-        return v if isinstance(v, str) else {"dialect": c.unstructure(v, Dialect)}
-
-    def structure_dialect(v: Any, _: Any) -> Any:
-        return v if isinstance(v, str) else c.structure(v["dialect"], Dialect)
-
-    c.register_unstructure_hook(Union[str, Dialect], unstructure_dialect)
-    c.register_structure_hook(Union[str, Dialect], structure_dialect)
-
-    entry_types = {cls.__name__: cls for cls in (*fk._ENTRY_TYPES, fk.ImageEntry)}
-
-    def unstructure_scripts(scripts: Any) -> Any:
-        return [[{"entry": type(e).__name__, **c.unstructure(e)} for e in s] for s in scripts]
-
-    def structure_scripts(scripts: Any) -> Any:
-        return [[c.structure({k: x for k, x in e.items() if k != "entry"}, entry_types[e["entry"]]) for e in s] for s in scripts]
-
-    def unstructure_adapter(a: Any) -> Any:
-        name = type(a).__name__
-        if isinstance(a, fk.Fake):
-            if a._scripts is None:
-                raise ValidationError("a Fake built with function= cannot be stored", reason="invalid_request")
-            out = {"adapter": "Fake", "model": a.model, "calls": a.calls, "scripts": unstructure_scripts(a._scripts)}
-            if a._image_scripts:
-                out["image_scripts"] = unstructure_scripts(a._image_scripts)
-            return out
-        if registry.tag_of(a) is None or not attrs.has(type(a)):
-            raise ValidationError(f"the adapter {name} cannot be stored", reason="invalid_request")
-        return {"adapter": name, **c.unstructure(a, type(a))}
-
-    def structure_adapter(v: Any, _: Any) -> Any:
-        v = dict(v)
-        name = v.pop("adapter")
-        if name == "Fake":
-            images = structure_scripts(v["image_scripts"]) if "image_scripts" in v else None
-            fake = fk.Fake(scripts=structure_scripts(v["scripts"]), model=v.get("model", "fake"), image_scripts=images)
-            fake.requests.extend([t.Request()] * int(v.get("calls", 0)))
-            return fake
-        try:
-            cls = registry.class_for_tag(name)
-        except KeyError:
-            raise ValidationError(f"unknown stored adapter {name!r}", reason="invalid_request") from None
-        return c.structure(v, cls)
-
-    from .providers.base import Adapter
-
-    c.register_unstructure_hook(Adapter, unstructure_adapter)
-    c.register_structure_hook(Adapter, structure_adapter)
+    for tp, (unstructure_fn, structure_fn) in _hooks.items():
+        if unstructure_fn is not None:
+            c.register_unstructure_hook(tp, unstructure_fn)
+        if structure_fn is not None:
+            c.register_structure_hook(tp, _ignoring_type(structure_fn))
 
     return c
 
 
+def _ignoring_type(fn: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+    """A cattrs structure hook (data, type) calling ``fn(data)``."""
+    return lambda v, _: fn(v)
+
+
 def _type_name(value: Any) -> str:
-    cls = type(value)
-    name = cls.__name__
-    if _registry.get(name) is not cls:
-        raise TypeError(f"{name} is not a storable allm value")
+    name = _names.get(type(value))
+    if name is None and type(value).__name__ in _HOMES:
+        _home(_HOMES[type(value).__name__])
+        name = _names.get(type(value))
+    if name is None:
+        raise TypeError(f"{type(value).__name__} is not a storable allm value")
     return name
 
 
@@ -196,7 +238,7 @@ def from_dict(data: Mapping[str, Any], cls: type[T] | None = None) -> T:
         raise ValidationError(
             f"stored with allm schema {version!r}; this allm reads up to {SCHEMA_VERSION}", reason="invalid_request"
         )
-    target = _registry.get(str(data["type"]))
+    target = _stored_type(str(data["type"]))
     if target is None:
         raise ValidationError(f"unknown stored type {data['type']!r}", reason="invalid_request")
     if cls is not None and target is not cls:
@@ -229,11 +271,8 @@ def loads(data: bytes | str, cls: type[T] | None = None) -> T:
     return from_dict(parsed, cls)
 
 
-def _register_core() -> None:
+def _register_values() -> None:
     from . import types as t
-    from .engine import Engine
-    from .policy import RetryPolicy, Timeouts
-    from .session import Session
 
     for cls in (
         t.Message,
@@ -254,13 +293,10 @@ def _register_core() -> None:
         t.ImageRequest,
         t.ImageResponse,
         t.GeneratedImage,
-        Engine,
-        RetryPolicy,
-        Timeouts,
-        Session,
+        t.CallWarning,
     ):
         _registry[cls.__name__] = cls
+        _names[cls] = cls.__name__
 
 
-_register_core()
-
+_register_values()

@@ -7,9 +7,10 @@ from typing import Any
 
 import attrs
 
+from .errors import ValidationError
 from .policy import RetryPolicy, Timeouts
 from .providers.base import Adapter
-from .types import Tool, _as_tuple
+from .types import Tool
 
 __all__ = ["Engine"]
 
@@ -35,6 +36,25 @@ def _check_defaults(_inst: Any, _attr: Any, value: Mapping[str, Any]) -> None:
         raise ValueError(f"Engine(defaults=...) accepts {sorted(_DEFAULTABLE)}, not {sorted(unknown)}")
 
 
+def merge_tools(base: Iterable[Tool], override: Iterable[Tool] = ()) -> tuple[Tool, ...]:
+    """Tools of ``base`` with same-named ones replaced in place by ``override``; new ones appended.
+
+    Within each, a later tool replaces an earlier one of the same name (so a name is never
+    offered twice). Raises :class:`~allm.errors.ValidationError` (``invalid_tool``) for an
+    item that is not a :class:`~allm.types.Tool`.
+    """
+    out: dict[str, Tool] = {}
+    for group in (base, override):
+        for t in group:
+            if not isinstance(t, Tool):
+                raise ValidationError(
+                    f"tools must be allm.Tool values (allm.tool, allm.function_tool), not {type(t).__name__}",
+                    reason="invalid_tool",
+                )
+            out[t.name] = t
+    return tuple(out.values())
+
+
 @attrs.frozen
 class Engine:
     """What every call made with it shares; an immutable value, safe to share across tenants.
@@ -53,7 +73,7 @@ class Engine:
 
     adapter: Adapter
     model: str | None = None
-    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_as_tuple)
+    tools: tuple[Tool, ...] = attrs.field(default=(), converter=merge_tools)
     defaults: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_defaults)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
@@ -77,10 +97,25 @@ class Engine:
         return None
 
 
-def merge_tools(base: Iterable[Tool], override: Iterable[Tool]) -> tuple[Tool, ...]:
-    """Tools of ``base`` with same-named ones replaced in place by ``override``; new ones appended."""
-    override = tuple(override)
-    by_name = {t.name: t for t in override}
-    out = [by_name.pop(t.name, t) for t in base]
-    out.extend(t for t in override if t.name in by_name)
-    return tuple(out)
+def _store_adapter(adapter: Adapter) -> Any:
+    from .providers import registry
+
+    return registry.store(adapter)
+
+
+def _load_adapter(data: Any) -> Adapter:
+    from .providers import registry
+
+    adapter: Adapter = registry.load(data)
+    return adapter
+
+
+def _register_stored() -> None:
+    """Make the engine's values storable; :mod:`allm.codec` calls this on first need, so
+    ``import allm`` does not load the codec."""
+    from . import codec
+
+    codec.register(Engine)
+    codec.register(RetryPolicy)
+    codec.register(Timeouts)
+    codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import attrs
 
-from .types import ChatResult, Message, ReasoningPart, Response, Step, Thread, ToolCall, Usage
+from .types import CallWarning, ChatResult, Message, ReasoningPart, Response, Step, Thread, ToolCall, Usage
 
 if TYPE_CHECKING:
     from .errors import AllmError
@@ -67,12 +67,13 @@ class MessageStarted:
     """The provider accepted the call and began its answer.
 
     ``id`` and ``model`` are the provider's response id and model name when known;
-    ``warnings`` lists settings dropped because the provider does not support them.
+    ``warnings`` lists what the adapter did not send as asked
+    (:class:`~allm.types.CallWarning`: settings the provider does not support...).
     """
 
     id: str | None = None
     model: str | None = None
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[CallWarning, ...] = ()
 
 
 @attrs.frozen

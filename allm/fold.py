@@ -1,18 +1,24 @@
-"""Folding events into values: the :class:`Collector`.
+"""Every fold of an event stream into a value, in one place.
 
-``generate`` is ``Collector().fold(stream_generate(...))``; the chat loop and
-sessions fold the same way. The collector accepts events in any filtering (text
-deltas may be absent when ``emit_text_deltas=False``: the completed text is used),
-and a partial stream (the caller stopped, or an ``Error`` event arrived) folds to a
-response that keeps what was received.
+- :class:`Collector`: one model call's events -> :class:`~allm.types.Response`
+  (``generate`` is ``Collector().fold(stream_generate(...))``).
+- :class:`StepCollector`: one turn of the tool loop -> :class:`~allm.types.Step`.
+- :class:`ChatCollector`: a whole chat -> :class:`~allm.types.ChatResult`.
+- :class:`SessionReducer`: a session operation -> ``(new Session, result)``.
+
+Each accepts events in any filtering (text deltas may be absent when
+``emit_text_deltas=False``: the completed text is used), and a partial stream (the
+caller stopped, or an ``Error`` event arrived) folds to a value that keeps what was
+received (``halted_reason="cancelled"`` for the loop's folds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .events import (
+    ChatCompleted,
     Error,
     Event,
     MessageCompleted,
@@ -20,13 +26,29 @@ from .events import (
     RawChunk,
     ReasoningCompleted,
     ReasoningDelta,
+    StepCompleted,
     TextCompleted,
     TextDelta,
     ToolCallCompleted,
 )
-from .types import Message, Part, ReasoningPart, Response, TextPart, ToolCall, Usage
+from .types import (
+    CallWarning,
+    ChatResult,
+    Message,
+    Part,
+    ReasoningPart,
+    Response,
+    Step,
+    TextPart,
+    Thread,
+    ToolCall,
+    Usage,
+)
 
-__all__ = ["Collector", "fold_response"]
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["ChatCollector", "Collector", "SessionReducer", "StepCollector", "fold_response"]
 
 
 class Collector:
@@ -55,7 +77,7 @@ class Collector:
         self.request_id = request_id
         self.id: str | None = None
         self.model: str | None = None
-        self.warnings: tuple[str, ...] = ()
+        self.warnings: tuple[CallWarning, ...] = ()
         self.usage: Usage | None = None
         self.completed: MessageCompleted | None = None
         self.error: Error | None = None
@@ -195,3 +217,124 @@ class Collector:
 def fold_response(events: Iterable[Event], request_id: str | None = None) -> Response:
     """Fold one call's events into a :class:`Response`."""
     return Collector(request_id).fold(events)
+
+
+# ------------------------------------------------------------------------------ the tool loop's folds
+
+
+class StepCollector:
+    """Folds a ``stream_step`` into its :class:`~allm.types.Step`.
+
+    ``thread`` is the thread the step started from: a stream stopped before its
+    ``StepCompleted`` folds to a Step with that thread, the partial response,
+    ``halted_reason="cancelled"`` and ``done=True``.
+    """
+
+    __slots__ = ("_call", "step", "thread")
+
+    def __init__(self, thread: Thread | None = None) -> None:
+        self.thread = thread if thread is not None else Thread()
+        self.step: Step | None = None
+        self._call = Collector()
+
+    def apply(self, ev: Event) -> None:
+        if type(ev) is StepCompleted:
+            self.step = ev.step
+        else:
+            self._call.apply(ev)
+
+    def fold(self, events: Iterable[Event]) -> Step:
+        for ev in events:
+            self.apply(ev)
+        return self.result()
+
+    def result(self) -> Step:
+        if self.step is not None:
+            return self.step
+        return Step(self._call.response(), self.thread, (), "auto", True, "cancelled", {})
+
+
+class ChatCollector:
+    """Folds a chat ``stream`` into its :class:`~allm.types.ChatResult`.
+
+    ``thread`` is the thread the chat started from. A stream stopped before its
+    ``ChatCompleted`` folds to ``halted_reason="cancelled"`` with the steps that
+    completed, the thread after the last of them (or ``thread``), and the last
+    response seen (partial if the stop came mid-call).
+    """
+
+    __slots__ = ("_call", "_call_seen", "chat", "steps", "thread")
+
+    def __init__(self, thread: Thread | None = None) -> None:
+        self.thread = thread if thread is not None else Thread()
+        self.steps: list[Step] = []
+        self.chat: ChatResult | None = None
+        self._call = Collector()
+        self._call_seen = False
+
+    def apply(self, ev: Event) -> None:
+        t = type(ev)
+        if t is StepCompleted:
+            self.steps.append(ev.step)  # type: ignore[union-attr]
+            self._call = Collector()
+            self._call_seen = False
+        elif t is ChatCompleted:
+            self.chat = ev.result  # type: ignore[union-attr]
+        else:
+            self._call.apply(ev)
+            self._call_seen = True
+
+    def fold(self, events: Iterable[Event]) -> ChatResult:
+        for ev in events:
+            self.apply(ev)
+        return self.result()
+
+    def result(self) -> ChatResult:
+        if self.chat is not None:
+            return self.chat
+        last = self.steps[-1] if self.steps else None
+        if self._call_seen or last is None:
+            final: Response | None = self._call.response() if self._call_seen else None
+        else:
+            final = last.response
+        return ChatResult(
+            last.thread if last is not None else self.thread,
+            final,
+            tuple(self.steps),
+            "cancelled",
+        )
+
+
+# ------------------------------------------------------------------------------ sessions
+
+R = TypeVar("R", ChatResult, Step)
+R_co = TypeVar("R_co", ChatResult, Step, covariant=True)
+
+
+class _Fold(Protocol[R_co]):
+    def apply(self, ev: Event) -> None: ...
+
+    def result(self) -> R_co: ...
+
+
+class SessionReducer(Generic[R]):
+    """Folds a session operation's event stream: ``apply(event)`` for each, then ``finalize()``
+    for ``(new_session, result)`` (:meth:`allm.Session.settle` of the result). Nothing changes
+    until ``finalize``; a stream stopped early folds as :meth:`~allm.Session.settle` says. Use
+    it when the events travel elsewhere (a queue, a websocket) and the fold happens there.
+    """
+
+    __slots__ = ("base", "collector")
+    base: Session
+    collector: _Fold[R]
+
+    def __init__(self, base: Session, collector: _Fold[R]) -> None:
+        self.base = base
+        self.collector = collector
+
+    def apply(self, ev: Event) -> None:
+        self.collector.apply(ev)
+
+    def finalize(self) -> tuple[Session, R]:
+        result = self.collector.result()
+        return self.base.settle(result), result

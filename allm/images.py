@@ -11,7 +11,7 @@ Which providers do what:
 
 - OpenAI (and OpenAI-compatible servers with these endpoints): all three, through
   the Images API (``/images/generations``, ``/images/edits``,
-  ``/images/variations``; see :mod:`allm.providers.openai_images`).
+  ``/images/variations``; see :mod:`allm.providers.openai.images`).
 - Gemini: ``generate`` and ``edit`` through ``generateContent`` with image output
   (``responseModalities``), on image models such as ``gemini-2.5-flash-image``.
 - The Fake: all three, from its image scripts (``Fake(images=[image(png)])``).
@@ -25,18 +25,15 @@ timeouts. The model is the request's, else the engine's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from . import keys
 from .engine import Engine
 from .errors import AdapterError, EngineError, ValidationError
-from .providers.base import HttpAdapter, HttpCall, LocalAdapter
+from .plan import Plan, plan_call
+from .providers.base import HttpAdapter, HttpCall, LocalAdapter, MakesImages
 from .types import Image, ImagePart, ImageRequest, ImageResponse
-
-if TYPE_CHECKING:
-    from ._transport import Plan
 
 __all__ = ["aedit_image", "agenerate_image", "aimage_variations", "edit_image", "generate_image", "image_variations"]
 
@@ -77,7 +74,7 @@ def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str
     if not isinstance(engine, Engine):
         raise TypeError(f"expected an allm.Engine, got {type(engine).__name__}")
     adapter = engine.adapter
-    if operation not in getattr(adapter, "image_operations", frozenset()):
+    if not isinstance(adapter, MakesImages) or operation not in adapter.image_operations:
         raise EngineError(f"{type(adapter).__name__} cannot {_VERBS[operation]} images", reason="unsupported_operation")
     if request.model is None and engine.model is not None:
         request = attrs.evolve(request, model=engine.model)
@@ -87,14 +84,8 @@ def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str
         raise EngineError(f"{type(adapter).__name__} is not an allm adapter", reason="missing_adapter")
     if not request.model:
         raise EngineError("no image model: set the request's model= or Engine(model=...)", reason="missing_model")
-    call: HttpCall = adapter.encode_image(operation, request)  # type: ignore[attr-defined]
-    spec = adapter.key_spec
-    key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
-    headers = dict(call.headers)
-    headers.update(adapter.auth_headers(key))
-    from ._transport import Plan
-
-    plan = Plan(_ImageErrors(adapter), call, headers, key, retry=engine.retry, timeouts=engine.timeouts)  # type: ignore[arg-type]
+    call: HttpCall = adapter.encode_image(operation, request)
+    plan = plan_call(engine, call, api_key=api_key, errors=_ImageErrors(adapter), once=True)
     return adapter, request, plan
 
 

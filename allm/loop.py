@@ -19,21 +19,26 @@ action and performs it::
 
 So both drivers share every decision: which calls run, which are handed back,
 how results and errors are encoded, when the loop halts and why, what the thread
-looks like after each turn. The order of events follows :mod:`allm.events`.
+looks like after each turn, and the structured-finalize pass (a phase of this
+machine: one more tools-off call with the response format). The order of events
+follows :mod:`allm.events`.
 
-:class:`StepCollector` and :class:`ChatCollector` fold the streams back into a
-:class:`~allm.types.Step` / :class:`~allm.types.ChatResult`; a stream the
-consumer stopped early folds to ``halted_reason="cancelled"``.
+The loop's options are declared once, as the fields of :class:`LoopPolicy`;
+:class:`LoopOptions` is their keyword spelling (plus ``tools``), and the drivers
+derive their option sets from both.
+
+The folds of the streams (:class:`~allm.fold.StepCollector`,
+:class:`~allm.fold.ChatCollector`) live in :mod:`allm.fold`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
 
-from .errors import EngineError, ToolError
+from .errors import AllmError, EngineError, ToolError
 from .events import (
     AskUserRequested,
     ChatCompleted,
@@ -45,7 +50,8 @@ from .events import (
     ToolHalt,
     ToolResultEncoded,
 )
-from .fold import Collector
+from .fold import ChatCollector, Collector, StepCollector
+from .ids import new_request_id
 from .tools import (
     ASK_USER_PLACEHOLDER,
     RESERVED_HALT_REASONS,
@@ -56,9 +62,10 @@ from .tools import (
     ToolContext,
     ToolJob,
     ToolOutcome,
+    as_encoder,
     validate_arguments,
 )
-from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall
+from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall, user
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -69,6 +76,7 @@ __all__ = [
     "ChatCollector",
     "Finish",
     "Loop",
+    "LoopOptions",
     "LoopPolicy",
     "Mode",
     "OnToolError",
@@ -106,18 +114,30 @@ def _check_timeout(_i: Any, _a: Any, v: Any) -> None:
         raise ValueError(f"tool_timeout must be a positive number of seconds or None, not {v!r}")
 
 
+DEFAULT_FINALIZE_NUDGE = "Now provide your final structured response."
+_FINALIZE_AFTER = frozenset({"completed", "max_turns", "halt_when"})
+
+
 @attrs.frozen
 class LoopPolicy:
-    """How the loop runs tools and when it stops.
+    """How the loop runs tools and when it stops. Each field is also a keyword option of
+    ``chat``, ``stream``, ``step``, ``stream_step``, their async twins and the session
+    operations (see :class:`LoopOptions`).
 
     - ``mode``: ``"auto"`` runs tools and continues; ``"manual"`` stops at the first
       tool calls and hands them back (``halted_reason="manual_tool_calls"``).
-    - ``max_turns``: most model calls in one chat (default 8).
+    - ``max_turns``: most model calls in one chat (default 8; ignored by ``step``).
     - ``halt_when``: ``step -> bool``, checked after each turn that would continue;
       ``True`` halts with ``halt_when``. Its exceptions propagate.
     - ``on_tool_error``: see :data:`OnToolError`.
     - ``tool_timeout``: seconds each tool call may run (default 30; ``None``: no limit).
-    - ``encoder``: turns results and errors into tool-message text.
+    - ``result_encoder``: turns results and errors into tool-message text (a
+      :class:`~allm.tools.ResultEncoder` or a function ``value -> str``; JSON by default).
+    - ``structured_finalize``: for providers that cannot combine tools with a JSON
+      schema: the loop runs without the request's ``response_format``; if it halted
+      ``completed``, ``max_turns`` or ``halt_when``, one more call with no tools and the
+      format follows (after ``structured_finalize_nudge``, a user message; ``""`` skips
+      it). It does not count against ``max_turns``. Needs a ``response_format``.
 
     Raises ``ValueError`` for a value outside these.
     """
@@ -127,7 +147,41 @@ class LoopPolicy:
     halt_when: Callable[[Step], bool] | None = attrs.field(default=None, eq=False)
     on_tool_error: OnToolError = attrs.field(default="continue", validator=_check_on_tool_error, eq=False)
     tool_timeout: float | None = attrs.field(default=30.0, validator=_check_timeout)
-    encoder: ResultEncoder = attrs.field(factory=JsonResultEncoder)
+    result_encoder: ResultEncoder = attrs.field(factory=JsonResultEncoder, converter=as_encoder)
+    structured_finalize: bool = False
+    structured_finalize_nudge: str = DEFAULT_FINALIZE_NUDGE
+
+    @property
+    def encoder(self) -> ResultEncoder:
+        """The :attr:`result_encoder` (its former name)."""
+        return self.result_encoder
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LoopPolicy:
+        """The policy of the keyword ``options`` of a chat (other keys are ignored)."""
+        return cls(**{k: options[k] for k in POLICY_FIELDS if k in options})
+
+
+class LoopOptions(TypedDict, total=False):
+    """The keyword spelling of :class:`LoopPolicy`'s fields, plus ``tools`` (tools for this
+    call, merged over the engine's; same name: this one wins)."""
+
+    tools: Sequence[Tool]
+    mode: Mode
+    max_turns: int
+    halt_when: Callable[[Step], bool] | None
+    on_tool_error: OnToolError
+    tool_timeout: float | None
+    result_encoder: ResultEncoder | Callable[[Any], str] | None
+    structured_finalize: bool
+    structured_finalize_nudge: str
+
+
+#: The option names that configure :class:`LoopPolicy`.
+POLICY_FIELDS = tuple(f.name for f in attrs.fields(LoopPolicy))
+#: The names of :class:`LoopOptions`.
+LOOP_OPTIONS = frozenset(LoopOptions.__annotations__)
+assert set(POLICY_FIELDS) | {"tools"} == LOOP_OPTIONS, "LoopOptions must spell LoopPolicy's fields"
 
 
 # ------------------------------------------------------------------------------ actions
@@ -190,7 +244,11 @@ class Loop:
       :class:`~allm.types.Step` (``stream_step``) instead of a ChatResult.
 
     Call :meth:`next_action` and perform what it returns; see the module docstring.
-    Calling methods out of that order raises ``RuntimeError``.
+    During a :class:`CallModel`, hand each event of the call to ``collector.apply``
+    (or give the whole response to :meth:`model_done`), and a call that raised before
+    its first event to :meth:`model_failed`. Calling methods out of that order raises
+    ``RuntimeError``. Raises ``ValueError`` at construction for ``structured_finalize``
+    without a ``response_format``.
     """
 
     def __init__(
@@ -213,11 +271,21 @@ class Loop:
         self.single_step = single_step
         self.tools: dict[str, Tool] = {}
         for t in request.tools:
-            self.tools.setdefault(t.name, t)
+            self.tools[t.name] = t  # later replaces earlier
         self.steps: list[Step] = []
         self.result: ChatResult | Step | None = None
+        self.collector = Collector()
+        self._emitted = False
         self._phase = "call"
         self._events: list[Event] = []
+        # Structured finalize: the format is held back until the finalize call.
+        self._final_format = None
+        self._pass_1: ChatResult | None = None
+        if policy.structured_finalize and not single_step:
+            if request.response_format is None:
+                raise ValueError("structured_finalize needs a request with a response_format")
+            self._final_format = request.response_format
+            self.request = attrs.evolve(request, response_format=None)
         # The turn in progress.
         self._response: Response | None = None
         self._calls: tuple[ToolCall, ...] = ()
@@ -235,8 +303,19 @@ class Loop:
         phase = self._phase
         if phase == "call":
             self._phase = "model"
+            self.collector = Collector(new_request_id())
             req = attrs.evolve(self.request, messages=self.thread.messages)
             return CallModel(self._flush(), req, len(self.steps))
+        if phase == "finalize":
+            assert self._pass_1 is not None
+            nudge = self.policy.structured_finalize_nudge
+            self.thread = self._pass_1.thread.add(user(nudge)) if nudge else self._pass_1.thread
+            self.tools = {}
+            self.request = attrs.evolve(
+                self.request, tools=(), tool_choice=None, response_format=self._final_format
+            )
+            self._phase = "call"
+            return self.next_action()
         if phase == "tools":
             self._phase = "running"
             started = [ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs]
@@ -253,10 +332,27 @@ class Loop:
             return Finish(self._flush(), self.result)
         raise RuntimeError(f"next_action() is not expected now (phase {phase!r})")
 
-    def model_done(self, response: Response) -> None:
-        """The model call of :class:`CallModel` ended with ``response`` (possibly an error)."""
+    def model_failed(self, error: AllmError) -> Error:
+        """The model call raised ``error`` before its first event (after its retries).
+
+        Re-raises it when the chat has emitted nothing yet (a chat fails like
+        ``stream_generate`` before its first event); otherwise returns the ``Error``
+        event to emit, already folded into :attr:`collector`.
+        """
+        if not self._emitted and not self.steps:
+            raise error
+        ev = Error(error)
+        self.collector.apply(ev)
+        return ev
+
+    def model_done(self, response: Response | None = None) -> None:
+        """The model call of :class:`CallModel` ended with ``response`` (possibly an error);
+        by default the fold of the events handed to :attr:`collector`."""
         if self._phase != "model":
             raise RuntimeError("model_done() without a pending CallModel")
+        self._emitted = True
+        if response is None:
+            response = self.collector.response()
         self._response = response
         self._done = {}
         self._halt = None
@@ -369,6 +465,8 @@ class Loop:
 
     def _flush(self) -> tuple[Event, ...]:
         out = tuple(self._events)
+        if out:
+            self._emitted = True
         self._events.clear()
         return out
 
@@ -378,7 +476,7 @@ class Loop:
 
     def _encode(self, call: ToolCall, value: Any) -> tuple[str, ToolError | None]:
         try:
-            content = self.policy.encoder.encode_result(value, call)
+            content = self.policy.result_encoder.encode_result(value, call)
             if not isinstance(content, str):
                 raise TypeError(f"the encoder returned {type(content).__name__}, not str")
         except Exception as exc:
@@ -393,7 +491,7 @@ class Loop:
 
     def _encode_error(self, call: ToolCall, error: ToolError) -> str:
         try:
-            content = self.policy.encoder.encode_error(error, call)
+            content = self.policy.result_encoder.encode_error(error, call)
             if isinstance(content, str):
                 return content
         except Exception:
@@ -485,95 +583,34 @@ class Loop:
             meta,
             step.pending_tool_calls,
         )
+        if self.policy.structured_finalize:
+            final = self._finalized(result, step)
+            if final is None:
+                return
+            result = final
         self._events.append(ChatCompleted(result))
         self._finish(result)
+
+    def _finalized(self, result: ChatResult, step: Step) -> ChatResult | None:
+        """Structured finalize: the first pass's end starts the finalize call (``None``), or
+        the chat's result with both passes' steps and ``metadata["structured_finalize"]``."""
+        first = self._pass_1
+        if first is None:
+            self._pass_1 = first = result
+            if result.halted_reason in _FINALIZE_AFTER:
+                self._phase = "finalize"
+                return None
+        meta = {**first.metadata, "structured_finalize": {"pass_1_halted": first.halted_reason}}
+        if result is first:
+            return attrs.evolve(first, metadata=meta)
+        return ChatResult(
+            step.thread,
+            step.response,
+            tuple(self.steps),
+            step.halted_reason or "completed",
+            metadata={**meta, **step.metadata},
+        )
 
     def _finish(self, result: ChatResult | Step) -> None:
         self.result = result
         self._phase = "finished"
-
-
-# ------------------------------------------------------------------------------ folds
-
-
-class StepCollector:
-    """Folds a ``stream_step`` into its :class:`~allm.types.Step`.
-
-    ``thread`` is the thread the step started from: a stream stopped before its
-    ``StepCompleted`` folds to a Step with that thread, the partial response,
-    ``halted_reason="cancelled"`` and ``done=True``.
-    """
-
-    __slots__ = ("_call", "step", "thread")
-
-    def __init__(self, thread: Thread | None = None) -> None:
-        self.thread = thread if thread is not None else Thread()
-        self.step: Step | None = None
-        self._call = Collector()
-
-    def apply(self, ev: Event) -> None:
-        if type(ev) is StepCompleted:
-            self.step = ev.step
-        else:
-            self._call.apply(ev)
-
-    def fold(self, events: Iterable[Event]) -> Step:
-        for ev in events:
-            self.apply(ev)
-        return self.result()
-
-    def result(self) -> Step:
-        if self.step is not None:
-            return self.step
-        return Step(self._call.response(), self.thread, (), "auto", True, "cancelled", {})
-
-
-class ChatCollector:
-    """Folds a chat ``stream`` into its :class:`~allm.types.ChatResult`.
-
-    ``thread`` is the thread the chat started from. A stream stopped before its
-    ``ChatCompleted`` folds to ``halted_reason="cancelled"`` with the steps that
-    completed, the thread after the last of them (or ``thread``), and the last
-    response seen (partial if the stop came mid-call).
-    """
-
-    __slots__ = ("_call", "_call_seen", "chat", "steps", "thread")
-
-    def __init__(self, thread: Thread | None = None) -> None:
-        self.thread = thread if thread is not None else Thread()
-        self.steps: list[Step] = []
-        self.chat: ChatResult | None = None
-        self._call = Collector()
-        self._call_seen = False
-
-    def apply(self, ev: Event) -> None:
-        t = type(ev)
-        if t is StepCompleted:
-            self.steps.append(ev.step)  # type: ignore[union-attr]
-            self._call = Collector()
-            self._call_seen = False
-        elif t is ChatCompleted:
-            self.chat = ev.result  # type: ignore[union-attr]
-        else:
-            self._call.apply(ev)
-            self._call_seen = True
-
-    def fold(self, events: Iterable[Event]) -> ChatResult:
-        for ev in events:
-            self.apply(ev)
-        return self.result()
-
-    def result(self) -> ChatResult:
-        if self.chat is not None:
-            return self.chat
-        last = self.steps[-1] if self.steps else None
-        if self._call_seen or last is None:
-            final: Response | None = self._call.response() if self._call_seen else None
-        else:
-            final = last.response
-        return ChatResult(
-            last.thread if last is not None else self.thread,
-            final,
-            tuple(self.steps),
-            "cancelled",
-        )

@@ -38,20 +38,21 @@ and the legal operations; an unknown tool call id raises ``unknown_tool_call_id`
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
+from typing import Any, Generic, Literal, TypeVar, Unpack
 
 import attrs
 
-from . import api as _api
-from .api import AsyncEventStream, EventStream
-from .driver import LoopOptions, _astart, _start
+from .driver import _astart, _start
 from .engine import Engine, merge_tools
 from .errors import EngineError, SessionError, ToolError, ValidationError
 from .events import Event
-from .loop import ChatCollector, StepCollector, question_message
+from .fold import ChatCollector, SessionReducer, StepCollector
+from .ids import new_session_id
+from .loop import LoopOptions, question_message
+from .runner import arun_tools, run_tools
+from .streams import AsyncEventStream, EventStream
 from .tools import (
     AskUser,
     Halt,
@@ -59,9 +60,7 @@ from .tools import (
     ToolContext,
     ToolJob,
     ToolOutcome,
-    arun_tools,
     as_encoder,
-    run_tools,
     validate_arguments,
 )
 from .types import ChatResult, Message, Part, Request, Step, Thread, ToolCall, user
@@ -86,7 +85,6 @@ _LEGAL: dict[str, tuple[str, ...]] = {
 }
 
 R = TypeVar("R", ChatResult, Step)
-R_co = TypeVar("R_co", ChatResult, Step, covariant=True)
 
 
 class SessionOptions(LoopOptions, total=False):
@@ -109,11 +107,6 @@ class StartOptions(LoopOptions, total=False):
     params: Mapping[str, Any] | None
 UserInput = str | Message | Part | Sequence[Part]
 StartInput = str | Message | Sequence[Message] | Thread
-
-
-def new_session_id() -> str:
-    """``ses_`` and 16 URL-safe characters from 12 random bytes (``allm.api.id_bytes``)."""
-    return "ses_" + base64.urlsafe_b64encode(_api.id_bytes(12)).decode("ascii")
 
 
 def _check_status(_i: Any, _a: Any, v: Any) -> None:
@@ -233,6 +226,88 @@ class Session:
             self, pending_question=None, pending_tool_call_id=None, pending_tool_calls=(), metadata=meta
         )
 
+    # -- folding
+
+    def settle(self, result: ChatResult | Step) -> Session:
+        """The session after ``result`` of a run that started from this one (pure).
+
+        - ``error`` / ``tool_error`` -> ``error`` (``metadata["error"]``);
+        - calls handed back -> ``awaiting_tools``; a pending question -> ``awaiting_user``;
+        - a step whose tools ran (the model has yet to read them) -> ``idle``;
+        - ``cancelled`` before any turn completed -> this session unchanged (the turn is
+          dropped, including a reply's user message); after a turn -> as that turn;
+        - anything else -> ``completed``.
+        """
+        if isinstance(result, ChatResult):
+            if result.halted_reason == "cancelled":
+                if not result.steps:
+                    return self
+                return self.settle(result.steps[-1])
+            thread = result.thread
+            halted: str | None = result.halted_reason
+            pending = result.pending_tool_calls
+            question = result.pending_question
+            question_id = result.pending_tool_call_id
+            meta = result.metadata
+        else:
+            if result.halted_reason == "cancelled":
+                return self
+            thread = result.thread
+            halted = result.halted_reason
+            pending = result.pending_tool_calls
+            meta = result.metadata
+            question = meta.get("pending_question")
+            question_id = meta.get("pending_tool_call_id")
+        s = self._cleared()
+        metadata = dict(s.metadata)
+        if halted in ("error", "tool_error"):
+            status: Status = "error"
+            metadata["error"] = meta.get("error")
+            pending = ()
+            question = question_id = None
+        elif pending:
+            status = "awaiting_tools"
+        elif question is not None:
+            status = "awaiting_user"
+        elif halted is None:
+            status = "idle"
+        else:
+            status = "completed"
+        if question is not None and "ask_user" in meta:
+            metadata["ask_user"] = meta["ask_user"]
+        return attrs.evolve(
+            s,
+            thread=thread,
+            status=status,
+            pending_tool_calls=tuple(pending),
+            pending_question=question,
+            pending_tool_call_id=question_id,
+            metadata=metadata,
+        )
+
+    # -- one implementation of every run (plain, streaming, async)
+
+    def _run(
+        self,
+        engine: Engine,
+        op: str,
+        options: Mapping[str, Any],
+        *,
+        single_step: bool = False,
+        asynchronous: bool = False,
+        message: UserInput | None = None,
+    ) -> Any:
+        """The stream of ``op``: the loop on this session's thread (after ``message``, a reply),
+        folded into ``(new session, result)`` by a :class:`~allm.fold.SessionReducer`."""
+        self._check(op)
+        thread = self.thread if message is None else self._reply_thread(message)
+        start, opts = self._input(thread, options), self._options(options)
+        collector: Any = StepCollector(thread) if single_step else ChatCollector(thread)
+        reducer = SessionReducer(self, collector)
+        if asynchronous:
+            return AsyncSessionStream(_astart(engine, start, opts, single_step), reducer)
+        return SessionStream(_start(engine, start, opts, single_step), reducer)
+
     # -- streaming operations
 
     @classmethod
@@ -253,23 +328,15 @@ class Session:
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
     ) -> SessionStream[ChatResult]:
         """:meth:`reply`, streaming."""
-        self._check("reply")
-        base = self
-        thread = self._reply_thread(message)
-        events = _start(engine, self._input(thread, options), self._options(options), False)
-        return SessionStream(events, SessionReducer(base, ChatCollector(thread)))
+        return self._run(engine, "reply", options, message=message)  # type: ignore[no-any-return]
 
     def stream_continue(self, engine: Engine, **options: Unpack[SessionOptions]) -> SessionStream[ChatResult]:
         """:meth:`continue_`, streaming."""
-        self._check("continue_")
-        events = _start(engine, self._input(self.thread, options), self._options(options), False)
-        return SessionStream(events, SessionReducer(self, ChatCollector(self.thread)))
+        return self._run(engine, "continue_", options)  # type: ignore[no-any-return]
 
     def stream_step(self, engine: Engine, **options: Unpack[SessionOptions]) -> SessionStream[Step]:
         """:meth:`step`, streaming."""
-        self._check("step")
-        events = _start(engine, self._input(self.thread, options), self._options(options), True)
-        return SessionStream(events, SessionReducer(self, StepCollector(self.thread)))
+        return self._run(engine, "step", options, single_step=True)  # type: ignore[no-any-return]
 
     # -- operations
 
@@ -519,22 +586,15 @@ class Session:
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
     ) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_reply`."""
-        self._check("reply")
-        thread = self._reply_thread(message)
-        events = _astart(engine, self._input(thread, options), self._options(options), False)
-        return AsyncSessionStream(events, SessionReducer(self, ChatCollector(thread)))
+        return self._run(engine, "reply", options, asynchronous=True, message=message)  # type: ignore[no-any-return]
 
     def astream_continue(self, engine: Engine, **options: Unpack[SessionOptions]) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_continue`."""
-        self._check("continue_")
-        events = _astart(engine, self._input(self.thread, options), self._options(options), False)
-        return AsyncSessionStream(events, SessionReducer(self, ChatCollector(self.thread)))
+        return self._run(engine, "continue_", options, asynchronous=True)  # type: ignore[no-any-return]
 
     def astream_step(self, engine: Engine, **options: Unpack[SessionOptions]) -> AsyncSessionStream[Step]:
         """The async twin of :meth:`stream_step`."""
-        self._check("step")
-        events = _astart(engine, self._input(self.thread, options), self._options(options), True)
-        return AsyncSessionStream(events, SessionReducer(self, StepCollector(self.thread)))
+        return self._run(engine, "step", options, single_step=True, asynchronous=True)  # type: ignore[no-any-return]
 
     @classmethod
     async def astart(
@@ -565,94 +625,12 @@ class Session:
         return await self.astream_step(engine, **options).finish()
 
 
-# ------------------------------------------------------------------------------ folding into a session
-
-
-class _Fold(Protocol[R_co]):
-    def apply(self, ev: Event) -> None: ...
-
-    def result(self) -> R_co: ...
+# ------------------------------------------------------------------------------ streams of session operations
 
 
 def settle(base: Session, result: ChatResult | Step) -> Session:
-    """The session after ``result`` of a run that started from ``base``.
-
-    - ``error`` / ``tool_error`` -> ``error`` (``metadata["error"]``);
-    - calls handed back -> ``awaiting_tools``; a pending question -> ``awaiting_user``;
-    - a step whose tools ran (the model has yet to read them) -> ``idle``;
-    - ``cancelled`` before any turn completed -> ``base`` unchanged (the turn is
-      dropped, including a reply's user message); after a turn -> as that turn;
-    - anything else -> ``completed``.
-    """
-    if isinstance(result, ChatResult):
-        if result.halted_reason == "cancelled":
-            if not result.steps:
-                return base
-            return settle(base, result.steps[-1])
-        thread = result.thread
-        halted: str | None = result.halted_reason
-        pending = result.pending_tool_calls
-        question = result.pending_question
-        question_id = result.pending_tool_call_id
-        meta = result.metadata
-    else:
-        if result.halted_reason == "cancelled":
-            return base
-        thread = result.thread
-        halted = result.halted_reason
-        pending = result.pending_tool_calls
-        meta = result.metadata
-        question = meta.get("pending_question")
-        question_id = meta.get("pending_tool_call_id")
-    s = base._cleared()
-    metadata = dict(s.metadata)
-    if halted in ("error", "tool_error"):
-        status: Status = "error"
-        metadata["error"] = meta.get("error")
-        pending = ()
-        question = question_id = None
-    elif pending:
-        status = "awaiting_tools"
-    elif question is not None:
-        status = "awaiting_user"
-    elif halted is None:
-        status = "idle"
-    else:
-        status = "completed"
-    if question is not None and "ask_user" in meta:
-        metadata["ask_user"] = meta["ask_user"]
-    return attrs.evolve(
-        s,
-        thread=thread,
-        status=status,
-        pending_tool_calls=tuple(pending),
-        pending_question=question,
-        pending_tool_call_id=question_id,
-        metadata=metadata,
-    )
-
-
-class SessionReducer(Generic[R]):
-    """Folds a session's event stream: ``apply(event)`` for each, then ``finalize()``
-    for ``(new_session, result)``. Nothing changes until ``finalize``; a stream stopped
-    early folds as described in :func:`settle`. Use it when the events travel
-    elsewhere (a queue, a websocket) and the fold happens there.
-    """
-
-    __slots__ = ("base", "collector")
-    base: Session
-    collector: _Fold[R]
-
-    def __init__(self, base: Session, collector: _Fold[R]) -> None:
-        self.base = base
-        self.collector = collector
-
-    def apply(self, ev: Event) -> None:
-        self.collector.apply(ev)
-
-    def finalize(self) -> tuple[Session, R]:
-        result = self.collector.result()
-        return settle(self.base, result), result
+    """:meth:`Session.settle` as a function."""
+    return base.settle(result)
 
 
 class SessionStream(Generic[R]):
@@ -734,3 +712,12 @@ class AsyncSessionStream(Generic[R]):
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def _register_stored() -> None:
+    from . import codec
+
+    codec.register(Session)
+
+
+_register_stored()

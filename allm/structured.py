@@ -295,6 +295,41 @@ def _again(err: InvalidOutputError) -> InvalidOutputError:
     )
 
 
+class _Attempts:
+    """The decisions of ``generate_object``: which request to send next (the first, then one
+    re-ask when allowed), how to read each response, and the result. Both calls perform it."""
+
+    __slots__ = ("next", "reask", "responses", "result", "return_response", "spec")
+
+    def __init__(self, spec: _Spec, request: RequestLike, reask: bool, return_response: bool) -> None:
+        self.spec = spec
+        self.next: Request | None = _with_format(request, spec)
+        self.reask = reask
+        self.return_response = return_response
+        self.responses: list[Response] = []
+        self.result: Any = None
+
+    def answer(self, resp: Response) -> None:
+        """Read ``resp``: set :attr:`result`, or the re-ask as :attr:`next`; raises
+        :class:`~allm.errors.InvalidOutputError` when no attempt is left."""
+        req, self.next = self.next, None
+        assert req is not None
+        self.responses.append(resp)
+        spec = self.spec
+        try:
+            value = spec.read(resp)
+        except InvalidOutputError as err:
+            if len(self.responses) > 1:
+                raise _again(err) from None
+            if not self.reask:
+                raise
+            self.next = _reask(req, resp, err)
+            return
+        if self.return_response:
+            value = ObjectResult(value, resp, tuple(self.responses), spec.schema, spec.name, spec.strict)
+        self.result = value
+
+
 @overload
 def generate_object(
     engine: Engine,
@@ -384,25 +419,10 @@ def generate_object(
     """
     from .api import generate
 
-    spec = _Spec(schema_or_type, name, strict)
-    req = _with_format(request, spec)
-    resp = generate(engine, req, api_key=api_key, **options)
-    responses = [resp]
-    try:
-        value = spec.read(resp)
-    except InvalidOutputError as err:
-        if not reask:
-            raise
-        req = _reask(req, resp, err)
-        resp = generate(engine, req, api_key=api_key, **options)
-        responses.append(resp)
-        try:
-            value = spec.read(resp)
-        except InvalidOutputError as again:
-            raise _again(again) from None
-    if return_response:
-        return ObjectResult(value, resp, tuple(responses), spec.schema, spec.name, spec.strict)
-    return value
+    run = _Attempts(_Spec(schema_or_type, name, strict), request, reask, return_response)
+    while run.next is not None:
+        run.answer(generate(engine, run.next, api_key=api_key, **options))
+    return run.result
 
 
 @overload
@@ -472,22 +492,7 @@ async def agenerate_object(
     """The async twin of :func:`generate_object` (same arguments, result and errors)."""
     from .api import agenerate
 
-    spec = _Spec(schema_or_type, name, strict)
-    req = _with_format(request, spec)
-    resp = await agenerate(engine, req, api_key=api_key, **options)
-    responses = [resp]
-    try:
-        value = spec.read(resp)
-    except InvalidOutputError as err:
-        if not reask:
-            raise
-        req = _reask(req, resp, err)
-        resp = await agenerate(engine, req, api_key=api_key, **options)
-        responses.append(resp)
-        try:
-            value = spec.read(resp)
-        except InvalidOutputError as again:
-            raise _again(again) from None
-    if return_response:
-        return ObjectResult(value, resp, tuple(responses), spec.schema, spec.name, spec.strict)
-    return value
+    run = _Attempts(_Spec(schema_or_type, name, strict), request, reask, return_response)
+    while run.next is not None:
+        run.answer(await agenerate(engine, run.next, api_key=api_key, **options))
+    return run.result

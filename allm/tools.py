@@ -35,26 +35,20 @@ Arguments are checked before the handler runs: text that is not a JSON object
 checks use the ``jsonschema`` package (``pip install 'allm[validation]'``); without
 it, arguments are not checked against the schema and a ``RuntimeWarning`` says so once.
 
-The runners here (:func:`run_tools`, :func:`arun_tools`) run the calls of one
-step concurrently, each with a timeout; the decisions about their outcomes are in
-:mod:`allm.loop`. See ``guides/tools.md``.
+The runners (:mod:`allm.runner`) run the calls of one step concurrently, each
+with a timeout; the decisions about their outcomes are in :mod:`allm.loop`. See
+``guides/tools.md``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import enum
 import functools
 import inspect
-import queue
 import re
-import threading
-import time
 import types
 import typing
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Union, overload
 
 import attrs
@@ -77,11 +71,8 @@ __all__ = [
     "ToolContext",
     "ToolJob",
     "ToolOutcome",
-    "arun_tools",
     "as_encoder",
     "function_tool",
-    "run_tool",
-    "run_tools",
     "schema_from_function",
     "tool",
     "validate_arguments",
@@ -179,31 +170,46 @@ def _check_handler(name: str, handler: Any) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def handler_arity(handler: Callable[..., Any]) -> int:
-    """How many positional arguments ``handler`` takes (1 or 2 for a valid handler).
+    """How many positional arguments ``handler`` takes: 2 when it takes the tool context, else 1.
 
-    Raises ``ValueError`` when its signature cannot be read.
+    The arguments go to the first positional parameter. The context goes to the second
+    only if that parameter is meant for it: it has no default, or it is annotated
+    :class:`ToolContext` (a parameter such as ``limit=10`` or ``v=i`` keeps its default),
+    or the handler takes ``*args``. Raises ``ValueError`` when the signature cannot be
+    read or has a required keyword-only parameter.
     """
     try:
         sig = inspect.signature(handler)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot read the handler's signature: {exc}") from None
-    required = 0
-    optional = 0
+    positional: list[inspect.Parameter] = []
     for p in sig.parameters.values():
         if p.kind is p.VAR_POSITIONAL:
-            return 2
+            return 2 if len(positional) < 2 else len([q for q in positional if q.default is q.empty])
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            if p.default is p.empty:
-                required += 1
-            else:
-                optional += 1
+            positional.append(p)
         elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
             raise ValueError(f"the handler has a required keyword-only parameter {p.name!r}")
-    if required == 0 and optional >= 1:
-        return 1 if optional == 1 else 2
-    if required == 1 and optional >= 1:
+    required = sum(1 for p in positional if p.default is p.empty)
+    if required > 2 or (required == 0 and not positional):
+        return required
+    if required == 2:
         return 2
-    return required
+    if len(positional) >= 2 and _is_context_parameter(handler, positional[1]):
+        return 2
+    return 1
+
+
+def _is_context_parameter(handler: Callable[..., Any], p: inspect.Parameter) -> bool:
+    ann = p.annotation
+    if ann is p.empty:
+        return False
+    if isinstance(ann, str):
+        try:
+            ann = typing.get_type_hints(handler).get(p.name, ann)
+        except Exception:
+            return ann.split(".")[-1].strip() in ("ToolContext", "ToolContext | None", "Optional[ToolContext]")
+    return _is_context_annotation(ann)
 
 
 def _check_schema(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -606,180 +612,3 @@ class ToolOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def _raised(call: ToolCall, exc: BaseException) -> ToolOutcome:
-    if isinstance(exc, ToolError):
-        return ToolOutcome(call, error=exc)
-    err = ToolError(
-        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-        reason="handler_raised",
-        metadata={"exception_type": type(exc).__name__, "tool_name": call.name, "tool_call_id": call.id},
-    )
-    err.__cause__ = exc
-    return ToolOutcome(call, error=err)
-
-
-def _timed_out(call: ToolCall, timeout: float | None) -> ToolOutcome:
-    return ToolOutcome(
-        call,
-        error=ToolError(
-            f"{call.name} did not finish within {timeout:g} s",
-            reason="timeout",
-            metadata={"tool_name": call.name, "tool_call_id": call.id, "timeout": timeout},
-        ),
-    )
-
-
-def _args(job: ToolJob) -> tuple[Any, ...]:
-    assert job.tool is not None and job.tool.handler is not None
-    args = dict(job.call.arguments)
-    return (args,) if handler_arity(job.tool.handler) == 1 else (args, job.context)
-
-
-async def _await(x: Any) -> Any:
-    return await x
-
-
-def run_tool(job: ToolJob, timeout: float | None = None) -> ToolOutcome:
-    """Run one job in the calling thread (an async handler in its own event loop).
-
-    ``timeout`` applies to async handlers only (a sync handler cannot be
-    interrupted in its own thread; :func:`run_tools` enforces it from outside).
-    """
-    if job.error is not None:
-        return ToolOutcome(job.call, error=job.error)
-    try:
-        assert job.tool is not None and job.tool.handler is not None
-        value = job.tool.handler(*_args(job))
-        if inspect.isawaitable(value):
-            coro = _await(value)
-            value = asyncio.run(asyncio.wait_for(coro, timeout) if timeout is not None else coro)
-    except TimeoutError:
-        return _timed_out(job.call, timeout)
-    except Exception as exc:
-        return _raised(job.call, exc)
-    return ToolOutcome(job.call, value)
-
-
-def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
-    """Run ``jobs`` concurrently (one daemon thread each); yield outcomes as they finish.
-
-    Jobs that failed before running come first, in order. A job still running
-    after ``timeout`` seconds is reported as a ``timeout`` error; its thread is
-    abandoned (Python cannot stop a thread) and its eventual result ignored. Async
-    handlers run with ``asyncio.run`` in their thread, cancelled at the timeout.
-    Each thread runs in a copy of the caller's ``contextvars`` context (so
-    ``allm.keys.scope`` applies inside handlers).
-    """
-    results: queue.SimpleQueue[tuple[int, ToolOutcome]] = queue.SimpleQueue()
-    running: dict[int, ToolJob] = {}
-    for job in jobs:
-        if job.error is not None:
-            yield ToolOutcome(job.call, error=job.error)
-    start = time.monotonic()
-    for i, job in enumerate(jobs):
-        if job.error is not None:
-            continue
-        running[i] = job
-        ctx = contextvars.copy_context()
-
-        def work(i: int = i, job: ToolJob = job) -> None:
-            results.put((i, run_tool(job, timeout)))
-
-        threading.Thread(target=ctx.run, args=(work,), name=f"allm-tool-{job.call.name}", daemon=True).start()
-    while running:
-        wait = None if timeout is None else max(0.0, start + timeout - time.monotonic())
-        try:
-            i, outcome = results.get(timeout=wait)
-        except queue.Empty:
-            for i in sorted(running):
-                yield _timed_out(running[i].call, timeout)
-            return
-        if running.pop(i, None) is not None:
-            yield outcome
-
-
-def _in_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run ``fn(*args)`` in a daemon thread; a future of its result on the running loop.
-
-    Not ``asyncio.to_thread``: a handler that never returns would then keep the
-    loop's default executor, and ``asyncio.run`` waits for it on shutdown.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if fut.done():
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def work() -> None:
-        try:
-            value = fn(*args)
-        except BaseException as exc:  # handed to the awaiting task
-            ok, value = False, exc
-        else:
-            ok = True
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, ok, value)
-
-    threading.Thread(target=ctx.run, args=(work,), name="allm-tool", daemon=True).start()
-    return fut
-
-
-def _is_async(handler: Any) -> bool:
-    if inspect.iscoroutinefunction(handler):
-        return True
-    if inspect.isroutine(handler):
-        return False
-    # An object with an async __call__ method.
-    return inspect.iscoroutinefunction(type(handler).__call__)
-
-
-async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
-    assert job.tool is not None and job.tool.handler is not None
-    handler = job.tool.handler
-
-    async def call() -> Any:
-        args = _args(job)
-        if _is_async(handler):
-            value = await handler(*args)
-        else:
-            value = await _in_thread(handler, *args)
-        while inspect.isawaitable(value):
-            value = await value
-        return value
-
-    try:
-        if timeout is None:
-            value = await call()
-        else:
-            value = await asyncio.wait_for(call(), timeout)
-    except TimeoutError:
-        return _timed_out(job.call, timeout)
-    except Exception as exc:
-        return _raised(job.call, exc)
-    return ToolOutcome(job.call, value)
-
-
-async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
-    """The async twin of :func:`run_tools`: async handlers run as tasks, sync ones in threads.
-
-    Closing the generator (or cancelling its task) cancels the handlers still running.
-    """
-    for job in jobs:
-        if job.error is not None:
-            yield ToolOutcome(job.call, error=job.error)
-    tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
-    try:
-        for fut in asyncio.as_completed(tasks):
-            yield await fut
-    finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()

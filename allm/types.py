@@ -18,12 +18,14 @@ import base64
 import binascii
 import mimetypes
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import attrs
 
 __all__ = [
+    "CallWarning",
     "ChatResult",
     "Embeddings",
     "FinishReason",
@@ -45,6 +47,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "Usage",
+    "WarningKind",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -407,6 +410,66 @@ class Usage:
         )
 
 
+WarningKind = Literal["dropped_setting", "unsupported_feature", "dropped_content", "moved_content", "other"]
+
+_DROPPED = r"(\w+) is not supported by (.+?) and was not sent"
+# The Request and ImageRequest settings an adapter may drop.
+_REQUEST_SETTINGS = frozenset(
+    {
+        "temperature", "top_p", "top_k", "max_tokens", "stop_sequences", "seed", "frequency_penalty",
+        "presence_penalty", "tool_choice", "response_format", "prompt", "n", "size", "aspect_ratio",
+        "quality", "style", "background", "output_format",
+    }
+)
+
+
+@attrs.frozen
+class CallWarning:
+    """Something an adapter did not send as asked; the call went ahead without it.
+
+    - ``kind``: ``"dropped_setting"`` (a :class:`Request` or :class:`ImageRequest`
+      field the provider does not accept: not sent), ``"unsupported_feature"`` (a
+      feature of the input the provider lacks, such as an image's ``detail``, a
+      tool's ``strict`` or a message's ``name``: not sent), ``"dropped_content"`` (a
+      message with nothing the provider can read: not sent), ``"moved_content"``
+      (content sent in another place, such as a late system message moved to
+      Anthropic's system prompt) or ``"other"``.
+    - ``setting``: the field or feature concerned (``"top_k"``, ``"detail"``), else ``None``.
+    - ``provider``: the provider name of the adapter that reported it (``"openai"``, ``"anthropic"``...).
+    - ``message``: the sentence for people; ``str(warning)`` is this text.
+
+    A warning stored as a plain string (allm's first stored form) loads as one of these
+    (see :meth:`from_text`).
+    """
+
+    kind: WarningKind = "other"
+    setting: str | None = None
+    provider: str | None = None
+    message: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def from_text(cls, text: str) -> CallWarning:
+        """The warning a message text stands for: ``"<field> is not supported by ... and was not
+        sent"`` naming a :class:`Request` field is a ``dropped_setting`` of that field; any other
+        text is kind ``"other"``."""
+        m = re.fullmatch(_DROPPED, text)
+        if m is not None and m.group(1) in _REQUEST_SETTINGS:
+            return cls("dropped_setting", m.group(1), None, text)
+        return cls("other", None, None, text)
+
+
+def _as_warnings(value: Iterable[CallWarning | str] | None) -> tuple[CallWarning, ...]:
+    if not value:
+        return ()
+    out = tuple(value)
+    if all(type(w) is CallWarning for w in out):
+        return out  # type: ignore[return-value]
+    return tuple(w if isinstance(w, CallWarning) else CallWarning.from_text(str(w)) for w in out)
+
+
 @attrs.frozen
 class Response:
     """The result of one model call: the fold of its event stream.
@@ -416,8 +479,8 @@ class Response:
     A stream that failed part-way has ``finish_reason="error"`` with the partial
     output kept and the typed error in ``metadata["error"]``; one that the caller
     stopped early has ``finish_reason=None`` and ``metadata["halted_reason"] ==
-    "cancelled"``. ``warnings`` lists settings the provider does not support and
-    that were therefore not sent.
+    "cancelled"``. ``warnings`` lists what the adapter did not send as asked
+    (:class:`CallWarning`: settings the provider does not support, dropped content).
     """
 
     message: Message
@@ -429,7 +492,7 @@ class Response:
     finish_reason: FinishReason | None = None
     raw_finish_reason: str | None = None
     usage: Usage = attrs.field(factory=Usage)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    warnings: tuple[CallWarning, ...] = attrs.field(default=(), converter=_as_warnings)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
 
     @property
@@ -618,7 +681,7 @@ class ImageResponse:
     created: int | None = None
     text: str = ""
     usage: Usage = attrs.field(factory=Usage)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    warnings: tuple[CallWarning, ...] = attrs.field(default=(), converter=_as_warnings)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
 
     @property

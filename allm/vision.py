@@ -22,18 +22,16 @@ requests (to internal addresses too): only opt in where the URLs are trusted.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TypeVar
 
 import attrs
 
 from .errors import AdapterError, ValidationError, from_status
+from .plan import Plan, plan_call
 from .policy import RetryPolicy, Timeouts
 from .providers.base import HttpCall
 from .providers.media import IMAGE_MIME_TYPES, MB, sniff_mime_type
 from .types import Image, ImagePart, ImageRequest, Message, Request
-
-if TYPE_CHECKING:
-    from ._transport import Plan
 
 __all__ = ["afetch_images", "fetch_images"]
 
@@ -72,10 +70,8 @@ def _plan(url: str, retry: RetryPolicy, timeouts: Timeouts) -> Plan:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
         raise ValidationError(f"only http(s) image URLs can be fetched, not {url[:40]!r}", reason="invalid_image")
-    from ._transport import Plan
-
     call = HttpCall("GET", url, {"accept": "image/*"}, None, False, _Fetcher.provider)
-    return Plan(cast(Any, _Fetcher()), call, {"accept": "image/*"}, None, retry=retry, timeouts=timeouts)
+    return plan_call(None, call, adapter=_Fetcher(), retry=retry, timeouts=timeouts, once=True)
 
 
 def _inline(url: str, declared: str | None, headers: Mapping[str, str], body: bytes, max_bytes: int, accept: frozenset[str]) -> Image:

@@ -111,7 +111,16 @@ responses = st.builds(
     finish_reason=st.none() | st.sampled_from(["stop", "length", "tool_calls", "content_filter", "error", "other"]),
     raw_finish_reason=st.none() | texts,
     usage=usages,
-    warnings=st.lists(texts, max_size=2).map(tuple),
+    warnings=st.lists(
+        st.builds(
+            allm.types.CallWarning,
+            st.sampled_from(["dropped_setting", "unsupported_feature", "dropped_content", "moved_content", "other"]),
+            st.none() | ids,
+            st.none() | ids,
+            texts,
+        ),
+        max_size=2,
+    ).map(tuple),
     metadata=metadata | st.builds(lambda e: {"error": e}, errors),
 )
 steps = st.builds(

@@ -633,11 +633,14 @@ def test_system_messages_and_images() -> None:
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png.image.base64}},
         {"type": "image", "source": {"type": "url", "url": "https://example.org/cat.jpg"}},
     ]
-    assert call.warnings == ("image detail is not supported by Anthropic and was not sent",)
+    assert [(w.kind, w.setting, w.provider, str(w)) for w in call.warnings] == [
+        ("unsupported_feature", "detail", "anthropic", "image detail is not supported by Anthropic and was not sent")
+    ]
     # A system message later in the thread moves up, with a note.
     late = A.encode(allm.request([allm.user("hi"), allm.system("late rule"), allm.user("again")], model="m"), stream=True)
     assert orjson.loads(late.body)["system"] == [{"type": "text", "text": "late rule"}]
-    assert len(late.warnings) == 1 and "moved to the top-level system prompt" in late.warnings[0]
+    assert len(late.warnings) == 1 and "moved to the top-level system prompt" in late.warnings[0].message
+    assert (late.warnings[0].kind, late.warnings[0].setting) == ("moved_content", "system")
 
 
 def test_invalid_messages_are_rejected_before_sending() -> None:
@@ -689,11 +692,13 @@ def test_sampling_fields_defaults_and_warnings() -> None:
     assert (body["temperature"], body["top_p"], body["top_k"], body["stop_sequences"]) == (0.2, 0.9, 40, ["END"])
     assert body["max_tokens"] == 4096 and body["stream"] is True
     assert not {"seed", "frequency_penalty", "presence_penalty", "stop"} & set(body)
-    assert call.warnings == (
+    assert [w.message for w in call.warnings] == [
         "seed is not supported by Anthropic and was not sent",
         "frequency_penalty is not supported by Anthropic and was not sent",
         "presence_penalty is not supported by Anthropic and was not sent",
-    )
+    ]
+    assert {(w.kind, w.provider) for w in call.warnings} == {("dropped_setting", "anthropic")}
+    assert [w.setting for w in call.warnings] == ["seed", "frequency_penalty", "presence_penalty"]
     # The warnings reach the response through the decoded stream.
     resp = fold_response(feed_all(A.decoder(call), [load_case("anthropic", "stream-text").body]))
     assert resp.warnings == call.warnings and resp.output_text == "1\n2\n3"
@@ -706,8 +711,8 @@ def test_thinking_drops_sampling_it_does_not_allow() -> None:
     call = Anthropic(thinking_budget=2000).encode(allm.request("x", model="m", temperature=0, top_k=5, top_p=0.5), stream=False)
     body = orjson.loads(call.body)
     assert not {"temperature", "top_k", "top_p"} & set(body)
-    assert [w.split()[0] for w in call.warnings] == ["temperature", "top_p", "top_k"]
-    assert all("extended thinking" in w for w in call.warnings)
+    assert [w.setting for w in call.warnings] == ["temperature", "top_p", "top_k"]
+    assert all("extended thinking" in w.message for w in call.warnings)
     kept = orjson.loads(Anthropic(thinking_budget=2000).encode(allm.request("x", model="m", top_p=0.97), stream=False).body)
     assert kept["top_p"] == 0.97
     # A request's own thinking setting wins over the adapter's.
@@ -720,7 +725,8 @@ def test_response_format() -> None:
     body = body_of(allm.request("x", model="m", response_format=allm.json_schema("thing", schema)))
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     call = A.encode(allm.request("x", model="m", response_format=allm.ResponseFormat("json_object")), stream=True)
-    assert "output_config" not in orjson.loads(call.body) and "json_object" in call.warnings[0]
+    assert "output_config" not in orjson.loads(call.body) and "json_object" in call.warnings[0].message
+    assert (call.warnings[0].kind, call.warnings[0].setting) == ("unsupported_feature", "response_format")
     assert "output_config" not in body_of(allm.request("x", model="m", response_format=allm.ResponseFormat("text")))
 
 

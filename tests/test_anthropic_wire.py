@@ -51,7 +51,7 @@ def test_stream_key_headers_and_body_on_the_wire(server: LoopbackServer) -> None
     resp = allm.generate(engine_for(server), allm.request("Weather in Berlin?", tools=[tool], seed=1), api_key="sk-ant-tenant-1")
     assert [(t.name, dict(t.arguments)) for t in resp.tool_calls] == [("weather", {"latitude": "52.5200", "longitude": "13.4050"})]
     assert resp.finish_reason == "tool_calls" and resp.usage.input_tokens == 633
-    assert resp.warnings == ("seed is not supported by Anthropic and was not sent",)
+    assert [(w.setting, str(w)) for w in resp.warnings] == [("seed", "seed is not supported by Anthropic and was not sent")]
     req = server.requests[0]
     assert (req.method, req.path) == ("POST", "/v1/messages")
     assert req.headers["x-api-key"] == "sk-ant-tenant-1" and "authorization" not in req.headers

@@ -16,7 +16,8 @@ import pytest
 from allm.events import MessageCompleted, TextDelta, ToolCallCompleted, ToolCallDelta
 from allm.providers.anthropic import MessagesDecoder
 from allm.providers.gemini import GeminiDecoder
-from allm.providers.openai_chat import DIALECTS, ChatDecoder
+from allm.providers.openai import DIALECTS
+from allm.providers.openai.chat import ChatDecoder
 from benchmarks import wire
 from benchmarks.contestants import _FloorParser
 

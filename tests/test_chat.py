@@ -484,13 +484,13 @@ def test_preflight_errors_raise_at_call_time() -> None:
 
 
 class Tracked:
-    """Wraps allm.driver.stream_generate / astream_generate to see the inner streams closed."""
+    """Wraps allm.driver.open_stream / open_astream to see the inner streams closed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         chat_module = sys.modules["allm.driver"]
         self.opened = 0
         self.closed = 0
-        real, areal = chat_module.stream_generate, chat_module.astream_generate
+        real, areal = chat_module.open_stream, chat_module.open_astream
         tracker = self
 
         class S(allm.EventStream):
@@ -511,8 +511,8 @@ class Tracked:
             self.opened += 1
             return A(areal(*a, **k)._gen)
 
-        monkeypatch.setattr(chat_module, "stream_generate", sg)
-        monkeypatch.setattr(chat_module, "astream_generate", asg)
+        monkeypatch.setattr(chat_module, "open_stream", sg)
+        monkeypatch.setattr(chat_module, "open_astream", asg)
 
 
 def test_stopping_the_stream_folds_to_cancelled_and_closes_the_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,14 +6,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
 
 import allm
 from allm import codec
-from allm.providers import Fake, OpenAI, OpenAICompatible
-from allm.providers.openai_chat import Dialect
+from allm.providers import Dialect, Fake, OpenAI, OpenAICompatible
 from allm.testing import text, tool_call, usage
 from tests import strategies as s
 
@@ -151,3 +151,70 @@ def test_values_stored_by_version_1_still_load(name: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(codec.to_dict(STORED_VALUES[name]), option=orjson.OPT_INDENT_2))
     assert codec.loads(path.read_bytes()) == STORED_VALUES[name]
+
+
+def test_string_warnings_of_version_1_load_as_typed_warnings() -> None:
+    loaded = codec.loads((STORED / "response_v1.json").read_bytes(), allm.Response)
+    (w,) = loaded.warnings
+    assert isinstance(w, allm.types.CallWarning)
+    assert (w.kind, w.setting, str(w)) == ("dropped_setting", "top_k", "top_k is not supported by openai and was not sent")
+    other = codec.from_dict({"allm_schema": 1, "type": "Response", "value": {"message": {"role": "assistant", "content": ""}, "warnings": ["a note"]}})
+    assert other.warnings == (allm.types.CallWarning("other", None, None, "a note"),)
+    # Stored again, a warning is an object with its fields (defaults omitted).
+    assert codec.to_dict(loaded)["value"]["warnings"] == [
+        {"kind": "dropped_setting", "setting": "top_k", "message": "top_k is not supported by openai and was not sent"}
+    ]
+
+
+def test_call_warning_from_text_reads_only_request_settings() -> None:
+    cw = allm.types.CallWarning
+    assert cw.from_text("seed is not supported by Anthropic and was not sent").setting == "seed"
+    assert cw.from_text("bogus is not supported by X and was not sent").kind == "other"
+    assert cw.from_text("a system message after the first turn was moved").kind == "other"
+    assert allm.Response(allm.assistant(""), warnings=["seed is not supported by Gemini and was not sent"]).warnings[0].setting == "seed"
+
+
+@attrs.frozen
+class Money:
+    cents: int
+
+
+@attrs.frozen
+class Invoice:
+    total: Money
+    memo: str | Money = ""
+
+
+def test_register_takes_a_module_s_values_and_hooks() -> None:
+    codec.register(Invoice, name="test.Invoice")
+    codec.register(Money, unstructure=lambda m: f"{m.cents / 100:.2f}", structure=lambda v: Money(round(float(v) * 100)), storable=False)
+    codec.register(str | Money, unstructure=lambda v: v if isinstance(v, str) else {"money": codec.unstructure(v, Money)},
+                   structure=lambda v: v if isinstance(v, str) else codec.structure(v["money"], Money))
+    inv = Invoice(Money(1250), Money(5))
+    d = codec.to_dict(inv)
+    assert d == {"allm_schema": 1, "type": "test.Invoice", "value": {"total": "12.50", "memo": {"money": "0.05"}}}
+    assert codec.from_dict(d) == inv and codec.loads(codec.dumps(Invoice(Money(1)))) == Invoice(Money(1))
+    with pytest.raises(TypeError, match="not a storable"):
+        codec.dumps(Money(1))  # hooks only
+
+
+def test_loads_finds_values_registered_by_modules_not_yet_imported() -> None:
+    import subprocess
+    import sys
+
+    session = (Path(__file__).parent / "fixtures" / "sessions" / "awaiting_tools.json").read_bytes()
+    engine = codec.dumps(allm.Engine(adapter=OpenAICompatible(dialect=Dialect("d", "d", "http://h/v1")), model="m"))
+    fake = codec.dumps(allm.Engine(adapter=Fake(["x"], models=["a"]), model="m"))
+    code = (
+        "import sys, allm, allm.codec as codec\n"
+        "assert 'allm.session' not in sys.modules and 'allm.providers.openai' not in sys.modules\n"
+        f"s = codec.loads({session!r})\n"
+        "assert type(s).__name__ == 'Session' and s.status == 'awaiting_tools'\n"
+        f"e = codec.loads({engine!r})\n"
+        "assert e.adapter.dialect.base_url == 'http://h/v1'\n"
+        f"f = codec.loads({fake!r})\n"
+        "assert allm.list_models(f) == ['a']\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok"

@@ -184,6 +184,8 @@ def test_the_dropped_settings_table_in_the_providers_guide_is_true() -> None:
     }
     assert set(rows) == set(adapters)
     for name, adapter in adapters.items():
-        dropped = [w.split(" ")[0] for w in adapter.encode(req, stream=True).warnings]
+        warnings = adapter.encode(req, stream=True).warnings
+        assert all(w.kind == "dropped_setting" and w.message.startswith(f"{w.setting} ") for w in warnings), name
+        dropped = [w.setting for w in warnings]
         assert dropped == rows[name], name
     assert OpenAI().encode(allm.request("x", model="o3-mini", top_k=1), stream=True).url.endswith("/responses")

@@ -29,7 +29,7 @@ import orjson
 import pytest
 
 import allm
-from allm import _transport
+from allm import _transport, machine
 from allm.errors import AdapterError, AllmError
 from allm.events import Error, Event, MessageStarted, RawChunk
 from allm.fold import fold_response
@@ -527,7 +527,7 @@ def _endless_garbage(after: bytes) -> Handler:
 @pytest.mark.parametrize("wire", WIRE_NAMES)
 def test_endless_garbage_is_cut_off_with_bounded_memory(server: LoopbackServer, wire: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Random bytes that never complete an event: a typed error after MAX_EVENT_BYTES, not a heap that grows."""
-    monkeypatch.setattr(_transport, "MAX_EVENT_BYTES", 1 << 20)
+    monkeypatch.setattr(machine, "MAX_EVENT_BYTES", 1 << 20)
     ctx = Ctx(WIRES[wire], CUTS[wire], server)
     engine = ctx.wire.engine(server.url)
     for after in (b"", ctx.cut.prefix):
@@ -548,7 +548,7 @@ def test_endless_garbage_is_cut_off_with_bounded_memory(server: LoopbackServer, 
 
 
 async def test_endless_garbage_async_and_drip_memory(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_transport, "MAX_EVENT_BYTES", 1 << 20)
+    monkeypatch.setattr(machine, "MAX_EVENT_BYTES", 1 << 20)
     wire = WIRES["openai_chat"]
     server.handler = _endless_garbage(b"")
     tracemalloc.start()
@@ -564,7 +564,7 @@ async def test_endless_garbage_async_and_drip_memory(server: LoopbackServer, mon
 
 
 def test_a_huge_body_is_refused_with_bounded_memory(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_transport, "MAX_BODY_BYTES", 1 << 20)
+    monkeypatch.setattr(machine, "MAX_BODY_BYTES", 1 << 20)
 
     async def huge(req: Req, w: Writer) -> None:
         await w.raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -30,6 +30,7 @@ from allm.events import (
 from allm.fold import fold_response
 from allm.providers.gemini import Gemini, map_finish_reason, map_usage
 from allm.types import (
+    CallWarning,
     Image,
     ImagePart,
     Message,
@@ -57,7 +58,7 @@ ERROR_CASES = [n for n in CASES if not load_case("gemini", n).ok]
 # ------------------------------------------------------------------------------ helpers
 
 
-def call(stream: bool = True, warnings: tuple[str, ...] = ()) -> Any:
+def call(stream: bool = True, warnings: tuple[CallWarning, ...] = ()) -> Any:
     c = G.encode(Request(messages=(user("x"),), model="gemini-2.5-flash"), stream=stream)
     return c if not warnings else type(c)(c.method, c.url, c.headers, c.body, c.stream, c.provider, c.model, warnings)
 
@@ -816,7 +817,7 @@ def test_an_orphan_signature_is_sent_on_an_empty_part() -> None:
 # ------------------------------------------------------------------------------ encoding: settings
 
 
-def body_of(req: Request, adapter: Gemini = G) -> tuple[dict[str, Any], tuple[str, ...]]:
+def body_of(req: Request, adapter: Gemini = G) -> tuple[dict[str, Any], tuple[CallWarning, ...]]:
     c = adapter.encode(req, stream=True)
     return orjson.loads(c.body or b""), c.warnings
 
@@ -848,12 +849,13 @@ def test_unsupported_settings_are_dropped_with_a_warning() -> None:
     req = allm.request([user([TextPart("look"), img])], model="m", frequency_penalty=0.5, presence_penalty=0.1, tools=[tool])
     body, warnings = body_of(req)
     assert "frequencyPenalty" not in body["generationConfig"] and "presencePenalty" not in body["generationConfig"]
-    assert warnings == (
-        "image detail is not supported by Gemini and was not sent",
-        "frequency_penalty is not supported by Gemini models and was not sent",
-        "presence_penalty is not supported by Gemini models and was not sent",
-        "tool strict is not supported by Gemini and was not sent",
-    )
+    assert [(w.kind, w.setting, w.message) for w in warnings] == [
+        ("unsupported_feature", "detail", "image detail is not supported by Gemini and was not sent"),
+        ("dropped_setting", "frequency_penalty", "frequency_penalty is not supported by Gemini models and was not sent"),
+        ("dropped_setting", "presence_penalty", "presence_penalty is not supported by Gemini models and was not sent"),
+        ("unsupported_feature", "strict", "tool strict is not supported by Gemini and was not sent"),
+    ]
+    assert {w.provider for w in warnings} == {"gemini"}
     events = G.decoder(G.encode(req, stream=True)).feed(load_case("gemini", "stream-sse-text").body)
     assert isinstance(events[0], MessageStarted) and events[0].warnings == warnings
 
@@ -923,7 +925,9 @@ def test_images_in_system_messages_and_inline_images_without_type_are_rejected()
 def test_an_empty_message_is_skipped_with_a_warning() -> None:
     body, warnings = body_of(allm.request([user("q"), assistant(""), user("again")], model="m"))
     assert [c["role"] for c in body["contents"]] == ["user", "user"]
-    assert warnings == ("messages[1] has no content Gemini can read and was not sent",)
+    assert [(w.kind, str(w)) for w in warnings] == [
+        ("dropped_content", "messages[1] has no content Gemini can read and was not sent")
+    ]
 
 
 @pytest.mark.parametrize(

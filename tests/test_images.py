@@ -148,10 +148,10 @@ def test_variations_upload_one_png() -> None:
     form = form_of(call)
     assert call.url.endswith("/images/variations")
     assert set(form) == {"model", "n", "image"} and form["image"] == [("image.png", "image/png", RUBY)]
-    assert call.warnings == (
-        "prompt is not used by image variations and was not sent",
-        "quality is not supported by OpenAI image variations and was not sent",
-    )
+    assert [(w.setting, w.message) for w in call.warnings] == [
+        ("prompt", "prompt is not used by image variations and was not sent"),
+        ("quality", "quality is not supported by OpenAI image variations and was not sent"),
+    ]
 
 
 def test_image_input_is_checked_before_sending() -> None:
@@ -173,7 +173,9 @@ def test_image_input_is_checked_before_sending() -> None:
             o.encode_image(op, req)
         assert needle in info.value.message, (op, needle, info.value.message)
     warned = o.encode_image("generate", allm.ImageRequest("x", model="m", aspect_ratio="16:9", style="vivid"))
-    assert warned.warnings == ("aspect_ratio is not supported by OpenAI image generate and was not sent",)
+    assert [(w.kind, w.setting, str(w)) for w in warned.warnings] == [
+        ("dropped_setting", "aspect_ratio", "aspect_ratio is not supported by OpenAI image generate and was not sent")
+    ]
     assert orjson.loads(warned.body)["style"] == "vivid"
 
 
@@ -241,10 +243,10 @@ def test_gemini_image_request_shape() -> None:
     body = orjson.loads(edit.body)
     assert body["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(RUBY).decode()}}
     assert body["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"], "temperature": 0.5}
-    assert edit.warnings == (
-        "size '1024x1024' is not supported by Gemini (1K, 2K, 4K; or aspect_ratio=) and was not sent",
-        "n is not supported by Gemini image output and was not sent",
-    )
+    assert [(w.setting, w.message) for w in edit.warnings] == [
+        ("size", "size '1024x1024' is not supported by Gemini (1K, 2K, 4K; or aspect_ratio=) and was not sent"),
+        ("n", "n is not supported by Gemini image output and was not sent"),
+    ]
 
 
 def test_gemini_image_refusals() -> None:

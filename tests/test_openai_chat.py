@@ -14,7 +14,8 @@ from allm.errors import AdapterError, ValidationError
 from allm.events import Error, MessageCompleted, RawChunk, TextDelta, ToolCallCompleted, ToolCallDelta, ToolCallStarted
 from allm.fold import fold_response
 from allm.providers import OpenAI, OpenAICompatible
-from allm.providers.openai_chat import DIALECTS, Dialect
+from allm.providers.openai import DIALECTS, Dialect
+from allm.types import CallWarning
 from tests.conftest import capture_names, case_names, feed_all, load_capture, load_case, splits
 
 OPENAI = OpenAI()
@@ -227,7 +228,7 @@ def test_sampling_fields_and_warnings() -> None:
     assert body["max_completion_tokens"] == 64 and body["stop"] == ["END"]
     assert body["frequency_penalty"] == 0.1 and body["presence_penalty"] == 0.3
     assert "top_k" not in body
-    assert call.warnings == ("top_k is not supported by openai and was not sent",)
+    assert call.warnings == (CallWarning("dropped_setting", "top_k", "openai", "top_k is not supported by openai and was not sent"),)
     # llama.cpp accepts top_k and uses max_tokens.
     lbody = body_of(LLAMA, req)
     assert lbody["top_k"] == 40 and lbody["max_tokens"] == 64 and "max_completion_tokens" not in lbody
@@ -277,7 +278,8 @@ def test_dialects_and_headers() -> None:
     assert not OpenAICompatible.llama_cpp().key_spec.required
     custom = Dialect("mine", "mine", "http://h/v1", sampling=frozenset({"temperature"}), stream_usage=False)
     c = OpenAICompatible(dialect=custom).encode(allm.request("x", model="m", top_p=0.5), stream=True)
-    assert "stream_options" not in orjson.loads(c.body) and c.warnings == ("top_p is not supported by mine and was not sent",)
+    assert "stream_options" not in orjson.loads(c.body)
+    assert [(w.setting, w.provider, str(w)) for w in c.warnings] == [("top_p", "mine", "top_p is not supported by mine and was not sent")]
     with pytest.raises(ValueError, match="base_url"):
         OpenAICompatible()
     with pytest.raises(ValueError, match="unknown dialect"):

@@ -36,8 +36,9 @@ from allm.events import (
 from allm.fold import fold_response
 from allm.providers import OpenAI, OpenAIResponses
 from allm.providers.base import HttpCall, KeySpec
-from allm.providers.openai_chat import ChatDecoder, Dialect, prefers_responses
-from allm.providers.openai_responses import ResponsesDecoder
+from allm.providers.openai import Dialect, prefers_responses
+from allm.providers.openai.chat import ChatDecoder
+from allm.providers.openai.responses import ResponsesDecoder
 from tests.conftest import capture_names, case_names, feed_all, load_capture, load_case, splits
 from tests.loopback import LoopbackServer, Req, Writer, serve
 
@@ -346,13 +347,15 @@ def test_sampling_fields_and_warnings() -> None:
     assert (body["temperature"], body["top_p"], body["max_output_tokens"]) == (0.2, 0.9, 64)
     for dropped in ("top_k", "seed", "frequency_penalty", "presence_penalty", "stop", "stop_sequences", "max_tokens"):
         assert dropped not in body
-    assert call.warnings == (
+    assert [w.message for w in call.warnings] == [
         "top_k is not supported by the Responses API and was not sent",
         "seed is not supported by the Responses API and was not sent",
         "frequency_penalty is not supported by the Responses API and was not sent",
         "presence_penalty is not supported by the Responses API and was not sent",
         "stop_sequences is not supported by the Responses API and was not sent",
-    )
+    ]
+    assert [w.setting for w in call.warnings] == ["top_k", "seed", "frequency_penalty", "presence_penalty", "stop_sequences"]
+    assert {(w.kind, w.provider) for w in call.warnings} == {("dropped_setting", "openai")}
     # The warnings reach the caller on the first event.
     started = next(e for e in stream_events(RESP, load_case(P, "stream-text").body) if isinstance(e, MessageStarted))
     assert started.warnings == ()
@@ -432,7 +435,9 @@ def test_invalid_messages_are_rejected_before_sending() -> None:
     with pytest.raises(ValidationError, match="tool_call_id"):
         RESP.encode(allm.request([allm.Message("tool", "x")], model="m"), stream=True)
     named = RESP.encode(allm.request([allm.Message("user", "x", name="ann")], model="m"), stream=True)
-    assert named.warnings == ("message name is not supported by the Responses API and was not sent",)
+    assert [(w.kind, w.setting, str(w)) for w in named.warnings] == [
+        ("unsupported_feature", "name", "message name is not supported by the Responses API and was not sent")
+    ]
 
 
 def test_adapter_values_headers_and_dialects() -> None:

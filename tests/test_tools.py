@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 import allm
+from allm import runner as R
 from allm import tools as T
 from allm.errors import ToolError, ValidationError
 from allm.types import ToolCall
@@ -23,7 +24,7 @@ OBJ = {"type": "object", "properties": {"city": {"type": "string"}}, "required":
 
 def job(tool: allm.Tool, args: dict[str, Any] | None = None, *, id: str = "c1", raw: str | None = None) -> T.ToolJob:
     if raw is not None:
-        from allm.providers.base import parse_arguments
+        from allm.providers.assembler import parse_arguments
 
         parsed, err = parse_arguments(raw)
         call = ToolCall(id, tool.name, parsed, raw, err)
@@ -76,7 +77,14 @@ def test_tool_rejects_bad_handlers_and_manual() -> None:
 def test_handler_arity() -> None:
     assert T.handler_arity(lambda a: a) == 1
     assert T.handler_arity(lambda a, ctx: a) == 2
-    assert T.handler_arity(lambda a, ctx=None: a) == 2
+    # A defaulted parameter keeps its default unless it is annotated for the context.
+    assert T.handler_arity(lambda a, ctx=None: a) == 1
+    assert T.handler_arity(lambda a, limit=10: a) == 1
+
+    def annotated(a: Any, ctx: allm.ToolContext | None = None) -> Any:
+        return a
+
+    assert T.handler_arity(annotated) == 2
     assert T.handler_arity(lambda *args: args) == 2
 
     class C:
@@ -157,7 +165,7 @@ def test_function_tool_runs_with_keywords_enum_and_context() -> None:
         return f"{city}:{unit.value}"
 
     assert get_weather.name == "weather" and get_weather.manual and get_weather.description == "Weather."
-    out = T.run_tool(job(get_weather, {"city": "Oslo", "unit": "f"}))
+    out = R.run_tool(job(get_weather, {"city": "Oslo", "unit": "f"}))
     assert out.value == "Oslo:f" and seen["unit"] is Unit.F
     assert isinstance(seen["ctx"], allm.ToolContext) and seen["ctx"].tool_call.id == "c1"
     assert get_weather.handler is not None and get_weather.handler.function.__name__ == "get_weather"  # type: ignore[attr-defined]
@@ -170,7 +178,7 @@ def test_function_tool_without_a_context_parameter() -> None:
         return f"found {order_id}"
 
     assert T.handler_arity(lookup.handler) == 2  # type: ignore[arg-type]
-    assert T.run_tool(job(lookup, {"order_id": "A-1"})).value == "found A-1"
+    assert R.run_tool(job(lookup, {"order_id": "A-1"})).value == "found A-1"
     assert lookup.handler.__name__ == "lookup" and lookup.handler.__doc__ == "Look an order up."  # type: ignore[union-attr]
 
 
@@ -181,7 +189,7 @@ def test_function_tool_async() -> None:
         await asyncio.sleep(0)
         return a + b
 
-    assert T.run_tool(job(add, {"a": 2, "b": 3})).value == 5
+    assert R.run_tool(job(add, {"a": 2, "b": 3})).value == 5
 
 
 def test_function_tool_rejects_what_json_cannot_describe() -> None:
@@ -280,7 +288,7 @@ def sleepy(name: str, seconds: float, result: Any = None) -> allm.Tool:
 def test_run_tools_is_concurrent_and_in_completion_order() -> None:
     slow, fast = sleepy("slow", 0.4), sleepy("fast", 0.05)
     t0 = time.monotonic()
-    outs = list(T.run_tools([job(slow, id="a"), job(fast, id="b")], timeout=5))
+    outs = list(R.run_tools([job(slow, id="a"), job(fast, id="b")], timeout=5))
     assert time.monotonic() - t0 < 0.7  # not 0.45 + overhead serially... both ran at once
     assert [o.call.id for o in outs] == ["b", "a"]
     assert [o.value for o in outs] == ["fast", "slow"]
@@ -290,7 +298,7 @@ def test_run_tools_timeout_and_prefailed_first() -> None:
     slow = sleepy("slow", 2.0)
     bad = allm.tool("bad", schema=OBJ, handler=lambda a: a)
     t0 = time.monotonic()
-    outs = list(T.run_tools([job(slow, id="a"), job(bad, {}, id="b")], timeout=0.2))
+    outs = list(R.run_tools([job(slow, id="a"), job(bad, {}, id="b")], timeout=0.2))
     assert time.monotonic() - t0 < 1.0
     assert [o.call.id for o in outs] == ["b", "a"]
     assert outs[0].error is not None and outs[0].error.reason == "invalid_arguments"
@@ -304,7 +312,7 @@ def test_run_tools_async_handler_timeout_is_enforced_inside() -> None:
         return "late"
 
     t = allm.tool("slow", handler=slow)
-    out = T.run_tool(job(t), timeout=0.1)
+    out = R.run_tool(job(t), timeout=0.1)
     assert out.error is not None and out.error.reason == "timeout"
 
 
@@ -315,11 +323,11 @@ def test_handler_errors_become_tool_errors() -> None:
     def typed(args: Any) -> Any:
         raise ToolError("quota exhausted", reason="handler_raised", metadata={"k": 1})
 
-    out = T.run_tool(job(allm.tool("boom", handler=boom)))
+    out = R.run_tool(job(allm.tool("boom", handler=boom)))
     assert out.error is not None and out.error.reason == "handler_raised"
     assert out.error.message == "ValueError: no such city"
     assert isinstance(out.error.__cause__, ValueError)
-    out2 = T.run_tool(job(allm.tool("typed", handler=typed)))
+    out2 = R.run_tool(job(allm.tool("typed", handler=typed)))
     assert out2.error is not None and out2.error.message == "quota exhausted" and out2.error.metadata == {"k": 1}
 
 
@@ -328,7 +336,7 @@ def test_run_tools_carries_contextvars() -> None:
     t = allm.tool("who", handler=lambda a: var.get())
     token = var.set("tenant-7")
     try:
-        assert [o.value for o in T.run_tools([job(t)], 5)] == ["tenant-7"]
+        assert [o.value for o in R.run_tools([job(t)], 5)] == ["tenant-7"]
     finally:
         var.reset(token)
 
@@ -344,7 +352,7 @@ async def test_arun_tools_sync_handler_does_not_block_the_loop() -> None:
 
     task = asyncio.create_task(ticker())
     try:
-        outs = [o async for o in T.arun_tools([job(sleepy("slow", 0.3))], 5)]
+        outs = [o async for o in R.arun_tools([job(sleepy("slow", 0.3))], 5)]
     finally:
         task.cancel()
     assert outs[0].value == "slow"
@@ -354,8 +362,8 @@ async def test_arun_tools_sync_handler_does_not_block_the_loop() -> None:
 async def test_a_handler_whose_signature_cannot_be_read_is_a_tool_error() -> None:
     t = allm.Tool("odd", handler=max)  # built directly, bypassing the checks of allm.tool
     j = job(t)
-    assert T.run_tool(j).error is not None
-    outs = [o async for o in T.arun_tools([j], 1)]
+    assert R.run_tool(j).error is not None
+    outs = [o async for o in R.arun_tools([j], 1)]
     assert outs[0].error is not None and outs[0].error.reason == "handler_raised"
 
 
@@ -365,7 +373,7 @@ async def test_arun_tools_timeouts_and_order() -> None:
         return "fast"
 
     outs = [
-        o async for o in T.arun_tools([job(sleepy("slow", 2.0), id="a"), job(allm.tool("fast", handler=fast), id="b")], 0.3)
+        o async for o in R.arun_tools([job(sleepy("slow", 2.0), id="a"), job(allm.tool("fast", handler=fast), id="b")], 0.3)
     ]
     assert [o.call.id for o in outs] == ["b", "a"]
     assert outs[1].error is not None and outs[1].error.reason == "timeout"
@@ -381,7 +389,7 @@ async def test_arun_tools_close_cancels_async_handlers() -> None:
             cancelled.set()
             raise
 
-    gen = T.arun_tools([job(allm.tool("forever", handler=forever))], None)
+    gen = R.arun_tools([job(allm.tool("forever", handler=forever))], None)
     step = asyncio.ensure_future(gen.__anext__())
     await asyncio.sleep(0.05)
     step.cancel()

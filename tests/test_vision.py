@@ -88,7 +88,7 @@ def test_anthropic_encodes_the_recorded_vision_request() -> None:
     # detail has no Anthropic field: dropped and reported
     detailed = ADAPTERS["anthropic"].encode(ask(allm.ImagePart(PART.image, "high")), stream=False)
     assert orjson.loads(detailed.body)["messages"][0]["content"][1] == theirs[1]
-    assert detailed.warnings == ("image detail is not supported by Anthropic and was not sent",)
+    assert [(w.setting, str(w)) for w in detailed.warnings] == [("detail", "image detail is not supported by Anthropic and was not sent")]
     # a URL image goes as a url source
     url = ADAPTERS["anthropic"].encode(ask(allm.ImagePart.from_url("https://example.org/ruby.png")), stream=False)
     assert orjson.loads(url.body)["messages"][0]["content"][1] == {"type": "image", "source": {"type": "url", "url": "https://example.org/ruby.png"}}

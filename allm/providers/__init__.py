@@ -8,6 +8,9 @@
   llama.cpp's ``llama-server``, vLLM) as a dialect.
 - :class:`Gemini`: the Google Gemini API (``generateContent``).
 - :class:`Fake`: a scripted provider for tests.
+
+Where each name lives is the provider table's (:mod:`allm.providers.registry`); the
+adapter contract is :mod:`allm.providers.base`.
 """
 
 from __future__ import annotations
@@ -19,27 +22,17 @@ if TYPE_CHECKING:
     from .anthropic import Anthropic
     from .fake import Fake
     from .gemini import Gemini
-    from .openai_chat import Dialect, OpenAI, OpenAICompatible
-    from .openai_responses import OpenAIResponses
+    from .openai import Dialect, OpenAI, OpenAICompatible, OpenAIResponses
 
 __all__ = ["Anthropic", "Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible", "OpenAIResponses"]
 
-_WHERE = {
-    "Anthropic": ".anthropic",
-    "Fake": ".fake",
-    "Gemini": ".gemini",
-    "OpenAI": ".openai_chat",
-    "OpenAICompatible": ".openai_chat",
-    "Dialect": ".openai_chat",
-    "OpenAIResponses": ".openai_responses",
-}
-
 
 def __getattr__(name: str) -> Any:
-    mod = _WHERE.get(name)
-    if mod is None:
+    registry = importlib.import_module(".registry", __name__)
+    where = registry.ADAPTER_CLASSES.get(name) or registry.VALUES.get(name)
+    if where is None:
         raise AttributeError(f"module 'allm.providers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
+    value = getattr(importlib.import_module(where[0], __name__), where[1])
     globals()[name] = value
     return value
 

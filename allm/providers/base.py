@@ -1,61 +1,59 @@
-"""The adapter contract and the pieces every sans-IO adapter shares.
+"""The adapter contract: what an adapter is, and the capabilities it may have.
 
-An HTTP adapter is a small frozen value with pure methods:
+An adapter is a small value with pure methods; the engine's I/O shells do the rest.
 
-- ``encode(request, *, stream) -> HttpCall``: method, URL, headers (never the key),
-  JSON body and the warnings for settings the provider does not support.
-- ``auth_headers(key) -> dict``: where the key goes (the shell calls this; the key
-  never enters an ``HttpCall``).
-- ``decoder(call, *, include_raw) -> Decoder``: ``feed(bytes) -> list[Event]`` and
-  ``close() -> list[Event]``; identical events whatever the byte boundaries.
-- ``decode_body(call, body) -> list[Event]``: a non-streaming body as the *same*
-  events a stream would give.
-- ``error(status, headers, body) -> AdapterError``.
-- ``key_spec``: which provider name and environment variables the key comes from.
+**Generation** (every adapter is one of the two):
 
-A local adapter (the Fake) instead implements ``open(request) -> Iterator[Event |
-Delay]`` and needs no transport.
+- :class:`HttpAdapter`: ``encode(request, *, stream) -> HttpCall`` (method, URL,
+  headers without the key, JSON body, and :class:`~allm.types.CallWarning` s for
+  what was not sent); ``auth_headers(key)`` (where the key goes: the shell adds it,
+  it never enters an ``HttpCall``); ``decoder(call, *, include_raw) -> Decoder``
+  (``feed(bytes) -> list[Event]``, ``close() -> list[Event]``: the same events
+  whatever the byte boundaries); ``decode_body(call, body)`` (a non-streaming body
+  as the *same* events a stream gives); ``error(status, headers, body) ->
+  AdapterError``; ``key_spec`` (the provider name and environment variables of its
+  key).
+- :class:`LocalAdapter` (the Fake): ``open(request) -> Iterator[Event | Delay]``
+  makes the events in process, and ``respond(call) -> bytes`` answers the
+  :class:`HttpCall` of a capability below in process, so a local adapter's
+  capabilities use the same ``encode_*``/``decode_*`` pair as an HTTP one.
 
-:class:`Assembler` turns provider deltas into events and builds the final
-:class:`~allm.types.Message`; :func:`parse_arguments` parses tool-call JSON.
-Nothing here does I/O.
+**Capabilities**, each a runtime-checkable :class:`~typing.Protocol` (test with
+``isinstance(adapter, Embeds)``): :class:`Embeds`, :class:`ListsModels`,
+:class:`MakesImages`, :class:`CountsTokens`. Each is an ``encode_*`` method that
+returns an :class:`HttpCall` and a ``decode_*`` method that reads the answer's body;
+the shell performs the call in between (an HTTP adapter's with its key, a local
+adapter's with ``respond``). ``decode_*`` raises
+:class:`~allm.errors.AdapterError` (``malformed_response``) for a body of another shape.
+
+Nothing here does I/O. The pieces adapters are built from live beside it:
+:mod:`~allm.providers.assembler` (deltas -> events and the final message) and
+:mod:`~allm.providers._wire` (SSE decoding, JSON bodies, warnings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, cast, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
-import orjson
 
 from ..errors import AdapterError
-from ..events import (
-    Error,
-    Event,
-    MessageCompleted,
-    MessageStarted,
-    RawChunk,
-    ReasoningCompleted,
-    ReasoningDelta,
-    TextCompleted,
-    TextDelta,
-    ToolCallCompleted,
-    ToolCallDelta,
-    ToolCallStarted,
-)
-from ..types import Message, Part, ReasoningPart, Request, TextPart, ToolCall, Usage
+from ..events import Event
+from ..types import CallWarning, Embeddings, ImageRequest, ImageResponse, Request
 
 __all__ = [
     "Adapter",
-    "Assembler",
+    "CountsTokens",
     "Decoder",
     "Delay",
+    "Embeds",
     "HttpAdapter",
     "HttpCall",
     "KeySpec",
+    "ListsModels",
     "LocalAdapter",
-    "parse_arguments",
+    "MakesImages",
 ]
 
 
@@ -74,7 +72,11 @@ class KeySpec:
 
 @attrs.frozen
 class HttpCall:
-    """One HTTP exchange to make, as data. Holds no key."""
+    """One HTTP exchange to make, as data. Holds no key.
+
+    ``warnings``: what the adapter did not send as asked (settings the provider does
+    not support...); they reach ``MessageStarted.warnings`` and ``Response.warnings``.
+    """
 
     method: str
     url: str
@@ -83,7 +85,7 @@ class HttpCall:
     stream: bool
     provider: str
     model: str | None = None
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[CallWarning, ...] = ()
 
 
 @attrs.frozen
@@ -105,9 +107,12 @@ class Decoder(Protocol):
     def close(self) -> list[Event]: ...
 
 
+# ------------------------------------------------------------------------------ generation
+
+
 @runtime_checkable
 class HttpAdapter(Protocol):
-    """See the module docstring."""
+    """An adapter whose calls go over HTTP (see the module docstring)."""
 
     @property
     def key_spec(self) -> KeySpec: ...
@@ -125,400 +130,88 @@ class HttpAdapter(Protocol):
 
 @runtime_checkable
 class LocalAdapter(Protocol):
-    """An adapter that produces events in process (the Fake)."""
+    """An adapter that answers in process (the Fake).
+
+    ``open(request)`` records the call and returns its events (and :class:`Delay` s);
+    ``respond(call)`` returns the body a capability's :class:`HttpCall` gets, or
+    raises the :class:`~allm.errors.AdapterError` the call fails with.
+    """
 
     def open(self, request: Request) -> Iterator[Event | Delay]: ...
+
+    def respond(self, call: HttpCall) -> bytes: ...
 
 
 Adapter = HttpAdapter | LocalAdapter
 
 
-def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
-    """Parse tool-call arguments: ``(object, None)`` or ``({}, why)`` when not a JSON object.
-
-    Empty or blank text means no arguments (``{}``), as several providers send for
-    parameterless tools.
-    """
-    if not raw or raw.isspace():
-        return {}, None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return {}, f"arguments are not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return {}, f"arguments must be a JSON object, got {type(value).__name__}"
-    return value, None
+# ------------------------------------------------------------------------------ capabilities
 
 
-def malformed(provider: str, why: str) -> AdapterError:
-    return AdapterError(why, reason="malformed_response", provider=provider)
+@runtime_checkable
+class Embeds(Protocol):
+    """Text embeddings (``allm.embed``).
 
-
-class SSEStreamDecoder:
-    """The byte side every SSE-based decoder shares.
-
-    ``feed``/``close`` run the incremental :class:`~allm.sse.SSEDecoder` and hand the
-    ``(event name, data)`` items to the subclass's ``_on_items``, which appends events
-    to ``out`` and sets ``finished`` when the provider's terminal marker arrives (or
-    calls ``_fail``). Ending without the marker calls ``_end``: by default an
-    ``Error`` (``malformed_response``) naming ``terminal_marker``. After ``finished``,
-    input is ignored.
+    - ``embed_batch_size``: the most texts one call may carry; longer lists are sent
+      in several calls (OpenAI 2048, Gemini 100).
+    - ``encode_embed(texts, *, model, dimensions)``: one call embedding ``texts``;
+      ``dimensions`` asks for shorter vectors where the provider has it.
+    - ``decode_embed(body)``: one vector per text, in input order, with the token
+      usage the provider reports.
     """
 
-    __slots__ = ("_sse", "failed", "finished", "provider")
+    embed_batch_size: int
 
-    terminal_marker = "its terminal marker"
+    def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall: ...
 
-    def __init__(self, provider: str) -> None:
-        from ..sse import SSEDecoder
-
-        self.provider = provider
-        self._sse = SSEDecoder()
-        self.finished = False  # the terminal marker was seen, or the stream failed
-        self.failed = False
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.feed(chunk), out)
-        return out
-
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        out: list[Event] = []
-        self._on_items(self._sse.close(), out)
-        if not self.finished:
-            self._end(out)
-        return out
-
-    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
-        raise NotImplementedError
-
-    def _end(self, out: list[Event]) -> None:
-        self._fail(out, malformed(self.provider, f"the stream ended before {self.terminal_marker}"))
-
-    def _fail(self, out: list[Event], error: AdapterError) -> None:
-        self.failed = self.finished = True
-        out.append(Error(error))
+    def decode_embed(self, body: bytes) -> Embeddings: ...
 
 
-def _covers(new: Usage, old: Usage) -> bool:
-    """Whether ``new`` reports every counter ``old`` reports (then ``old.merge(new) == new``)."""
-    return (
-        (new.input_tokens is not None or old.input_tokens is None)
-        and (new.output_tokens is not None or old.output_tokens is None)
-        and (new.cached_input_tokens is not None or old.cached_input_tokens is None)
-        and (new.cache_write_input_tokens is not None or old.cache_write_input_tokens is None)
-        and (new.reasoning_tokens is not None or old.reasoning_tokens is None)
-        and (new.total_tokens is not None or old.total_tokens is None)
-    )
+@runtime_checkable
+class ListsModels(Protocol):
+    """The provider's model list (``allm.list_models``).
 
-
-# ------------------------------------------------------------------------------ assembler
-
-
-class _Text:
-    __slots__ = ("done", "frags", "key")
-
-    def __init__(self, key: str | None) -> None:
-        self.key = key
-        self.frags: list[str] = []
-        self.done = False
-
-
-class _Reasoning:
-    __slots__ = ("done", "encrypted_content", "frags", "item_id", "key", "redacted_data", "signature")
-
-    def __init__(self, key: str | None) -> None:
-        self.key = key
-        self.frags: list[str] = []
-        self.signature: str | None = None
-        self.redacted_data: str | None = None
-        self.encrypted_content: str | None = None
-        self.item_id: str | None = None
-        self.done = False
-
-
-class _Tool:
-    __slots__ = ("call", "done", "frags", "id", "index", "key", "metadata", "name", "pending", "started")
-
-    def __init__(self, key: object, index: int) -> None:
-        self.key = key
-        self.index = index
-        self.id: str | None = None
-        self.name: str | None = None
-        self.frags: list[str] = []
-        self.pending: list[str] = []  # fragments seen before id and name were known
-        self.started = False
-        self.done = False
-        self.call: ToolCall | None = None
-        self.metadata: dict[str, Any] = {}
-
-
-_Block = _Text | _Reasoning | _Tool
-
-
-class Assembler:
-    """Builds events and the final message from a provider's deltas.
-
-    Decoders call :meth:`start`, :meth:`text`, :meth:`reasoning`,
-    :meth:`tool_call` / :meth:`tool_arguments`, :meth:`close_block` and
-    :meth:`finish`; each returns the events to emit. Keys name content blocks in
-    the provider's own terms (an index, an item id); text blocks keyed ``None`` are
-    reported with ``id=None``.
-
-    Finish reason is derived here: any completed tool call makes it ``tool_calls``.
+    - ``encode_list_models()``: the call (``GET /models`` or its equivalent).
+    - ``decode_list_models(body)``: model ids as ``model=`` takes them.
     """
 
-    __slots__ = (
-        "_blocks",
-        "_cur_text",
-        "_reasonings",
-        "_texts",
-        "_tools",
-        "finished",
-        "id",
-        "model",
-        "provider",
-        "started",
-        "usage",
-        "warnings",
-    )
+    def encode_list_models(self) -> HttpCall: ...
 
-    def __init__(self, provider: str, warnings: tuple[str, ...] = ()) -> None:
-        self.provider = provider
-        self.warnings = warnings
-        self.started = False
-        self.finished = False
-        self.id: str | None = None
-        self.model: str | None = None
-        self.usage: Usage | None = None
-        self._blocks: list[_Block] = []
-        self._texts: dict[str | None, _Text] = {}
-        self._cur_text: _Text | None = None
-        self._reasonings: dict[str | None, _Reasoning] = {}
-        self._tools: dict[object, _Tool] = {}
+    def decode_list_models(self, body: bytes) -> list[str]: ...
 
-    # -- lifecycle
 
-    def start(self, id: str | None = None, model: str | None = None) -> list[Event]:
-        """``[MessageStarted]`` the first time, ``[]`` after."""
-        if self.started:
-            if id and not self.id:
-                self.id = id
-            if model and not self.model:
-                self.model = model
-            return []
-        self.started = True
-        self.id = id
-        self.model = model
-        return [MessageStarted(id, model, self.warnings)]
+@runtime_checkable
+class MakesImages(Protocol):
+    """Image generation, edits and variations (``allm.generate_image``, ``edit_image``,
+    ``image_variations``).
 
-    # -- text
+    - ``image_operations``: which of ``"generate"``, ``"edit"``, ``"variations"`` it has.
+    - ``encode_image(operation, request)``: the call for one operation; settings the
+      endpoint lacks are dropped with a warning.
+    - ``decode_image(call, body)``: the images (and text, usage, warnings).
+    - ``image_error(status, headers, body)``: an HTTP error of an image call, with a
+      moderation refusal as reason ``content_filter``.
+    """
 
-    def text(self, delta: str, key: str | None = None) -> TextDelta:
-        cur = self._cur_text
-        if cur is None or cur.key != key or cur.done:
-            cur = self._texts.get(key)
-            if cur is None or cur.done:
-                cur = _Text(key)
-                self._texts[key] = cur
-                self._blocks.append(cur)
-            self._cur_text = cur
-        cur.frags.append(delta)
-        return TextDelta(delta, key)
+    image_operations: frozenset[str]
 
-    # -- reasoning
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall: ...
 
-    def _reasoning_block(self, key: str | None) -> _Reasoning:
-        r = self._reasonings.get(key)
-        if r is None or r.done:
-            r = _Reasoning(key)
-            self._reasonings[key] = r
-            self._blocks.append(r)
-        return r
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse: ...
 
-    def reasoning(self, delta: str, key: str | None = None) -> ReasoningDelta:
-        self._reasoning_block(key).frags.append(delta)
-        return ReasoningDelta(delta, key)
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError: ...
 
-    def reasoning_signature(
-        self,
-        key: str | None = None,
-        *,
-        signature: str | None = None,
-        redacted_data: str | None = None,
-        encrypted_content: str | None = None,
-        item_id: str | None = None,
-    ) -> None:
-        """Attach what must be sent back with a reasoning block (no event)."""
-        r = self._reasoning_block(key)
-        if signature is not None:
-            r.signature = (r.signature or "") + signature
-        if redacted_data is not None:
-            r.redacted_data = redacted_data
-        if encrypted_content is not None:
-            r.encrypted_content = encrypted_content
-        if item_id is not None:
-            r.item_id = item_id
 
-    # -- tool calls
+@runtime_checkable
+class CountsTokens(Protocol):
+    """The input tokens a request would use, counted by the provider without running it.
 
-    def tool_call(
-        self,
-        key: object,
-        *,
-        id: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[Event]:
-        """Open (or add the id/name of) the tool call ``key``."""
-        t = self._tools.get(key)
-        if t is None or t.done:
-            t = _Tool(key, len(self._tools))
-            self._tools[key] = t
-            self._blocks.append(t)
-        if id and not t.id:
-            t.id = id
-        if name and not t.name:
-            t.name = name
-        if metadata:
-            t.metadata.update(metadata)
-        if not t.started and t.id and t.name:
-            return self._start_tool(t)
-        return []
+    - ``encode_count_tokens(request, model)``: the call; ``model`` (when given) wins
+      over ``request.model``. The messages, system prompt and tools are counted the
+      way the provider counts a real call.
+    - ``decode_count_tokens(body)``: the count, in tokens.
+    """
 
-    def _start_tool(self, t: _Tool) -> list[Event]:
-        t.started = True
-        assert t.id is not None and t.name is not None
-        out: list[Event] = [ToolCallStarted(t.id, t.name, t.index)]
-        if t.pending:
-            joined = "".join(t.pending)
-            t.pending.clear()
-            if joined:
-                t.frags.append(joined)
-                out.append(ToolCallDelta(t.id, joined, t.index))
-        return out
+    def encode_count_tokens(self, request: Request, model: str | None = None) -> HttpCall: ...
 
-    def tool_arguments(self, key: object, delta: str) -> list[Event]:
-        t = self._tools.get(key)
-        if t is None or t.done:
-            self.tool_call(key)
-            t = self._tools[key]
-        if not delta:
-            return []
-        if not t.started:
-            t.pending.append(delta)
-            return []
-        t.frags.append(delta)
-        assert t.id is not None
-        return [ToolCallDelta(t.id, delta, t.index)]
-
-    def has_tool(self, key: object) -> bool:
-        t = self._tools.get(key)
-        return t is not None and not t.done
-
-    def tool_keys(self) -> list[object]:
-        return [k for k, t in self._tools.items() if not t.done]
-
-    # -- closing blocks
-
-    def close_block(self, block_key: object, kind: str) -> list[Event]:
-        """Complete one block: ``kind`` is ``"text"``, ``"reasoning"`` or ``"tool"``."""
-        if kind == "text":
-            tb = self._texts.get(cast("str | None", block_key))
-            return self._close(tb) if tb is not None and not tb.done else []
-        if kind == "reasoning":
-            rb = self._reasonings.get(cast("str | None", block_key))
-            return self._close(rb) if rb is not None and not rb.done else []
-        tool = self._tools.get(block_key)
-        return self._close(tool) if tool is not None and not tool.done else []
-
-    def _close(self, b: _Block) -> list[Event]:
-        b.done = True
-        if type(b) is _Text:
-            if b is self._cur_text:
-                self._cur_text = None
-            return [TextCompleted("".join(b.frags), b.key)]
-        if type(b) is _Reasoning:
-            return [ReasoningCompleted(self._reasoning_part(b), b.key)]
-        assert type(b) is _Tool
-        out: list[Event] = []
-        if not b.name:
-            b.name = ""
-        if not b.started:
-            if not b.id:
-                b.id = self._synth_id(b.index)
-            out.extend(self._start_tool(b))
-        raw = "".join(b.frags)
-        args, err = parse_arguments(raw)
-        assert b.id is not None
-        b.call = ToolCall(b.id, b.name, args, raw or "{}", err, dict(b.metadata) if b.metadata else {})
-        out.append(ToolCallCompleted(b.call, b.index))
-        return out
-
-    def _synth_id(self, index: int) -> str:
-        base = self.id or ""
-        return f"call_{base[-12:]}_{index}" if base else f"call_{index}"
-
-    def _reasoning_part(self, b: _Reasoning) -> ReasoningPart:
-        return ReasoningPart(
-            "".join(b.frags), b.signature, b.redacted_data, b.encrypted_content, b.item_id, self.provider
-        )
-
-    # -- usage and finish
-
-    def add_usage(self, usage: Usage) -> RawChunk:
-        cur = self.usage
-        # ``merge`` would give a value equal to ``usage`` when it reports every counter
-        # ``cur`` has (Gemini repeats usage on every chunk): skip building it then.
-        if cur is None or _covers(usage, cur):
-            self.usage = usage
-        else:
-            self.usage = cur.merge(usage)
-        return RawChunk(None, usage)
-
-    def finish(
-        self,
-        finish_reason: str | None,
-        raw_finish_reason: str | None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> list[Event]:
-        """Close every open block, then ``MessageCompleted`` with the derived finish reason."""
-        out: list[Event] = []
-        if not self.started:
-            out.extend(self.start())
-        for b in self._blocks:
-            if not b.done:
-                out.extend(self._close(b))
-        calls = tuple(b.call for b in self._blocks if type(b) is _Tool and b.call is not None)
-        if calls:
-            finish_reason = "tool_calls"
-        self.finished = True
-        out.append(
-            MessageCompleted(self.message(calls), finish_reason, raw_finish_reason, self.usage, metadata or {})
-        )
-        return out
-
-    def message(self, calls: tuple[ToolCall, ...] | None = None) -> Message:
-        parts: list[Part] = []
-        for b in self._blocks:
-            if type(b) is _Text:
-                if b.frags:
-                    parts.append(TextPart("".join(b.frags)))
-            elif type(b) is _Reasoning:
-                parts.append(self._reasoning_part(b))
-        if calls is None:
-            calls = tuple(b.call for b in self._blocks if type(b) is _Tool and b.call is not None)
-        content: str | tuple[Part, ...]
-        if not parts:
-            content = ""
-        elif len(parts) == 1 and type(parts[0]) is TextPart:
-            content = parts[0].text
-        elif all(type(p) is TextPart for p in parts):
-            content = "".join(p.text for p in parts)  # type: ignore[union-attr]
-        else:
-            content = tuple(parts)
-        return Message("assistant", content, tool_calls=calls)
+    def decode_count_tokens(self, body: bytes) -> int: ...

@@ -29,26 +29,67 @@ The Fake ignores what it is asked (but records every request) and plays a script
   ...]`` (one list per call), with entries ``image(...)``, ``text``, ``usage`` and
   ``error`` (raised as the call's error). ``image_requests`` records ``(operation,
   ImageRequest)`` per call.
+- Embeddings (:func:`allm.embed`): ``embeddings={"text": [0.1, ...]}`` scripts the
+  vector of a text; any other text gets a deterministic unit vector derived from its
+  SHA-256 (``dimensions`` long, 8 by default). Usage counts one input token per
+  word. ``embed_requests`` records each call's :class:`EmbedRequest`.
+- Model lists (:func:`allm.list_models`): ``models=[...]``; without it the engine's
+  model is listed.
+- Token counts (``encode_count_tokens``/``decode_count_tokens``): one token per
+  whitespace-separated word of each message's text, plus one per message;
+  ``count_requests`` records the requests counted.
+
+Everything but generation goes through the same ``encode_*``/``decode_*`` pairs as an
+HTTP adapter's (see :mod:`allm.providers.base`); :meth:`Fake.respond` answers their
+calls in process.
 
 A Fake is a test double, not a value: it counts calls and keeps ``requests``.
-Share one Fake across the calls of one test; build a new one per test.
+Share one Fake across the calls of one test; build a new one per test. It is stored
+(inside an ``Engine``) by :meth:`Fake.to_state` and :meth:`Fake.from_state`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import attrs
+import orjson
 
-from ..errors import AdapterError
+from .. import codec
+from ..errors import AdapterError, ValidationError, from_status
 from ..events import Error, Event, RawChunk
-from ..types import GeneratedImage, Image, ImageRequest, ImageResponse, Request, Usage
-from .base import Assembler, Delay
+from ..types import Embeddings, GeneratedImage, Image, ImageRequest, ImageResponse, Request, Usage
+from ._fake_script import (
+    FINISH_REASONS,
+    DelayEntry,
+    Entry,
+    ErrorEntry,
+    FinishEntry,
+    ImageEntry,
+    ImageScriptEntry,
+    RawChunkEntry,
+    ReasoningEntry,
+    TextEntry,
+    ToolCallDeltaEntry,
+    ToolCallEntry,
+    UsageEntry,
+    as_entries,
+    as_image_entries,
+    dump_scripts,
+    load_scripts,
+)
+from ._wire import load_json, model_ids, token_count
+from .assembler import Assembler
+from .base import Delay, HttpCall
 
 __all__ = [
     "DelayEntry",
+    "EmbedRequest",
     "ErrorEntry",
     "Fake",
     "FinishEntry",
@@ -63,132 +104,12 @@ __all__ = [
 
 
 @attrs.frozen
-class TextEntry:
-    text: str
+class EmbedRequest:
+    """One embeddings call the Fake answered: the ``texts``, ``model`` and ``dimensions`` asked for."""
 
-
-@attrs.frozen
-class ReasoningEntry:
-    text: str
-    signature: str | None = None
-
-
-@attrs.frozen
-class ToolCallEntry:
-    name: str
-    arguments: Mapping[str, Any] | None = None
-    id: str | None = None
-    raw_arguments: str | None = None
-
-
-@attrs.frozen
-class ToolCallDeltaEntry:
-    id: str
-    arguments_delta: str
-    name: str | None = None
-
-
-@attrs.frozen
-class UsageEntry:
-    usage: Usage
-
-
-@attrs.frozen
-class RawChunkEntry:
-    data: Any
-
-
-@attrs.frozen
-class FinishEntry:
-    reason: str = "stop"
-
-
-@attrs.frozen
-class ErrorEntry:
-    reason: str = "unknown"
-    message: str = "scripted error"
-    status: int | None = None
-    retry_after: float | None = None
-    before_stream: bool = False
-
-
-@attrs.frozen
-class DelayEntry:
-    seconds: float
-
-
-@attrs.frozen
-class ImageEntry:
-    """An image of an image call: inline ``data`` (with ``mime_type``) or a ``url``."""
-
-    data: bytes | None = None
-    url: str | None = None
-    mime_type: str | None = "image/png"
-    revised_prompt: str | None = None
-
-
-Entry = Union[
-    TextEntry,
-    ReasoningEntry,
-    ToolCallEntry,
-    ToolCallDeltaEntry,
-    UsageEntry,
-    RawChunkEntry,
-    FinishEntry,
-    ErrorEntry,
-    DelayEntry,
-]
-_ENTRY_TYPES = (
-    TextEntry,
-    ReasoningEntry,
-    ToolCallEntry,
-    ToolCallDeltaEntry,
-    UsageEntry,
-    RawChunkEntry,
-    FinishEntry,
-    ErrorEntry,
-    DelayEntry,
-)
-
-_IMAGE_ENTRY_TYPES = (ImageEntry, TextEntry, UsageEntry, ErrorEntry)
-ImageScriptEntry = Union[ImageEntry, TextEntry, UsageEntry, ErrorEntry]
-
-
-def _image_entries(value: Any, where: str) -> list[ImageScriptEntry]:
-    if isinstance(value, (str, *_IMAGE_ENTRY_TYPES)):
-        value = [value]
-    out: list[ImageScriptEntry] = []
-    for i, e in enumerate(value):
-        if isinstance(e, str):
-            out.append(TextEntry(e))
-        elif isinstance(e, _IMAGE_ENTRY_TYPES):
-            out.append(e)
-        else:
-            raise TypeError(
-                f"{where}[{i}] is a {type(e).__name__}; image script entries are built with allm.testing: "
-                "image, text, usage, error"
-            )
-    return out
-
-
-_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "error", "other"})
-
-
-def _entries(value: Any, where: str) -> list[Entry]:
-    if isinstance(value, (str, _ENTRY_TYPES)):
-        value = [value]
-    out: list[Entry] = []
-    for i, e in enumerate(value):
-        if isinstance(e, str):
-            out.append(TextEntry(e))
-        elif isinstance(e, _ENTRY_TYPES):
-            out.append(e)
-        else:
-            raise TypeError(
-                f"{where}[{i}] is a {type(e).__name__}; script entries are strings or built with "
-                "allm.testing: text, reasoning, tool_call, tool_call_delta, usage, raw_chunk, finish, error, delay"
-            )
-    return out
+    texts: tuple[str, ...]
+    model: str
+    dimensions: int | None = None
 
 
 class Fake:
@@ -210,28 +131,37 @@ class Fake:
         model: str = "fake",
         images: Sequence[Any] | None = None,
         image_scripts: Sequence[Sequence[Any]] | None = None,
+        models: Sequence[str] | None = None,
+        embeddings: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if images is not None and image_scripts is not None:
             raise ValueError("Fake takes images= or image_scripts=, not both")
         self._image_scripts: list[list[ImageScriptEntry]] = []
         if images is not None:
-            self._image_scripts = [_image_entries(images, "images")]
+            self._image_scripts = [as_image_entries(images, "images")]
         elif image_scripts is not None:
-            self._image_scripts = [_image_entries(s, f"image_scripts[{i}]") for i, s in enumerate(image_scripts)]
+            self._image_scripts = [as_image_entries(s, f"image_scripts[{i}]") for i, s in enumerate(image_scripts)]
         self.image_requests: list[tuple[str, ImageRequest]] = []
+        self._models = None if models is None else tuple(str(m) for m in models)
+        self._embeddings = {str(t): tuple(float(x) for x in v) for t, v in (embeddings or {}).items()}
+        self.embed_requests: list[EmbedRequest] = []
+        self.count_requests: list[Request] = []
         given = sum(x is not None for x in (script, scripts, function))
-        if given == 0 and (images is not None or image_scripts is not None):
+        if given == 0 and any(x is not None for x in (images, image_scripts, models, embeddings)):
             scripts = []
             given = 1
         if given != 1:
-            raise ValueError("Fake takes exactly one of script=, scripts= or function= (or only images=/image_scripts=)")
+            raise ValueError(
+                "Fake takes exactly one of script=, scripts= or function= "
+                "(or only images=/image_scripts=/models=/embeddings=)"
+            )
         self._scripts: list[list[Entry]] | None = None
         if script is not None:
-            self._scripts = [_entries(script, "script")]
+            self._scripts = [as_entries(script, "script")]
         elif scripts is not None:
             if isinstance(scripts, str):
                 raise TypeError("scripts= is a list of scripts (one list of entries per call)")
-            self._scripts = [_entries(s, f"scripts[{i}]") for i, s in enumerate(scripts)]
+            self._scripts = [as_entries(s, f"scripts[{i}]") for i, s in enumerate(scripts)]
         self._function = function
         self.model = model
         self.requests: list[Request] = []
@@ -272,7 +202,7 @@ class Fake:
             index = len(self.requests)
             self.requests.append(request)
         if self._function is not None:
-            entries = _entries(self._function(request), "function result")
+            entries = as_entries(self._function(request), "function result")
         else:
             assert self._scripts is not None
             if index >= len(self._scripts):
@@ -341,17 +271,98 @@ class Fake:
                 return
             elif t is FinishEntry:
                 assert isinstance(e, FinishEntry)
-                reason = e.reason if e.reason in _FINISH_REASONS else "other"
+                reason = e.reason if e.reason in FINISH_REASONS else "other"
                 yield from asm.finish(reason, e.reason)
                 return
         yield from asm.finish("stop", "stop")
 
-    # -- image calls
+    # -- the capabilities beside generation: encode_* -> respond -> decode_*
+
+    def respond(self, call: HttpCall) -> bytes:
+        """The body the Fake answers ``call`` with (one made by its own ``encode_*`` methods),
+        recording the request. Raises :class:`~allm.errors.AdapterError`:
+        ``no_scripted_response`` past the end of the image scripts, a scripted image
+        error, or ``not_found`` for a call no ``encode_*`` of a Fake makes."""
+        path = call.url.removeprefix(_URL)
+        if path == "/embeddings":
+            return codec.dumps(self._embed(load_json("fake", call.body or b"", "the embeddings call")))
+        if path == "/models":
+            listed = self._models if self._models is not None else ()
+            return orjson.dumps({"data": [{"id": m} for m in listed]})
+        if path == "/count_tokens":
+            request = codec.loads(call.body or b"", Request)
+            with self._lock:
+                self.count_requests.append(request)
+            return orjson.dumps({"input_tokens": count_tokens(request)})
+        if path.startswith("/images/"):
+            return codec.dumps(self._image(path.removeprefix("/images/"), codec.loads(call.body or b"", ImageRequest)))
+        raise AdapterError(f"the Fake has no endpoint {call.method} {call.url}", reason="not_found", provider="fake", status=404)
+
+    def _call(self, method: str, path: str, body: bytes | None, model: str | None) -> HttpCall:
+        return HttpCall(method, _URL + path, {}, body, False, "fake", model)
+
+    # embeddings
+
+    embed_batch_size = 2048
+
+    def encode_embed(self, texts: Sequence[str], *, model: str, dimensions: int | None = None) -> HttpCall:
+        """The call embedding ``texts`` (``POST fake:///embeddings``)."""
+        body = {"model": model, "input": list(texts), "dimensions": dimensions}
+        return self._call("POST", "/embeddings", orjson.dumps(body), model)
+
+    def decode_embed(self, body: bytes) -> Embeddings:
+        return codec.loads(body, Embeddings)
+
+    def _embed(self, asked: Mapping[str, Any]) -> Embeddings:
+        req = EmbedRequest(tuple(asked["input"]), asked["model"], asked.get("dimensions"))
+        with self._lock:
+            self.embed_requests.append(req)
+        vectors = tuple(self._embeddings.get(t) or derived_vector(t, req.dimensions or 8) for t in req.texts)
+        words = sum(len(t.split()) for t in req.texts)
+        return Embeddings(vectors, req.model, Usage(input_tokens=words, total_tokens=words))
+
+    # model lists
+
+    def encode_list_models(self) -> HttpCall:
+        """``GET fake:///models``: the ``models=`` given (none: the engine's model is listed)."""
+        return self._call("GET", "/models", None, None)
+
+    def decode_list_models(self, body: bytes) -> list[str]:
+        return model_ids("fake", body)
+
+    # token counts
+
+    def encode_count_tokens(self, request: Request, model: str | None = None) -> HttpCall:
+        """The call counting ``request``'s input tokens (see :func:`count_tokens`)."""
+        if model is not None:
+            request = attrs.evolve(request, model=model)
+        return self._call("POST", "/count_tokens", codec.dumps(request), request.model or self.model)
+
+    def decode_count_tokens(self, body: bytes) -> int:
+        return token_count("fake", body)
+
+    # image calls
+
+    image_operations = frozenset({"generate", "edit", "variations"})
+
+    def encode_image(self, operation: str, request: ImageRequest) -> HttpCall:
+        """The call for one image ``operation`` (``generate``, ``edit`` or ``variations``)."""
+        return self._call("POST", f"/images/{operation}", codec.dumps(request), request.model or self.model)
+
+    def decode_image(self, call: HttpCall, body: bytes) -> ImageResponse:
+        return codec.loads(body, ImageResponse)
+
+    def image_error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError:
+        return from_status(status, body.decode("utf-8", "replace") or f"HTTP {status}", provider="fake")
 
     def images(self, operation: str, request: ImageRequest) -> ImageResponse:
         """Play the next image script for ``operation`` (``generate``, ``edit`` or
         ``variations``) and ``request``. Raises :class:`AdapterError`:
         ``no_scripted_response`` past the end of the image scripts, or a scripted error."""
+        call = self.encode_image(operation, request)
+        return self.decode_image(call, self.respond(call))
+
+    def _image(self, operation: str, request: ImageRequest) -> ImageResponse:
         with self._lock:
             index = len(self.image_requests)
             self.image_requests.append((operation, request))
@@ -376,3 +387,54 @@ class Fake:
             else:
                 raise AdapterError(e.message, reason=e.reason, provider="fake", status=e.status, retry_after=e.retry_after)
         return ImageResponse(tuple(images), request.model or self.model, f"fake-image-{index + 1}", None, "".join(text), total)
+
+    # -- storing
+
+    def to_state(self) -> dict[str, Any]:
+        """The Fake as JSON-native data: its model, how many calls were made, its scripts
+        (and image scripts, models, scripted embeddings when set). A Fake built with
+        ``function=`` holds behaviour, not data: :class:`~allm.errors.ValidationError`
+        (``invalid_request``)."""
+        if self._scripts is None:
+            raise ValidationError("a Fake built with function= cannot be stored", reason="invalid_request")
+        state: dict[str, Any] = {"model": self.model, "calls": self.calls, "scripts": dump_scripts(self._scripts)}
+        if self._image_scripts:
+            state["image_scripts"] = dump_scripts(self._image_scripts)
+        if self._models is not None:
+            state["models"] = list(self._models)
+        if self._embeddings:
+            state["embeddings"] = {t: list(v) for t, v in self._embeddings.items()}
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Fake:
+        """The Fake :meth:`to_state` gave ``state`` for, with as many calls already made."""
+        images = load_scripts(state["image_scripts"]) if "image_scripts" in state else None
+        fake = cls(
+            scripts=load_scripts(state["scripts"]),
+            model=state.get("model", "fake"),
+            image_scripts=images,
+            models=state.get("models"),
+            embeddings=state.get("embeddings"),
+        )
+        fake.requests.extend([Request()] * int(state.get("calls", 0)))
+        return fake
+
+
+_URL = "fake://"
+def count_tokens(request: Request) -> int:
+    """The Fake's token count of ``request``: one token per whitespace-separated word of each
+    message's text, plus one per message."""
+    return sum(len(m.text.split()) + 1 for m in request.messages)
+
+
+def derived_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """A unit vector of ``dimensions`` floats derived from the SHA-256 of ``text`` (the same text
+    always gives the same vector)."""
+    raw = b"".join(hashlib.sha256(f"{i}\0{text}".encode()).digest() for i in range((dimensions + 7) // 8))
+    values = [v / 2**31 - 1.0 for v in struct.unpack(f"<{dimensions}I", raw[: 4 * dimensions])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+codec.register(Fake, unstructure=Fake.to_state, structure=Fake.from_state, storable=False)

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from ..errors import ValidationError
-from ..types import Image, ImagePart, Message
+from ..types import CallWarning, Image, ImagePart, Message
+from ._wire import dropped, note
 
 __all__ = [
     "ANTHROPIC_IMAGES",
@@ -199,16 +200,17 @@ def check_image(image: Image, rules: ImageRules, where: str) -> int:
     return len(data)
 
 
-def check_images(messages: Sequence[Message], rules: ImageRules) -> list[str]:
+def check_images(messages: Sequence[Message], rules: ImageRules, provider: str | None = None) -> list[CallWarning]:
     """Check every image of ``messages`` against ``rules`` before anything is sent.
 
-    Returns the warnings to report (``detail`` dropped for a provider without it).
+    Returns the warnings to report (``detail`` dropped for a provider without it),
+    naming ``provider`` (the adapter's provider name).
     Raises :class:`~allm.errors.ValidationError` (``invalid_image``): an image in a
     system message, or in another role the provider does not take images in; any
     failure of :func:`check_image`; more images, or more inline bytes, than the
     provider accepts in one request.
     """
-    warnings: list[str] = []
+    warnings: list[CallWarning] = []
     count = 0
     total = 0
     for i, m in enumerate(messages):
@@ -227,9 +229,7 @@ def check_images(messages: Sequence[Message], rules: ImageRules) -> list[str]:
             total += check_image(p.image, rules, where)
             count += 1
             if p.detail is not None and not rules.detail:
-                w = f"image detail is not supported by {rules.provider} and was not sent"
-                if w not in warnings:
-                    warnings.append(w)
+                note(warnings, dropped("detail", provider, rules.provider, "unsupported_feature", "image detail"))
     if rules.max_images is not None and count > rules.max_images:
         raise ValidationError(
             f"the request has {count} images; {rules.provider} accepts at most {rules.max_images}",

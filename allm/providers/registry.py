@@ -29,25 +29,31 @@ from ..errors import ValidationError
 __all__ = [
     "ADAPTER_CLASSES",
     "PROVIDERS",
+    "VALUES",
     "ProviderSpec",
     "adapter_class",
     "build",
     "class_for_tag",
+    "load",
     "names",
     "spec",
+    "store",
     "tag_of",
 ]
 
 #: Adapter classes by their stored tag (the class name): ``tag -> (module, attribute)``.
 #: Modules are relative to :mod:`allm.providers`.
 ADAPTER_CLASSES: Mapping[str, tuple[str, str]] = {
-    "OpenAI": (".openai_chat", "OpenAI"),
-    "OpenAICompatible": (".openai_chat", "OpenAICompatible"),
-    "OpenAIResponses": (".openai_responses", "OpenAIResponses"),
-    "Anthropic": (".anthropic", "Anthropic"),
-    "Gemini": (".gemini", "Gemini"),
+    "OpenAI": (".openai", "OpenAI"),
+    "OpenAICompatible": (".openai.chat", "OpenAICompatible"),
+    "OpenAIResponses": (".openai.responses", "OpenAIResponses"),
+    "Anthropic": (".anthropic.adapter", "Anthropic"),
+    "Gemini": (".gemini.adapter", "Gemini"),
     "Fake": (".fake", "Fake"),
 }
+
+#: Other names :mod:`allm.providers` loads on first use: ``name -> (module, attribute)``.
+VALUES: Mapping[str, tuple[str, str]] = {"Dialect": (".openai._shared", "Dialect")}
 
 
 @attrs.frozen
@@ -140,6 +146,34 @@ def tag_of(adapter: object) -> str | None:
     if entry is None or cls.__module__ != importlib.util.resolve_name(entry[0], __package__ or "allm.providers"):
         return None
     return cls.__name__
+
+
+def store(adapter: object) -> dict[str, Any]:
+    """The stored (JSON-native) form of ``adapter``: ``{"adapter": <tag>, **its fields}``.
+
+    Raises :class:`~allm.errors.ValidationError` (``invalid_request``) for an adapter whose
+    class is not in :data:`ADAPTER_CLASSES`, or one that cannot be stored (a Fake built
+    with ``function=``).
+    """
+    from .. import codec
+
+    tag = tag_of(adapter)
+    if tag is None:
+        raise ValidationError(f"the adapter {type(adapter).__name__} cannot be stored", reason="invalid_request")
+    return {"adapter": tag, **codec.unstructure(adapter, type(adapter))}
+
+
+def load(data: Mapping[str, Any]) -> Any:
+    """The adapter :func:`store` gave ``data`` for; :class:`~allm.errors.ValidationError` for an unknown tag."""
+    from .. import codec
+
+    fields = dict(data)
+    tag = fields.pop("adapter")
+    try:
+        cls = class_for_tag(tag)
+    except KeyError:
+        raise ValidationError(f"unknown stored adapter {tag!r}", reason="invalid_request") from None
+    return codec.structure(fields, cls)
 
 
 def build(name: str, *, base_url: str | None = None, **options: Any) -> Any:

@@ -9,11 +9,13 @@ encode with :mod:`allm.codec` or orjson; a store never interprets them):
   that finds another version raises :class:`~allm.errors.StoreError` (``version_conflict``)
   and changes nothing. Versions start at 1 and grow by one per write.
 - a **log**: an append-only list of items (messages, events, journal entries), read by
-  index range.
+  index range with Python's slicing rules (``read(ns, key, -10)``: the last ten).
 
 ``delete`` removes both the record and the log of a key. ``prune`` applies a retention
 limit to a namespace (by the record's age, and by count keeping the newest), removing the
-records and logs of the keys it drops.
+records and logs of the keys it drops: a record is too old when ``updated_at < now -
+max_age``; among records written at the same time the greater key counts as the newer.
+Logs without a record are neither listed by ``keys`` nor pruned.
 
 Every method has an async twin named with an ``a`` prefix (``aget``, ``aput`` ...). Stores
 whose operations are local and short (memory, SQLite) implement the twins by calling the
@@ -21,7 +23,10 @@ sync method (:class:`SyncBacked`); network stores (Redis) implement both nativel
 
 Errors: :class:`~allm.errors.StoreError` with ``version_conflict``, ``unavailable`` (the
 server or file cannot be reached), ``closed`` (used after :meth:`Store.close`),
-``corrupt`` or ``invalid_url`` (:func:`allm.stores.open_store`).
+``corrupt`` or ``invalid_url`` (:func:`allm.stores.open_store`). Arguments of the wrong type
+raise ``TypeError`` (values and log items are ``bytes``, ``bytearray`` or ``memoryview``;
+``append`` takes a sequence of them), out of range ``ValueError`` (``expect < 0``, a
+negative ``max_age`` or ``max_count``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 allm makes two kinds of random ids: a request id per model call (``Response.request_id``,
 22 URL-safe characters) and a session id (``Session.id``, ``ses_`` and 16 characters).
-Both take their random bytes from one source, ``allm.api.id_bytes`` (``os.urandom``).
+Both take their random bytes from one source, ``allm.ids.random_bytes`` (``os.urandom``).
 :func:`deterministic_ids` swaps in a seeded generator, so the same test makes the same
 ids run after run (same shapes as real ones, all distinct within the run).
 
@@ -18,7 +18,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 
-from .. import api
+from .. import ids
 
 __all__ = ["deterministic_ids"]
 
@@ -38,9 +38,9 @@ def deterministic_ids(seed: int | str = 0) -> Iterator[Callable[[int], bytes]]:
         with lock:
             return rng.randbytes(n)
 
-    previous = api.id_bytes
-    api.id_bytes = source
+    previous = ids.random_bytes
+    ids.random_bytes = source
     try:
         yield source
     finally:
-        api.id_bytes = previous
+        ids.random_bytes = previous

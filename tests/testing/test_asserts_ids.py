@@ -119,14 +119,14 @@ def test_deterministic_ids_repeat_and_keep_their_shape() -> None:
 
 
 def test_deterministic_ids_nest_and_restore() -> None:
-    from allm import api
+    from allm import ids
 
-    before = api.id_bytes
+    before = ids.random_bytes
     with deterministic_ids("outer") as outer:
         with deterministic_ids("inner"):
-            assert api.id_bytes is not outer
-        assert api.id_bytes is outer
-    assert api.id_bytes is before is os.urandom
+            assert ids.random_bytes is not outer
+        assert ids.random_bytes is outer
+    assert ids.random_bytes is before is os.urandom
 
 
 def test_fake_tool_call_ids_are_already_deterministic() -> None:

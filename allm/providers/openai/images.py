@@ -30,10 +30,11 @@ from urllib.parse import urlparse
 
 import orjson
 
-from ..errors import AdapterError, ValidationError
-from ..types import GeneratedImage, Image, ImageRequest, ImageResponse, Usage
-from .base import HttpCall, malformed
-from .media import MB, ImageRules, check_image, multipart_body, sniff_mime_type
+from ...errors import AdapterError, ValidationError
+from ...types import CallWarning, GeneratedImage, Image, ImageRequest, ImageResponse, Usage
+from .._wire import SHAPE_ERRORS, copy_settings, json_or_none, malformed
+from ..base import HttpCall
+from ..media import MB, ImageRules, check_image, multipart_body, sniff_mime_type
 
 __all__ = ["OPERATIONS", "decode_images", "encode_image_call", "refine_error"]
 
@@ -63,7 +64,7 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
-def _fields_of(operation: str, req: ImageRequest, warnings: list[str]) -> dict[str, Any]:
+def _fields_of(operation: str, req: ImageRequest, provider: str, warnings: list[CallWarning]) -> dict[str, Any]:
     allowed = _FIELDS[operation]
     out: dict[str, Any] = {}
     if req.model:
@@ -73,15 +74,8 @@ def _fields_of(operation: str, req: ImageRequest, warnings: list[str]) -> dict[s
             raise ValidationError(f"an image {operation} needs a prompt", reason="invalid_request")
         out["prompt"] = req.prompt
     elif req.prompt:
-        warnings.append("prompt is not used by image variations and was not sent")
-    for name in _ALL_FIELDS:
-        value = getattr(req, name)
-        if value is None:
-            continue
-        if name in allowed:
-            out[name] = value
-        else:
-            warnings.append(f"{name} is not supported by OpenAI image {operation} and was not sent")
+        warnings.append(CallWarning("dropped_setting", "prompt", provider, "prompt is not used by image variations and was not sent"))
+    copy_settings(req, _ALL_FIELDS, allowed, out, warnings, provider, f"OpenAI image {operation}")
     return out
 
 
@@ -98,8 +92,8 @@ def encode_image_call(
     """
     if operation not in OPERATIONS:
         raise ValueError(f"unknown image operation {operation!r}; expected one of {sorted(OPERATIONS)}")
-    warnings: list[str] = []
-    fields = _fields_of(operation, req, warnings)
+    warnings: list[CallWarning] = []
+    fields = _fields_of(operation, req, provider, warnings)
     url = base_url.rstrip("/") + _PATHS[operation]
     h = {"accept": "application/json", **headers}
     if operation == "generate":
@@ -168,7 +162,7 @@ def decode_images(call: HttpCall, body: bytes) -> ImageResponse:
         usage = Usage(input_tokens=u.get("input_tokens"), output_tokens=u.get("output_tokens"), total_tokens=u.get("total_tokens"))
         created = data.get("created")
         meta = {k: data[k] for k in ("background", "output_format", "quality", "size") if isinstance(data.get(k), str)}
-    except (orjson.JSONDecodeError, binascii.Error, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (orjson.JSONDecodeError, binascii.Error, *SHAPE_ERRORS) as exc:
         raise malformed(provider, f"unexpected images body ({type(exc).__name__}: {exc})") from None
     return ImageResponse(
         tuple(images),
@@ -185,12 +179,9 @@ def decode_images(call: HttpCall, body: bytes) -> ImageResponse:
 def refine_error(err: AdapterError, body: bytes) -> AdapterError:
     """An image refused by moderation (error code ``content_policy_violation`` or
     ``moderation_blocked``) as reason ``content_filter``; other errors unchanged."""
-    try:
-        detail = orjson.loads(body).get("error") or {}
-        code = str(detail.get("code") or "") + " " + str(detail.get("type") or "")
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        code = ""
-    code = code.lower()
+    data = json_or_none(body)
+    detail = data.get("error") if isinstance(data, dict) else None
+    code = f"{detail.get('code') or ''} {detail.get('type') or ''}".lower() if isinstance(detail, dict) else ""
     if err.status == 400 and ("content_policy" in code or "moderation_blocked" in code):
         return AdapterError(
             err.message, reason="content_filter", provider=err.provider, status=err.status, request_id=err.request_id

@@ -1,0 +1,256 @@
+"""What the HTTP adapters share on the wire: SSE decoding, JSON bodies, errors, warnings.
+
+Pure: no I/O. Each adapter module keeps its provider's shapes; the steps they all take
+the same way (read a JSON body into events or a value, report a body that is not the
+documented shape as ``malformed_response``, name a dropped setting) live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from ..errors import AdapterError
+from ..events import Error, Event
+from ..types import CallWarning, WarningKind
+
+__all__ = [
+    "SHAPE_ERRORS",
+    "SSEStreamDecoder",
+    "body_events",
+    "copy_settings",
+    "dropped",
+    "error_body",
+    "header",
+    "int_or_none",
+    "json_headers",
+    "json_or_none",
+    "load_json",
+    "malformed",
+    "model_ids",
+    "note",
+    "shape_error",
+    "token_count",
+]
+
+#: What reading a wrongly shaped (but valid JSON) body can raise.
+SHAPE_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+
+def malformed(provider: str, why: str) -> AdapterError:
+    """An :class:`~allm.errors.AdapterError` with reason ``malformed_response``."""
+    return AdapterError(why, reason="malformed_response", provider=provider)
+
+
+def shape_error(provider: str, what: str, exc: BaseException) -> AdapterError:
+    """``unexpected <what> shape (<exception>)`` as ``malformed_response``."""
+    return malformed(provider, f"unexpected {what} shape ({type(exc).__name__}: {exc})")
+
+
+def int_or_none(v: Any) -> int | None:
+    """``v`` when it is an ``int`` (not a ``bool``), else ``None``."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def json_headers(stream: bool) -> dict[str, str]:
+    """``content-type: application/json`` and the ``accept`` of a streamed or whole answer."""
+    return {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+
+
+def header(headers: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` (lower case) present in ``headers``, matched case-insensitively."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    for n in names:
+        v = lower.get(n)
+        if v:
+            return v
+    return None
+
+
+def json_or_none(body: bytes) -> Any:
+    """``body`` as JSON, or ``None`` when it is empty or not JSON (error bodies may be anything)."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def error_body(body: bytes) -> tuple[Any, dict[str, Any], str]:
+    """What an HTTP error body says: ``(its JSON or None, its "error" object or {}, the message)``.
+
+    The message is ``error.message``, a string ``error``, a top-level ``message``, or
+    else the body's first 500 bytes as text (a proxy's HTML page).
+    """
+    data = json_or_none(body)
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return data, err, str(err.get("message") or "")
+    if isinstance(err, str):
+        return data, {}, err
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data, {}, data["message"]
+    return data, {}, body[:500].decode("utf-8", "replace")
+
+
+def load_json(provider: str, body: bytes, what: str) -> Any:
+    """``body`` as JSON; raises ``malformed_response`` naming ``what`` when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(provider, f"{what} is not valid JSON: {exc}") from None
+
+
+def model_ids(provider: str, body: bytes, array: str = "data", field: str = "id") -> list[str]:
+    """The ``field`` of each object in the ``array`` of a model list body
+    (``{"data": [{"id": ...}, ...]}``); raises ``malformed_response`` without that array."""
+    data = load_json(provider, body, "the model list")
+    items = data.get(array) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise malformed(provider, f"a model list has no {array} array")
+    return [m[field] for m in items if isinstance(m, dict) and isinstance(m.get(field), str)]
+
+
+def token_count(provider: str, body: bytes, field: str = "input_tokens") -> int:
+    """The integer ``field`` of a token count body (``{"input_tokens": 14}``); raises
+    ``malformed_response`` without one."""
+    data = load_json(provider, body, "the token count")
+    n = data.get(field) if isinstance(data, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise malformed(provider, f"a token count has no {field}")
+    return n
+
+
+def body_events(provider: str, body: bytes, read: Callable[[Any, list[Event]], None]) -> list[Event]:
+    """A non-streaming body as events: ``read(json, out)`` appends them.
+
+    A body that is not JSON gives one ``Error`` (``malformed_response``); a shape
+    ``read`` cannot take (one of :data:`SHAPE_ERRORS`) adds an ``Error`` after the
+    events read so far.
+    """
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [Error(malformed(provider, f"the response body is not valid JSON: {exc}"))]
+    out: list[Event] = []
+    try:
+        read(obj, out)
+    except SHAPE_ERRORS as exc:
+        out.append(Error(shape_error(provider, "body", exc)))
+    return out
+
+
+def dropped(
+    setting: str, provider: str | None, by: str, kind: WarningKind = "dropped_setting", what: str | None = None
+) -> CallWarning:
+    """The warning for ``setting`` not sent: ``"<what> is not supported by <by> and was not sent"``
+    (``what`` defaults to ``setting``; ``"image detail"`` reads better than ``"detail"``)."""
+    return CallWarning(kind, setting, provider, f"{what or setting} is not supported by {by} and was not sent")
+
+
+def copy_settings(
+    value: Any,
+    names: Iterable[str],
+    accepted: Container[str],
+    into: dict[str, Any],
+    warnings: list[CallWarning],
+    provider: str,
+    by: str,
+) -> None:
+    """Each field of ``names`` set on ``value`` (not ``None``): into ``into`` when ``accepted``
+    holds it, else a :func:`dropped` warning naming ``by``."""
+    for name in names:
+        v = getattr(value, name)
+        if v is None:
+            continue
+        if name in accepted:
+            into[name] = v
+        else:
+            warnings.append(dropped(name, provider, by))
+
+
+def note(warnings: list[CallWarning], warning: CallWarning) -> None:
+    """Append ``warning`` unless an equal one is already there."""
+    if warning not in warnings:
+        warnings.append(warning)
+
+
+class SSEStreamDecoder:
+    """The byte side every SSE-based decoder shares.
+
+    ``feed``/``close`` run the incremental :class:`~allm.sse.SSEDecoder` and hand the
+    ``(event name, data)`` items to the subclass's ``_on_items``, which appends events
+    to ``out`` and sets ``finished`` when the provider's terminal marker arrives (or
+    calls ``_fail``). Ending without the marker calls ``_end``: by default an
+    ``Error`` (``malformed_response``) naming ``terminal_marker``. After ``finished``,
+    input is ignored.
+    """
+
+    __slots__ = ("_sse", "failed", "finished", "provider")
+
+    terminal_marker = "its terminal marker"
+    item = "chunk"  # what one SSE data item is called in errors ("chunk", "event")
+
+    def __init__(self, provider: str) -> None:
+        from ..sse import SSEDecoder
+
+        self.provider = provider
+        self._sse = SSEDecoder()
+        self.finished = False  # the terminal marker was seen, or the stream failed
+        self.failed = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if self.finished:
+            return []
+        out: list[Event] = []
+        self._on_items(self._sse.feed(chunk), out)
+        return out
+
+    def close(self) -> list[Event]:
+        if self.finished:
+            return []
+        out: list[Event] = []
+        self._on_items(self._sse.close(), out)
+        if not self.finished:
+            self._end(out)
+        return out
+
+    def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
+        """Every item through :meth:`_json_item` until the stream finishes (subclasses with
+        items that are not JSON, such as ``[DONE]``, handle those first)."""
+        for name, data in items:
+            self._json_item(name, data, out)
+            if self.finished:
+                return
+
+    def _json_item(self, name: str | None, data: bytes, out: list[Event]) -> None:
+        """One item's JSON to :meth:`_on_json`. An item that is not JSON, a shape ``_on_json``
+        cannot read (one of :data:`SHAPE_ERRORS`) or an error it returns fails the stream."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self._fail(out, malformed(self.provider, f"a stream {self.item} is not valid JSON: {exc}"))
+            return
+        try:
+            err = self._on_json(name, obj, out)
+        except SHAPE_ERRORS as exc:
+            self._bad_shape(out, exc)
+            return
+        if err is not None:
+            self._fail(out, err)
+
+    def _on_json(self, name: str | None, obj: Any, out: list[Event]) -> AdapterError | None:
+        """Append the events of one item (``name``: its SSE ``event:``); an error it returns fails the stream."""
+        raise NotImplementedError
+
+    def _end(self, out: list[Event]) -> None:
+        self._fail(out, malformed(self.provider, f"the stream ended before {self.terminal_marker}"))
+
+    def _fail(self, out: list[Event], error: AdapterError) -> None:
+        self.failed = self.finished = True
+        out.append(Error(error))
+
+    def _bad_shape(self, out: list[Event], exc: Exception) -> None:
+        """Fail: one stream item is JSON of a shape the decoder cannot read."""
+        self._fail(out, shape_error(self.provider, self.item, exc))

@@ -1,0 +1,342 @@
+"""Running tool handlers: :func:`run_tools` (sync) and :func:`arun_tools` (async).
+
+Both run the calls of one step concurrently, each within a timeout, and yield a
+:class:`~allm.tools.ToolOutcome` per call as it finishes; the decisions about outcomes are
+in :mod:`allm.loop`.
+
+- Sync handlers run on a reused, bounded pool of daemon threads (:data:`MAX_WORKERS`; a
+  handler abandoned at its timeout does not count against the bound, and its thread ends
+  when the handler returns). Under the async driver the awaiting task gets the result
+  through the event loop.
+- Async handlers run on the caller's event loop under the async driver (cancelled at the
+  timeout or when the stream is closed). Under the sync driver they run on a pool thread,
+  in that thread's own event loop, which is kept for the thread's life (so the handler's
+  own async clients are pooled across calls and nothing leaks per call).
+- Each handler runs in a copy of the caller's ``contextvars`` context (so
+  ``allm.keys.scope`` applies inside handlers).
+
+A handler that raises — ``TimeoutError`` included — gives a ``handler_raised`` error at
+once; only the runner's own timeout gives ``timeout``. No wait here is unbounded when a
+timeout is set, and a worker always reports back, whatever its handler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from typing import Any
+
+from .errors import ToolError
+from .tools import ToolJob, ToolOutcome, handler_arity
+from .types import ToolCall
+
+__all__ = ["MAX_WORKERS", "arun_tools", "run_tool", "run_tools"]
+
+#: Threads running sync handlers at once (more calls wait for a free one, within their timeout).
+MAX_WORKERS = 64
+
+
+# ------------------------------------------------------------------------------ outcomes
+
+
+def _raised(call: ToolCall, exc: BaseException) -> ToolOutcome:
+    if isinstance(exc, ToolError):
+        return ToolOutcome(call, error=exc)
+    err = ToolError(
+        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        reason="handler_raised",
+        metadata={"exception_type": type(exc).__name__, "tool_name": call.name, "tool_call_id": call.id},
+    )
+    err.__cause__ = exc
+    return ToolOutcome(call, error=err)
+
+
+def _timed_out(call: ToolCall, timeout: float) -> ToolOutcome:
+    return ToolOutcome(
+        call,
+        error=ToolError(
+            f"{call.name} did not finish within {timeout:g} s",
+            reason="timeout",
+            metadata={"tool_name": call.name, "tool_call_id": call.id, "timeout": timeout},
+        ),
+    )
+
+
+def _args(job: ToolJob) -> tuple[Any, ...]:
+    assert job.tool is not None and job.tool.handler is not None
+    args = dict(job.call.arguments)
+    return (args,) if handler_arity(job.tool.handler) == 1 else (args, job.context)
+
+
+def _is_async(handler: Any) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler):
+        return False
+    return inspect.iscoroutinefunction(type(handler).__call__)  # an object with an async __call__
+
+
+async def _settle(value: Any) -> Any:
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+class _Expired(Exception):
+    """The runner's own timeout ended an async handler."""
+
+
+async def _within(coro: Any, timeout: float | None) -> Any:
+    if timeout is None:
+        return await coro
+    cm = asyncio.timeout(timeout)
+    try:
+        async with cm:
+            return await coro
+    except TimeoutError:
+        if cm.expired():
+            raise _Expired from None
+        raise
+
+
+# ------------------------------------------------------------------------------ the thread pool
+
+
+class _Ticket:
+    """One submitted call: ``done`` once its worker finished it; ``abandoned`` once its waiter
+    gave up at the timeout (the worker thread then ends instead of taking more work)."""
+
+    __slots__ = ("abandoned", "done")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.abandoned = False
+
+
+class _Pool:
+    """Daemon worker threads taking submitted calls from one queue.
+
+    ``live`` counts threads that are not abandoned; a new one starts when no thread is idle
+    and ``live < MAX_WORKERS`` (past that, calls wait in the queue, within their timeout).
+    Each thread keeps its own event loop for async handlers.
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[Callable[[], Any], contextvars.Context, Callable[[bool, Any], None], _Ticket]] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.idle = 0
+        self.live = 0
+
+    def submit(self, fn: Callable[[], Any], deliver: Callable[[bool, Any], None]) -> _Ticket:
+        """Run ``fn()`` in the caller's context on a worker; ``deliver(ok, value)`` from there."""
+        ticket = _Ticket()
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1
+            elif self.live < MAX_WORKERS:
+                self.live += 1
+                threading.Thread(target=self._work, name="allm-tool", daemon=True).start()
+        self.queue.put((fn, contextvars.copy_context(), deliver, ticket))
+        return ticket
+
+    def abandon(self, ticket: _Ticket) -> None:
+        """The waiter gave up on ``ticket``: its thread no longer counts against the bound."""
+        with self.lock:
+            if not ticket.done and not ticket.abandoned:
+                ticket.abandoned = True
+                self.live -= 1
+
+    def _work(self) -> None:
+        while True:
+            fn, ctx, deliver, ticket = self.queue.get()
+            try:
+                value = ctx.run(fn)
+            except BaseException as exc:  # reported to the waiter, whatever it is
+                ok, value = False, exc
+            else:
+                ok = True
+            with contextlib.suppress(Exception):
+                deliver(ok, value)
+            with self.lock:
+                ticket.done = True
+                if not ticket.abandoned:
+                    self.idle += 1
+                    continue
+            _close_thread_loop()
+            return
+
+
+_pool = _Pool()
+
+
+def _reset_after_fork() -> None:
+    global _pool
+    _pool = _Pool()  # the parent's threads do not exist in the child
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+_thread_loops = threading.local()
+
+
+def _run_async_here(coro: Any, timeout: float | None) -> Any:
+    """Run ``coro`` in this pool thread's own event loop (kept for the thread's life)."""
+    loop = getattr(_thread_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _thread_loops.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(_within(coro, timeout))
+
+
+def _close_thread_loop() -> None:
+    loop = getattr(_thread_loops, "loop", None)
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _call_sync(job: ToolJob, timeout: float | None) -> Callable[[], Any]:
+    def call() -> Any:
+        assert job.tool is not None and job.tool.handler is not None
+        value = job.tool.handler(*_args(job))
+        if inspect.isawaitable(value):
+            value = _run_async_here(_settle(value), timeout)
+        return value
+
+    return call
+
+
+# ------------------------------------------------------------------------------ sync runner
+
+
+def run_tool(job: ToolJob, timeout: float | None = None) -> ToolOutcome:
+    """Run one job in the calling thread (an async handler in a private event loop).
+
+    ``timeout`` applies to async handlers only (a sync handler cannot be interrupted in
+    its own thread; :func:`run_tools` enforces it from outside).
+    """
+    if job.error is not None:
+        return ToolOutcome(job.call, error=job.error)
+    try:
+        value = _call_sync(job, timeout)()
+    except _Expired:
+        assert timeout is not None
+        return _timed_out(job.call, timeout)
+    except Exception as exc:
+        return _raised(job.call, exc)
+    return ToolOutcome(job.call, value)
+
+
+def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
+    """Run ``jobs`` concurrently on the pool; yield outcomes as they finish.
+
+    Jobs that failed before running come first, in order. A job still running after
+    ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
+    (Python cannot stop a thread) and its eventual result ignored.
+    """
+    results: queue.SimpleQueue[tuple[int, ToolOutcome]] = queue.SimpleQueue()
+    running: dict[int, tuple[ToolJob, _Ticket]] = {}
+    for job in jobs:
+        if job.error is not None:
+            yield ToolOutcome(job.call, error=job.error)
+    start = time.monotonic()
+    pool = _pool
+    for i, job in enumerate(jobs):
+        if job.error is not None:
+            continue
+
+        def deliver(ok: bool, value: Any, i: int = i, job: ToolJob = job) -> None:
+            if ok:
+                results.put((i, ToolOutcome(job.call, value)))
+            elif isinstance(value, _Expired):
+                results.put((i, _timed_out(job.call, timeout or 0.0)))
+            else:
+                results.put((i, _raised(job.call, value)))
+
+        running[i] = (job, pool.submit(_call_sync(job, timeout), deliver))
+    while running:
+        wait = None if timeout is None else max(0.0, start + timeout - time.monotonic())
+        try:
+            i, outcome = results.get(timeout=wait)
+        except queue.Empty:
+            assert timeout is not None
+            for i in sorted(running):
+                job, ticket = running[i]
+                pool.abandon(ticket)
+                yield _timed_out(job.call, timeout)
+            return
+        if running.pop(i, None) is not None:
+            yield outcome
+
+
+# ------------------------------------------------------------------------------ async runner
+
+
+def _in_pool(fn: Callable[[], Any]) -> tuple[asyncio.Future[Any], _Ticket]:
+    """Run ``fn()`` on the pool; a future of its result on the running loop, and its ticket."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def deliver(ok: bool, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    return fut, _pool.submit(fn, deliver)
+
+
+async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
+    assert job.tool is not None and job.tool.handler is not None
+    handler = job.tool.handler
+
+    ticket: _Ticket | None = None
+
+    async def call() -> Any:
+        nonlocal ticket
+        if _is_async(handler):
+            return await _settle(handler(*_args(job)))
+        fut, ticket = _in_pool(_call_sync(job, None))
+        return await _settle(await fut)
+
+    try:
+        value = await _within(call(), timeout)
+    except _Expired:
+        assert timeout is not None
+        if ticket is not None:
+            _pool.abandon(ticket)
+        return _timed_out(job.call, timeout)
+    except Exception as exc:
+        return _raised(job.call, exc)
+    return ToolOutcome(job.call, value)
+
+
+async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
+    """The async twin of :func:`run_tools`: async handlers run as tasks, sync ones on the pool.
+
+    Closing the generator (or cancelling its task) cancels the handlers still running.
+    """
+    for job in jobs:
+        if job.error is not None:
+            yield ToolOutcome(job.call, error=job.error)
+    tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
+    try:
+        for fut in asyncio.as_completed(tasks):
+            yield await fut
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()

@@ -1,0 +1,298 @@
+"""Defects a user would hit in production, each with the test named for it: forked workers,
+``asyncio.run`` in a loop, handlers that raise ``TimeoutError``, structured finalize under
+failure and in sessions, duplicate tool names, handlers with defaulted parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import pytest
+
+import allm
+from allm import events as E
+from allm.providers import OpenAICompatible
+from allm.testing import error, fake_engine, text, tool_call
+from tests.loopback import LoopbackServer, Req, Writer, chat_chunks, serve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+async def _echo(req: Req, w: Writer) -> None:
+    """A Chat Completions server that answers each call with its last user message."""
+    said = orjson.loads(req.body)["messages"][-1]["content"]
+    await w.start_stream()
+    for c in chat_chunks([said[: len(said) // 2], said[len(said) // 2 :]]):
+        await w.chunk(c)
+        await asyncio.sleep(0.001)
+    await w.end_stream()
+
+
+@pytest.fixture
+def echo() -> Iterator[LoopbackServer]:
+    with serve(_echo) as s:
+        yield s
+
+
+# ------------------------------------------------------------------------------ 1. fork
+
+
+def _child_calls(args: tuple[str, int]) -> list[tuple[str, str]]:
+    url, n = args
+    engine = allm.Engine(adapter=OpenAICompatible(url), model="m")
+
+    def one(i: int) -> tuple[str, str]:
+        prompt = f"child {n} pid {os.getpid()} call {i}"
+        try:
+            return prompt, allm.generate(engine, prompt, retry=allm.RetryPolicy(max_attempts=1)).output_text
+        except allm.AllmError as exc:
+            return prompt, f"failed: {exc}"
+
+    with ThreadPoolExecutor(3) as pool:
+        return list(pool.map(one, range(6)))
+
+
+def test_fork_children_never_share_a_pooled_connection(echo: LoopbackServer) -> None:
+    engine = allm.Engine(adapter=OpenAICompatible(echo.url), model="m")
+    # The parent holds kept-alive connections in its pool when it forks.
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda i: allm.generate(engine, f"parent {i}").output_text, range(4))) == [f"parent {i}" for i in range(4)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(6) as workers:
+        results = workers.map(_child_calls, [(echo.url, n) for n in range(12)], chunksize=1)
+    answers = [pair for child in results for pair in child]
+    assert len(answers) == 72
+    wrong = [(prompt, got) for prompt, got in answers if prompt != got]
+    assert wrong == []
+    # The parent's own pool still works after its children used theirs.
+    assert allm.generate(engine, "parent again").output_text == "parent again"
+
+
+# ------------------------------------------------------------------------------ 2. asyncio.run leaks
+
+_LEAK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, os, resource, sys
+    import allm
+    from allm.providers import OpenAICompatible
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    engine = allm.Engine(adapter=OpenAICompatible(sys.argv[1]), model="m")
+
+    async def call(i):
+        return (await allm.agenerate(engine, f"run {i}")).output_text
+
+    for i in range(200):
+        assert asyncio.run(call(i)) == f"run {i}"
+    gc.collect()
+    loops = sum(isinstance(o, asyncio.AbstractEventLoop) for o in gc.get_objects())
+    print(len(os.listdir("/proc/self/fd")), loops)
+    """
+)
+
+
+def test_asyncio_run_in_a_loop_leaks_no_client_socket_or_loop(echo: LoopbackServer) -> None:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", _LEAK_SCRIPT, echo.url], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fds, loops = map(int, out.stdout.split())
+    assert fds < 20 and loops <= 1
+
+
+def test_async_tool_handlers_under_the_sync_driver_reuse_their_loop(echo: LoopbackServer) -> None:
+    inner = allm.Engine(adapter=OpenAICompatible(echo.url), model="m")
+
+    async def ask(args: dict[str, Any]) -> str:
+        return (await allm.agenerate(inner, args["q"])).output_text
+
+    tool = allm.tool("ask", "Ask the inner model", {"type": "object", "properties": {"q": {"type": "string"}}}, handler=ask)
+    before = threading.active_count()
+    for i in range(30):
+        eng = fake_engine([tool_call("ask", {"q": f"q{i}"})], ["done"], tools=[tool])
+        r = allm.chat(eng, "go")
+        assert r.thread.messages[2].text == f"q{i}"
+    assert threading.active_count() - before <= 2  # a reused worker, not a thread (and loop) per call
+    assert echo.wait_for(lambda: echo.open_connections <= 2)
+
+
+# ------------------------------------------------------------------------------ 3. TimeoutError from a handler
+
+
+def _times_out(args: dict[str, Any]) -> None:
+    raise TimeoutError("the socket timed out")
+
+
+async def _atimes_out(args: dict[str, Any]) -> None:
+    raise TimeoutError("the upstream timed out")
+
+
+@pytest.mark.parametrize("handler", [_times_out, _atimes_out], ids=["sync", "async"])
+@pytest.mark.parametrize("tool_timeout", [None, 30.0])
+def test_handler_raising_timeout_error_is_handler_raised_at_once_in_chat(handler: Any, tool_timeout: float | None) -> None:
+    tool = allm.tool("slow", handler=handler)
+    eng = fake_engine([tool_call("slow", {}, id="c1")], ["ok"], tools=[tool])
+    box: dict[str, Any] = {}
+    t0 = time.monotonic()
+    th = threading.Thread(target=lambda: box.setdefault("events", list(allm.stream(eng, "go", tool_timeout=tool_timeout))), daemon=True)
+    th.start()
+    th.join(20)
+    assert not th.is_alive(), "chat hung"
+    assert time.monotonic() - t0 < 10
+    events = box["events"]
+    completed = next(e for e in events if type(e) is E.ToolExecutionCompleted)
+    assert completed.error is not None and completed.error.reason == "handler_raised"
+    result = next(e for e in events if type(e) is E.ChatCompleted).result
+    assert result.halted_reason == "completed"
+    tool_message = result.thread.messages[2]
+    assert tool_message.is_error and "timed out" in tool_message.text and "did not finish" not in tool_message.text
+
+
+@pytest.mark.parametrize("handler", [_times_out, _atimes_out], ids=["sync", "async"])
+@pytest.mark.parametrize("tool_timeout", [None, 30.0])
+async def test_handler_raising_timeout_error_is_handler_raised_at_once_in_achat(handler: Any, tool_timeout: float | None) -> None:
+    tool = allm.tool("slow", handler=handler)
+    eng = fake_engine([tool_call("slow", {}, id="c1")], ["ok"], tools=[tool])
+    events = []
+    async with asyncio.timeout(10):
+        async for ev in allm.astream(eng, "go", tool_timeout=tool_timeout):
+            events.append(ev)
+    completed = next(e for e in events if type(e) is E.ToolExecutionCompleted)
+    assert completed.error is not None and completed.error.reason == "handler_raised"
+    assert next(e for e in events if type(e) is E.ChatCompleted).result.halted_reason == "completed"
+
+
+def test_a_worker_that_dies_never_leaves_the_runner_waiting() -> None:
+    class Dies(BaseException):
+        """Not an Exception: escapes ``except Exception`` in a handler wrapper."""
+
+    def die(args: dict[str, Any]) -> None:
+        raise Dies()
+
+    tool = allm.tool("die", handler=die)
+    eng = fake_engine([tool_call("die", {})], ["ok"], tools=[tool])
+    box: dict[str, Any] = {}
+    th = threading.Thread(target=lambda: box.setdefault("r", _safe(lambda: allm.chat(eng, "go", tool_timeout=None))), daemon=True)
+    th.start()
+    th.join(20)
+    assert not th.is_alive(), "chat hung on a dead worker"
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except BaseException as exc:
+        return exc
+
+
+# ------------------------------------------------------------------------------ 4, 5. structured finalize
+
+FORMAT = allm.json_schema("answer", {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False})
+
+
+def _lookup(args: dict[str, Any]) -> str:
+    return "Paris"
+
+
+LOOKUP = allm.tool("lookup", handler=_lookup)
+
+
+def test_structured_finalize_second_pass_failure_keeps_the_first_pass() -> None:
+    eng = fake_engine(
+        [tool_call("lookup", {}, id="l1")],
+        ["It is Paris."],
+        [error("provider_unavailable", "down", before_stream=True)],
+        tools=[LOOKUP],
+    )
+    req = allm.request([allm.user("Capital?")], response_format=FORMAT)
+    r = allm.chat(eng, req, structured_finalize=True, retry=allm.RetryPolicy(max_attempts=1))
+    assert r.halted_reason == "error"
+    assert [m.role for m in r.thread.messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert r.thread.messages[2].text == "Paris"
+    assert r.metadata["structured_finalize"] == {"pass_1_halted": "completed"}
+
+
+async def test_structured_finalize_second_pass_failure_keeps_the_first_pass_async() -> None:
+    eng = fake_engine([text("It is Paris.")], [error("provider_unavailable", "down", before_stream=True)])
+    req = allm.request([allm.user("Capital?")], response_format=FORMAT)
+    r = await allm.achat(eng, req, structured_finalize=True, retry=allm.RetryPolicy(max_attempts=1))
+    assert r.halted_reason == "error"
+    assert r.thread.messages[1].text == "It is Paris."
+
+
+def test_session_operations_honour_structured_finalize() -> None:
+    eng = fake_engine([tool_call("lookup", {}, id="l1")], ["It is Paris."], ['{"city": "Paris"}'], tools=[LOOKUP])
+    session, result = allm.Session.start(eng, "Capital?", params={"response_format": FORMAT}, structured_finalize=True)
+    sent = eng.adapter.requests  # type: ignore[attr-defined]
+    assert [bool(r.tools) for r in sent] == [True, True, False]
+    assert [r.response_format for r in sent] == [None, None, FORMAT]
+    assert session.status == "completed" and result.final_response is not None
+    assert result.final_response.output_text == '{"city": "Paris"}'
+    # A reply runs the same two passes.
+    eng2 = fake_engine(["Still Paris."], ['{"city": "Paris"}'])
+    session2, _ = session.reply(eng2, "Sure?", params={"response_format": FORMAT}, structured_finalize=True)
+    assert [r.response_format for r in eng2.adapter.requests] == [None, FORMAT]  # type: ignore[attr-defined]
+    assert session2.thread.messages[-1].text == '{"city": "Paris"}'
+
+
+# ------------------------------------------------------------------------------ 7. duplicate tool names
+
+
+def test_duplicate_tool_names_later_replaces_earlier_everywhere() -> None:
+    first = allm.tool("lookup", "first", handler=lambda a: "first")
+    second = allm.tool("lookup", "second", handler=lambda a: "second")
+    # Per call.
+    eng = fake_engine([tool_call("lookup", {})], ["ok"])
+    r = allm.chat(eng, "go", tools=[first, second])
+    sent = eng.adapter.requests[0].tools  # type: ignore[attr-defined]
+    assert [t.description for t in sent] == ["second"] and r.thread.messages[2].text == "second"
+    # On the engine: one definition, and its handler is the one that runs.
+    eng = fake_engine([tool_call("lookup", {})], ["ok"], tools=[first, second])
+    assert [t.description for t in eng.tools] == ["second"]
+    r = allm.chat(eng, "go")
+    assert [t.description for t in eng.adapter.requests[0].tools] == ["second"]  # type: ignore[attr-defined]
+    assert r.thread.messages[2].text == "second"
+
+
+def test_tools_that_are_not_tool_values_are_a_validation_error() -> None:
+    with pytest.raises(allm.ValidationError) as info:
+        allm.chat(fake_engine(["x"]), "go", tools=["lookup"])  # type: ignore[list-item]
+    assert info.value.reason == "invalid_tool"
+
+
+# ------------------------------------------------------------------------------ 10. defaulted parameters
+
+
+def test_handler_with_a_defaulted_second_parameter_gets_no_context() -> None:
+    seen: list[Any] = []
+
+    def lookup(args: dict[str, Any], limit: int = 10) -> int:
+        seen.append(limit)
+        return limit
+
+    fns = [lambda a, v=i: v for i in range(3)]
+    eng = fake_engine([tool_call("lookup", {}), tool_call("f0", {}), tool_call("f2", {})], ["ok"],
+                      tools=[allm.tool("lookup", handler=lookup), allm.tool("f0", handler=fns[0]), allm.tool("f2", handler=fns[2])])
+    r = allm.chat(eng, "go")
+    assert seen == [10]
+    assert [m.text for m in r.thread.messages if m.role == "tool"] == ["10", "0", "2"]
+
+    def with_ctx(args: dict[str, Any], ctx: allm.ToolContext = None) -> str:  # type: ignore[assignment]
+        return ctx.tool_name
+
+    def positional(args: dict[str, Any], ctx: Any) -> str:
+        return str(ctx.session_id)
+
+    eng = fake_engine([tool_call("with_ctx", {}), tool_call("positional", {})], ["ok"],
+                      tools=[allm.tool("with_ctx", handler=with_ctx), allm.tool("positional", handler=positional)])
+    r = allm.chat(eng, "go", session_id="s-1")
+    assert [m.text for m in r.thread.messages if m.role == "tool"] == ["with_ctx", "s-1"]

@@ -2,8 +2,8 @@
 
 - :class:`ScriptedFake`: :class:`allm.providers.Fake` that also keeps the events of each
   call (``events[i]`` answers ``requests[i]``).
-- :func:`fake` / :func:`fake_engine`: one built from scripts (one per call), a function,
-  or nothing (then :func:`auto` plays the model).
+- :func:`fake`: one built from scripts (one per call), a function, or nothing (then
+  :func:`auto` plays the model); :func:`fake_engine`: an engine on a plain Fake, the same way.
 - :func:`auto`: a Fake function in the manner of pydantic-ai's ``TestModel``: it calls every
   tool it is offered once, with arguments made from the tool's JSON Schema, then answers
   with the tools' results as JSON (or with JSON made from the requested output schema).
@@ -105,9 +105,17 @@ def fake(
 def fake_engine(
     *scripts: Any, model: str = "fake", function: Callable[[Request], Any] | None = None, **engine_fields: Any
 ) -> Engine:
-    """An engine on :func:`fake` (``fake_engine(["hi"], ["again"], tools=[...])``); ``engine_fields``
-    go to :class:`~allm.Engine`. Its adapter (``engine.adapter``) keeps requests and events."""
-    return Engine(adapter=fake(*scripts, function=function, model=model), model=model, **engine_fields)
+    """An engine on a :class:`~allm.providers.Fake` playing one script per call
+    (``fake_engine(["hi"], ["again"], tools=[...])``), or ``function``, or :func:`auto` given
+    neither; ``engine_fields`` go to :class:`~allm.Engine`. The adapter is a plain Fake (its
+    ``requests`` are kept; a scripted one can be stored with the engine by :mod:`allm.codec`);
+    use :func:`fake` for one that also keeps the events of each call."""
+    if function is not None and scripts:
+        raise ValueError("fake_engine() takes scripts or function=, not both")
+    if function is None and not scripts:
+        function = auto()
+    adapter = Fake(function=function, model=model) if function is not None else Fake(scripts=list(scripts), model=model)
+    return Engine(adapter=adapter, model=model, **engine_fields)
 
 
 # ------------------------------------------------------------------------------ auto

@@ -76,7 +76,12 @@ def test_fake_arguments() -> None:
     assert allm.generate(fake_engine(function=lambda r: "fn"), "x").output_text == "fn"
     engine = fake_engine(["hi"], tools=[allm.tool(name="t")], defaults={"temperature": 0})
     allm.generate(engine, "x")
-    assert engine.adapter.last_request.temperature == 0 and engine.adapter.last_request.tools[0].name == "t"
+    assert engine.adapter.requests[-1].temperature == 0 and engine.adapter.requests[-1].tools[0].name == "t"
+    assert type(engine.adapter) is Fake  # a plain Fake: storable with the engine
+    assert allm.codec.loads(allm.codec.dumps(engine), allm.Engine).adapter.calls == 1
+    assert allm.generate(fake_engine(), "x").output_text == "success (no tool calls)"
+    with pytest.raises(ValueError, match="scripts or function="):
+        fake_engine(["a"], function=lambda r: "b")
     img = fake(images=[allm.testing.image(b"\x89PNG", revised_prompt="p")])
     assert allm.generate_image(allm.Engine(adapter=img, model="fake"), "a cat").images[0].revised_prompt == "p"
 

@@ -21,7 +21,7 @@ from allm.providers import Anthropic, OpenAICompatible
 from allm.testing import NoRecording, RequestBlocked, block_requests, deterministic_ids, load_exchange, recording
 from allm.testing.recorder import scrub
 from tests.adapters import WIRE_NAMES, WIRES, Wire
-from tests.conftest import FIXTURES, feed_all, load_case
+from tests.conftest import FIXTURES, feed_all, load_case, splits
 from tests.loopback import LoopbackServer, Req, Writer
 from tests.test_key_leaks import api_keys, find_leaks, run_scenarios
 from tests.test_key_leaks import servers as servers  # the leak scenarios' servers (a module fixture)
@@ -112,19 +112,6 @@ def test_the_layout_is_the_fixtures_layout(server: LoopbackServer, tmp_path: Pat
 # ------------------------------------------------------------------------------ chunking
 
 
-def _cutter(cuts: list[int]) -> Any:
-    def split(body: bytes) -> list[bytes]:
-        points = sorted({c % (len(body) + 1) for c in cuts})
-        out, prev = [], 0
-        for p in points:
-            out.append(body[prev:p])
-            prev = p
-        out.append(body[prev:])
-        return out
-
-    return split
-
-
 def _case(tmp: Path, w: Wire, body: bytes, name: str = "01-stream") -> Path:
     """A case folder holding ``body`` as the answer to ``w``'s streamed call."""
     call = w.call(stream=True)
@@ -158,8 +145,8 @@ def test_any_chunking_replays_to_the_same_events(wire: str, tmp_path_factory: py
         return events, None
 
     whole, whole_error = outcome(len(body) + 1)
-    cuts = data.draw(st.lists(st.integers(0, 2**16), max_size=60), label="cuts")
-    split, split_error = outcome(_cutter(cuts))
+    parts = data.draw(splits(body, max_cuts=60), label="parts")
+    split, split_error = outcome(lambda _body: parts)
     assert (split, split_error) == (whole, whole_error), name
     # And through the same transport the events are the adapter's own decoding of the bytes.
     dec = w.adapter("http://127.0.0.1:9").decoder(w.call(), include_raw=True)
@@ -169,8 +156,8 @@ def test_any_chunking_replays_to_the_same_events(wire: str, tmp_path_factory: py
 
 
 @settings(max_examples=10, deadline=None)
-@given(cuts=st.lists(st.integers(0, 4096), max_size=40), size=st.integers(1, 64))
-def test_async_replay_chunking(cuts: list[int], size: int) -> None:
+@given(data=st.data(), size=st.integers(1, 64))
+def test_async_replay_chunking(data: st.DataObject, size: int) -> None:
     w = WIRES["anthropic"]
     engine = w.engine("http://127.0.0.1:9")
     path = FIXTURES / "anthropic" / "stream-text"
@@ -179,7 +166,8 @@ def test_async_replay_chunking(cuts: list[int], size: int) -> None:
         with recording(path, match="path", chunks=chunks), deterministic_ids(1):
             return await allm.agenerate(engine, allm.request("hi", model=w.model), api_key=KEY)
 
-    assert asyncio.run(run(_cutter(cuts))) == asyncio.run(run(size)) == asyncio.run(run(10**6))
+    parts = data.draw(splits(load_case("anthropic", "stream-text").body))
+    assert asyncio.run(run(lambda _body: parts)) == asyncio.run(run(size)) == asyncio.run(run(10**6))
 
 
 def test_fixture_cases_replay_through_the_real_adapter_by_path() -> None:

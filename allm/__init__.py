@@ -18,10 +18,12 @@ from . import events, keys
 from .api import (
     AsyncEventStream,
     EventStream,
+    acount_tokens,
     aembed,
     agenerate,
     alist_models,
     astream_generate,
+    count_tokens,
     embed,
     generate,
     list_models,
@@ -41,6 +43,7 @@ from .errors import (
 from .fold import Collector
 from .policy import RetryInfo, RetryPolicy, Timeouts
 from .types import (
+    CallWarning,
     ChatResult,
     Embeddings,
     GeneratedImage,
@@ -136,6 +139,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AdapterError",
+    "CallWarning",
     "AllmError",
     "AskUser",
     "AsyncConversations",
@@ -183,6 +187,7 @@ __all__ = [
     "Usage",
     "ValidationError",
     "achat",
+    "acount_tokens",
     "aedit_image",
     "aembed",
     "afetch_images",
@@ -197,6 +202,7 @@ __all__ = [
     "astream_generate",
     "astream_step",
     "chat",
+    "count_tokens",
     "edit_image",
     "embed",
     "events",

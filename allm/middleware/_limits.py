@@ -19,8 +19,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -196,7 +196,8 @@ class RedisLimits:
     sum script names its window's key itself, which Redis Cluster does not allow.
 
     The sync methods use one redis-py client; the async twins one ``redis.asyncio`` client per
-    event loop. ``close()`` / ``await aclose()`` release them. A server that cannot be
+    event loop, closed with its loop (``asyncio.run`` closes it on the way out).
+    ``close()`` / ``await aclose()`` release them earlier. A server that cannot be
     reached raises :class:`~allm.errors.StoreError` (``unavailable``); the URL's password is
     never shown.
     """
@@ -213,7 +214,7 @@ class RedisLimits:
         self._where = _where(url)
         self._client: Any = None
         self._scripts: tuple[Any, Any] | None = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = (
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
@@ -241,9 +242,22 @@ class RedisLimits:
         entry = self._aclients.get(loop)
         if entry is None:
             client = self._redis.asyncio.Redis.from_url(self.url)
-            entry = (client, client.register_script(_HIT), client.register_script(_SUM))
+            closer = self._park(loop, client)
+            entry = (client, client.register_script(_HIT), client.register_script(_SUM), closer)
             self._aclients[loop] = entry
+            with suppress(StopIteration):  # runs to its first yield: registered with this loop, nothing awaited
+                closer.asend(None).send(None)
         return entry[1], entry[2]
+
+    async def _park(self, loop: asyncio.AbstractEventLoop, client: Any) -> AsyncGenerator[None, None]:
+        # Left suspended: the loop's shutdown_asyncgens() (asyncio.run does it) closes it, and the
+        # client closes with it, inside the loop, before the loop is closed.
+        try:
+            yield
+        finally:
+            if self._aclients.get(loop, (None,))[0] is client:
+                self._aclients.pop(loop, None)
+            await client.aclose()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -261,7 +275,7 @@ class RedisLimits:
             client, self._client, self._scripts = self._client, None, None
         if client is not None:
             client.close()
-        for loop, (aclient, _h, _s) in list(self._aclients.items()):
+        for loop, (aclient, *_) in list(self._aclients.items()):
             if not loop.is_running() and not loop.is_closed():
                 loop.run_until_complete(aclient.aclose())
             self._aclients.pop(loop, None)

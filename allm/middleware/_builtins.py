@@ -335,7 +335,7 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {str(k): "[redacted]" if _SECRET_NAME.search(str(k)) else _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if value is None or isinstance(value, (bool, int, float)):
@@ -357,6 +357,10 @@ class RequestLog:
     ``ok``, ``error_reason``), ``step`` (``halted_reason``), ``chat`` (``halted_reason``,
     ``steps``, ``stopped_by``). ``events=True`` adds an ``event`` record (its type) per event
     at DEBUG.
+
+    Each record is what reached the log at its place in the pipeline: a ``model_call`` logged
+    before a later middleware stopped the run was not made (the ``chat`` record says why);
+    put the log last to record only the calls that are sent.
 
     No key is logged: no message content unless ``content=True`` (then the last input
     message's and the output's text), only the context entries named in ``context_keys``,
@@ -404,7 +408,8 @@ class RequestLog:
             "tools": [t.name for t in request.tools],
         }
         if self.context_keys:
-            fields["context"] = {k: run.context.get(k) for k in self.context_keys if k in run.context}
+            ctx = run.context
+            fields["context"] = {k: "[redacted]" if _SECRET_NAME.search(k) else ctx[k] for k in self.context_keys if k in ctx}
         if self.content and request.messages:
             fields["input"] = request.messages[-1].text
         self._log("model_call", run, fields)

@@ -227,10 +227,18 @@ def make(entry: Any) -> Any:
     return mw
 
 
-def _request_log() -> Any:
-    from ._builtins import RequestLog
 
-    return RequestLog()
+class _Builtin:
+    """A built-in registered by name that needs no settings, loaded on first use (the built-ins
+    sit above the tools; this module is loaded with the engine)."""
+
+    def __init__(self, cls: str) -> None:
+        self.cls = cls
+
+    def __call__(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module("allm.middleware._builtins"), self.cls)()
 
 
-register("request_log", _request_log)  # the one built-in that needs no settings
+register("request_log", _Builtin("RequestLog"))

@@ -85,7 +85,7 @@ def test_a_chat_budget_spans_a_sessions_operations() -> None:
     session, r4 = session.reply(engine, "four")
     assert [r.halted_reason for r in (r1, r2, r3, r4)] == ["completed", "completed", "completed", "token_budget"]
     assert r4.metadata["stopped_by"]["session_id"] == session.id and r4.metadata["stopped_by"]["spent_tokens"] == 45
-    other, r = allm.Session.start(engine, "elsewhere", pipeline=["chat_budget"])  # another chat: its own budget
+    _other, r = allm.Session.start(engine, "elsewhere", pipeline=["chat_budget"])  # another chat: its own budget
     assert r.halted_reason == "completed"
     assert limits.total(f"token_budget|chat|{session.id}", None) == 45
 

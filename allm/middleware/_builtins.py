@@ -95,6 +95,8 @@ class TokenBudget:
     calls already under way when it runs out may go past it (each call by at most its own
     usage): cap ``max_tokens`` on the request for a hard bound per call.
 
+    ``name``: the stop's ``halted_reason`` and the namespace of its counts (budgets with
+    different names count apart; register a configured budget under its own name).
     The stop's ``metadata["stopped_by"]``: ``budget`` (``per``), ``max_tokens``,
     ``spent_tokens``, and ``key`` / ``window`` or ``session_id`` where they apply.
     Raises ``ValueError`` for a bad argument; a ``per="key"`` run without a key fails the run
@@ -186,7 +188,10 @@ class RateLimit:
     ``middleware_failed``). ``limits``: :class:`MemoryLimits` (one process), a
     :class:`RedisLimits` or a ``redis://`` URL (every process sharing the server shares the
     limit); by default one in-process counter set. Each admission is one atomic step
-    (a lock, or one Lua script in Redis). Raises ``ValueError`` for a bad argument.
+    (a lock, or one Lua script in Redis). ``name``: the stop's ``halted_reason`` and the
+    namespace of its counts (limits with different names count apart; register a configured
+    limit under its own name). Keys are reported and kept in Redis key names: use ids (a
+    tenant, a user), never a secret. Raises ``ValueError`` for a bad argument.
     """
 
     name = "rate_limit"

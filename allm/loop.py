@@ -367,8 +367,9 @@ class Loop:
             mw = self._mw
             if mw is not None and mw.consults_model:
                 self._phase = "consult_model"
+                events = self._flush()
                 mw.run.turn = len(self.steps)
-                return Consult(self._flush(), "before_model", partial(mw.before_model, req), partial(mw.abefore_model, req), req)
+                return Consult(events, "before_model", partial(mw.before_model, req), partial(mw.abefore_model, req), req)
             return self._call_model(req, left)
         if phase == "model_ready":
             assert self._ready is not None
@@ -466,7 +467,6 @@ class Loop:
         self._response = response
         mw = self._mw
         if mw is not None:
-            mw.run.turn = len(self.steps)
             mw.run.usage = mw.run.usage + response.usage
             if mw.consults_response:
                 self._done_at = now
@@ -616,7 +616,10 @@ class Loop:
             base = timeouts or Timeouts()
             cut = max(left, 1e-3)
             timeouts = attrs.evolve(base, total=cut if base.total is None else min(base.total, cut))
-        return CallModel(self._flush(), req, len(self.steps), timeouts)
+        events = self._flush()
+        if self._mw is not None:
+            self._mw.run.turn = len(self.steps)
+        return CallModel(events, req, len(self.steps), timeouts)
 
     def _runnable(self, response: Response) -> tuple[ToolCall, ...]:
         """The tool calls of ``response`` that the loop would run (those ``before_tool`` sees)."""

@@ -78,6 +78,7 @@ def test_one_record_per_point(records: Records) -> None:
     assert first[1]["input_tokens"] == 10 and first[1]["total_tokens"] == 14 and first[1]["tool_calls"] == ["add"]
     assert first[3] == {**first[3], "tool_name": "add", "tool_call_id": "c1", "ok": True, "error_reason": None}
     assert by_kind["chat"].allm["halted_reason"] == "completed" and by_kind["chat"].allm["steps"] == 2
+    assert [d["turn"] for d in first] == [0, 0, 0, 0, 0, 1, 1, 1, 1]  # each record in the turn it belongs to
     record = by_kind["model_response"]
     assert record.name == "allm.middleware" and record.levelno == logging.INFO
     kind, payload = record.getMessage().split(" ", 1)
@@ -196,7 +197,7 @@ def test_the_request_log_never_contains_a_key(key: str, scoped: bool, server: Lo
     for r in results:
         assert r.halted_reason == "error" and r.metadata["error"].reason == "authentication_failed"
         tool_msg = r.thread.messages[2]
-        assert key in tool_msg.text  # the key really was in the tool result the model read
+        assert orjson.loads(tool_msg.text) == {"echo": f"use {key}"}  # the key was in the tool result the model read
     got = kinds(records)
     assert got.count("model_call") == 4 and got.count("tool_call") == 2 and got.count("chat") == 2
     errors = [r.allm["error"] for r in records.records if r.allm.get("kind") == "model_response" and "error" in r.allm]

@@ -314,20 +314,14 @@ class ContentFilter:
         return None
 
     def after_model(self, run: Run, response: Response) -> Stop | None:
-        if not self.output:
-            return None
-        p = self._match(response.output_text)
-        if p is None:
-            return None
-        return Stop(self.name, "the output matches a denied pattern", {"direction": "output", "pattern": p.pattern})
+        p = self._match(response.output_text) if self.output else None
+        if p is not None:
+            return Stop(self.name, "the output matches a denied pattern", {"direction": "output", "pattern": p.pattern})
+        return None
 
     def before_tool(self, run: Run, call: ToolCall) -> Refuse | None:
-        if not self.tools:
-            return None
-        p = self._match(call.raw_arguments)
-        if p is None:
-            return None
-        return Refuse("the arguments match a denied pattern", {"pattern": p.pattern})
+        p = self._match(call.raw_arguments) if self.tools else None
+        return Refuse("the arguments match a denied pattern", {"pattern": p.pattern}) if p is not None else None
 
 
 # ------------------------------------------------------------------------------ request log

@@ -5,7 +5,7 @@ and :class:`Chain`, whose hooks the tool loop's drivers perform and whose answer
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -122,6 +122,7 @@ class Verdict:
 
 
 Hook = tuple[str, Any, Any]  # (middleware name, sync hook or None, async twin or None)
+Ask = tuple[str, str, Any, Any, Any]  # (middleware name, point, sync hook, async twin, argument)
 
 
 def _hooks(items: Sequence[tuple[str, Any]], point: str, twin: str | None) -> tuple[Hook, ...]:
@@ -208,71 +209,70 @@ class Chain:
     def observes_events(self) -> bool:
         return bool(self._on_event)
 
-    # -- before a model call
+    # -- consultations: one generator per point yields each hook to ask and decides on its
+    # answers; _perform (sync) and _aperform (async) ask them.
 
     def before_model(self, request: Request) -> Verdict:
-        name = ""
-        try:
-            for name, fn, afn in self._before_model:
-                out = _request_answer(name, _sync(name, "before_model", fn, afn, self.run, request))
-                if isinstance(out, Stop):
-                    return Verdict(request, out, name)
-                if out is not None:
-                    request = out
-        except Exception as exc:
-            return Verdict(request, by=name, error=exc)
-        return Verdict(request)
+        return self._perform(self._model_steps(request))
 
     async def abefore_model(self, request: Request) -> Verdict:
-        name = ""
-        try:
-            for name, fn, afn in self._before_model:
-                out = _request_answer(name, await _async(fn, afn, self.run, request))
-                if isinstance(out, Stop):
-                    return Verdict(request, out, name)
-                if out is not None:
-                    request = out
-        except Exception as exc:
-            return Verdict(request, by=name, error=exc)
-        return Verdict(request)
-
-    # -- after a model call: the response, then each tool call the loop would run
+        return await self._aperform(self._model_steps(request))
 
     def after_model(self, response: Response, calls: Sequence[ToolCall]) -> Verdict:
-        name = ""
-        try:
-            for name, fn, afn in self._after_model:
-                stop = _response_answer(name, _sync(name, "after_model", fn, afn, self.run, response))
-                if stop is not None:
-                    return Verdict(stop=stop, by=name)
-            refusals: dict[str, tuple[str, Refuse]] = {}
-            for call in calls:
-                for name, fn, afn in self._before_tool:
-                    refused = _tool_answer(name, _sync(name, "before_tool", fn, afn, self.run, call))
-                    if refused is not None:
-                        refusals[call.id] = (name, refused)
-                        break
-        except Exception as exc:
-            return Verdict(by=name, error=exc)
-        return Verdict(refusals=refusals)
+        """The response, then each tool call the loop would run."""
+        return self._perform(self._response_steps(response, calls))
 
     async def aafter_model(self, response: Response, calls: Sequence[ToolCall]) -> Verdict:
+        return await self._aperform(self._response_steps(response, calls))
+
+    def _model_steps(self, request: Request) -> Generator[Ask, Any, Verdict]:
+        for name, fn, afn in self._before_model:
+            out = _request_answer(name, (yield name, "before_model", fn, afn, request))
+            if isinstance(out, Stop):
+                return Verdict(request, out, name)
+            if out is not None:
+                request = out
+        return Verdict(request)
+
+    def _response_steps(self, response: Response, calls: Sequence[ToolCall]) -> Generator[Ask, Any, Verdict]:
+        for name, fn, afn in self._after_model:
+            stop = _response_answer(name, (yield name, "after_model", fn, afn, response))
+            if stop is not None:
+                return Verdict(stop=stop, by=name)
+        refusals: dict[str, tuple[str, Refuse]] = {}
+        for call in calls:
+            for name, fn, afn in self._before_tool:
+                refused = _tool_answer(name, (yield name, "before_tool", fn, afn, call))
+                if refused is not None:
+                    refusals[call.id] = (name, refused)
+                    break
+        return Verdict(refusals=refusals)
+
+    def _perform(self, steps: Generator[Ask, Any, Verdict]) -> Verdict:
         name = ""
         try:
-            for name, fn, afn in self._after_model:
-                stop = _response_answer(name, await _async(fn, afn, self.run, response))
-                if stop is not None:
-                    return Verdict(stop=stop, by=name)
-            refusals: dict[str, tuple[str, Refuse]] = {}
-            for call in calls:
-                for name, fn, afn in self._before_tool:
-                    refused = _tool_answer(name, await _async(fn, afn, self.run, call))
-                    if refused is not None:
-                        refusals[call.id] = (name, refused)
-                        break
+            ask = next(steps)
+            while True:
+                name, point, fn, afn, arg = ask
+                ask = steps.send(_sync(name, point, fn, afn, self.run, arg))
+        except StopIteration as done:
+            verdict: Verdict = done.value
+            return verdict
         except Exception as exc:
             return Verdict(by=name, error=exc)
-        return Verdict(refusals=refusals)
+
+    async def _aperform(self, steps: Generator[Ask, Any, Verdict]) -> Verdict:
+        name = ""
+        try:
+            ask = next(steps)
+            while True:
+                name, _point, fn, afn, arg = ask
+                ask = steps.send(await _async(fn, afn, self.run, arg))
+        except StopIteration as done:
+            verdict: Verdict = done.value
+            return verdict
+        except Exception as exc:
+            return Verdict(by=name, error=exc)
 
     # -- observers
 

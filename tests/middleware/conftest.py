@@ -3,6 +3,7 @@ and the tools and scripts the tests share."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,16 @@ ADD = allm.tool(
     {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
     handler=add,
 )
+
+
+DRIVERS = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+
+
+def chat(engine: allm.Engine, prompt: Any, asynchronous: bool, **options: Any) -> allm.ChatResult:
+    """``allm.chat`` or ``allm.achat``."""
+    if asynchronous:
+        return asyncio.run(allm.achat(engine, prompt, **options))
+    return allm.chat(engine, prompt, **options)
 
 
 @pytest.fixture(autouse=True)

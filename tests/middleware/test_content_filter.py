@@ -3,7 +3,6 @@ stored in the thread), tool arguments refused; what it reports; both drivers."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -12,18 +11,9 @@ import pytest
 import allm
 from allm import middleware as mw
 from allm.testing import fake_engine, text, tool_call
-from tests.middleware.conftest import ADD
+from tests.middleware.conftest import ADD, DRIVERS, chat
 
 DENY = [r"\bpassword\b", r"card number \d{4}"]
-
-
-def chat(engine: allm.Engine, prompt: Any, asynchronous: bool, **options: Any) -> allm.ChatResult:
-    if asynchronous:
-        return asyncio.run(allm.achat(engine, prompt, **options))
-    return allm.chat(engine, prompt, **options)
-
-
-DRIVERS = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 
 
 @DRIVERS

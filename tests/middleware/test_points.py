@@ -15,7 +15,7 @@ import allm
 from allm import middleware as mw
 from allm.events import ChatCompleted, StepCompleted, ToolExecutionCompleted, ToolExecutionStarted
 from allm.testing import event_types, fake_engine, text, tool_call, usage
-from tests.middleware.conftest import ADD
+from tests.middleware.conftest import ADD, DRIVERS
 
 
 def engine_with(*scripts: Any, **fields: Any) -> allm.Engine:
@@ -76,9 +76,6 @@ def run_chat(engine: allm.Engine, asynchronous: bool, prompt: Any = "add things"
         with allm.stream(engine, prompt, **options) as s:
             events = list(s)
     return events, allm.ChatCollector(allm.Thread((allm.user(prompt),)) if isinstance(prompt, str) else prompt).fold(events)
-
-
-DRIVERS = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 
 
 # ------------------------------------------------------------------------------ before a model call

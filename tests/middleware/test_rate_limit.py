@@ -3,7 +3,6 @@ Redis, with both drivers, and across two processes sharing a real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
@@ -17,17 +16,11 @@ import pytest
 import allm
 from allm import middleware as mw
 from allm.testing import fake_engine, text, tool_call
-from tests.middleware.conftest import ADD, ROOT, Clock, child_env
+from tests.middleware.conftest import ADD, DRIVERS, ROOT, Clock, chat, child_env
 
 
 def one_call_chat(rate: mw.RateLimit, asynchronous: bool = False, tenant: str = "acme") -> allm.ChatResult:
-    engine = fake_engine([text("hi")])
-    if asynchronous:
-        return asyncio.run(allm.achat(engine, "hi", middleware=[rate], context={"tenant": tenant}))
-    return allm.chat(engine, "hi", middleware=[rate], context={"tenant": tenant})
-
-
-DRIVERS = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+    return chat(fake_engine([text("hi")]), "hi", asynchronous, middleware=[rate], context={"tenant": tenant})
 
 
 @DRIVERS

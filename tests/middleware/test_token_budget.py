@@ -11,7 +11,7 @@ import pytest
 import allm
 from allm import middleware as mw
 from allm.testing import fake_engine, text, tool_call, usage
-from tests.middleware.conftest import ADD, Clock
+from tests.middleware.conftest import ADD, DRIVERS, Clock, chat
 
 
 def loop_script(turns: int, tokens: tuple[int, int] = (10, 5)) -> list[list[Any]]:
@@ -20,19 +20,10 @@ def loop_script(turns: int, tokens: tuple[int, int] = (10, 5)) -> list[list[Any]
     return [*calls, [text("done"), usage(*tokens)]]
 
 
-def chat(engine: allm.Engine, asynchronous: bool, prompt: str = "add", **options: Any) -> allm.ChatResult:
-    if asynchronous:
-        return asyncio.run(allm.achat(engine, prompt, **options))
-    return allm.chat(engine, prompt, **options)
-
-
-DRIVERS = pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-
-
 @DRIVERS
 def test_a_call_budget_stops_a_tool_loop_at_the_limit(asynchronous: bool) -> None:
     engine = fake_engine(*loop_script(5), tools=[ADD])
-    result = chat(engine, asynchronous, middleware=[mw.TokenBudget(45)], max_turns=10)
+    result = chat(engine, "add", asynchronous, middleware=[mw.TokenBudget(45)], max_turns=10)
     # 15 tokens per call: 15, 30, 45 -> the fourth call is not made.
     assert engine.adapter.calls == 3 and len(result.steps) == 3
     assert result.halted_reason == "token_budget"
@@ -97,7 +88,7 @@ def test_a_key_budget_per_window(asynchronous: bool, clock: Clock) -> None:
 
     def run(tenant: str) -> allm.ChatResult:
         engine = fake_engine(*loop_script(4), tools=[ADD])
-        return chat(engine, asynchronous, middleware=[budget], context={"tenant": tenant}, max_turns=10)
+        return chat(engine, "add", asynchronous, middleware=[budget], context={"tenant": tenant}, max_turns=10)
 
     first = run("acme")
     assert first.halted_reason == "token_budget" and len(first.steps) == 2
@@ -135,7 +126,7 @@ def test_a_key_budget_in_redis_is_shared(asynchronous: bool, redis_url: str) -> 
     def run(limits: mw.RedisLimits) -> allm.ChatResult:
         engine = fake_engine(*loop_script(4), tools=[ADD])
         budget = mw.TokenBudget(40, per="key", key="tenant", window=3600, limits=limits)
-        return chat(engine, asynchronous, middleware=[budget], context={"tenant": "acme"}, max_turns=10)
+        return chat(engine, "add", asynchronous, middleware=[budget], context={"tenant": "acme"}, max_turns=10)
 
     a, b = mw.RedisLimits(redis_url), mw.RedisLimits(redis_url)  # two clients, as two processes have
     try:

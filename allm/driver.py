@@ -65,8 +65,8 @@ class ChatOptions(LoopOptions, GenerateOptions, total=False):
 
     - The loop's: :class:`~allm.loop.LoopOptions` (``tools``, ``mode``, ``max_turns``,
       ``halt_when``, ``on_tool_error``, ``tool_timeout``, ``result_encoder``,
-      ``structured_finalize``, ``structured_finalize_nudge``; see
-      :class:`~allm.loop.LoopPolicy` for each).
+      ``structured_finalize``, ``structured_finalize_nudge``, ``time_budget``,
+      ``middleware``; see :class:`~allm.loop.LoopPolicy` for each).
     - Each model call's: :class:`~allm.api.GenerateOptions` (``api_key``,
       ``emit_text_deltas``, ``emit_tool_deltas``, ``include_raw_chunks``, ``on_event``
       (adapter events only), ``retry``, ``timeouts``, ``on_retry``, ``http_streaming``).
@@ -287,7 +287,8 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
     Returns a :class:`~allm.types.ChatResult`; ``halted_reason`` says why it
     stopped (``completed``, ``error``, ``max_turns``, ``halt_when``, ``ask_user``,
-    ``tool_error``, ``manual_tool_calls`` or a handler's own reason).
+    ``tool_error``, ``manual_tool_calls``, ``time_budget``, a handler's own reason or a
+    middleware's: see :mod:`allm.middleware`).
     """
     with stream(engine, request, **options) as events:
         return ChatCollector(_as_thread(request)[0]).fold(events)

@@ -1,7 +1,8 @@
 """RequestLog: one structured record per point of a run, through :mod:`logging`, and never a
 key: hypothesis draws keys and a real adapter talks to a loopback server that echoes the key in
-a tool call's arguments and in an error body; every record (message and ``record.allm``) and
-the whole DEBUG log of ``allm`` are scanned for the key, as ``tests/test_key_leaks.py`` does."""
+a tool call's arguments and in an error body; every record (message and ``record.allm``), the
+whole DEBUG log of ``allm`` and every byte the rate limit and budgets keep in Redis are scanned
+for the key, as ``tests/test_key_leaks.py`` does."""
 
 from __future__ import annotations
 
@@ -167,12 +168,18 @@ ECHO = allm.tool("echo", schema={"type": "object", "properties": {"note": {"type
 LOG = mw.RequestLog(level=logging.DEBUG, events=True, context_keys=["tenant", "api_key", "authorization", "note"])
 
 
-def leaky_runs(base: str, key: str, scoped: bool) -> list[allm.ChatResult]:
-    engine = allm.Engine(adapter=WIRES["openai_chat"].make(base), model="gpt-4.1-nano", tools=[ECHO], middleware=[LOG])
+def leaky_runs(base: str, key: str, scoped: bool, redis_url: str) -> list[allm.ChatResult]:
+    counted = [
+        mw.RateLimit(100, 60, key="tenant", limits=redis_url),
+        mw.TokenBudget(10_000, per="key", key="tenant", window=60, limits=redis_url),
+        mw.TokenBudget(10_000, per="chat", limits=redis_url, name="chat_budget"),
+    ]
+    engine = allm.Engine(adapter=WIRES["openai_chat"].make(base), model="gpt-4.1-nano", tools=[ECHO], middleware=[LOG, *counted])
     options: dict[str, Any] = {
         "context": {"tenant": "acme", "api_key": key, "authorization": f"Bearer {key}", "note": "kept"},
         "http_streaming": False,
         "retry": allm.RetryPolicy(max_attempts=1),
+        "session_id": "ses_leak",
     }
     prompt = f"my key is {key}, call echo"
     out = []
@@ -187,11 +194,17 @@ def leaky_runs(base: str, key: str, scoped: bool) -> list[allm.ChatResult]:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=api_keys, scoped=st.booleans())
-def test_the_request_log_never_contains_a_key(key: str, scoped: bool, server: LoopbackServer, records: Records) -> None:
+def test_the_request_log_never_contains_a_key(
+    key: str, scoped: bool, server: LoopbackServer, records: Records, redis_url: str
+) -> None:
+    import redis
+
+    from tests.workers.leaks import redis_bytes
+
     assume(not find_leaks(key, ["QQQQ kept acme echo note gpt-4.1-nano chatcmpl-1 call_1 req_1 model_call model_response"]))
     records.records.clear()
     before = len(server.requests)
-    results = leaky_runs(server.url, key, scoped)
+    results = leaky_runs(server.url, key, scoped, redis_url)
     sent = [WIRES["openai_chat"].key_of(r.headers) for r in server.requests[before:]]
     assert len(sent) == 4 and all(k == key for k in sent)  # the key did travel
     for r in results:
@@ -202,5 +215,9 @@ def test_the_request_log_never_contains_a_key(key: str, scoped: bool, server: Lo
     assert got.count("model_call") == 4 and got.count("tool_call") == 2 and got.count("chat") == 2
     errors = [r.allm["error"] for r in records.records if r.allm.get("kind") == "model_response" and "error" in r.allm]
     assert len(errors) == 2 and all(e["reason"] == "authentication_failed" for e in errors)
-    texts = records.texts() + [r.getMessage() for r in records.records]
+    client = redis.Redis.from_url(redis_url)
+    stored = [name + b" " + value for name, value in redis_bytes(client)]  # the counts, scanned too
+    client.close()
+    assert any(b"chat_budget|chat|ses_leak" in s for s in stored) and any(b"rate_limit|acme" in s for s in stored)
+    texts = records.texts() + [r.getMessage() for r in records.records] + stored
     assert find_leaks(key, texts) == []

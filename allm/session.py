@@ -717,7 +717,8 @@ class AsyncSessionStream(Generic[R]):
 def _register_stored() -> None:
     from . import codec
 
-    codec.register(Session)
+    # A stored session keeps its id (a new one made up on load would be another session).
+    codec.register(Session, required=("id",), reason="invalid_session")
 
 
 _register_stored()

@@ -118,6 +118,7 @@ class Assembler:
         "_reasonings",
         "_texts",
         "_tools",
+        "dropped_usage",
         "finished",
         "id",
         "model",
@@ -140,6 +141,9 @@ class Assembler:
         self._cur_text: _Text | None = None
         self._reasonings: dict[str | None, _Reasoning] = {}
         self._tools: dict[object, _Tool] = {}
+        # Usage counters the provider sent in a form that cannot be read ({field: value}),
+        # filled by the decoders' ``map_usage``; reported in MessageCompleted.metadata.
+        self.dropped_usage: dict[str, Any] = {}
 
     # -- lifecycle
 
@@ -326,7 +330,10 @@ class Assembler:
         raw_finish_reason: str | None,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Event]:
-        """Close every open block, then ``MessageCompleted`` with the derived finish reason."""
+        """Close every open block, then ``MessageCompleted`` with the derived finish reason.
+
+        Usage counters that could not be read (:attr:`dropped_usage`) are listed in its
+        ``metadata["dropped_usage"]`` (``{provider field: value as sent}``)."""
         out: list[Event] = []
         if not self.started:
             out.extend(self.start())
@@ -337,6 +344,8 @@ class Assembler:
         if calls:
             finish_reason = "tool_calls"
         self.finished = True
+        if self.dropped_usage:
+            metadata = {**(metadata or {}), "dropped_usage": dict(self.dropped_usage)}
         out.append(
             MessageCompleted(self.message(calls), finish_reason, raw_finish_reason, self.usage, metadata or {})
         )

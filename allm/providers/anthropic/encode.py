@@ -26,6 +26,7 @@ from typing import Any
 
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
+from .._threads import check_request, check_thread
 from .._wire import copy_settings, dropped, int_or_none
 from ..media import ANTHROPIC_IMAGES, check_images
 from .errors import PROVIDER
@@ -131,8 +132,7 @@ def _assistant_blocks(msg: Message, where: str) -> list[dict[str, Any]]:
 
 
 def _tool_result_block(msg: Message, where: str) -> dict[str, Any]:
-    if not msg.tool_call_id:
-        raise ValidationError(f"{where}: a tool message needs tool_call_id", reason="invalid_message")
+    assert msg.tool_call_id  # check_thread refused a tool message without one
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": wire_tool_id(msg.tool_call_id)}
     content = _user_blocks(msg, where)
     if content:
@@ -154,9 +154,12 @@ def encode_messages(
     them joins it (tool results first, as the API requires). Empty text blocks and
     messages left with no blocks are not sent. ``metadata={"anthropic":
     {"cache_control": {...}}}`` on a message puts that cache breakpoint on its last
-    block. Raises :class:`ValidationError` for an image in a system or assistant
-    message, an unsupported image type, or a tool message without ``tool_call_id``.
+    block. Raises :class:`ValidationError` for a thread no provider accepts
+    (:func:`~allm.providers._threads.check_thread`), an image in an assistant message or
+    an image type Anthropic does not take.
     """
+    messages = tuple(messages)
+    check_thread(messages)
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     in_results = False  # the last wire message is a user turn opened by tool results
@@ -165,8 +168,6 @@ def encode_messages(
         where = f"messages[{i}]"
         cc = _cache_control(m.metadata)
         if m.role == "system":
-            if any(type(p) is ImagePart for p in m.parts):
-                raise ValidationError(f"{where}: images are not allowed in a system message", reason="invalid_image")
             if out and not moved and warnings is not None:
                 why = (
                     "a system message after the first turn was moved to the top-level system prompt "
@@ -254,6 +255,7 @@ def encode_body(
     ``max_tokens`` not above the thinking budget. The keyword settings are the
     :class:`~allm.providers.Anthropic` adapter's (see there).
     """
+    check_request(request)
     warnings = check_images(request.messages, ANTHROPIC_IMAGES, PROVIDER)
     system, messages = encode_messages(request.messages, warnings)
     options = dict(request.options)

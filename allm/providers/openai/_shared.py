@@ -21,7 +21,18 @@ import orjson
 from ... import codec
 from ...errors import AdapterError, from_status, parse_retry_after
 from ...types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, TextPart, Usage
-from .._wire import SHAPE_ERRORS, error_body, header, json_headers, malformed, model_ids
+from .._wire import (
+    SHAPE_ERRORS,
+    check_base_url,
+    error_body,
+    header,
+    join_url,
+    json_body,
+    json_headers,
+    malformed,
+    model_ids,
+    usage_count,
+)
 from ..base import HttpCall, KeySpec
 
 __all__ = [
@@ -98,9 +109,13 @@ def dialect_of(dialect: str | Dialect) -> Dialect:
 
 
 def check_endpoint(owner: str, dialect: Dialect, base_url: str | None, headers: Mapping[str, str]) -> None:
-    """Raise ``ValueError`` when there is no base URL, or a key was put in ``headers``."""
-    if not (base_url or dialect.base_url):
+    """Raise ``ValueError`` when there is no base URL, or a key was put in ``headers``;
+    :class:`~allm.errors.ValidationError` for a base URL that is not a clean absolute URL
+    (see :func:`~allm.providers._wire.check_base_url`)."""
+    url = base_url or dialect.base_url
+    if not url:
         raise ValueError(f"{owner}(dialect={dialect.name!r}) needs base_url=")
+    check_base_url(owner, url)
     for k in headers:
         if k.lower() in ("authorization", "x-api-key", "api-key"):
             raise ValueError("do not put a key in headers=: pass api_key= or use allm.keys")
@@ -223,7 +238,8 @@ class OpenAIEndpoints:
         return {}
 
     def _url(self, path: str) -> str:
-        return self._base_url().rstrip("/") + path
+        """``path`` joined to the base URL, whose query string (``?api-version=...``) is kept."""
+        return join_url(self._base_url(), path)
 
     def _headers(self, stream: bool) -> dict[str, str]:
         """JSON headers, then the dialect's, then the adapter's own."""
@@ -266,7 +282,7 @@ class OpenAIEndpoints:
         body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "base64"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        return HttpCall("POST", self._url("/embeddings"), self._headers(False), orjson.dumps(body), False, self.provider, model)
+        return HttpCall("POST", self._url("/embeddings"), self._headers(False), json_body(body), False, self.provider, model)
 
     def decode_embed(self, body: bytes) -> Embeddings:
         """An ``embedding`` list (float arrays or base64 little-endian float32) in input order."""
@@ -277,7 +293,8 @@ class OpenAIEndpoints:
             u = data.get("usage") or {}
         except (orjson.JSONDecodeError, *SHAPE_ERRORS) as exc:
             raise malformed(self.provider, f"unexpected embeddings body ({type(exc).__name__}: {exc})") from None
-        usage = Usage(input_tokens=u.get("prompt_tokens"), total_tokens=u.get("total_tokens"))
+        u = u if isinstance(u, Mapping) else {}
+        usage = Usage(input_tokens=usage_count(u, "prompt_tokens"), total_tokens=usage_count(u, "total_tokens"))
         return Embeddings(vectors, data.get("model"), usage)
 
     # -- images (POST /images/...), https://platform.openai.com/docs/api-reference/images

@@ -40,12 +40,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import orjson
 
 from ...errors import ValidationError
 from ...events import Event
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
-from .._wire import copy_settings, dropped, token_count
+from .._threads import check_request, check_thread
+from .._wire import copy_settings, dropped, json_body, token_count
 from ..base import HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from ._shared import (
@@ -137,9 +137,11 @@ def encode_input(
     """``(instructions, input items, warnings)`` for ``messages``.
 
     ``provider`` is the family whose reasoning is carried back (see the module
-    docstring). Raises :class:`~allm.errors.ValidationError` for an image outside a
-    user message or a tool message without ``tool_call_id``.
+    docstring). Raises :class:`~allm.errors.ValidationError` for a thread no provider
+    accepts (:func:`~allm.providers._threads.check_thread`) or an image outside a user
+    message.
     """
+    check_thread(messages)
     warnings: list[CallWarning] = []
     instructions: list[str] = []
     items: list[dict[str, Any]] = []
@@ -161,9 +163,7 @@ def encode_input(
             items.append({"role": "user", "content": _input_parts(m)})
         elif role == "assistant":
             items.extend(_assistant_items(m, provider))
-        else:
-            if not m.tool_call_id:
-                raise ValidationError(f"messages[{i}]: a tool message needs tool_call_id", reason="invalid_message")
+        else:  # tool (check_thread made sure it answers an earlier call)
             items.append({"type": "function_call_output", "call_id": m.tool_call_id, "output": m.text})
     return ("\n\n".join(instructions) if instructions else None), items, warnings
 
@@ -198,6 +198,7 @@ def encode_body(
     ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
     Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
     """
+    check_request(request)
     image_warnings = check_images(request.messages, OPENAI_IMAGES if provider == "openai" else COMPATIBLE_IMAGES, provider)
     instructions, items, warnings = encode_input(request.messages, provider)
     warnings[:0] = image_warnings
@@ -318,7 +319,7 @@ class OpenAIResponses(CompatibleServer):
         """``POST {base_url}/responses``. Raises :class:`~allm.errors.ValidationError` for bad messages."""
         body, warnings = self.encode_body(request, stream=stream)
         return HttpCall(
-            "POST", self._url("/responses"), self._headers(stream), orjson.dumps(body), stream, self.provider,
+            "POST", self._url("/responses"), self._headers(stream), json_body(body), stream, self.provider,
             request.model, tuple(warnings),
         )
 
@@ -343,7 +344,7 @@ class OpenAIResponses(CompatibleServer):
         body, _warnings = self.encode_body(request, stream=False)
         counted = {k: body[k] for k in _COUNTED if k in body}
         return HttpCall(
-            "POST", self._url("/responses/input_tokens"), self._headers(False), orjson.dumps(counted), False,
+            "POST", self._url("/responses/input_tokens"), self._headers(False), json_body(counted), False,
             self.provider, request.model,
         )
 

@@ -18,10 +18,12 @@ from . import events, keys
 from .api import (
     AsyncEventStream,
     EventStream,
+    acount_tokens,
     aembed,
     agenerate,
     alist_models,
     astream_generate,
+    count_tokens,
     embed,
     generate,
     list_models,
@@ -40,6 +42,7 @@ from .errors import (
 from .fold import Collector
 from .policy import RetryInfo, RetryPolicy, Timeouts
 from .types import (
+    CallWarning,
     ChatResult,
     Embeddings,
     GeneratedImage,
@@ -132,6 +135,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AdapterError",
+    "CallWarning",
     "AllmError",
     "AskUser",
     "AsyncEventStream",
@@ -176,6 +180,7 @@ __all__ = [
     "Usage",
     "ValidationError",
     "achat",
+    "acount_tokens",
     "aedit_image",
     "aembed",
     "afetch_images",
@@ -190,6 +195,7 @@ __all__ = [
     "astream_generate",
     "astream_step",
     "chat",
+    "count_tokens",
     "edit_image",
     "embed",
     "events",

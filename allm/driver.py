@@ -29,6 +29,7 @@ Every public name here is also exported at the top level (``allm.chat``,
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Unpack
 
@@ -38,7 +39,7 @@ from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, o
 from .engine import Engine, merge_tools
 from .errors import AllmError
 from .events import Event
-from .fold import ChatCollector, StepCollector
+from .fold import ChatCollector, StepCollector, afold
 from .loop import LOOP_OPTIONS, CallModel, Finish, Loop, LoopOptions, LoopPolicy, RunTools
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
@@ -78,6 +79,7 @@ class ChatOptions(LoopOptions, GenerateOptions, total=False):
 
 
 _CHAT_OPTIONS = LOOP_OPTIONS | GENERATE_OPTIONS | {"context", "session_id"}
+_now = time.monotonic
 
 
 def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, Request]:
@@ -111,15 +113,21 @@ def _setup(
         session_id=options.get("session_id"),
         engine=engine,
         single_step=single_step,
+        timeouts=options.get("timeouts") or engine.timeouts,
+        now=_now(),
     )
-    first = loop.next_action()
+    first = loop.next_action(_now())
     assert type(first) is CallModel
     gen = {k: v for k, v in options.items() if k in GENERATE_OPTIONS}
     return loop, first, gen
 
 
-def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) -> Callable[[Request], Any]:
-    return lambda req: opener(engine, req, gen, resolved=True)
+def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) -> Callable[[CallModel], Any]:
+    def open_call(action: CallModel) -> Any:
+        options = gen if action.timeouts is None else {**gen, "timeouts": action.timeouts}
+        return opener(engine, action.request, options, resolved=True)
+
+    return open_call
 
 
 # ------------------------------------------------------------------------------ the two drivers
@@ -128,13 +136,13 @@ def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) 
 # the Loop's (which call, which events, when to stop), the folding is its collector's.
 
 
-def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[Request], EventStream]) -> Iterator[Event]:
+def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[CallModel], EventStream]) -> Iterator[Event]:
     pending: EventStream | None = first
     try:
         while True:
             yield from action.events
             if type(action) is CallModel:
-                s, pending = pending or open_call(action.request), None
+                s, pending = pending or open_call(action), None
                 apply = loop.collector.apply
                 try:
                     for ev in s:
@@ -144,7 +152,7 @@ def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[Req
                     yield loop.model_failed(exc)
                 finally:
                     s.close()
-                loop.model_done()
+                loop.model_done(now=_now())
             elif type(action) is RunTools:
                 outcomes = run_tools(action.jobs, action.timeout)
                 try:
@@ -155,14 +163,14 @@ def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[Req
             else:
                 assert type(action) is Finish
                 return
-            action = loop.next_action()
+            action = loop.next_action(_now())
     finally:
         if pending is not None:
             pending.close()
 
 
 async def _adrive(
-    loop: Loop, action: Any, first: AsyncEventStream, open_call: Callable[[Request], AsyncEventStream]
+    loop: Loop, action: Any, first: AsyncEventStream, open_call: Callable[[CallModel], AsyncEventStream]
 ) -> AsyncIterator[Event]:
     pending: AsyncEventStream | None = first
     try:
@@ -170,7 +178,7 @@ async def _adrive(
             for ev in action.events:
                 yield ev
             if type(action) is CallModel:
-                s, pending = pending or open_call(action.request), None
+                s, pending = pending or open_call(action), None
                 apply = loop.collector.apply
                 try:
                     async for ev in s:
@@ -180,7 +188,7 @@ async def _adrive(
                     yield loop.model_failed(exc)
                 finally:
                     await s.aclose()
-                loop.model_done()
+                loop.model_done(now=_now())
             elif type(action) is RunTools:
                 outcomes = arun_tools(action.jobs, action.timeout)
                 try:
@@ -192,27 +200,32 @@ async def _adrive(
             else:
                 assert type(action) is Finish
                 return
-            action = loop.next_action()
+            action = loop.next_action(_now())
     finally:
         if pending is not None:
             await pending.aclose()
 
 
-def _start(
-    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> EventStream:
+def _open_loop(
+    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool, asynchronous: bool
+) -> Any:
+    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``."""
     loop, first, gen = _setup(engine, request, options, single_step)
-    open_call = _opener(engine, gen, open_stream)
+    open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
-    return EventStream(_drive(loop, first, open_call(first.request), open_call))
+    if asynchronous:
+        return AsyncEventStream(_adrive(loop, first, open_call(first), open_call))
+    return EventStream(_drive(loop, first, open_call(first), open_call))
 
 
-def _astart(
-    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> AsyncEventStream:
-    loop, first, gen = _setup(engine, request, options, single_step)
-    open_call = _opener(engine, gen, open_astream)
-    return AsyncEventStream(_adrive(loop, first, open_call(first.request), open_call))
+def _start(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> EventStream:
+    events: EventStream = _open_loop(engine, request, options, single_step, False)
+    return events
+
+
+def _astart(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> AsyncEventStream:
+    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)
+    return events
 
 
 # ------------------------------------------------------------------------------ public calls
@@ -274,11 +287,8 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
-    collector = ChatCollector(_as_thread(request)[0])
-    async with astream(engine, request, **options) as events:
-        async for ev in events:
-            collector.apply(ev)
-    return collector.result()
+    result: ChatResult = await afold(ChatCollector(_as_thread(request)[0]), astream(engine, request, **options))
+    return result
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
@@ -293,8 +303,5 @@ def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
 async def astep(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
     """The async twin of :func:`step`: the fold of :func:`astream_step`."""
-    collector = StepCollector(_as_thread(request)[0])
-    async with astream_step(engine, request, **options) as events:
-        async for ev in events:
-            collector.apply(ev)
-    return collector.result()
+    result: Step = await afold(StepCollector(_as_thread(request)[0]), astream_step(engine, request, **options))
+    return result

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .errors import ValidationError
-from .policy import RetryPolicy, Timeouts
+from .policy import RetryPolicy, Timeouts, _engine_retry
 from .providers.base import Adapter
 from .types import Tool
 
@@ -75,7 +75,7 @@ class Engine:
     model: str | None = None
     tools: tuple[Tool, ...] = attrs.field(default=(), converter=merge_tools)
     defaults: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_defaults)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=_engine_retry)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     context: Mapping[str, Any] = attrs.field(factory=dict)
     metadata: Mapping[str, Any] = attrs.field(factory=dict)

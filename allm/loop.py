@@ -52,6 +52,7 @@ from .events import (
 )
 from .fold import ChatCollector, Collector, StepCollector
 from .ids import new_request_id
+from .policy import Timeouts
 from .tools import (
     ASK_USER_PLACEHOLDER,
     RESERVED_HALT_REASONS,
@@ -86,12 +87,13 @@ __all__ = [
 ]
 
 Mode = Literal["auto", "manual"]
-OnToolError = Literal["continue", "halt"] | Callable[[ToolCall, ToolError], str]
+OnToolError = Literal["continue", "halt"] | Callable[[ToolCall, ToolError], Any]
 """``"continue"`` (the error is the call's result and the loop goes on), ``"halt"``
 (the batch finishes, then the loop halts with ``tool_error``), or a function
-``(tool_call, error) -> "continue" | "halt"`` deciding per call; a function that
-raises or returns anything else halts, its exception recorded in
-``metadata["on_tool_error_exception"]``."""
+``(tool_call, error) -> "continue" | "halt" | ("continue", replacement)`` deciding per
+call: with a replacement, the model reads ``replacement`` (encoded like a handler's
+result, not marked as an error) instead of the error. A function that raises or returns
+anything else halts, its exception recorded in ``metadata["on_tool_error_exception"]``."""
 
 
 def _check_mode(_i: Any, _a: Any, v: Any) -> None:
@@ -109,9 +111,9 @@ def _check_on_tool_error(_i: Any, _a: Any, v: Any) -> None:
         raise ValueError(f"on_tool_error must be 'continue', 'halt' or a function, not {v!r}")
 
 
-def _check_timeout(_i: Any, _a: Any, v: Any) -> None:
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-        raise ValueError(f"tool_timeout must be a positive number of seconds or None, not {v!r}")
+def _check_timeout(_i: Any, a: Any, v: Any) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf")):
+        raise ValueError(f"{a.name} must be a positive number of seconds or None, not {v!r}")
 
 
 DEFAULT_FINALIZE_NUDGE = "Now provide your final structured response."
@@ -138,6 +140,11 @@ class LoopPolicy:
       ``completed``, ``max_turns`` or ``halt_when``, one more call with no tools and the
       format follows (after ``structured_finalize_nudge``, a user message; ``""`` skips
       it). It does not count against ``max_turns``. Needs a ``response_format``.
+    - ``time_budget``: seconds the whole chat may take — model calls (their retries
+      included), tools and the waits between (``None``: no limit). Each model call's total
+      deadline and each tool's timeout are cut to what is left; when it is spent the chat
+      ends with ``halted_reason="time_budget"`` (``metadata["time_budget"]`` is the
+      budget), keeping the thread so far.
 
     Raises ``ValueError`` for a value outside these.
     """
@@ -150,6 +157,7 @@ class LoopPolicy:
     result_encoder: ResultEncoder = attrs.field(factory=JsonResultEncoder, converter=as_encoder)
     structured_finalize: bool = False
     structured_finalize_nudge: str = DEFAULT_FINALIZE_NUDGE
+    time_budget: float | None = attrs.field(default=None, validator=_check_timeout)
 
     @property
     def encoder(self) -> ResultEncoder:
@@ -175,6 +183,7 @@ class LoopOptions(TypedDict, total=False):
     result_encoder: ResultEncoder | Callable[[Any], str] | None
     structured_finalize: bool
     structured_finalize_nudge: str
+    time_budget: float | None
 
 
 #: The option names that configure :class:`LoopPolicy`.
@@ -195,6 +204,7 @@ class CallModel:
     events: tuple[Event, ...]
     request: Request
     turn: int
+    timeouts: Timeouts | None = None
 
 
 @attrs.frozen
@@ -244,6 +254,9 @@ class Loop:
       :class:`~allm.types.Step` (``stream_step``) instead of a ChatResult.
 
     Call :meth:`next_action` and perform what it returns; see the module docstring.
+    With a ``time_budget``, pass ``now`` (monotonic seconds) at construction and to
+    :meth:`next_action` and :meth:`model_done`; ``timeouts`` are the model calls' own
+    deadlines, which the budget cuts (the loop never reads a clock).
     During a :class:`CallModel`, hand each event of the call to ``collector.apply``
     (or give the whole response to :meth:`model_done`), and a call that raised before
     its first event to :meth:`model_failed`. Calling methods out of that order raises
@@ -261,6 +274,8 @@ class Loop:
         session_id: str | None = None,
         engine: Engine | None = None,
         single_step: bool = False,
+        timeouts: Timeouts | None = None,
+        now: float | None = None,
     ) -> None:
         self.thread = thread
         self.request = request
@@ -275,6 +290,9 @@ class Loop:
         self.steps: list[Step] = []
         self.result: ChatResult | Step | None = None
         self.collector = Collector()
+        self._timeouts = timeouts
+        budget = policy.time_budget
+        self._deadline = now + budget if budget is not None and now is not None else None
         self._emitted = False
         self._phase = "call"
         self._events: list[Event] = []
@@ -298,14 +316,23 @@ class Loop:
 
     # -- protocol
 
-    def next_action(self) -> Action:
-        """What to do now (see :data:`Action`)."""
+    def next_action(self, now: float | None = None) -> Action:
+        """What to do now (see :data:`Action`); ``now`` for the ``time_budget``."""
         phase = self._phase
         if phase == "call":
+            left = self._left(now)
+            if left is not None and left <= 0 and self.steps and not self.single_step:
+                self._out_of_time()
+                return self.next_action(now)
             self._phase = "model"
             self.collector = Collector(new_request_id())
             req = attrs.evolve(self.request, messages=self.thread.messages)
-            return CallModel(self._flush(), req, len(self.steps))
+            timeouts = self._timeouts
+            if left is not None:
+                base = timeouts or Timeouts()
+                cut = max(left, 1e-3)
+                timeouts = attrs.evolve(base, total=cut if base.total is None else min(base.total, cut))
+            return CallModel(self._flush(), req, len(self.steps), timeouts)
         if phase == "finalize":
             assert self._pass_1 is not None
             nudge = self.policy.structured_finalize_nudge
@@ -315,17 +342,21 @@ class Loop:
                 self.request, tools=(), tool_choice=None, response_format=self._final_format
             )
             self._phase = "call"
-            return self.next_action()
+            return self.next_action(now)
         if phase == "tools":
             self._phase = "running"
             started = [ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs]
-            return RunTools(self._flush() + tuple(started), self._jobs, self.policy.tool_timeout)
+            timeout = self.policy.tool_timeout
+            left = self._left(now)
+            if left is not None:
+                timeout = max(left, 1e-3) if timeout is None else max(min(timeout, left), 1e-3)
+            return RunTools(self._flush() + tuple(started), self._jobs, timeout)
         if phase == "running":
             missing = [j.call.id for j in self._jobs if j.call.id not in self._done]
             if missing:
                 raise RuntimeError(f"next_action() before every tool call finished (waiting for {missing})")
             self._end_tools()
-            return self.next_action()
+            return self.next_action(now)
         if phase == "finished":
             assert self.result is not None
             self._phase = "over"
@@ -345,7 +376,7 @@ class Loop:
         self.collector.apply(ev)
         return ev
 
-    def model_done(self, response: Response | None = None) -> None:
+    def model_done(self, response: Response | None = None, now: float | None = None) -> None:
         """The model call of :class:`CallModel` ended with ``response`` (possibly an error);
         by default the fold of the events handed to :attr:`collector`."""
         if self._phase != "model":
@@ -354,6 +385,10 @@ class Loop:
         if response is None:
             response = self.collector.response()
         self._response = response
+        left = self._left(now)
+        if response.finish_reason == "error" and left is not None and left <= 1e-3 and not self.single_step:
+            self._out_of_time(response)
+            return
         self._done = {}
         self._halt = None
         self._ask = None
@@ -452,16 +487,45 @@ class Loop:
                 self._done[call.id] = self._tool_message(call, content)
                 out.append(ToolResultEncoded(call.id, content))
                 return out
-        # A tool error: encode it for the model, then apply on_tool_error.
+        # A tool error: apply on_tool_error, then encode the error (or the replacement) for the model.
+        decision, meta = self._decide(call, error)
+        if decision == "replace":
+            content, enc_err = self._encode(call, meta.pop("replacement"))
+            if enc_err is None:
+                self._done[call.id] = self._tool_message(call, content)
+                out.append(ToolResultEncoded(call.id, content))
+                return out
+            error, decision = enc_err, "halt"
         content = self._encode_error(call, error)
         self._done[call.id] = self._tool_message(call, content, is_error=True)
         out.append(ToolResultEncoded(call.id, content, is_error=True))
-        decision, meta = self._decide(call, error)
         if decision == "halt" and self._halt is None:
             self._halt = ("tool_error", call, {"halt_tool_call_id": call.id, "error": error, **meta})
         return out
 
     # -- helpers
+
+    def _left(self, now: float | None) -> float | None:
+        """Seconds of the ``time_budget`` left at ``now`` (``None``: no budget)."""
+        if self._deadline is None or now is None:
+            return None
+        return self._deadline - now
+
+    def _out_of_time(self, response: Response | None = None) -> None:
+        """End the chat with ``time_budget``: after the last completed step, or on the
+        model call the budget cut short (``response``, kept as a step)."""
+        meta: dict[str, Any] = {"time_budget": self.policy.time_budget}
+        if response is not None:
+            err = response.metadata.get("error")
+            if err is not None:
+                meta["error"] = err
+            step = Step(response, self.thread, (), self.policy.mode, True, "time_budget", dict(meta))
+            self.steps.append(step)
+            self._events.append(StepCompleted(step))
+        last = self.steps[-1]
+        result = ChatResult(self.thread, last.response, tuple(self.steps), "time_budget", metadata=meta)
+        self._events.append(ChatCompleted(result))
+        self._finish(result)
 
     def _flush(self) -> tuple[Event, ...]:
         out = tuple(self._events)
@@ -509,8 +573,12 @@ class Loop:
             return "halt", {"on_tool_error_exception": f"{type(exc).__name__}: {exc}"}
         if decision == "continue" or decision == "halt":
             return decision, {}
+        if isinstance(decision, tuple) and len(decision) == 2 and decision[0] == "continue":
+            return "replace", {"replacement": decision[1]}
         return "halt", {
-            "on_tool_error_exception": f"on_tool_error returned {decision!r}; expected 'continue' or 'halt'"
+            "on_tool_error_exception": (
+                f"on_tool_error returned {decision!r}; expected 'continue', 'halt' or ('continue', replacement)"
+            )
         }
 
     def _end_tools(self) -> None:

@@ -143,7 +143,9 @@ class CallMachine:
             limit = 0
         elif status >= 300:
             limit, self.exact = MAX_ERROR_BODY_BYTES, False
-        elif plan.once or not plan.call.stream:
+        elif plan.once or not plan.call.stream or _is_json(headers):
+            # A JSON answer to a streaming request (an error object, or a whole completion,
+            # as some proxies send) is read and decoded as the body it is.
             limit, self.exact = MAX_BODY_BYTES, True
         else:
             self._dec = plan.adapter.decoder(plan.call, include_raw=plan.include_raw)
@@ -320,6 +322,11 @@ class CallMachine:
                 if found:
                     events[i] = RawChunk(data, rc.usage)
         return events
+
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    ct = headers.get("content-type", "")
+    return ct.startswith("application/json") or ct.startswith("application/problem+json")
 
 
 def _without(value: Any, secret: str) -> tuple[bool, Any]:

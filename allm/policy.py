@@ -112,6 +112,22 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
+def as_retry_policy(value: RetryPolicy | bool | None) -> RetryPolicy | None:
+    """``False`` -> :data:`NO_RETRY` (no retries, as ALLM spells it); ``True`` or ``None`` -> ``None``
+    (the default or the engine's); a :class:`RetryPolicy` as it is. Raises ``TypeError`` otherwise."""
+    if value is False:
+        return NO_RETRY
+    if value is None or value is True:
+        return None
+    if isinstance(value, RetryPolicy):
+        return value
+    raise TypeError(f"retry must be an allm.RetryPolicy, False (no retries) or None, not {type(value).__name__}")
+
+
+def _engine_retry(value: RetryPolicy | bool | None) -> RetryPolicy:
+    return as_retry_policy(value) or RetryPolicy()
+
+
 def should_retry(policy: RetryPolicy, error: AllmError) -> bool:
     """Whether ``error`` (ending an attempt before any event reached the caller) is worth another try."""
     if error.reason in NEVER_RETRIED:

@@ -40,10 +40,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, Unpack
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
 
 import attrs
 
+from .api import GenerateOptions
 from .driver import _astart, _start
 from .engine import Engine, merge_tools
 from .errors import EngineError, SessionError, ToolError, ValidationError
@@ -54,6 +55,8 @@ from .loop import LoopOptions, question_message
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
 from .tools import (
+    ASK_USER_PLACEHOLDER,
+    RESERVED_HALT_REASONS,
     AskUser,
     Halt,
     ResultEncoder,
@@ -87,8 +90,13 @@ _LEGAL: dict[str, tuple[str, ...]] = {
 R = TypeVar("R", ChatResult, Step)
 
 
-class SessionOptions(LoopOptions, total=False):
-    """:class:`~allm.driver.LoopOptions` plus:
+class _RunOptions(LoopOptions, GenerateOptions, total=False):
+    params: Mapping[str, Any] | None
+
+
+class SessionOptions(_RunOptions, total=False):
+    """The loop's options (:class:`~allm.loop.LoopOptions`) and each model call's
+    (:class:`~allm.api.GenerateOptions`), plus:
 
     - ``context``: this call's context for handlers, over ``session.context`` and
       ``engine.context`` (not stored). The session's id is the handlers' ``session_id``.
@@ -97,14 +105,29 @@ class SessionOptions(LoopOptions, total=False):
     """
 
     context: Mapping[str, Any] | None
-    params: Mapping[str, Any] | None
 
 
-class StartOptions(LoopOptions, total=False):
-    """:class:`~allm.driver.LoopOptions` plus ``params`` (see :class:`SessionOptions`).
-    ``start`` takes the session's own ``context=`` instead of a per-call one."""
+class ApproveOptions(TypedDict, total=False):
+    """Keyword options of :meth:`Session.approve`: ``tools`` (handlers to look in besides the
+    engine's), ``context`` (for the handler), ``tool_timeout`` (seconds, default 30; ``None``:
+    no limit), ``result_encoder``."""
 
-    params: Mapping[str, Any] | None
+    tools: Sequence[Any]
+    context: Mapping[str, Any] | None
+    tool_timeout: float | None
+    result_encoder: ResultEncoder | None
+
+
+class StartOptions(_RunOptions, total=False):
+    """:class:`SessionOptions` for a new session: ``params`` as there, and the new
+    session's own ``id``, ``context`` and ``metadata`` (see :meth:`Session.new`)."""
+
+    id: str | None
+    context: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+
+
+_NEW = ("id", "context", "metadata")
 UserInput = str | Message | Part | Sequence[Part]
 StartInput = str | Message | Sequence[Message] | Thread
 
@@ -221,7 +244,7 @@ class Session:
         return self.thread.add(msg)
 
     def _cleared(self) -> Session:
-        meta = {k: v for k, v in self.metadata.items() if k not in ("ask_user", "error")}
+        meta = {k: v for k, v in self.metadata.items() if k not in ("ask_user", "error", "halt")}
         return attrs.evolve(
             self, pending_question=None, pending_tool_call_id=None, pending_tool_calls=(), metadata=meta
         )
@@ -287,6 +310,14 @@ class Session:
 
     # -- one implementation of every run (plain, streaming, async)
 
+    @classmethod
+    def _run_new(cls, engine: Engine, input: StartInput, options: Mapping[str, Any], asynchronous: bool) -> Any:
+        """A ``start``: the new session (its own ``id``, ``context``, ``metadata`` taken out of
+        ``options``), then ``continue_`` with the rest of the options."""
+        session = cls.new(input, **{k: v for k, v in options.items() if k in _NEW})
+        run = {k: v for k, v in options.items() if k not in _NEW}
+        return session._run(engine, "continue_", run, asynchronous=asynchronous)
+
     def _run(
         self,
         engine: Engine,
@@ -311,18 +342,9 @@ class Session:
     # -- streaming operations
 
     @classmethod
-    def stream_start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> SessionStream[ChatResult]:
+    def stream_start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> SessionStream[ChatResult]:
         """:meth:`start`, streaming: iterate the events, then ``finish()`` for ``(session, result)``."""
-        return cls.new(input, id=id, context=context, metadata=metadata).stream_continue(engine, **options)
+        return cls._run_new(engine, input, options, False)  # type: ignore[no-any-return]
 
     def stream_reply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -370,23 +392,14 @@ class Session:
         )
 
     @classmethod
-    def start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> tuple[Session, ChatResult]:
+    def start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> tuple[Session, ChatResult]:
         """A new session on ``input``, then the tool loop: ``(session, result)``.
 
         ``options`` are :class:`~allm.driver.ChatOptions` (``mode``, ``max_turns``,
         ``tools``...); none of them is stored. Raises what :func:`allm.chat` raises;
         an error after the first event gives a session in the ``error`` status.
         """
-        return cls.stream_start(engine, input, id=id, context=context, metadata=metadata, **options).finish()
+        return cls.stream_start(engine, input, **options).finish()
 
     def reply(self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]) -> tuple[Session, ChatResult]:
         """Append the user's ``message`` (text, parts or a user Message) and run the loop.
@@ -420,16 +433,44 @@ class Session:
             metadata={"tool_call_id": tool_call_id},
         )
 
-    def _submitted(self, call: ToolCall, content: str, is_error: bool) -> Session:
-        thread = self.thread.add(Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error))
-        pending = tuple(c for c in self.pending_tool_calls if c.id != call.id)
+    def _submitted(self, call: ToolCall, content: str, is_error: bool, signal: AskUser | Halt | None = None) -> Session:
+        s = self
+        if signal is not None and s.pending_question is None and "halt" not in s.metadata:
+            # As in the loop, the first call of a turn that asks or halts decides.
+            if isinstance(signal, AskUser):
+                ask = {"choices": list(signal.choices), "options": dict(signal.options)}
+                s = attrs.evolve(
+                    s, pending_question=signal.question, pending_tool_call_id=call.id, metadata={**s.metadata, "ask_user": ask}
+                )
+            else:
+                s = attrs.evolve(s, metadata={**s.metadata, "halt": signal.reason})
+        thread = s.thread.add(Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error))
+        i = s.pending_tool_calls.index(call)  # the one answered, even if another shares its id
+        pending = s.pending_tool_calls[:i] + s.pending_tool_calls[i + 1 :]
         if pending:
-            return attrs.evolve(self, thread=thread, pending_tool_calls=pending)
-        if self.pending_question is not None:
-            ask = self.metadata.get("ask_user") or {}
-            thread = thread.add(question_message(self.pending_question, self.pending_tool_call_id, ask.get("choices", ())))
-            return attrs.evolve(self, thread=thread, pending_tool_calls=(), status="awaiting_user")
-        return attrs.evolve(self, thread=thread, pending_tool_calls=(), status="idle")
+            return attrs.evolve(s, thread=thread, pending_tool_calls=pending)
+        if s.pending_question is not None:
+            ask = s.metadata.get("ask_user") or {}
+            thread = thread.add(question_message(s.pending_question, s.pending_tool_call_id, ask.get("choices", ())))
+            return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="awaiting_user")
+        if "halt" in s.metadata:
+            meta = {k: v for k, v in s.metadata.items() if k != "halt"}
+            return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="completed", metadata=meta)
+        return attrs.evolve(s, thread=thread, pending_tool_calls=(), status="idle")
+
+    def _answered(self, call: ToolCall, result: Any, is_error: bool, encoder: ResultEncoder) -> Session:
+        if isinstance(result, AskUser):
+            return self._submitted(call, ASK_USER_PLACEHOLDER, is_error, result)
+        if isinstance(result, Halt):
+            if not isinstance(result.reason, str) or not result.reason or result.reason in RESERVED_HALT_REASONS:
+                raise ToolError(
+                    f"{call.name} returned Halt({result.reason!r}); that reason is reserved for the loop "
+                    f"({', '.join(sorted(RESERVED_HALT_REASONS))})",
+                    reason="invalid_return",
+                    metadata={"tool_name": call.name, "tool_call_id": call.id},
+                )
+            return self._submitted(call, encoder.encode_result(result.result, call), is_error, result)
+        return self._submitted(call, encoder.encode_result(result, call), is_error)
 
     def submit_tool_result(
         self,
@@ -441,15 +482,19 @@ class Session:
     ) -> Session:
         """Answer the pending call ``tool_call_id`` with ``result``: a new session.
 
-        ``result`` is encoded like a handler's (a string as is, else JSON). When no
-        call is left pending the status becomes ``idle`` (``continue_`` next), or
-        ``awaiting_user`` if a handler's question was waiting for these results.
-        Pure: no model call. Raises :class:`~allm.errors.SessionError`
-        (``invalid_status`` unless ``awaiting_tools``; ``unknown_tool_call_id``).
+        ``result`` is encoded like a handler's (a string as is, else JSON), and as in
+        the loop an :class:`~allm.tools.AskUser` asks the user (the model reads
+        ``"<awaiting user response>"``) and a :class:`~allm.tools.Halt` ends the turn
+        (its ``result`` is the call's result). When no call is left pending the status
+        becomes ``idle`` (``continue_`` next), ``awaiting_user`` if a question was
+        asked, or ``completed`` after a ``Halt``. Pure: no model call. Raises
+        :class:`~allm.errors.SessionError` (``invalid_status`` unless
+        ``awaiting_tools``; ``unknown_tool_call_id``) and
+        :class:`~allm.errors.ToolError` (``invalid_return``) for a ``Halt`` whose
+        reason the loop reserves.
         """
         call = self._pending_call("submit_tool_result", tool_call_id)
-        content = as_encoder(encoder).encode_result(result, call)
-        return self._submitted(call, content, is_error)
+        return self._answered(call, result, is_error, as_encoder(encoder))
 
     def submit_tool_results(
         self, results: Mapping[str, Any] | Iterable[tuple[str, Any]], *, encoder: ResultEncoder | None = None
@@ -494,63 +539,42 @@ class Session:
     def _approved(self, outcome: ToolOutcome, encoder: ResultEncoder) -> Session:
         call = outcome.call
         error = outcome.error
-        value = outcome.value
-        if error is None and isinstance(value, (AskUser, Halt)):
-            error = ToolError(
-                f"{call.name} returned {type(value).__name__}, which an approved call cannot do",
-                reason="invalid_return",
-                metadata={"tool_name": call.name, "tool_call_id": call.id},
-            )
         if error is None:
             try:
-                return self._submitted(call, encoder.encode_result(value, call), False)
+                return self._answered(call, outcome.value, False, encoder)
+            except ToolError as exc:
+                error = exc
             except Exception as exc:
                 error = ToolError(f"the result of {call.name} could not be encoded: {exc}", reason="encoding_failed")
         return self._submitted(call, encoder.encode_error(error, call), True)
 
-    def approve(
-        self,
-        engine: Engine,
-        tool_call_id: str,
-        *,
-        tools: Sequence[Any] = (),
-        context: Mapping[str, Any] | None = None,
-        tool_timeout: float | None = 30.0,
-        result_encoder: ResultEncoder | None = None,
-    ) -> Session:
+    def approve(self, engine: Engine, tool_call_id: str, **options: Unpack[ApproveOptions]) -> Session:
         """Run the pending call's handler (found by tool name on ``engine`` or in
-        ``tools``) and submit its result; a handler error is submitted as a tool error.
+        ``tools``) and submit its result (see :meth:`submit_tool_result`: a handler's
+        ``AskUser`` or ``Halt`` acts as in the loop); a handler error is submitted as a
+        tool error.
 
         Raises :class:`~allm.errors.SessionError` like :meth:`submit_tool_result`,
         and :class:`~allm.errors.EngineError` (``unknown_tool``) when no handler
         has the call's name.
         """
-        job = self._approval_job(engine, tool_call_id, {"tools": tools, "context": context})
-        gen = run_tools([job], tool_timeout)
+        job = self._approval_job(engine, tool_call_id, options)
+        gen = run_tools([job], options.get("tool_timeout", 30.0))
         try:
             outcome = next(gen)
         finally:
             gen.close()
-        return self._approved(outcome, as_encoder(result_encoder))
+        return self._approved(outcome, as_encoder(options.get("result_encoder")))
 
-    async def aapprove(
-        self,
-        engine: Engine,
-        tool_call_id: str,
-        *,
-        tools: Sequence[Any] = (),
-        context: Mapping[str, Any] | None = None,
-        tool_timeout: float | None = 30.0,
-        result_encoder: ResultEncoder | None = None,
-    ) -> Session:
+    async def aapprove(self, engine: Engine, tool_call_id: str, **options: Unpack[ApproveOptions]) -> Session:
         """The async twin of :meth:`approve`."""
-        job = self._approval_job(engine, tool_call_id, {"tools": tools, "context": context})
-        gen = arun_tools([job], tool_timeout)
+        job = self._approval_job(engine, tool_call_id, options)
+        gen = arun_tools([job], options.get("tool_timeout", 30.0))
         try:
             outcome = await gen.__anext__()
         finally:
             await gen.aclose()
-        return self._approved(outcome, as_encoder(result_encoder))
+        return self._approved(outcome, as_encoder(options.get("result_encoder")))
 
     def recover(self) -> Session:
         """Leave the ``error`` status: the same thread, ``idle``, without ``metadata["error"]``.
@@ -569,18 +593,9 @@ class Session:
     # -- async operations
 
     @classmethod
-    def astream_start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> AsyncSessionStream[ChatResult]:
+    def astream_start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_start`."""
-        return cls.new(input, id=id, context=context, metadata=metadata).astream_continue(engine, **options)
+        return cls._run_new(engine, input, options, True)  # type: ignore[no-any-return]
 
     def astream_reply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -597,18 +612,9 @@ class Session:
         return self._run(engine, "step", options, single_step=True, asynchronous=True)  # type: ignore[no-any-return]
 
     @classmethod
-    async def astart(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> tuple[Session, ChatResult]:
+    async def astart(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> tuple[Session, ChatResult]:
         """The async twin of :meth:`start`."""
-        return await cls.astream_start(engine, input, id=id, context=context, metadata=metadata, **options).finish()
+        return await cls.astream_start(engine, input, **options).finish()
 
     async def areply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -633,7 +639,18 @@ def settle(base: Session, result: ChatResult | Step) -> Session:
     return base.settle(result)
 
 
-class SessionStream(Generic[R]):
+class _Folded(Generic[R]):
+    """Events of a session operation and the :class:`~allm.fold.SessionReducer` folding them."""
+
+    __slots__ = ("events", "reducer")
+    reducer: SessionReducer[R]
+
+    def __init__(self, events: Any, reducer: SessionReducer[R]) -> None:
+        self.events = events
+        self.reducer = reducer
+
+
+class SessionStream(_Folded[R]):
     """The events of a session operation; ``finish()`` gives ``(new_session, result)``.
 
     Iterate it for events (each one is folded as it passes). ``finish()`` consumes
@@ -641,13 +658,8 @@ class SessionStream(Generic[R]):
     response is closed and the fold gives ``halted_reason="cancelled"``).
     """
 
-    __slots__ = ("events", "reducer")
+    __slots__ = ()
     events: EventStream
-    reducer: SessionReducer[R]
-
-    def __init__(self, events: EventStream, reducer: SessionReducer[R]) -> None:
-        self.events = events
-        self.reducer = reducer
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -676,16 +688,11 @@ class SessionStream(Generic[R]):
         self.close()
 
 
-class AsyncSessionStream(Generic[R]):
+class AsyncSessionStream(_Folded[R]):
     """The async twin of :class:`SessionStream`: ``async for``, ``await aclose()``, ``await finish()``."""
 
-    __slots__ = ("events", "reducer")
+    __slots__ = ()
     events: AsyncEventStream
-    reducer: SessionReducer[R]
-
-    def __init__(self, events: AsyncEventStream, reducer: SessionReducer[R]) -> None:
-        self.events = events
-        self.reducer = reducer
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self

@@ -82,7 +82,7 @@ ASK_USER_PLACEHOLDER = "<awaiting user response>"
 """The tool result the model reads for a call whose handler asked the user a question."""
 
 RESERVED_HALT_REASONS = frozenset(
-    {"completed", "error", "max_turns", "halt_when", "ask_user", "tool_error", "manual_tool_calls", "cancelled"}
+    {"completed", "error", "max_turns", "halt_when", "ask_user", "tool_error", "manual_tool_calls", "cancelled", "time_budget"}
 )
 """``halted_reason`` values the loop itself uses; a handler's :class:`Halt` may not use them."""
 
@@ -550,7 +550,7 @@ class JsonResultEncoder:
 
     def encode_result(self, value: Any, call: ToolCall) -> str:
         if isinstance(value, str):
-            return value
+            return str(value)  # a plain str, also for a str subclass (the thread keeps text only)
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def encode_error(self, error: ToolError, call: ToolCall) -> str:

@@ -305,7 +305,7 @@ def test_on_tool_error_function_decides_per_call(drive: Drive) -> None:
     ("decide", "expected"),
     [
         (lambda call, err: 1 / 0, "ZeroDivisionError: division by zero"),
-        (lambda call, err: "retry", "on_tool_error returned 'retry'; expected 'continue' or 'halt'"),
+        (lambda call, err: "retry", "on_tool_error returned 'retry'; expected 'continue', 'halt' or ('continue', replacement)"),
     ],
 )
 def test_on_tool_error_function_that_fails_halts(drive: Drive, decide: Any, expected: str) -> None:

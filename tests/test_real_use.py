@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 
@@ -296,3 +297,263 @@ def test_handler_with_a_defaulted_second_parameter_gets_no_context() -> None:
                       tools=[allm.tool("with_ctx", handler=with_ctx), allm.tool("positional", handler=positional)])
     r = allm.chat(eng, "go", session_id="s-1")
     assert [m.text for m in r.thread.messages if m.role == "tool"] == ["with_ctx", "s-1"]
+
+
+# ------------------------------------------------------------------------------ 21. on_tool_error replacement
+
+
+def test_on_tool_error_may_return_a_replacement_result_the_model_sees() -> None:
+    def boom(args: dict[str, Any]) -> None:
+        raise RuntimeError("database down")
+
+    seen: list[str] = []
+
+    def policy(call: allm.ToolCall, err: allm.ToolError) -> Any:
+        seen.append(err.reason)
+        return ("continue", {"cached": True, "value": 41})
+
+    eng = fake_engine([tool_call("lookup", {}, id="c1")], ["ok"], tools=[allm.tool("lookup", handler=boom)])
+    r = allm.chat(eng, "go", on_tool_error=policy)
+    tool_msg = r.thread.messages[2]
+    assert seen == ["handler_raised"]
+    assert r.halted_reason == "completed"
+    assert not tool_msg.is_error and orjson.loads(tool_msg.text) == {"cached": True, "value": 41}
+    assert eng.adapter.requests[1].messages[2].text == tool_msg.text  # type: ignore[attr-defined]
+    # Anything else still halts, naming what was returned.
+    eng = fake_engine([tool_call("lookup", {}, id="c1")], ["ok"], tools=[allm.tool("lookup", handler=boom)])
+    r = allm.chat(eng, "go", on_tool_error=lambda c, e: ("retry", 1))
+    assert r.halted_reason == "tool_error" and "('retry', 1)" in r.metadata["on_tool_error_exception"]
+
+
+# ------------------------------------------------------------------------------ 22. a time budget for the whole chat
+
+
+def _slow(args: dict[str, Any]) -> str:
+    time.sleep(0.3)
+    return "slow result"
+
+
+def test_time_budget_spans_turns_and_tools_and_names_itself() -> None:
+    from allm.testing import delay
+
+    turns = [[tool_call("slow", {}, id=f"c{i}")] for i in range(20)]
+    eng = fake_engine(*turns, tools=[allm.tool("slow", handler=_slow)])
+    t0 = time.monotonic()
+    r = allm.chat(eng, "go", time_budget=1.0, max_turns=50)
+    elapsed = time.monotonic() - t0
+    assert r.halted_reason == "time_budget" and r.metadata["time_budget"] == 1.0
+    assert 1.0 <= elapsed < 3.0
+    assert 2 <= len(r.steps) <= 5
+    assert r.thread.messages[-1].role == "tool"  # the thread so far is kept
+    # A model call the budget cuts short ends the chat the same way (the call's error kept).
+    eng = fake_engine([tool_call("slow", {}, id="c1")], [delay(5.0), text("too late")], tools=[allm.tool("slow", handler=_slow)])
+    t0 = time.monotonic()
+    r = allm.chat(eng, "go", time_budget=0.8)
+    assert time.monotonic() - t0 < 3.0
+    assert r.halted_reason == "time_budget" and r.metadata["error"].reason == "timeout"
+    # A tool that outlives the budget is cut at what is left.
+    eng = fake_engine([tool_call("sleepy", {}, id="c1")], ["never"], tools=[allm.tool("sleepy", handler=lambda a: time.sleep(5))])
+    t0 = time.monotonic()
+    r = allm.chat(eng, "go", time_budget=0.5)
+    assert time.monotonic() - t0 < 3.0 and r.halted_reason == "time_budget"
+    assert "did not finish" in r.thread.messages[2].text
+
+
+async def test_time_budget_in_achat_and_sessions() -> None:
+    turns = [[tool_call("slow", {}, id=f"c{i}")] for i in range(20)]
+    eng = fake_engine(*turns, tools=[allm.tool("slow", handler=_slow)])
+    r = await allm.achat(eng, "go", time_budget=0.8, max_turns=50)
+    assert r.halted_reason == "time_budget"
+    eng = fake_engine(*turns, tools=[allm.tool("slow", handler=_slow)])
+    session, result = allm.Session.start(eng, "go", time_budget=0.8, max_turns=50)
+    assert result.halted_reason == "time_budget" and session.status == "completed"
+    with pytest.raises(ValueError):
+        allm.chat(eng, "go", time_budget=0)
+
+
+# ------------------------------------------------------------------------------ 8. duplicate tool-call ids
+
+
+def test_duplicate_tool_call_ids_in_one_response_are_made_unique() -> None:
+    seen: list[Any] = []
+    tool = allm.tool("a", handler=lambda args: seen.append(args) or len(seen))
+    eng = fake_engine([tool_call("a", {"n": 1}, id="dup"), tool_call("a", {"n": 2}, id="dup")], ["ok"], tools=[tool])
+    r = allm.chat(eng, "go")
+    assert r.halted_reason == "completed" and seen == [{"n": 1}, {"n": 2}]
+    calls = r.thread.messages[1].tool_calls
+    assert [c.id for c in calls] == ["dup", "dup_2"]
+    assert [(m.tool_call_id, m.text) for m in r.thread.messages[2:4]] == [("dup", "1"), ("dup_2", "2")]
+
+
+def test_duplicate_tool_call_ids_from_a_server_are_made_unique(echo: LoopbackServer) -> None:
+    async def dup(req: Req, w: Writer) -> None:
+        await w.start_stream()
+        for i in range(2):
+            call = {"index": i, "id": "call_same", "type": "function", "function": {"name": "a", "arguments": orjson.dumps({"n": i}).decode()}}
+            chunk = {"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+            await w.chunk(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await w.chunk(b'data: {"id":"x","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n')
+        await w.chunk(b"data: [DONE]\n\n")
+        await w.end_stream()
+
+    echo.handler = dup
+    engine = allm.Engine(adapter=OpenAICompatible(echo.url), model="m", tools=[allm.tool("a", handler=lambda a: a["n"], manual=True)])
+    session, _result = allm.Session.start(engine, "go")
+    assert session.status == "awaiting_tools"
+    ids = [c.id for c in session.pending_tool_calls]
+    assert ids == ["call_same", "call_same_2"]
+    s1 = session.submit_tool_result("call_same", 0)
+    assert [c.id for c in s1.pending_tool_calls] == ["call_same_2"] and s1.status == "awaiting_tools"
+    s2 = s1.submit_tool_result("call_same_2", 1)
+    assert s2.status == "idle"
+
+
+# ------------------------------------------------------------------------------ 14. a JSON body answering a stream
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_json_body_answering_a_streaming_request_is_decoded_as_a_body(echo: LoopbackServer, asynchronous: bool) -> None:
+    state = {"body": b""}
+
+    async def json_answer(req: Req, w: Writer) -> None:
+        await w.respond(200, state["body"])
+
+    echo.handler = json_answer
+    engine = allm.Engine(adapter=OpenAICompatible(echo.url), model="m")
+
+    def run() -> allm.Response:
+        if asynchronous:
+            return asyncio.run(allm.agenerate(engine, "hi", retry=allm.RetryPolicy(max_attempts=1)))
+        return allm.generate(engine, "hi", retry=allm.RetryPolicy(max_attempts=1))
+
+    state["body"] = orjson.dumps({"id": "c1", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "a whole answer"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}})
+    r = run()
+    assert r.output_text == "a whole answer" and r.finish_reason == "stop" and r.usage.input_tokens == 3
+    state["body"] = orjson.dumps({"error": {"message": "the proxy refused: quota", "type": "insufficient_quota", "code": "insufficient_quota"}})
+    with pytest.raises(allm.AdapterError) as info:
+        run()
+    assert "the proxy refused: quota" in str(info.value)
+
+
+# ------------------------------------------------------------------------------ 16. a closed pipe
+
+
+@pytest.mark.parametrize("argv", [["chat", "--provider", "fake", "hello there"], ["models", "--provider", "fake"]])
+def test_cli_output_into_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    cmd = f"{sys.executable} -m allm {' '.join(repr(a) for a in argv)} | head -c 1"
+    for _ in range(3):  # the reader closes early; whichever write meets it must be quiet
+        out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=env, timeout=60)
+        assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+        assert out.returncode == 0
+
+
+def test_cli_broken_pipe_is_quiet_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from allm import cli
+
+    class Closed:
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return r
+
+    r, w = os.pipe()
+    monkeypatch.setattr(sys, "stdout", Closed())
+    try:
+        assert cli.main(["models", "--provider", "fake"]) == 0
+    finally:
+        os.close(w)
+
+
+# ------------------------------------------------------------------------------ 17. retry=False
+
+
+def test_retry_false_means_no_retries() -> None:
+    calls = {"n": 0}
+
+    async def flaky(req: Req, w: Writer) -> None:
+        calls["n"] += 1
+        await w.respond(503, b'{"error": {"message": "busy"}}')
+
+    with serve(flaky) as server:
+        engine = allm.Engine(adapter=OpenAICompatible(server.url), model="m")
+        with pytest.raises(allm.AdapterError):
+            allm.generate(engine, "hi", retry=False)
+        assert calls["n"] == 1
+        with pytest.raises(allm.AdapterError):
+            allm.generate(allm.Engine(adapter=OpenAICompatible(server.url), model="m", retry=False), "hi")
+        assert calls["n"] == 2
+        with pytest.raises(allm.AdapterError):
+            allm.generate(engine, "hi", retry=allm.RetryPolicy(base_delay=0.01, max_delay=0.01))
+        assert calls["n"] == 5  # the default policy: three attempts
+    with pytest.raises(TypeError):
+        allm.Engine(adapter=OpenAICompatible("http://127.0.0.1:9/v1"), model="m", retry="no")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ 23. count_tokens
+
+
+def test_count_tokens_on_the_fake_sync_and_async() -> None:
+    eng = fake_engine(["x"])
+    req = allm.request([allm.system("Be brief."), allm.user("How many tokens is this?")])
+    n = allm.count_tokens(eng, req)
+    assert isinstance(n, int) and n > 0
+    assert asyncio.run(allm.acount_tokens(eng, req)) == n
+    assert allm.count_tokens(eng, "one two three") < n
+
+
+_COUNT_ANSWERS = {
+    "anthropic": (b'{"input_tokens": 17}', "/messages/count_tokens"),
+    "gemini": (b'{"totalTokens": 19, "totalBillableCharacters": 80}', ":countTokens"),
+    "responses": (b'{"object": "response.input_tokens", "input_tokens": 23}', "/responses/input_tokens"),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(_COUNT_ANSWERS))
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_count_tokens_goes_through_keys_retries_and_deadlines(provider: str, asynchronous: bool) -> None:
+    from allm.providers import registry
+
+    body, path = _COUNT_ANSWERS[provider]
+    seen: list[Req] = []
+
+    async def answer(req: Req, w: Writer) -> None:
+        seen.append(req)
+        if len(seen) == 1:
+            await w.respond(429, b'{"error": {"message": "slow down"}}', {"retry-after-ms": "10"})
+        else:
+            await w.respond(200, body)
+
+    with serve(answer) as server:
+        engine = allm.Engine(adapter=registry.build(provider, base_url=server.url), model="some-model")
+        req = allm.request([allm.user("Count me.")])
+        key = "sk-count-tokens-key-0123456789"
+        if asynchronous:
+            n = asyncio.run(allm.acount_tokens(engine, req, api_key=key))
+        else:
+            n = allm.count_tokens(engine, req, api_key=key)
+        assert n == int(orjson.loads(body).get("input_tokens") or orjson.loads(body)["totalTokens"])
+        assert len(seen) == 2 and seen[1].path.split("?")[0].endswith(path)
+        assert any(key in v for v in seen[1].headers.values())  # the key went in the auth header
+
+        async def stall(req: Req, w: Writer) -> None:
+            await asyncio.sleep(5)
+
+        server.handler = stall
+        quick = attrs.evolve(engine, timeouts=allm.Timeouts(first_event=0.3), retry=False)
+        t0 = time.monotonic()
+        with pytest.raises(allm.AdapterError) as info:
+            if asynchronous:
+                asyncio.run(allm.acount_tokens(quick, req, api_key=key))
+            else:
+                allm.count_tokens(quick, req, api_key=key)
+        assert info.value.reason == "timeout" and time.monotonic() - t0 < 3
+    with pytest.raises(allm.EngineError) as info2:
+        allm.count_tokens(allm.Engine(adapter=OpenAICompatible("http://127.0.0.1:9/v1"), model="m"), "hi")
+    assert info2.value.reason == "unsupported_operation"

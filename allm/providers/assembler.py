@@ -110,6 +110,9 @@ class Assembler:
     reported with ``id=None``.
 
     Finish reason is derived here: any completed tool call makes it ``tool_calls``.
+    Tool-call ids are unique within a message: a missing id is synthesised, and an id
+    the provider repeated (a misbehaving server) gets a ``_<n>`` suffix on its later
+    calls, so every call is run, answered and stored on its own.
     """
 
     __slots__ = (
@@ -117,6 +120,7 @@ class Assembler:
         "_cur_text",
         "_reasonings",
         "_texts",
+        "_tool_ids",
         "_tools",
         "dropped_usage",
         "finished",
@@ -141,6 +145,7 @@ class Assembler:
         self._cur_text: _Text | None = None
         self._reasonings: dict[str | None, _Reasoning] = {}
         self._tools: dict[object, _Tool] = {}
+        self._tool_ids: set[str] = set()
         # Usage counters the provider sent in a form that cannot be read ({field: value}),
         # filled by the decoders' ``map_usage``; reported in MessageCompleted.metadata.
         self.dropped_usage: dict[str, Any] = {}
@@ -237,6 +242,12 @@ class Assembler:
     def _start_tool(self, t: _Tool) -> list[Event]:
         t.started = True
         assert t.id is not None and t.name is not None
+        if t.id in self._tool_ids:
+            base, n = t.id, 2
+            while f"{base}_{n}" in self._tool_ids:
+                n += 1
+            t.id = f"{base}_{n}"
+        self._tool_ids.add(t.id)
         out: list[Event] = [ToolCallStarted(t.id, t.name, t.index)]
         if t.pending:
             joined = "".join(t.pending)

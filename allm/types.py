@@ -835,7 +835,7 @@ _REQUEST_SETTINGS = frozenset(
     {
         "temperature", "top_p", "top_k", "max_tokens", "stop_sequences", "seed", "frequency_penalty",
         "presence_penalty", "tool_choice", "response_format", "prompt", "n", "size", "aspect_ratio",
-        "quality", "style", "background", "output_format",
+        "quality", "style", "background", "output_format", "prompt_cache",
     }
 )
 

@@ -77,10 +77,10 @@ def test_the_fake_refuses_the_same_and_engine_tools_count() -> None:
     engine = allm.Engine(adapter=Fake([tool_call("get_weather", {"city": "Rome"})]), model="fake", tools=[WEATHER])
     resp = allm.generate(engine, allm.request("x", tool_choice=ToolChoice("get_weather")))
     assert resp.tool_calls[0].name == "get_weather"
-    body = orjson.loads(OpenAI().encode(allm.api.resolve_request(
-        allm.Engine(adapter=OpenAI(), model="m", tools=[WEATHER]), allm.request("x", tool_choice="get_weather")
-    ), stream=True).body or b"")
-    assert body["tool_choice"]["function"]["name"] == "get_weather"
+    sent = engine.adapter.requests[0]  # type: ignore[attr-defined]
+    assert sent.tool_choice == "get_weather" and [t.name for t in sent.tools] == ["get_weather"]
+    body = orjson.loads(OpenAI().encode(sent, stream=True).body or b"")
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
 @pytest.mark.parametrize(

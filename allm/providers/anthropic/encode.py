@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...errors import ValidationError
-from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
+from ...types import CallWarning, ImagePart, Message, PromptCache, ReasoningPart, Request, TextPart, Tool
 from .._threads import check_request, check_thread
 from .._wire import copy_settings, dropped, int_or_none
 from ..media import ANTHROPIC_IMAGES, check_images
@@ -229,6 +229,52 @@ def encode_tool_choice(choice: str) -> dict[str, Any]:
     return {"type": "tool", "name": choice}
 
 
+_MAX_BREAKPOINTS = 4  # the API refuses more cache_control blocks in one request
+_NOT_CACHEABLE = frozenset({"thinking", "redacted_thinking"})
+
+
+def encode_prompt_cache(pc: PromptCache, body: dict[str, Any], warnings: list[CallWarning]) -> None:
+    """A :class:`~allm.types.PromptCache` as a ``cache_control`` breakpoint on the last block
+    of the prompt (the last cacheable block of the last message, else of ``system``, else
+    the last tool), so the whole prompt is cached, as Anthropic's prompt caching guide
+    places a conversation's breakpoint. ``retention`` is the ``ttl`` (``"5m"``, ``"1h"``;
+    ``"24h"`` is longer than Anthropic keeps a cache: ``"1h"`` is sent, with a warning).
+    The ``key`` has no Anthropic field and needs none (the cache is found by the prompt's
+    prefix). With the adapter's automatic caching on (a top-level ``cache_control``),
+    that breakpoint takes the ``ttl`` instead; a request that already holds 4
+    breakpoints gets no fifth (a warning says so).
+    """
+    ttl = pc.retention
+    if ttl == "24h":
+        why = "prompt_cache retention 24h is longer than Anthropic keeps a cache; 1h was sent"
+        warnings.append(CallWarning("unsupported_feature", "prompt_cache", PROVIDER, why))
+        ttl = "1h"
+    top = body.get("cache_control")
+    if isinstance(top, dict):
+        if ttl is not None:
+            top["ttl"] = ttl
+        return
+    cc: dict[str, Any] = {"type": "ephemeral"}
+    if ttl is not None:
+        cc["ttl"] = ttl
+    tools = body.get("tools") or []
+    blocks = [b for m in body["messages"] for b in m["content"]]
+    marked = [b for b in (*tools, *body.get("system", ()), *blocks) if "cache_control" in b]
+    last = next(
+        (b for group in (blocks, body.get("system", ()), tools) for b in reversed(group) if b.get("type") not in _NOT_CACHEABLE),
+        None,
+    )
+    if last is None:
+        return
+    if "cache_control" in last:
+        last["cache_control"] = {**last["cache_control"], **({"ttl": ttl} if ttl else {})}
+    elif len(marked) >= _MAX_BREAKPOINTS:
+        why = f"the request already has {_MAX_BREAKPOINTS} cache breakpoints (the API's limit); prompt_cache was not sent"
+        warnings.append(CallWarning("dropped_setting", "prompt_cache", PROVIDER, why))
+    else:
+        last["cache_control"] = cc
+
+
 def parse_betas(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -315,6 +361,8 @@ def encode_body(
         if cache_ttl:
             cc["ttl"] = cache_ttl
         body["cache_control"] = cc
+    if request.prompt_cache is not None:
+        encode_prompt_cache(request.prompt_cache, body, warnings)
     if stream:
         body["stream"] = True
     body.update(options)

@@ -313,6 +313,10 @@ def encode_body(
         body["tools"] = [{"functionDeclarations": [encode_tool(t, warnings) for t in request.tools]}]
     if request.tool_choice is not None:
         body["toolConfig"] = encode_tool_choice(request.tool_choice)
+    if request.prompt_cache is not None:
+        # No request field: Gemini caches repeated prefixes implicitly; explicit caches are
+        # ``cachedContents`` resources made by a call of their own.
+        warnings.append(dropped("prompt_cache", PROVIDER, "Gemini"))
     if request.options:
         merge(body, request.options)
     return body, warnings

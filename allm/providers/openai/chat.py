@@ -28,6 +28,7 @@ from ._shared import (
     Dialect,
     OpenAIEndpoints,
     content_parts,
+    encode_prompt_cache,
     encode_tool_choice,
     stream_error,
 )
@@ -117,6 +118,7 @@ def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[di
         body["tools"] = [encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = encode_tool_choice(request.tool_choice)
+    encode_prompt_cache(request, dialect, body, warnings, dialect.name)
     rf = request.response_format
     if rf is not None:
         if rf.type == "json_schema":

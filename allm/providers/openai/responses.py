@@ -52,6 +52,8 @@ from ._shared import (
     CompatibleServer,
     Dialect,
     content_parts,
+    dialect_of,
+    encode_prompt_cache,
     encode_tool_choice,
     org_headers,
 )
@@ -192,11 +194,13 @@ def encode_body(
     reasoning_effort: str | None = None,
     reasoning_summary: str | None = None,
     chat_response_format: bool = False,
+    dialect: str | Dialect = "openai",
 ) -> tuple[dict[str, Any], list[CallWarning]]:
     """The JSON body of ``POST /responses`` and the warnings for settings that were dropped.
 
     ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
-    Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
+    Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`). ``dialect`` says
+    whether the server takes ``prompt_cache_key`` / ``prompt_cache_retention``.
     """
     check_request(request)
     image_warnings = check_images(request.messages, OPENAI_IMAGES if provider == "openai" else COMPATIBLE_IMAGES, provider)
@@ -220,6 +224,7 @@ def encode_body(
         body["tools"] = [encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice)
+    encode_prompt_cache(request, dialect_of(dialect), body, warnings, _API)
     rf = request.response_format
     if rf is not None:
         if rf.type == "json_schema":
@@ -313,6 +318,7 @@ class OpenAIResponses(CompatibleServer):
             reasoning_effort=self.reasoning_effort,
             reasoning_summary=self.reasoning_summary,
             chat_response_format=d.name in CHAT_RESPONSE_FORMAT_DIALECTS,
+            dialect=d,
         )
 
     def encode(self, request: Request, *, stream: bool) -> HttpCall:

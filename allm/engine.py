@@ -145,11 +145,14 @@ def _store_defaults(defaults: RequestDefaults) -> Any:
     return codec.unstructure(Request(**defaults), Request)
 
 
+_VALUE_DEFAULTS = frozenset({"response_format", "prompt_cache"})  # stored as objects, loaded as values
+
+
 def _load_defaults(data: Any) -> RequestDefaults:
     from . import codec
 
-    request = codec.structure(data, Request)
-    return RequestDefaults({name: getattr(request, name) for name in data})
+    request = codec.structure(data, Request)  # checks every field
+    return RequestDefaults({name: getattr(request, name) if name in _VALUE_DEFAULTS else data[name] for name in data})
 
 
 def _store_adapter(adapter: Adapter) -> Any:

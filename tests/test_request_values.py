@@ -61,13 +61,11 @@ def test_good_values_pass() -> None:
     assert req.stop_sequences == ("\n",)  # one string is one stop sequence
 
 
-def test_engine_defaults_are_checked_too() -> None:
-    from allm.testing import fake_engine, text
+def test_engine_defaults_are_checked_when_the_engine_is_built() -> None:
+    from allm.providers import Fake
 
-    engine = fake_engine([text("x")])
-    engine = allm.Engine(adapter=engine.adapter, model="fake", defaults={"temperature": float("nan")})
-    with pytest.raises(ValidationError, match="temperature"):
-        allm.generate(engine, "hi")
+    with pytest.raises(ValidationError, match="temperature must be a finite number"):
+        allm.Engine(adapter=Fake(["x"]), model="fake", defaults={"temperature": float("nan")})
 
 
 ADAPTERS = {

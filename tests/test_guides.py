@@ -60,7 +60,7 @@ def test_getting_started_blocks_run(openai_server: LoopbackServer, request: pyte
     for i, code in enumerate(blocks("getting_started.md")):
         if "LocalServer()" in code:
             server = request.getfixturevalue("llama_server")  # the real model: skips without it (unless required)
-            monkeypatch.setattr(allm.local, "LocalServer", lambda: contextlib.nullcontext(server))
+            monkeypatch.setattr(allm.local, "LocalServer", lambda s=server: contextlib.nullcontext(s))
         exec(compile(code, f"getting_started.md:block{i}", "exec"), ns)
     assert ns["resp"].warnings and ns["thread"].last.text == "18 °C."
     assert openai_server.requests and all(r.path == "/v1/chat/completions" for r in openai_server.requests)

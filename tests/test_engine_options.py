@@ -67,6 +67,9 @@ def test_each_adapter_reads_its_options() -> None:
     assert body["safetySettings"][0]["threshold"] == "BLOCK_NONE"
     req = _sent({"options": {"reasoning_effort": "minimal"}}, allm.request("hi"))
     assert orjson.loads(OpenAI().encode(attrs.evolve(req, model="gpt-4.1"), stream=True).body or b"")["reasoning_effort"] == "minimal"
+    # The same engine-wide option on a model the router sends to the Responses API.
+    body = orjson.loads(OpenAI(reasoning_summary="auto").encode(attrs.evolve(req, model="o4-mini"), stream=True).body or b"")
+    assert body["reasoning"] == {"effort": "minimal", "summary": "auto"} and "reasoning_effort" not in body
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ Mapping of a :class:`~allm.types.Request` to the request body:
 - ``store`` and ``reasoning`` (``effort``, ``summary``) come from the adapter; with
   ``store=False`` the body asks for ``include: ["reasoning.encrypted_content"]`` so
   reasoning can be carried back statelessly. ``Request.options`` are merged into
-  the body last (e.g. ``{"previous_response_id": "resp_..."}``).
+  the body last (e.g. ``{"previous_response_id": "resp_..."}``), except a Chat
+  Completions style ``reasoning_effort``, which becomes ``reasoning.effort``.
 - llama.cpp's ``llama-server`` ignores ``text.format`` on ``/responses``; with the
   ``"llama.cpp"`` dialect a JSON format is also sent as a Chat Completions style
   ``response_format``, which it does honour.
@@ -243,6 +244,12 @@ def encode_body(
                 body["response_format"] = {"type": "json_schema", "json_schema": js}
             else:
                 body["response_format"] = {"type": rf.type}
+    options = dict(request.options)
+    # Chat Completions' ``reasoning_effort`` (an engine-wide option may reach either API
+    # through the OpenAI router) is this API's ``reasoning.effort``.
+    effort = options.pop("reasoning_effort", None)
+    if effort is not None:
+        reasoning_effort = effort
     if reasoning_effort is not None or reasoning_summary is not None:
         r: dict[str, Any] = {}
         if reasoning_effort is not None:
@@ -250,8 +257,7 @@ def encode_body(
         if reasoning_summary is not None:
             r["summary"] = reasoning_summary
         body["reasoning"] = r
-    if request.options:
-        body.update(request.options)
+    body.update(options)
     return body, warnings
 
 

@@ -28,6 +28,7 @@ import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -114,6 +115,13 @@ NOT_RUN: dict[str, int] = {
     "vision.md": 1,  # an image sent to Gemini; the same request to the Fake follows it
 }
 
+#: What a guide's namespace holds once its blocks ran (beyond the blocks' own asserts).
+CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "getting_started.md": lambda ns: bool(ns["resp"].warnings) and ns["thread"].last.text == "18 °C.",
+    "tools.md": lambda ns: ns["result"].metadata["structured_finalize"] == {"pass_1_halted": "completed"},
+    "sessions.md": lambda ns: ns["session"].status == "completed",
+}
+
 PyCF_ALLOW_TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 _BLOCK = re.compile(r"(<!--\s*not run:[^>]*-->\s*)?```python\n(.*?)```", re.S)
@@ -125,9 +133,9 @@ def guide_blocks(path: Path) -> list[tuple[bool, str]]:
     return [(m.group(1) is None, m.group(2)) for m in _BLOCK.finditer(path.read_text())]
 
 
-def run_blocks(path: Path, namespace: dict[str, object] | None = None) -> int:
+def run_blocks(path: Path, namespace: dict[str, Any] | None = None) -> int:
     """Run the guide's runnable blocks in one namespace (top-level ``await`` allowed); how many ran."""
-    ns: dict[str, object] = {"__name__": f"guide_{path.stem}"} if namespace is None else namespace
+    ns: dict[str, Any] = {"__name__": f"guide_{path.stem}"} if namespace is None else namespace
     ran = 0
     for i, (runs, code) in enumerate(guide_blocks(path)):
         compiled = compile(
@@ -188,20 +196,26 @@ def test_guide_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monkey
             f"block {i + 1} is not run and no runnable block follows it"
         )
     replay = REPLAYS.get(path.name)
+    ns: dict[str, Any] = {"__name__": f"guide_{path.stem}"}
     with block_requests(why=f"{path.name} reached a real provider; replay it (REPLAYS in tests/test_guides.py)"):
         if replay is None:
-            ran = run_blocks(path)
+            ran = run_blocks(path, ns)
         else:
             for name in replay.keys:
                 monkeypatch.setenv(name, "replayed-no-key")
             with _recording(replay, tmp_path / "recording") as recording:
-                ran = run_blocks(path)
+                ran = run_blocks(path, ns)
             assert not recording.unplayed, [e.name for e in recording.unplayed]
     assert ran >= 1, f"{path.name} has python blocks and none runs"
+    check = CHECKS.get(path.name)
+    assert check is None or check(ns)
 
 
 def test_every_guide_is_covered() -> None:
     names = {p.name for p in GUIDES}
+    for path in GUIDES:  # a block fenced otherwise than ```python would escape every runner
+        fences = re.findall(r"^```[ \t]*(\w*)", path.read_text(), re.M)
+        assert not [f for f in fences if f.lower() in ("py", "python3", "pycon") or f == "Python"], path.name
     assert set(OWN_TESTS) <= names and set(REPLAYS) <= names and names >= LIVE and set(NOT_RUN) <= names
     assert not (set(OWN_TESTS) & (set(REPLAYS) | LIVE))
     for replay in REPLAYS.values():

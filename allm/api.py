@@ -20,6 +20,7 @@ from typing import Any, TypedDict, Unpack
 
 import attrs
 
+from . import telemetry as _tel
 from .engine import Engine, merge_tools
 from .errors import EngineError, ValidationError
 from .events import Event
@@ -165,17 +166,40 @@ def astream_generate(engine: Engine, request: RequestLike, **options: Unpack[Gen
     return open_astream(engine, request, options)
 
 
-def open_stream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> EventStream:
-    """:func:`stream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+def open_stream(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    *,
+    resolved: bool = False,
+    kind: str = "stream",
+    request_id: str | None = None,
+) -> EventStream:
+    """:func:`stream_generate` with its options as a mapping (``resolved``: see :func:`prepare`;
+    ``kind`` and ``request_id``: what telemetry records call it)."""
     from ._transport import run
 
+    if _tel.active:
+        plan, op = _tel.open_model_call(engine, request, options, resolved, kind, request_id, prepare, resolve_request)
+        return EventStream(run(plan) if op is None else _tel.observe(op, run(plan)))
     return EventStream(run(prepare(engine, request, resolved=resolved, **options)))
 
 
-def open_astream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> AsyncEventStream:
-    """:func:`astream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+def open_astream(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    *,
+    resolved: bool = False,
+    kind: str = "stream",
+    request_id: str | None = None,
+) -> AsyncEventStream:
+    """:func:`astream_generate` with its options as a mapping (see :func:`open_stream`)."""
     from ._transport import arun
 
+    if _tel.active:
+        plan, op = _tel.open_model_call(engine, request, options, resolved, kind, request_id, prepare, resolve_request)
+        return AsyncEventStream(arun(plan) if op is None else _tel.aobserve(op, arun(plan)))
     return AsyncEventStream(arun(prepare(engine, request, resolved=resolved, **options)))
 
 
@@ -189,7 +213,7 @@ def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOpt
     """
     collector = Collector(new_request_id())
     apply = collector.apply
-    for ev in stream_generate(engine, request, **options):
+    for ev in open_stream(engine, request, options, kind="generate", request_id=collector.request_id):
         apply(ev)
     return collector.response()
 
@@ -198,7 +222,7 @@ async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[Gene
     """The async twin of :func:`generate`: a fold over :func:`astream_generate`."""
     collector = Collector(new_request_id())
     apply = collector.apply
-    async with astream_generate(engine, request, **options) as stream:
+    async with open_astream(engine, request, options, kind="generate", request_id=collector.request_id) as stream:
         async for ev in stream:
             apply(ev)
     return collector.response()
@@ -222,6 +246,7 @@ def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
     return plan_call(engine, adapter.encode_list_models(), api_key=api_key, once=True)
 
 
+@_tel.exchange("list_models")
 def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     """The model ids the engine's provider offers (``GET /models`` or its equivalent).
 
@@ -237,6 +262,7 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     return _listed(engine, plan, fetch(plan, plan.adapter.decode_list_models))
 
 
+@_tel.exchange("list_models")
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     """The async twin of :func:`list_models`."""
     plan = _list_plan(engine, api_key)
@@ -277,6 +303,7 @@ def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
     return Embeddings(tuple(vectors), model or requested, usage)
 
 
+@_tel.exchange("embed")
 def embed(
     engine: Engine,
     texts: Sequence[str],
@@ -300,6 +327,7 @@ def embed(
     return _join([fetch(p, p.adapter.decode_embed) for p in plans], used)
 
 
+@_tel.exchange("embed")
 async def aembed(
     engine: Engine,
     texts: Sequence[str],
@@ -326,6 +354,7 @@ def _count_plan(engine: Engine, request: RequestLike, api_key: str | None) -> Pl
     return plan_call(engine, adapter.encode_count_tokens(req), api_key=api_key, once=True)
 
 
+@_tel.exchange("count_tokens")
 def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
     """How many input tokens ``request`` would cost, as the provider counts them (no generation).
 
@@ -341,6 +370,7 @@ def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = 
     return _count(fetch(plan, plan.adapter.decode_count_tokens))
 
 
+@_tel.exchange("count_tokens")
 async def acount_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
     """The async twin of :func:`count_tokens`."""
     plan = _count_plan(engine, request, api_key)

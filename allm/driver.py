@@ -35,6 +35,7 @@ from typing import Any, Unpack
 
 import attrs
 
+from . import telemetry as _tel
 from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, open_stream, resolve_request
 from .engine import Engine, merge_tools
 from .errors import AllmError
@@ -212,6 +213,8 @@ def _start(
     loop, first, gen = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
+    if _tel.active:
+        return EventStream(_tel.observe_chat(loop, single_step, lambda: _drive(loop, first, open_call(first), open_call)))
     return EventStream(_drive(loop, first, open_call(first), open_call))
 
 
@@ -220,6 +223,8 @@ def _astart(
 ) -> AsyncEventStream:
     loop, first, gen = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_astream)
+    if _tel.active:
+        return AsyncEventStream(_tel.aobserve_chat(loop, single_step, lambda: _adrive(loop, first, open_call(first), open_call)))
     return AsyncEventStream(_adrive(loop, first, open_call(first), open_call))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from . import telemetry as _tel
 from .engine import Engine
 from .errors import AdapterError, EngineError, ValidationError
 from .plan import Plan, plan_call
@@ -89,6 +90,7 @@ def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str
     return adapter, request, plan
 
 
+@_tel.exchange("image")
 def _run(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
     adapter, request, plan = _prepare(engine, operation, request, api_key)
     if plan is None:
@@ -101,6 +103,7 @@ def _run(engine: Engine, operation: str, request: ImageRequest, api_key: str | N
     return decoded
 
 
+@_tel.exchange("image")
 async def _arun(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
     adapter, request, plan = _prepare(engine, operation, request, api_key)
     if plan is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import keys
+from . import keys, telemetry
 from .errors import AdapterError, EngineError, redact
 from .events import Event
 from .policy import RetryInfo, RetryPolicy, Timeouts, as_retry_policy
@@ -175,7 +175,7 @@ def plan_call(
         if spec is not None:
             key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
             headers.update(adapter.auth_headers(key))
-    return Plan(
+    plan = Plan(
         adapter,
         call,
         headers,
@@ -191,3 +191,6 @@ def plan_call(
         on_event=on_event,
         on_retry=on_retry,
     )
+    if telemetry.active:
+        telemetry.planned(plan)
+    return plan

@@ -50,7 +50,7 @@ import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import attrs
 
@@ -78,6 +78,8 @@ __all__ = [
     "remove_handler",
     "scope",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The operations that emit records.
 KINDS = ("generate", "stream", "chat", "step", "tool", "embed", "list_models", "count_tokens", "image")
@@ -304,7 +306,7 @@ class Op:
         base.setdefault("operation", OPERATIONS[kind])
         if parent is not None and base.get("session_id") is None and parent.base.get("session_id") is not None:
             base["session_id"] = parent.base["session_id"]
-        self.base = base
+        self.base: dict[str, Any] = base
         self.t0 = 0.0
         self.first: float | None = None
         self.attempts = 1
@@ -542,6 +544,7 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
                 see(ev)
             yield ev
     except GeneratorExit:
+        _close_events(events)  # the response is closed before the call is recorded as over
         op.cancel(**w.fields())
         raise
     except BaseException as exc:
@@ -553,9 +556,13 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
         else:
             op.stop(**w.fields())
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        _close_events(events)
+
+
+def _close_events(events: Any) -> None:
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
 
 
 async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -574,6 +581,9 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 see(ev)
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
         op.cancel(**w.fields())
         raise
     except BaseException as exc:
@@ -605,7 +615,7 @@ def _loop_fields(loop: Any) -> dict[str, Any]:
     fields["usage"] = usage
     if result is not None:
         fields["finish_reason"] = result.halted_reason
-        resp = getattr(result, "response", None)
+        resp = getattr(result, "final_response", None) or getattr(result, "response", None)
         if resp is not None:
             fields["output"] = resp.message
             fields["response_model"] = resp.model
@@ -654,33 +664,46 @@ def _chat_events(op: Op, gen: Iterator[Any]) -> Iterator[Any]:
                 op.first = _now()
             yield ev
     except GeneratorExit:
+        _close(op, gen)  # its calls end inside it
         op.cancel(**_loop_fields(loop))
         raise
     except BaseException as exc:
+        _close(op, gen)
         op.fail(exc, **_loop_fields(loop))
         raise
     else:
-        fields = _loop_fields(loop)
-        if fields.get("finish_reason") == "error":
-            err = _loop_error(loop)
-            if err is not None:
-                op.fail(err, **fields)
-                return
-        op.stop(**fields)
+        _end_chat(op, loop)
     finally:
+        _close(op, gen)
+
+
+def _close(op: Op, gen: Any) -> None:
+    close = getattr(gen, "close", None)
+    if close is not None:
         token = _current.set(op)
         try:
-            close = getattr(gen, "close", None)
-            if close is not None:
-                close()
+            close()
         finally:
             _current.reset(token)
 
 
+def _end_chat(op: Op, loop: Any) -> None:
+    fields = _loop_fields(loop)
+    err = _loop_error(loop) if fields.get("finish_reason") == "error" else None
+    if err is not None:
+        op.fail(err, **fields)
+    else:
+        op.stop(**fields)
+
+
 def _loop_error(loop: Any) -> BaseException | None:
-    resp = getattr(loop.result, "response", None)
-    err = resp.metadata.get("error") if resp is not None else None
-    return err if isinstance(err, BaseException) else None
+    result = loop.result
+    resp = getattr(result, "final_response", None) or getattr(result, "response", None)
+    for meta in (result.metadata, resp.metadata if resp is not None else {}):
+        err = meta.get("error")
+        if isinstance(err, BaseException):
+            return err
+    return None
 
 
 def aobserve_chat(loop: Any, single_step: bool, start: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
@@ -711,25 +734,25 @@ async def _achat_events(op: Op, gen: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 op.first = _now()
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
+        await _aclose(op, gen)
         op.cancel(**_loop_fields(loop))
         raise
     except BaseException as exc:
+        await _aclose(op, gen)
         op.fail(exc, **_loop_fields(loop))
         raise
     else:
-        fields = _loop_fields(loop)
-        if fields.get("finish_reason") == "error":
-            err = _loop_error(loop)
-            if err is not None:
-                op.fail(err, **fields)
-                return
-        op.stop(**fields)
+        _end_chat(op, loop)
     finally:
+        await _aclose(op, gen)
+
+
+async def _aclose(op: Op, gen: Any) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
         token = _current.set(op)
         try:
-            aclose = getattr(gen, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose()
         finally:
             _current.reset(token)
 
@@ -795,13 +818,13 @@ def _exchange_op(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
     return _start_op(kind, **base)
 
 
-def exchange(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def exchange(kind: str) -> Callable[[F], F]:
     """Decorator of a plain exchange (``embed``, ``list_models``, ``count_tokens``, image
     calls; sync or async, the engine first): one operation per call while :data:`active`."""
     import functools
     import inspect
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -823,7 +846,7 @@ def exchange(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 op.stop(**_exchange_fields(kind, value))
                 return value
 
-            return awrapper
+            return cast(F, awrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -844,7 +867,7 @@ def exchange(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             op.stop(**_exchange_fields(kind, value))
             return value
 
-        return wrapper
+        return cast(F, wrapper)
 
     return wrap
 

@@ -477,9 +477,8 @@ class _Watch:
         elif t is RawChunk:
             if ev.usage is not None:
                 self.usage = ev.usage if self.usage is None else self.usage.merge(ev.usage)
-        elif t is Error:
-            if self.error is None:
-                self.error = ev.error
+        elif t is Error and self.error is None:
+            self.error = ev.error
 
     def fields(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 

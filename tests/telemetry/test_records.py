@@ -14,7 +14,7 @@ import pytest
 import allm
 from allm import telemetry
 from allm.providers import Fake
-from allm.testing import delay, error, image, text, tool_call, usage
+from allm.testing import delay, error, image, tool_call, usage
 from tests.telemetry.conftest import Records
 
 FAST = allm.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002, jitter=0)

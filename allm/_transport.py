@@ -34,6 +34,9 @@ body are read.
 Every error built here from a provider body or an exception string is scrubbed of
 the call's key (:func:`~allm.errors.scrub`), including in-stream ``Error`` events
 and, with ``include_raw_chunks``, raw chunks that echo it.
+
+One hook sees every HTTP exchange: :func:`set_exchange_hook` (how :mod:`allm.testing`
+guards, records and replays traffic under the same retries, deadlines and decoders).
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ import contextvars
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import httpcore
 import httpx
@@ -58,6 +61,7 @@ from .plan import Plan
 from .policy import Timeouts
 
 __all__ = [
+    "ExchangeHook",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
     "MAX_ERROR_BODY_BYTES",
@@ -73,7 +77,9 @@ __all__ = [
     "fetch",
     "iter_events",
     "iter_once",
+    "read_deadline",
     "run",
+    "set_exchange_hook",
 ]
 
 T = TypeVar("T")
@@ -177,6 +183,52 @@ class _ABackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+# ------------------------------------------------------------------------------ exchange hook
+
+
+class ExchangeHook(Protocol):
+    """What :func:`set_exchange_hook` takes; :mod:`allm.testing` (request guard, recorder,
+    replayer) is its user. ``handle`` gets each sync exchange as an ``httpx.Request`` and
+    ``send``, which performs it for real (pooled, deadline-aware); it returns the
+    ``httpx.Response`` the shell then reads, or raises. ``ahandle`` is the async twin."""
+
+    def handle(self, request: httpx.Request, send: Callable[[httpx.Request], httpx.Response]) -> httpx.Response: ...
+
+    async def ahandle(
+        self, request: httpx.Request, send: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    ) -> httpx.Response: ...
+
+
+_hook: ExchangeHook | None = None
+
+
+def set_exchange_hook(hook: ExchangeHook | None) -> ExchangeHook | None:
+    """Route every HTTP exchange of the process, sync and async, through ``hook`` (``None``:
+    straight to the network). Returns the hook it replaces, to restore it afterwards."""
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
+def read_deadline() -> float | None:
+    """The ``time.monotonic()`` instant the current read must end by (``None``: no deadline).
+    A hook's response stream that waits honours it, as a socket read under allm's deadlines does."""
+    return _deadline.get()
+
+
+class _HTTPTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        hook = _hook
+        return super().handle_request(request) if hook is None else hook.handle(request, super().handle_request)
+
+
+class _AsyncHTTPTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        hook = _hook
+        send = super().handle_async_request
+        return await (send(request) if hook is None else hook.ahandle(request, send))
+
+
 _LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
 _lock = threading.Lock()
 _sync_client: httpx.Client | None = None
@@ -190,7 +242,7 @@ class _LoopPool:
     __slots__ = ("client", "closer", "loop", "slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        transport = httpx.AsyncHTTPTransport(limits=_LIMITS)
+        transport = _AsyncHTTPTransport(limits=_LIMITS)
         _wrap_pool(transport, _ABackend)
         self.loop = loop
         self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
@@ -268,7 +320,7 @@ def sync_client() -> httpx.Client:
         with _lock:
             c = _sync_client
             if c is None or c.is_closed:
-                transport = httpx.HTTPTransport(limits=_LIMITS)
+                transport = _HTTPTransport(limits=_LIMITS)
                 _wrap_pool(transport, _Backend)
                 c = _sync_client = httpx.Client(transport=transport, timeout=None, follow_redirects=False)
     return c

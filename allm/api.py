@@ -16,17 +16,17 @@ iterated. Each async function is the same plan performed by the async shell.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import attrs
 
 from . import telemetry as _tel
 from .engine import Engine, merge_tools
-from .errors import EngineError, ValidationError
+from .errors import AllmError, EngineError, ValidationError, scrub
 from .events import Event
-from .fold import Collector
+from .fold import Collector, afold
 from .ids import new_request_id
-from .plan import Plan, adapter_kind, plan_call
+from .plan import Exchanges, Plan, adapter_kind, plan_call
 from .policy import RetryInfo, RetryPolicy, Timeouts
 from .providers.base import CountsTokens, Embeds, ListsModels
 from .streams import AsyncEventStream, EventStream
@@ -35,6 +35,7 @@ from .types import request as make_request
 
 __all__ = [
     "AsyncEventStream",
+    "EmbedOptions",
     "EventStream",
     "GenerateOptions",
     "acount_tokens",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 RequestLike = Request | Thread | Sequence[Message] | str
+T = TypeVar("T")
 OnEvent = Callable[[Event], None]
 
 
@@ -221,14 +223,35 @@ def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOpt
 async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
     """The async twin of :func:`generate`: a fold over :func:`astream_generate`."""
     collector = Collector(new_request_id())
-    apply = collector.apply
-    async with open_astream(engine, request, options, kind="generate", request_id=collector.request_id) as stream:
-        async for ev in stream:
-            apply(ev)
-    return collector.response()
+    events = open_astream(engine, request, options, kind="generate", request_id=collector.request_id)
+    response: Response = await afold(collector, events)
+    return response
 
 
 # ------------------------------------------------------------------------------ plain exchanges
+
+
+def perform(op: Exchanges[T]) -> T:
+    """Make ``op``'s calls one after the other and finish it (errors scrubbed of the key)."""
+    from ._transport import iter_once
+
+    return _finished(op, [iter_once(p) for p in op.plans])
+
+
+async def aperform(op: Exchanges[T]) -> T:
+    """The async twin of :func:`perform`: the calls are made concurrently."""
+    import asyncio
+
+    from ._transport import aiter_once
+
+    return _finished(op, list(await asyncio.gather(*(aiter_once(p) for p in op.plans))))
+
+
+def _finished(op: Exchanges[T], answers: list[tuple[int, Mapping[str, str], bytes]]) -> T:
+    try:
+        return op.finish(answers)
+    except AllmError as exc:
+        raise scrub(exc, op.plans[0].secret if op.plans else None) from None
 
 
 def _capable(engine: Engine, capability: type[Any], what: str) -> Any:
@@ -238,12 +261,20 @@ def _capable(engine: Engine, capability: type[Any], what: str) -> Any:
     return adapter
 
 
-def _list_plan(engine: Engine, api_key: str | None) -> Plan | list[str]:
+def _bodies(decode: Callable[[bytes], Any]) -> Callable[[list[tuple[int, Mapping[str, str], bytes]]], list[Any]]:
+    return lambda answers: [decode(body) for _status, _headers, body in answers]
+
+
+def list_models_op(engine: Engine, api_key: str | None = None) -> Exchanges[list[str]]:
+    """The model list of the engine's provider, as :class:`~allm.plan.Exchanges`."""
     adapter = _engine(engine).adapter
+    own = [str(engine.model or getattr(adapter, "model", "fake"))]
     if adapter_kind(adapter) == "local" and not isinstance(adapter, ListsModels):
-        return [str(engine.model or getattr(adapter, "model", "fake"))]
+        return Exchanges([], lambda _: own)
     adapter = _capable(engine, ListsModels, "list models")
-    return plan_call(engine, adapter.encode_list_models(), api_key=api_key, once=True)
+    plan = plan_call(engine, adapter.encode_list_models(), api_key=api_key, once=True)
+    local = plan.respond  # a local adapter with no scripted list lists the engine's model
+    return Exchanges([plan], lambda answers: adapter.decode_list_models(answers[0][2]) or (own if local else []))
 
 
 @_tel.exchange("list_models")
@@ -254,42 +285,38 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
     that cannot list models.
     """
-    plan = _list_plan(engine, api_key)
-    if isinstance(plan, list):
-        return plan
-    from ._transport import fetch
-
-    return _listed(engine, plan, fetch(plan, plan.adapter.decode_list_models))
+    return perform(list_models_op(engine, api_key))
 
 
 @_tel.exchange("list_models")
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     """The async twin of :func:`list_models`."""
-    plan = _list_plan(engine, api_key)
-    if isinstance(plan, list):
-        return plan
-    from ._transport import afetch
-
-    return _listed(engine, plan, await afetch(plan, plan.adapter.decode_list_models))
+    return await aperform(list_models_op(engine, api_key))
 
 
-def _listed(engine: Engine, plan: Plan, models: list[str]) -> list[str]:
-    # A local adapter with no scripted list lists the engine's model.
-    return models or ([str(engine.model or getattr(plan.adapter, "model", "fake"))] if plan.respond else [])
+class EmbedOptions(TypedDict, total=False):
+    """Keyword options of :func:`embed`: ``model`` (default: the engine's), ``dimensions``
+    (shorter vectors where the provider supports it), ``api_key``."""
+
+    model: str | None
+    dimensions: int | None
+    api_key: str | None
 
 
-def _embed_plans(
-    engine: Engine, texts: Sequence[str], model: str | None, dimensions: int | None, api_key: str | None
-) -> tuple[list[Plan], str]:
+def embed_op(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> Exchanges[Embeddings]:
+    """:func:`embed` as :class:`~allm.plan.Exchanges`: one call per batch."""
     if isinstance(texts, str):
         raise TypeError("embed() takes a list of texts; wrap a single text in a list")
     adapter = _capable(engine, Embeds, "embed")
-    model = model or engine.model
+    model = options.get("model") or engine.model
     if not model:
         raise EngineError("no embedding model: pass model= or set Engine(model=...)", reason="missing_model")
     size = adapter.embed_batch_size or len(texts) or 1
-    calls = [adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dimensions) for i in range(0, len(texts), size)]
-    return [plan_call(engine, call, api_key=api_key, once=True) for call in calls], (calls[0].model if calls else None) or model
+    dims = options.get("dimensions")
+    calls = [adapter.encode_embed(list(texts[i : i + size]), model=model, dimensions=dims) for i in range(0, len(texts), size)]
+    used = (calls[0].model if calls else None) or model
+    plans = [plan_call(engine, call, api_key=options.get("api_key"), once=True) for call in calls]
+    return Exchanges(plans, lambda answers: _join(_bodies(adapter.decode_embed)(answers), used))
 
 
 def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
@@ -304,54 +331,32 @@ def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
 
 
 @_tel.exchange("embed")
-def embed(
-    engine: Engine,
-    texts: Sequence[str],
-    *,
-    model: str | None = None,
-    dimensions: int | None = None,
-    api_key: str | None = None,
-) -> Embeddings:
+def embed(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> Embeddings:
     """Embed ``texts`` (a list of strings): one vector per text, in order.
 
     Lists longer than the provider's batch size are sent in several requests;
-    ``usage`` sums them. ``model`` defaults to the engine's; ``dimensions`` asks for
-    shorter vectors where the provider supports it. Raises
+    ``usage`` sums them. ``options``: :class:`EmbedOptions`. Raises
     :class:`~allm.errors.AdapterError` on a provider error and
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for an adapter
     without embeddings.
     """
-    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
-    from ._transport import fetch
-
-    return _join([fetch(p, p.adapter.decode_embed) for p in plans], used)
+    return perform(embed_op(engine, texts, **options))
 
 
 @_tel.exchange("embed")
-async def aembed(
-    engine: Engine,
-    texts: Sequence[str],
-    *,
-    model: str | None = None,
-    dimensions: int | None = None,
-    api_key: str | None = None,
-) -> Embeddings:
+async def aembed(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> Embeddings:
     """The async twin of :func:`embed` (batches are sent concurrently)."""
-    plans, used = _embed_plans(engine, texts, model, dimensions, api_key)
-    import asyncio
-
-    from ._transport import afetch
-
-    parts = await asyncio.gather(*(afetch(p, p.adapter.decode_embed) for p in plans))
-    return _join(parts, used)
+    return await aperform(embed_op(engine, texts, **options))
 
 
-def _count_plan(engine: Engine, request: RequestLike, api_key: str | None) -> Plan:
+def count_tokens_op(engine: Engine, request: RequestLike, api_key: str | None = None) -> Exchanges[int]:
+    """:func:`count_tokens` as :class:`~allm.plan.Exchanges`."""
     adapter = _capable(engine, CountsTokens, "count tokens")
     req = resolve_request(engine, request)
     if not req.model:
         raise EngineError("no model: set Engine(model=...) or the request's model", reason="missing_model")
-    return plan_call(engine, adapter.encode_count_tokens(req), api_key=api_key, once=True)
+    plan = plan_call(engine, adapter.encode_count_tokens(req), api_key=api_key, once=True)
+    return Exchanges([plan], lambda answers: _count(adapter.decode_count_tokens(answers[0][2])))
 
 
 @_tel.exchange("count_tokens")
@@ -364,19 +369,13 @@ def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = 
     :class:`~allm.errors.EngineError` (``unsupported_operation``) for a provider without
     a counting endpoint, and :class:`~allm.errors.AdapterError` on a provider error.
     """
-    plan = _count_plan(engine, request, api_key)
-    from ._transport import fetch
-
-    return _count(fetch(plan, plan.adapter.decode_count_tokens))
+    return perform(count_tokens_op(engine, request, api_key))
 
 
 @_tel.exchange("count_tokens")
 async def acount_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
     """The async twin of :func:`count_tokens`."""
-    plan = _count_plan(engine, request, api_key)
-    from ._transport import afetch
-
-    return _count(await afetch(plan, plan.adapter.decode_count_tokens))
+    return await aperform(count_tokens_op(engine, request, api_key))
 
 
 def _count(value: Any) -> int:

@@ -40,7 +40,7 @@ from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, o
 from .engine import Engine, merge_tools
 from .errors import AllmError
 from .events import Event
-from .fold import ChatCollector, StepCollector
+from .fold import ChatCollector, StepCollector, afold
 from .loop import LOOP_OPTIONS, CallModel, Finish, Loop, LoopOptions, LoopPolicy, RunTools
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
@@ -207,25 +207,30 @@ async def _adrive(
             await pending.aclose()
 
 
-def _start(
-    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> EventStream:
+def _open_loop(
+    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool, asynchronous: bool
+) -> Any:
+    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``."""
     loop, first, gen = _setup(engine, request, options, single_step)
-    open_call = _opener(engine, gen, open_stream)
+    open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
     if _tel.active:
+        if asynchronous:
+            return AsyncEventStream(_tel.aobserve_chat(loop, single_step, lambda: _adrive(loop, first, open_call(first), open_call)))
         return EventStream(_tel.observe_chat(loop, single_step, lambda: _drive(loop, first, open_call(first), open_call)))
+    if asynchronous:
+        return AsyncEventStream(_adrive(loop, first, open_call(first), open_call))
     return EventStream(_drive(loop, first, open_call(first), open_call))
 
 
-def _astart(
-    engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> AsyncEventStream:
-    loop, first, gen = _setup(engine, request, options, single_step)
-    open_call = _opener(engine, gen, open_astream)
-    if _tel.active:
-        return AsyncEventStream(_tel.aobserve_chat(loop, single_step, lambda: _adrive(loop, first, open_call(first), open_call)))
-    return AsyncEventStream(_adrive(loop, first, open_call(first), open_call))
+def _start(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> EventStream:
+    events: EventStream = _open_loop(engine, request, options, single_step, False)
+    return events
+
+
+def _astart(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> AsyncEventStream:
+    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)
+    return events
 
 
 # ------------------------------------------------------------------------------ public calls
@@ -287,11 +292,8 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
-    collector = ChatCollector(_as_thread(request)[0])
-    async with astream(engine, request, **options) as events:
-        async for ev in events:
-            collector.apply(ev)
-    return collector.result()
+    result: ChatResult = await afold(ChatCollector(_as_thread(request)[0]), astream(engine, request, **options))
+    return result
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
@@ -306,8 +308,5 @@ def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
 async def astep(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:
     """The async twin of :func:`step`: the fold of :func:`astream_step`."""
-    collector = StepCollector(_as_thread(request)[0])
-    async with astream_step(engine, request, **options) as events:
-        async for ev in events:
-            collector.apply(ev)
-    return collector.result()
+    result: Step = await afold(StepCollector(_as_thread(request)[0]), astream_step(engine, request, **options))
+    return result

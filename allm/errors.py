@@ -28,6 +28,10 @@ SessionError         session_in_error_state, invalid_status,
                      unknown_tool_call_id, not_found
 StoreError           version_conflict, unavailable, invalid_url,
                      closed, corrupt
+MCPError             invalid_server, server_unavailable,
+                     authentication_failed, connection_lost, timeout,
+                     unknown_server, unknown_tool, tool_not_allowed,
+                     protocol_error, closed
 ===================  ==========================================================
 """
 
@@ -42,6 +46,7 @@ __all__ = [
     "AllmError",
     "EngineError",
     "InvalidOutputError",
+    "MCPError",
     "SessionError",
     "StoreError",
     "ToolError",
@@ -387,9 +392,50 @@ class StoreError(AllmError):
     reasons = frozenset({"version_conflict", "unavailable", "invalid_url", "closed", "corrupt", "unknown"})
 
 
+class MCPError(AllmError):
+    """A Model Context Protocol server could not be used (see :mod:`allm.mcp`).
+
+    ``invalid_server``: a server configuration that cannot work; ``server_unavailable``: the
+    server could not be started or reached, or did not finish the MCP handshake;
+    ``authentication_failed``: it answered 401 or 403; ``connection_lost``: it went away during
+    a call; ``timeout``: a call or the handshake ran past its limit; ``unknown_server``: stored
+    data names a server label that the configuration given does not include; ``unknown_tool``:
+    the server has no such tool; ``tool_not_allowed``: the server's ``allowed_tools`` leave it
+    out; ``protocol_error``: the server answered with a JSON-RPC error or a result that breaks
+    the protocol; ``closed``: the client was closed. ``metadata["server_label"]`` names the
+    server. Header values never appear in the message or metadata.
+    """
+
+    reasons = frozenset(
+        {
+            "invalid_server",
+            "server_unavailable",
+            "authentication_failed",
+            "connection_lost",
+            "timeout",
+            "unknown_server",
+            "unknown_tool",
+            "tool_not_allowed",
+            "protocol_error",
+            "closed",
+            "unknown",
+        }
+    )
+
+
 _CLASSES: dict[str, type[AllmError]] = {
     c.__name__: c
-    for c in (AllmError, AdapterError, EngineError, ValidationError, InvalidOutputError, ToolError, SessionError, StoreError)
+    for c in (
+        AllmError,
+        AdapterError,
+        EngineError,
+        ValidationError,
+        InvalidOutputError,
+        ToolError,
+        SessionError,
+        StoreError,
+        MCPError,
+    )
 }
 
 

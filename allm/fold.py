@@ -14,7 +14,7 @@ received (``halted_reason="cancelled"`` for the loop's folds).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .events import (
@@ -48,7 +48,9 @@ from .types import (
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ChatCollector", "Collector", "SessionReducer", "StepCollector", "fold_response"]
+__all__ = ["ChatCollector", "Collector", "SessionReducer", "StepCollector", "afold", "fold_response"]
+
+
 
 
 class Collector:
@@ -176,29 +178,19 @@ class Collector:
         """The response so far: complete, errored (``finish_reason="error"``) or cancelled."""
         usage = self.usage if self.usage is not None else Usage()
         done = self.completed
+        raw: str | None = None
+        metadata: dict[str, Any]
         if done is not None and self.error is None:
             msg = done.message
-            return Response(
-                msg,
-                self.id,
-                self.request_id,
-                self.model,
-                msg.text,
-                msg.tool_calls,
-                done.finish_reason,  # type: ignore[arg-type]
-                done.raw_finish_reason,
-                usage,
-                self.warnings,
-                dict(done.metadata) if done.metadata else {},
-            )
-        msg = done.message if done is not None else self._partial_message()
-        metadata: dict[str, Any]
-        if self.error is not None:
-            finish: str | None = "error"
-            metadata = {"error": self.error.error}
+            finish: str | None = done.finish_reason
+            raw = done.raw_finish_reason
+            metadata = dict(done.metadata) if done.metadata else {}
         else:
-            finish = None
-            metadata = {"halted_reason": "cancelled"}
+            msg = done.message if done is not None else self._partial_message()
+            if self.error is not None:
+                finish, metadata = "error", {"error": self.error.error}
+            else:
+                finish, metadata = None, {"halted_reason": "cancelled"}
         return Response(
             msg,
             self.id,
@@ -207,7 +199,7 @@ class Collector:
             msg.text,
             msg.tool_calls,
             finish,  # type: ignore[arg-type]
-            None,
+            raw,
             usage,
             self.warnings,
             metadata,
@@ -222,7 +214,26 @@ def fold_response(events: Iterable[Event], request_id: str | None = None) -> Res
 # ------------------------------------------------------------------------------ the tool loop's folds
 
 
-class StepCollector:
+class _LoopFold:
+    """What the loop's folds share: :meth:`fold` over a whole iterable."""
+
+    __slots__ = ()
+
+    def apply(self, ev: Event) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Any:
+        raise NotImplementedError
+
+    def fold(self, events: Iterable[Event]) -> Any:
+        """Apply every event; the :meth:`result`."""
+        apply = self.apply
+        for ev in events:
+            apply(ev)
+        return self.result()
+
+
+class StepCollector(_LoopFold):
     """Folds a ``stream_step`` into its :class:`~allm.types.Step`.
 
     ``thread`` is the thread the step started from: a stream stopped before its
@@ -244,9 +255,8 @@ class StepCollector:
             self._call.apply(ev)
 
     def fold(self, events: Iterable[Event]) -> Step:
-        for ev in events:
-            self.apply(ev)
-        return self.result()
+        step: Step = super().fold(events)
+        return step
 
     def result(self) -> Step:
         if self.step is not None:
@@ -254,7 +264,7 @@ class StepCollector:
         return Step(self._call.response(), self.thread, (), "auto", True, "cancelled", {})
 
 
-class ChatCollector:
+class ChatCollector(_LoopFold):
     """Folds a chat ``stream`` into its :class:`~allm.types.ChatResult`.
 
     ``thread`` is the thread the chat started from. A stream stopped before its
@@ -285,9 +295,8 @@ class ChatCollector:
             self._call_seen = True
 
     def fold(self, events: Iterable[Event]) -> ChatResult:
-        for ev in events:
-            self.apply(ev)
-        return self.result()
+        chat: ChatResult = super().fold(events)
+        return chat
 
     def result(self) -> ChatResult:
         if self.chat is not None:
@@ -338,3 +347,18 @@ class SessionReducer(Generic[R]):
     def finalize(self) -> tuple[Session, R]:
         result = self.collector.result()
         return self.base.settle(result), result
+
+
+async def afold(collector: Any, events: AsyncIterable[Event]) -> Any:
+    """Fold an async stream with ``collector`` (any collector here); its ``result()`` or
+    ``response()``. Closes ``events`` (an ``AsyncEventStream``) when done or stopped."""
+    apply = collector.apply
+    try:
+        async for ev in events:
+            apply(ev)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    done = getattr(collector, "result", None) or collector.response
+    return done()

@@ -25,20 +25,46 @@ timeouts. The model is the request's, else the engine's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack
 
 import attrs
 
 from . import telemetry as _tel
+from .api import aperform, perform
 from .engine import Engine
 from .errors import AdapterError, EngineError, ValidationError
-from .plan import Plan, plan_call
+from .plan import Exchanges, plan_call
 from .providers.base import HttpAdapter, HttpCall, LocalAdapter, MakesImages
 from .types import Image, ImagePart, ImageRequest, ImageResponse
 
 __all__ = ["aedit_image", "agenerate_image", "aimage_variations", "edit_image", "generate_image", "image_variations"]
 
 ImageLike = Image | ImagePart
+
+
+class ImageFields(TypedDict, total=False):
+    """Keyword options of the image calls: ``api_key``, and :class:`~allm.types.ImageRequest`
+    fields (``model``, ``n``, ``size``, ``aspect_ratio``, ``quality``, ``style``,
+    ``background``, ``output_format``, ``response_format``, ``options``, ``metadata``)."""
+
+    api_key: str | None
+    model: str | None
+    n: int | None
+    size: str | None
+    aspect_ratio: str | None
+    quality: str | None
+    style: str | None
+    background: str | None
+    output_format: str | None
+    response_format: Literal["url", "b64_json"] | None
+    options: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+
+
+class EditFields(ImageFields, total=False):
+    """:class:`ImageFields` plus ``mask`` (OpenAI: a PNG whose transparent pixels mark where to paint)."""
+
+    mask: ImageLike | None
 _VERBS = {"generate": "generate", "edit": "edit", "variations": "make variations of"}
 
 
@@ -71,7 +97,9 @@ def _build(prompt_or_request: Any, fields: Mapping[str, Any]) -> ImageRequest:
     raise TypeError(f"expected a prompt string or an allm.ImageRequest, not {type(prompt_or_request).__name__}")
 
 
-def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> tuple[Any, ImageRequest, Plan | None]:
+def image_op(engine: Engine, operation: str, request: ImageRequest, api_key: str | None = None) -> Exchanges[ImageResponse]:
+    """One image operation (``generate``, ``edit``, ``variations``) as :class:`~allm.plan.Exchanges`.
+    Raises its pre-flight errors at once (see :func:`generate_image`)."""
     if not isinstance(engine, Engine):
         raise TypeError(f"expected an allm.Engine, got {type(engine).__name__}")
     adapter = engine.adapter
@@ -79,41 +107,25 @@ def _prepare(engine: Engine, operation: str, request: ImageRequest, api_key: str
         raise EngineError(f"{type(adapter).__name__} cannot {_VERBS[operation]} images", reason="unsupported_operation")
     if request.model is None and engine.model is not None:
         request = attrs.evolve(request, model=engine.model)
-    if isinstance(adapter, LocalAdapter):
-        return adapter, request, None
-    if not isinstance(adapter, HttpAdapter):
+    if not isinstance(adapter, HttpAdapter | LocalAdapter):
         raise EngineError(f"{type(adapter).__name__} is not an allm adapter", reason="missing_adapter")
-    if not request.model:
+    if not request.model and not isinstance(adapter, LocalAdapter):
         raise EngineError("no image model: set the request's model= or Engine(model=...)", reason="missing_model")
     call: HttpCall = adapter.encode_image(operation, request)
     plan = plan_call(engine, call, api_key=api_key, errors=_ImageErrors(adapter), once=True)
-    return adapter, request, plan
+    return Exchanges([plan], lambda answers: adapter.decode_image(call, answers[0][2]))
 
 
-@_tel.exchange("image")
-def _run(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
-    adapter, request, plan = _prepare(engine, operation, request, api_key)
-    if plan is None:
-        local: ImageResponse = adapter.images(operation, request)
-        return local
-    from ._transport import iter_once
-
-    _status, _headers, body = iter_once(plan)
-    decoded: ImageResponse = adapter.decode_image(plan.call, body)
-    return decoded
-
-
-@_tel.exchange("image")
-async def _arun(engine: Engine, operation: str, request: ImageRequest, api_key: str | None) -> ImageResponse:
-    adapter, request, plan = _prepare(engine, operation, request, api_key)
-    if plan is None:
-        local: ImageResponse = adapter.images(operation, request)
-        return local
-    from ._transport import aiter_once
-
-    _status, _headers, body = await aiter_once(plan)
-    decoded: ImageResponse = adapter.decode_image(plan.call, body)
-    return decoded
+def _op(operation: str, engine: Engine, subject: Any, image: Any, fields: Mapping[str, Any]) -> Exchanges[ImageResponse]:
+    f = dict(fields)
+    api_key = f.pop("api_key", None)
+    if operation == "generate":
+        req = _build(subject, f)
+    elif operation == "edit":
+        req = _edit_request(subject, image, f.pop("mask", None), f)
+    else:
+        req = _variation_request(subject, f)
+    return image_op(engine, operation, req, api_key)
 
 
 def _edit_request(prompt_or_request: Any, image: ImageLike | Sequence[ImageLike] | None, mask: ImageLike | None, fields: Mapping[str, Any]) -> ImageRequest:
@@ -143,7 +155,8 @@ def _variation_request(image_or_request: Any, fields: Mapping[str, Any]) -> Imag
     return req
 
 
-def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+@_tel.exchange("image", "generate")
+def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """Images drawn from a prompt.
 
     - ``prompt_or_request``: the prompt, or an :class:`~allm.types.ImageRequest`.
@@ -158,18 +171,11 @@ def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, *, api
     :class:`~allm.errors.AdapterError` when the provider refuses or fails
     (``content_filter`` when moderation refused the image), after retries.
     """
-    return _run(engine, "generate", _build(prompt_or_request, fields), api_key)
+    return perform(_op("generate", engine, prompt_or_request, None, fields))
 
 
-def edit_image(
-    engine: Engine,
-    prompt_or_request: str | ImageRequest,
-    image: ImageLike | Sequence[ImageLike] | None = None,
-    *,
-    mask: ImageLike | None = None,
-    api_key: str | None = None,
-    **fields: Any,
-) -> ImageResponse:
+@_tel.exchange("image", "edit")
+def edit_image(engine: Engine, prompt_or_request: str | ImageRequest, image: ImageLike | Sequence[ImageLike] | None = None, **fields: Unpack[EditFields]) -> ImageResponse:
     """Images made by changing ``image`` (one :class:`~allm.types.Image` /
     :class:`~allm.types.ImagePart`, or several) as the prompt says.
 
@@ -179,33 +185,29 @@ def edit_image(
     Gemini sends them as ``inlineData`` parts. Returns and raises as
     :func:`generate_image`.
     """
-    return _run(engine, "edit", _edit_request(prompt_or_request, image, mask, fields), api_key)
+    return perform(_op("edit", engine, prompt_or_request, image, fields))
 
 
-def image_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+@_tel.exchange("image", "variations")
+def image_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """Variations of one image (OpenAI ``/images/variations``, DALL-E 2: a square PNG
     under 4 MB); ``n`` sets how many. Returns and raises as :func:`generate_image`."""
-    return _run(engine, "variations", _variation_request(image_or_request, fields), api_key)
+    return perform(_op("variations", engine, image_or_request, None, fields))
 
 
-async def agenerate_image(engine: Engine, prompt_or_request: str | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+@_tel.exchange("image", "generate")
+async def agenerate_image(engine: Engine, prompt_or_request: str | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """The async twin of :func:`generate_image`."""
-    return await _arun(engine, "generate", _build(prompt_or_request, fields), api_key)
+    return await aperform(_op("generate", engine, prompt_or_request, None, fields))
 
 
-async def aedit_image(
-    engine: Engine,
-    prompt_or_request: str | ImageRequest,
-    image: ImageLike | Sequence[ImageLike] | None = None,
-    *,
-    mask: ImageLike | None = None,
-    api_key: str | None = None,
-    **fields: Any,
-) -> ImageResponse:
+@_tel.exchange("image", "edit")
+async def aedit_image(engine: Engine, prompt_or_request: str | ImageRequest, image: ImageLike | Sequence[ImageLike] | None = None, **fields: Unpack[EditFields]) -> ImageResponse:
     """The async twin of :func:`edit_image`."""
-    return await _arun(engine, "edit", _edit_request(prompt_or_request, image, mask, fields), api_key)
+    return await aperform(_op("edit", engine, prompt_or_request, image, fields))
 
 
-async def aimage_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, *, api_key: str | None = None, **fields: Any) -> ImageResponse:
+@_tel.exchange("image", "variations")
+async def aimage_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """The async twin of :func:`image_variations`."""
-    return await _arun(engine, "variations", _variation_request(image_or_request, fields), api_key)
+    return await aperform(_op("variations", engine, image_or_request, None, fields))

@@ -10,8 +10,10 @@ auth headers, the retry policy, the deadlines and the event filters. The shells 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack
+
+import attrs
 
 from . import keys, telemetry
 from .errors import AdapterError, EngineError, redact
@@ -23,9 +25,10 @@ from .types import Request
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["ErrorMap", "Plan", "adapter_kind", "plan_call"]
+__all__ = ["ErrorMap", "Exchanges", "Plan", "PlanOptions", "adapter_kind", "plan_call"]
 
 OnEvent = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class ErrorMap(Protocol):
@@ -34,6 +37,7 @@ class ErrorMap(Protocol):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> AdapterError: ...
 
 
+@attrs.define(slots=True, eq=False, repr=False, getstate_setstate=False, kw_only=True)
 class Plan:
     """One call ready to make. Holds the auth headers only for the call's lifetime; never shown.
 
@@ -48,59 +52,29 @@ class Plan:
       :func:`allm.stream_generate`.
     """
 
-    __slots__ = (
-        "adapter",
-        "call",
-        "emit_text",
-        "emit_tool",
-        "errors",
-        "headers",
-        "include_raw",
-        "on_event",
-        "on_retry",
-        "once",
-        "provider",
-        "request",
-        "respond",
-        "retry",
-        "secret",
-        "timeouts",
-    )
+    adapter: Any
+    call: HttpCall | None
+    headers: dict[str, str]
+    secret: str | None
+    retry: RetryPolicy
+    timeouts: Timeouts
+    request: Request | None = None
+    errors: ErrorMap = attrs.field(default=None)
+    once: bool = False
+    include_raw: bool = False
+    emit_text: bool = True
+    emit_tool: bool = True
+    on_event: OnEvent | None = None
+    on_retry: Callable[[RetryInfo], None] | None = None
+    provider: str | None = attrs.field(init=False)
+    respond: bool = attrs.field(init=False)
 
-    def __init__(
-        self,
-        adapter: Any,
-        call: HttpCall | None,
-        headers: dict[str, str],
-        secret: str | None,
-        *,
-        retry: RetryPolicy,
-        timeouts: Timeouts,
-        request: Request | None = None,
-        errors: ErrorMap | None = None,
-        once: bool = False,
-        include_raw: bool = False,
-        emit_text: bool = True,
-        emit_tool: bool = True,
-        on_event: OnEvent | None = None,
-        on_retry: Callable[[RetryInfo], None] | None = None,
-    ) -> None:
-        self.adapter = adapter
-        self.call = call
-        self.request = request
-        self.headers = headers
-        self.secret = secret
-        self.errors: ErrorMap = errors if errors is not None else adapter
-        self.once = once
-        self.include_raw = include_raw
-        self.emit_text = emit_text
-        self.emit_tool = emit_tool
-        self.on_event = on_event
-        self.retry = retry
-        self.timeouts = timeouts
-        self.on_retry = on_retry
-        self.provider: str | None = call.provider if call is not None else getattr(adapter, "provider", "fake")
-        self.respond = call is not None and adapter_kind(adapter) == "local"
+    def __attrs_post_init__(self) -> None:
+        if self.errors is None:
+            self.errors = self.adapter
+        call = self.call
+        self.provider = call.provider if call is not None else getattr(self.adapter, "provider", "fake")
+        self.respond = call is not None and adapter_kind(self.adapter) == "local"
 
     @property
     def local(self) -> bool:
@@ -114,6 +88,20 @@ class Plan:
 
     def __getstate__(self) -> None:
         raise TypeError("a Plan holds a key and cannot be pickled")
+
+
+class Exchanges(Generic[T]):
+    """Plain request/response calls (model lists, embedding batches, token counts, images,
+    image downloads) as data: their ``plans``, and ``finish``, which turns their answers
+    (``(status, headers, body)`` each, in order) into the result. Performed by
+    :func:`allm.api.perform` (in order) or :func:`allm.api.aperform` (concurrently);
+    ``finish`` runs with no plan at all for an operation answered without a call."""
+
+    __slots__ = ("finish", "plans")
+
+    def __init__(self, plans: Sequence[Plan], finish: Callable[[list[tuple[int, Mapping[str, str], bytes]]], T]) -> None:
+        self.plans = list(plans)
+        self.finish = finish
 
 
 _KINDS: dict[type[Any], str] = {}
@@ -130,30 +118,39 @@ def adapter_kind(adapter: object) -> str:
     return kind
 
 
+class PlanOptions(TypedDict, total=False):
+    """Keyword options of :func:`plan_call` (each one a :class:`Plan` field, but ``api_key``):
+    ``request`` (what a local adapter plays), ``errors``, ``once``, the event filters
+    ``include_raw``/``emit_text``/``emit_tool``/``on_event``, and ``on_retry``."""
+
+    request: Request | None
+    errors: ErrorMap | None
+    once: bool
+    include_raw: bool
+    emit_text: bool
+    emit_tool: bool
+    on_event: OnEvent | None
+    on_retry: Callable[[RetryInfo], None] | None
+
+
 def plan_call(
     engine: Engine | None,
     call: HttpCall | None,
     *,
     adapter: Any = None,
-    request: Request | None = None,
     api_key: str | None = None,
     retry: RetryPolicy | bool | None = None,
     timeouts: Timeouts | None = None,
-    on_retry: Callable[[RetryInfo], None] | None = None,
-    errors: ErrorMap | None = None,
-    once: bool = False,
-    include_raw: bool = False,
-    emit_text: bool = True,
-    emit_tool: bool = True,
-    on_event: OnEvent | None = None,
+    **options: Unpack[PlanOptions],
 ) -> Plan:
     """The :class:`Plan` of one call.
 
     ``call`` is what the adapter encoded (``None`` with a local adapter, which plays
     ``request``). ``adapter`` defaults to the engine's; ``retry`` and ``timeouts`` to the
-    engine's (or the defaults without an engine). The key is resolved here, through the
-    chain of :mod:`allm.keys` (call > scope > store > configure > environment), for the
-    adapter's ``key_spec``; an adapter without one (a plain URL fetch) sends no key.
+    engine's (or the defaults without an engine; ``retry=False``: no retries). The key is
+    resolved here, through the chain of :mod:`allm.keys` (call > scope > store > configure
+    > environment), for the adapter's ``key_spec``; an adapter without one (a plain URL
+    fetch) sends no key. ``options``: :class:`PlanOptions`.
 
     Raises :class:`~allm.errors.EngineError` (``missing_key``) when the adapter needs a
     key and none is found.
@@ -162,9 +159,9 @@ def plan_call(
         if engine is None:
             raise EngineError("plan_call needs an engine or an adapter", reason="missing_adapter")
         adapter = engine.adapter
-    retry = as_retry_policy(retry)
-    if retry is None:
-        retry = engine.retry if engine is not None else RetryPolicy()
+    policy = as_retry_policy(retry)
+    if policy is None:
+        policy = engine.retry if engine is not None else RetryPolicy()
     if timeouts is None:
         timeouts = engine.timeouts if engine is not None else Timeouts()
     key: str | None = None
@@ -175,22 +172,7 @@ def plan_call(
         if spec is not None:
             key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
             headers.update(adapter.auth_headers(key))
-    plan = Plan(
-        adapter,
-        call,
-        headers,
-        key,
-        retry=retry,
-        timeouts=timeouts,
-        request=request,
-        errors=errors,
-        once=once,
-        include_raw=include_raw,
-        emit_text=emit_text,
-        emit_tool=emit_tool,
-        on_event=on_event,
-        on_retry=on_retry,
-    )
+    plan = Plan(adapter=adapter, call=call, headers=headers, secret=key, retry=policy, timeouts=timeouts, **options)  # type: ignore[arg-type]
     if telemetry.active:
         telemetry.planned(plan)
     return plan

@@ -40,10 +40,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, Unpack
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
 
 import attrs
 
+from .api import GenerateOptions
 from .driver import _astart, _start
 from .engine import Engine, merge_tools
 from .errors import EngineError, SessionError, ToolError, ValidationError
@@ -89,8 +90,13 @@ _LEGAL: dict[str, tuple[str, ...]] = {
 R = TypeVar("R", ChatResult, Step)
 
 
-class SessionOptions(LoopOptions, total=False):
-    """:class:`~allm.driver.LoopOptions` plus:
+class _RunOptions(LoopOptions, GenerateOptions, total=False):
+    params: Mapping[str, Any] | None
+
+
+class SessionOptions(_RunOptions, total=False):
+    """The loop's options (:class:`~allm.loop.LoopOptions`) and each model call's
+    (:class:`~allm.api.GenerateOptions`), plus:
 
     - ``context``: this call's context for handlers, over ``session.context`` and
       ``engine.context`` (not stored). The session's id is the handlers' ``session_id``.
@@ -99,14 +105,29 @@ class SessionOptions(LoopOptions, total=False):
     """
 
     context: Mapping[str, Any] | None
-    params: Mapping[str, Any] | None
 
 
-class StartOptions(LoopOptions, total=False):
-    """:class:`~allm.driver.LoopOptions` plus ``params`` (see :class:`SessionOptions`).
-    ``start`` takes the session's own ``context=`` instead of a per-call one."""
+class ApproveOptions(TypedDict, total=False):
+    """Keyword options of :meth:`Session.approve`: ``tools`` (handlers to look in besides the
+    engine's), ``context`` (for the handler), ``tool_timeout`` (seconds, default 30; ``None``:
+    no limit), ``result_encoder``."""
 
-    params: Mapping[str, Any] | None
+    tools: Sequence[Any]
+    context: Mapping[str, Any] | None
+    tool_timeout: float | None
+    result_encoder: ResultEncoder | None
+
+
+class StartOptions(_RunOptions, total=False):
+    """:class:`SessionOptions` for a new session: ``params`` as there, and the new
+    session's own ``id``, ``context`` and ``metadata`` (see :meth:`Session.new`)."""
+
+    id: str | None
+    context: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+
+
+_NEW = ("id", "context", "metadata")
 UserInput = str | Message | Part | Sequence[Part]
 StartInput = str | Message | Sequence[Message] | Thread
 
@@ -289,6 +310,14 @@ class Session:
 
     # -- one implementation of every run (plain, streaming, async)
 
+    @classmethod
+    def _run_new(cls, engine: Engine, input: StartInput, options: Mapping[str, Any], asynchronous: bool) -> Any:
+        """A ``start``: the new session (its own ``id``, ``context``, ``metadata`` taken out of
+        ``options``), then ``continue_`` with the rest of the options."""
+        session = cls.new(input, **{k: v for k, v in options.items() if k in _NEW})
+        run = {k: v for k, v in options.items() if k not in _NEW}
+        return session._run(engine, "continue_", run, asynchronous=asynchronous)
+
     def _run(
         self,
         engine: Engine,
@@ -313,18 +342,9 @@ class Session:
     # -- streaming operations
 
     @classmethod
-    def stream_start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> SessionStream[ChatResult]:
+    def stream_start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> SessionStream[ChatResult]:
         """:meth:`start`, streaming: iterate the events, then ``finish()`` for ``(session, result)``."""
-        return cls.new(input, id=id, context=context, metadata=metadata).stream_continue(engine, **options)
+        return cls._run_new(engine, input, options, False)  # type: ignore[no-any-return]
 
     def stream_reply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -372,23 +392,14 @@ class Session:
         )
 
     @classmethod
-    def start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> tuple[Session, ChatResult]:
+    def start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> tuple[Session, ChatResult]:
         """A new session on ``input``, then the tool loop: ``(session, result)``.
 
         ``options`` are :class:`~allm.driver.ChatOptions` (``mode``, ``max_turns``,
         ``tools``...); none of them is stored. Raises what :func:`allm.chat` raises;
         an error after the first event gives a session in the ``error`` status.
         """
-        return cls.stream_start(engine, input, id=id, context=context, metadata=metadata, **options).finish()
+        return cls.stream_start(engine, input, **options).finish()
 
     def reply(self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]) -> tuple[Session, ChatResult]:
         """Append the user's ``message`` (text, parts or a user Message) and run the loop.
@@ -537,16 +548,7 @@ class Session:
                 error = ToolError(f"the result of {call.name} could not be encoded: {exc}", reason="encoding_failed")
         return self._submitted(call, encoder.encode_error(error, call), True)
 
-    def approve(
-        self,
-        engine: Engine,
-        tool_call_id: str,
-        *,
-        tools: Sequence[Any] = (),
-        context: Mapping[str, Any] | None = None,
-        tool_timeout: float | None = 30.0,
-        result_encoder: ResultEncoder | None = None,
-    ) -> Session:
+    def approve(self, engine: Engine, tool_call_id: str, **options: Unpack[ApproveOptions]) -> Session:
         """Run the pending call's handler (found by tool name on ``engine`` or in
         ``tools``) and submit its result (see :meth:`submit_tool_result`: a handler's
         ``AskUser`` or ``Halt`` acts as in the loop); a handler error is submitted as a
@@ -556,32 +558,23 @@ class Session:
         and :class:`~allm.errors.EngineError` (``unknown_tool``) when no handler
         has the call's name.
         """
-        job = self._approval_job(engine, tool_call_id, {"tools": tools, "context": context})
-        gen = run_tools([job], tool_timeout)
+        job = self._approval_job(engine, tool_call_id, options)
+        gen = run_tools([job], options.get("tool_timeout", 30.0))
         try:
             outcome = next(gen)
         finally:
             gen.close()
-        return self._approved(outcome, as_encoder(result_encoder))
+        return self._approved(outcome, as_encoder(options.get("result_encoder")))
 
-    async def aapprove(
-        self,
-        engine: Engine,
-        tool_call_id: str,
-        *,
-        tools: Sequence[Any] = (),
-        context: Mapping[str, Any] | None = None,
-        tool_timeout: float | None = 30.0,
-        result_encoder: ResultEncoder | None = None,
-    ) -> Session:
+    async def aapprove(self, engine: Engine, tool_call_id: str, **options: Unpack[ApproveOptions]) -> Session:
         """The async twin of :meth:`approve`."""
-        job = self._approval_job(engine, tool_call_id, {"tools": tools, "context": context})
-        gen = arun_tools([job], tool_timeout)
+        job = self._approval_job(engine, tool_call_id, options)
+        gen = arun_tools([job], options.get("tool_timeout", 30.0))
         try:
             outcome = await gen.__anext__()
         finally:
             await gen.aclose()
-        return self._approved(outcome, as_encoder(result_encoder))
+        return self._approved(outcome, as_encoder(options.get("result_encoder")))
 
     def recover(self) -> Session:
         """Leave the ``error`` status: the same thread, ``idle``, without ``metadata["error"]``.
@@ -600,18 +593,9 @@ class Session:
     # -- async operations
 
     @classmethod
-    def astream_start(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> AsyncSessionStream[ChatResult]:
+    def astream_start(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> AsyncSessionStream[ChatResult]:
         """The async twin of :meth:`stream_start`."""
-        return cls.new(input, id=id, context=context, metadata=metadata).astream_continue(engine, **options)
+        return cls._run_new(engine, input, options, True)  # type: ignore[no-any-return]
 
     def astream_reply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -628,18 +612,9 @@ class Session:
         return self._run(engine, "step", options, single_step=True, asynchronous=True)  # type: ignore[no-any-return]
 
     @classmethod
-    async def astart(
-        cls,
-        engine: Engine,
-        input: StartInput,
-        *,
-        id: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        **options: Unpack[StartOptions],
-    ) -> tuple[Session, ChatResult]:
+    async def astart(cls, engine: Engine, input: StartInput, **options: Unpack[StartOptions]) -> tuple[Session, ChatResult]:
         """The async twin of :meth:`start`."""
-        return await cls.astream_start(engine, input, id=id, context=context, metadata=metadata, **options).finish()
+        return await cls.astream_start(engine, input, **options).finish()
 
     async def areply(
         self, engine: Engine, message: UserInput, **options: Unpack[SessionOptions]
@@ -664,7 +639,18 @@ def settle(base: Session, result: ChatResult | Step) -> Session:
     return base.settle(result)
 
 
-class SessionStream(Generic[R]):
+class _Folded(Generic[R]):
+    """Events of a session operation and the :class:`~allm.fold.SessionReducer` folding them."""
+
+    __slots__ = ("events", "reducer")
+    reducer: SessionReducer[R]
+
+    def __init__(self, events: Any, reducer: SessionReducer[R]) -> None:
+        self.events = events
+        self.reducer = reducer
+
+
+class SessionStream(_Folded[R]):
     """The events of a session operation; ``finish()`` gives ``(new_session, result)``.
 
     Iterate it for events (each one is folded as it passes). ``finish()`` consumes
@@ -672,13 +658,8 @@ class SessionStream(Generic[R]):
     response is closed and the fold gives ``halted_reason="cancelled"``).
     """
 
-    __slots__ = ("events", "reducer")
+    __slots__ = ()
     events: EventStream
-    reducer: SessionReducer[R]
-
-    def __init__(self, events: EventStream, reducer: SessionReducer[R]) -> None:
-        self.events = events
-        self.reducer = reducer
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -707,16 +688,11 @@ class SessionStream(Generic[R]):
         self.close()
 
 
-class AsyncSessionStream(Generic[R]):
+class AsyncSessionStream(_Folded[R]):
     """The async twin of :class:`SessionStream`: ``async for``, ``await aclose()``, ``await finish()``."""
 
-    __slots__ = ("events", "reducer")
+    __slots__ = ()
     events: AsyncEventStream
-    reducer: SessionReducer[R]
-
-    def __init__(self, events: AsyncEventStream, reducer: SessionReducer[R]) -> None:
-        self.events = events
-        self.reducer = reducer
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self

@@ -43,12 +43,13 @@ import re
 import types as pytypes
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, get_args, get_origin, overload
 
 import attrs
 import orjson
 
 from . import schema as _schema
+from .api import GenerateOptions
 from .errors import InvalidOutputError, ValidationError
 from .schema import SEQUENCES, SETS, is_pydantic, model_fields, schema_for, strict_problems, unwrap
 from .types import Message, Request, Response, Usage, assistant, json_schema, user
@@ -299,12 +300,14 @@ class _Attempts:
     """The decisions of ``generate_object``: which request to send next (the first, then one
     re-ask when allowed), how to read each response, and the result. Both calls perform it."""
 
-    __slots__ = ("next", "reask", "responses", "result", "return_response", "spec")
+    __slots__ = ("next", "options", "reask", "responses", "result", "return_response", "spec")
 
-    def __init__(self, spec: _Spec, request: RequestLike, reask: bool, return_response: bool) -> None:
-        self.spec = spec
+    def __init__(self, schema_or_type: Any, request: RequestLike, return_response: bool, options: Mapping[str, Any]) -> None:
+        opts = dict(options)
+        self.spec = spec = _Spec(schema_or_type, opts.pop("name", None), opts.pop("strict", None))
+        self.reask = bool(opts.pop("reask", False))
+        self.options: dict[str, Any] = opts  # what each call takes (allm.generate's options)
         self.next: Request | None = _with_format(request, spec)
-        self.reask = reask
         self.return_response = return_response
         self.responses: list[Response] = []
         self.result: Any = None
@@ -330,69 +333,25 @@ class _Attempts:
         self.result = value
 
 
+class ObjectOptions(GenerateOptions, total=False):
+    """Keyword options of :func:`generate_object` and :func:`agenerate_object`: ``name``,
+    ``strict``, ``reask`` (see :func:`generate_object`) and those of :func:`allm.generate`."""
+
+    name: str | None
+    strict: bool | None
+    reask: bool
+
+
 @overload
-def generate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: type[T],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[False] = ...,
-    api_key: str | None = ...,
-    **options: Any,
-) -> T: ...
+def generate_object(engine: Engine, request: RequestLike, schema_or_type: type[T], *, return_response: Literal[False] = ..., **options: Unpack[ObjectOptions]) -> T: ...
 @overload
-def generate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Mapping[str, Any],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[False] = ...,
-    api_key: str | None = ...,
-    **options: Any,
-) -> dict[str, Any]: ...
+def generate_object(engine: Engine, request: RequestLike, schema_or_type: Mapping[str, Any], *, return_response: Literal[False] = ..., **options: Unpack[ObjectOptions]) -> dict[str, Any]: ...
 @overload
-def generate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: type[T],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[True],
-    api_key: str | None = ...,
-    **options: Any,
-) -> ObjectResult[T]: ...
+def generate_object(engine: Engine, request: RequestLike, schema_or_type: type[T], *, return_response: Literal[True], **options: Unpack[ObjectOptions]) -> ObjectResult[T]: ...
 @overload
+def generate_object(engine: Engine, request: RequestLike, schema_or_type: Mapping[str, Any], *, return_response: Literal[True], **options: Unpack[ObjectOptions]) -> ObjectResult[dict[str, Any]]: ...
 def generate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Mapping[str, Any],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[True],
-    api_key: str | None = ...,
-    **options: Any,
-) -> ObjectResult[dict[str, Any]]: ...
-def generate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Any,
-    *,
-    name: str | None = None,
-    strict: bool | None = None,
-    reask: bool = False,
-    return_response: bool = False,
-    api_key: str | None = None,
-    **options: Any,
+    engine: Engine, request: RequestLike, schema_or_type: Any, *, return_response: bool = False, **options: Unpack[ObjectOptions]
 ) -> Any:
     """One model call whose answer is JSON matching a schema, returned as a typed value.
 
@@ -419,80 +378,27 @@ def generate_object(
     """
     from .api import generate
 
-    run = _Attempts(_Spec(schema_or_type, name, strict), request, reask, return_response)
+    run = _Attempts(schema_or_type, request, return_response, options)
     while run.next is not None:
-        run.answer(generate(engine, run.next, api_key=api_key, **options))
+        run.answer(generate(engine, run.next, **run.options))
     return run.result
 
 
 @overload
-async def agenerate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: type[T],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[False] = ...,
-    api_key: str | None = ...,
-    **options: Any,
-) -> T: ...
+async def agenerate_object(engine: Engine, request: RequestLike, schema_or_type: type[T], *, return_response: Literal[False] = ..., **options: Unpack[ObjectOptions]) -> T: ...
 @overload
-async def agenerate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Mapping[str, Any],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[False] = ...,
-    api_key: str | None = ...,
-    **options: Any,
-) -> dict[str, Any]: ...
+async def agenerate_object(engine: Engine, request: RequestLike, schema_or_type: Mapping[str, Any], *, return_response: Literal[False] = ..., **options: Unpack[ObjectOptions]) -> dict[str, Any]: ...
 @overload
-async def agenerate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: type[T],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[True],
-    api_key: str | None = ...,
-    **options: Any,
-) -> ObjectResult[T]: ...
+async def agenerate_object(engine: Engine, request: RequestLike, schema_or_type: type[T], *, return_response: Literal[True], **options: Unpack[ObjectOptions]) -> ObjectResult[T]: ...
 @overload
+async def agenerate_object(engine: Engine, request: RequestLike, schema_or_type: Mapping[str, Any], *, return_response: Literal[True], **options: Unpack[ObjectOptions]) -> ObjectResult[dict[str, Any]]: ...
 async def agenerate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Mapping[str, Any],
-    *,
-    name: str | None = ...,
-    strict: bool | None = ...,
-    reask: bool = ...,
-    return_response: Literal[True],
-    api_key: str | None = ...,
-    **options: Any,
-) -> ObjectResult[dict[str, Any]]: ...
-async def agenerate_object(
-    engine: Engine,
-    request: RequestLike,
-    schema_or_type: Any,
-    *,
-    name: str | None = None,
-    strict: bool | None = None,
-    reask: bool = False,
-    return_response: bool = False,
-    api_key: str | None = None,
-    **options: Any,
+    engine: Engine, request: RequestLike, schema_or_type: Any, *, return_response: bool = False, **options: Unpack[ObjectOptions]
 ) -> Any:
     """The async twin of :func:`generate_object` (same arguments, result and errors)."""
     from .api import agenerate
 
-    run = _Attempts(_Spec(schema_or_type, name, strict), request, reask, return_response)
+    run = _Attempts(schema_or_type, request, return_response, options)
     while run.next is not None:
-        run.answer(await agenerate(engine, run.next, api_key=api_key, **options))
+        run.answer(await agenerate(engine, run.next, **run.options))
     return run.result

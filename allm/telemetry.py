@@ -800,14 +800,14 @@ def _exchange_fields(kind: str, value: Any) -> dict[str, Any]:
     return {}
 
 
-def _exchange_op(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Op | None:
+def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Op | None:
     engine = args[0] if args else kwargs.get("engine")
     model = kwargs.get("model")
     base: dict[str, Any] = {"provider": _provider(engine)}
     if kind == "image":
-        operation, req = args[1], args[2]
         base["image_operation"] = operation
-        model = getattr(req, "model", None)
+        subject = args[1] if len(args) > 1 else None
+        model = model or getattr(subject, "model", None)
     elif kind == "count_tokens":
         req = args[1] if len(args) > 1 else kwargs.get("request")
         model = getattr(req, "model", None) if isinstance(req, Request) else None
@@ -817,9 +817,10 @@ def _exchange_op(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
     return _start_op(kind, **base)
 
 
-def exchange(kind: str) -> Callable[[F], F]:
+def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
     """Decorator of a plain exchange (``embed``, ``list_models``, ``count_tokens``, image
-    calls; sync or async, the engine first): one operation per call while :data:`active`."""
+    calls with their ``operation``; sync or async, the engine first): one operation per call
+    while :data:`active`, current while it runs (so its plans' retries are its own)."""
     import functools
     import inspect
 
@@ -830,7 +831,7 @@ def exchange(kind: str) -> Callable[[F], F]:
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 if not active:
                     return await fn(*args, **kwargs)
-                op = _exchange_op(kind, args, kwargs)
+                op = _exchange_op(kind, operation, args, kwargs)
                 if op is None:
                     return await fn(*args, **kwargs)
                 op.start()
@@ -851,7 +852,7 @@ def exchange(kind: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not active:
                 return fn(*args, **kwargs)
-            op = _exchange_op(kind, args, kwargs)
+            op = _exchange_op(kind, operation, args, kwargs)
             if op is None:
                 return fn(*args, **kwargs)
             op.start()

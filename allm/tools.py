@@ -550,7 +550,7 @@ class JsonResultEncoder:
 
     def encode_result(self, value: Any, call: ToolCall) -> str:
         if isinstance(value, str):
-            return value
+            return str(value)  # a plain str, also for a str subclass (the thread keeps text only)
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def encode_error(self, error: ToolError, call: ToolCall) -> str:

@@ -21,13 +21,13 @@ requests (to internal addresses too): only opt in where the URLs are trusted.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import TypedDict, TypeVar, Unpack
 
 import attrs
 
 from .errors import AdapterError, ValidationError, from_status
-from .plan import Plan, plan_call
+from .plan import Exchanges, Plan, plan_call
 from .policy import RetryPolicy, Timeouts
 from .providers.base import HttpCall
 from .providers.media import IMAGE_MIME_TYPES, MB, sniff_mime_type
@@ -116,59 +116,52 @@ def _declared(request: Request | ImageRequest) -> dict[str, str | None]:
     return out
 
 
-def fetch_images(
-    request: R,
-    *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    accept: frozenset[str] = IMAGE_MIME_TYPES,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-) -> R:
+class FetchOptions(TypedDict, total=False):
+    """Keyword options of :func:`fetch_images`: ``max_bytes`` (per image, default 20 MB),
+    ``accept`` (MIME types allowed), ``retry`` and ``timeouts`` of the downloads."""
+
+    max_bytes: int
+    accept: frozenset[str]
+    retry: RetryPolicy | None
+    timeouts: Timeouts | None
+
+
+def fetch_images_op(request: R, **options: Unpack[FetchOptions]) -> Exchanges[R]:
+    """:func:`fetch_images` as :class:`~allm.plan.Exchanges`: one GET per distinct URL."""
+    urls = _urls(request)
+    retry = options.get("retry") or RetryPolicy()
+    timeouts = options.get("timeouts") or Timeouts()
+    max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
+    accept = options.get("accept", IMAGE_MIME_TYPES)
+    declared = _declared(request)
+    plans = [_plan(u, retry, timeouts) for u in urls]
+
+    def finish(answers: list[tuple[int, Mapping[str, str], bytes]]) -> R:
+        if not urls:
+            return request
+        fetched = {u: _inline(u, declared[u], a[1], a[2], max_bytes, accept) for u, a in zip(urls, answers, strict=True)}
+        return _replace(request, fetched)
+
+    return Exchanges(plans, finish)
+
+
+def fetch_images(request: R, **options: Unpack[FetchOptions]) -> R:
     """A copy of ``request`` (a :class:`~allm.types.Request` or
     :class:`~allm.types.ImageRequest`) with every ``http(s)`` image URL downloaded
     into inline bytes. A request without URL images is returned as it is.
 
-    ``max_bytes`` caps each image (default 20 MB); ``accept`` lists the MIME types
-    allowed. Raises :class:`~allm.errors.ValidationError` (``invalid_image``) for a
+    ``options`` (:class:`FetchOptions`): ``max_bytes`` caps each image (default 20 MB);
+    ``accept`` lists the MIME types allowed; ``retry``, ``timeouts`` for the downloads. Raises :class:`~allm.errors.ValidationError` (``invalid_image``) for a
     non-``http(s)`` URL, an image too large or of another type, and
     :class:`~allm.errors.AdapterError` when the download fails (after retries).
     """
-    urls = _urls(request)
-    if not urls:
-        return request
-    from ._transport import iter_once
+    from .api import perform
 
-    retry = retry or RetryPolicy()
-    timeouts = timeouts or Timeouts()
-    declared = _declared(request)
-    fetched: dict[str, Image] = {}
-    for url in urls:
-        _status, headers, body = iter_once(_plan(url, retry, timeouts))
-        fetched[url] = _inline(url, declared[url], headers, body, max_bytes, accept)
-    return _replace(request, fetched)
+    return perform(fetch_images_op(request, **options))
 
 
-async def afetch_images(
-    request: R,
-    *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    accept: frozenset[str] = IMAGE_MIME_TYPES,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-) -> R:
+async def afetch_images(request: R, **options: Unpack[FetchOptions]) -> R:
     """The async twin of :func:`fetch_images` (the URLs are fetched concurrently)."""
-    import asyncio
+    from .api import aperform
 
-    urls = _urls(request)
-    if not urls:
-        return request
-    from ._transport import aiter_once
-
-    retry = retry or RetryPolicy()
-    timeouts = timeouts or Timeouts()
-    declared = _declared(request)
-    plans = [_plan(u, retry, timeouts) for u in urls]
-    once: Callable[[Plan], Awaitable[tuple[int, Mapping[str, str], bytes]]] = aiter_once
-    results = await asyncio.gather(*(once(p) for p in plans))
-    fetched = {u: _inline(u, declared[u], r[1], r[2], max_bytes, accept) for u, r in zip(urls, results, strict=True)}
-    return _replace(request, fetched)
+    return await aperform(fetch_images_op(request, **options))

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import allm
 from allm import codec
-from allm._transport import Plan
 from allm.api import prepare
 from allm.errors import AdapterError, ValidationError
 from allm.events import (
@@ -34,6 +33,7 @@ from allm.events import (
     ToolCallStarted,
 )
 from allm.fold import fold_response
+from allm.plan import Plan
 from allm.providers import OpenAI, OpenAIResponses
 from allm.providers.base import HttpCall, KeySpec
 from allm.providers.openai import Dialect, prefers_responses

@@ -112,6 +112,14 @@ class EmbedRequest:
     dimensions: int | None = None
 
 
+def _unscripted(what: str, index: int, scripted: int, unit: str) -> AdapterError:
+    return AdapterError(
+        f"Fake has no scripted {what} {index + 1}: {scripted} {unit} were scripted",
+        reason="no_scripted_response",
+        provider="fake",
+    )
+
+
 class Fake:
     """A scripted provider. See the module docstring.
 
@@ -206,12 +214,7 @@ class Fake:
         else:
             assert self._scripts is not None
             if index >= len(self._scripts):
-                raise AdapterError(
-                    f"Fake has no scripted response for call {index + 1}: "
-                    f"{len(self._scripts)} call(s) were scripted",
-                    reason="no_scripted_response",
-                    provider="fake",
-                )
+                raise _unscripted("response for call", index, len(self._scripts), "call(s)")
             entries = self._scripts[index]
         if entries and isinstance(entries[0], ErrorEntry) and entries[0].before_stream:
             e = entries[0]
@@ -367,12 +370,7 @@ class Fake:
             index = len(self.image_requests)
             self.image_requests.append((operation, request))
         if index >= len(self._image_scripts):
-            raise AdapterError(
-                f"Fake has no scripted image response for image call {index + 1}: "
-                f"{len(self._image_scripts)} image call(s) were scripted",
-                reason="no_scripted_response",
-                provider="fake",
-            )
+            raise _unscripted("image response for image call", index, len(self._image_scripts), "image call(s)")
         images: list[GeneratedImage] = []
         text: list[str] = []
         total = Usage()

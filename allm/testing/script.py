@@ -1,6 +1,4 @@
-"""Helpers for testing code that uses allm, without a network or a key.
-
-Script entries for :class:`~allm.providers.Fake`::
+"""Script entries for :class:`~allm.providers.Fake` (re-exported by :mod:`allm.testing`)::
 
     from allm.testing import text, tool_call, usage, finish, error, delay
 
@@ -9,22 +7,19 @@ Script entries for :class:`~allm.providers.Fake`::
         [text("Found it."), usage(input_tokens=10, output_tokens=3)],
     ])
 
-and a few conveniences: :func:`fake_engine` builds an engine around a script,
-:func:`collect` lists a stream's events, :func:`event_types` names them (handy in
-assertions about order).
+and two conveniences: :func:`collect` lists a stream's events, :func:`event_types`
+names them (handy in assertions about order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .engine import Engine
-from .events import Event
-from .providers.fake import (
+from ..events import Event
+from ..providers.fake import (
     DelayEntry,
     ErrorEntry,
-    Fake,
     FinishEntry,
     ImageEntry,
     RawChunkEntry,
@@ -34,14 +29,13 @@ from .providers.fake import (
     ToolCallEntry,
     UsageEntry,
 )
-from .types import Usage
+from ..types import Usage
 
 __all__ = [
     "collect",
     "delay",
     "error",
     "event_types",
-    "fake_engine",
     "finish",
     "image",
     "raw_chunk",
@@ -141,12 +135,8 @@ def delay(seconds: float) -> DelayEntry:
     return DelayEntry(seconds)
 
 
-def fake_engine(*scripts: Sequence[Any], model: str = "fake", **engine_fields: Any) -> Engine:
-    """An engine on a Fake with one script per call: ``fake_engine(["hi"], ["again"])``."""
-    return Engine(adapter=Fake(scripts=list(scripts)), model=model, **engine_fields)
-
-
 def collect(events: Iterable[Event]) -> list[Event]:
+    """The events of a stream, as a list."""
     return list(events)
 
 

@@ -406,16 +406,32 @@ def _being(op: Op | None) -> Iterator[None]:
 # ------------------------------------------------------------------------------ facts of a call
 
 
+_servers: dict[str, tuple[str | None, int | None]] = {}
+
+
 def _server(url: str) -> tuple[str | None, int | None]:
+    """``(host, port)`` of ``url`` (kept per scheme and authority: calls repeat their hosts)."""
+    start = url.find("//") + 2
+    end = len(url)
+    for c in "/?#":
+        i = url.find(c, start)
+        if 0 <= i < end:
+            end = i
+    head = url[:end]  # scheme and authority only: never a query (it may carry a key)
+    known = _servers.get(head)
+    if known is not None:
+        return known
     from urllib.parse import urlsplit
 
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(head)
         port = parts.port
     except ValueError:
         return None, None
     if port is None and parts.scheme in ("http", "https"):
         port = 443 if parts.scheme == "https" else 80
+    if len(_servers) < 1024 and "@" not in head:  # credentials in a URL are not kept
+        _servers[head] = (parts.hostname, port)
     return parts.hostname, port
 
 

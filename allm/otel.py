@@ -73,7 +73,9 @@ __all__ = [
     "TOKEN_BUCKETS",
     "OpenTelemetry",
     "instrument",
+    "ServerSpan",
     "server_span",
+    "start_server_span",
     "uninstrument",
 ]
 
@@ -421,37 +423,76 @@ def uninstrument() -> None:
         _installed = None
 
 
-@contextlib.contextmanager
-def server_span(
-    method: str, route: str, headers: Mapping[str, str], *, tracer_provider: Any = None
-) -> Iterator[Span]:
-    """One incoming HTTP request of a server built on allm, as a ``SERVER`` span joined to the
-    caller's trace (its W3C ``traceparent``/``tracestate`` headers, through the global
-    propagator), current while the block runs: the allm calls made for the request are
-    inside it. ``route`` is the low-cardinality path template (``/v1/responses``).
+class ServerSpan:
+    """One incoming request's ``SERVER`` span (see :func:`start_server_span`)."""
 
-    Call it per request in the server's handler::
+    __slots__ = ("span",)
 
-        with allm.otel.server_span("POST", "/v1/responses", request.headers):
-            ...
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[Span]:
+        """Make the span current in this block: allm calls made here, and tasks started here
+        (they copy the context), are inside it."""
+        token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            yield self.span
+        finally:
+            otel_context.detach(token)
+
+    def end(self, error_type: str | None = None) -> None:
+        """End the span; ``error_type`` (a low-cardinality code, never a message) marks a failure."""
+        if error_type is not None:
+            self.span.set_attribute("error.type", error_type)
+            self.span.set_status(Status(StatusCode.ERROR, error_type))
+        self.span.end()
+
+
+def start_server_span(
+    method: str,
+    route: str,
+    headers: Mapping[str, str],
+    *,
+    tracer_provider: Any = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> ServerSpan:
+    """Start the ``SERVER`` span of one incoming HTTP request of a server built on allm, joined
+    to the caller's trace: its W3C ``traceparent``/``tracestate`` (and ``baggage``) headers are
+    read through the global propagator. ``route`` is the low-cardinality path template
+    (``/v1/responses``). The span is named ``{method} {route}``.
+
+    The hook a server calls per request: run the request's work inside
+    :meth:`ServerSpan.current` (a response that streams or runs in the background keeps the
+    span through the task it starts there) and call :meth:`ServerSpan.end` when the response
+    is over. :func:`server_span` does both around one block.
     """
     from . import __version__
 
     tracer = trace.get_tracer("allm.server", __version__, tracer_provider, schema_url=SCHEMA_URL)
     carrier = {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate", "baggage")}
-    parent = propagate.extract(carrier)
-    attributes = {"http.request.method": method, "http.route": route}
-    with tracer.start_as_current_span(
-        f"{method} {route}",
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
+    a: dict[str, Any] = {"http.request.method": method, "http.route": route}
+    if attributes:
+        a.update(attributes)
+    span = tracer.start_span(f"{method} {route}", context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=a)
+    return ServerSpan(span)
+
+
+@contextlib.contextmanager
+def server_span(
+    method: str, route: str, headers: Mapping[str, str], *, tracer_provider: Any = None
+) -> Iterator[Span]:
+    """:func:`start_server_span` around one block, current inside it; an exception ends it as a
+    failure named by the exception's class only (a message may quote the request)::
+
+        with allm.otel.server_span("POST", "/v1/responses", request.headers):
+            ...
+    """
+    s = start_server_span(method, route, headers, tracer_provider=tracer_provider)
+    try:
+        with s.current() as span:
             yield span
-        except BaseException as exc:  # the class only: a message may quote the request
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+    except BaseException as exc:
+        s.end(type(exc).__name__)
+        raise
+    s.end()

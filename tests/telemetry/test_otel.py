@@ -377,6 +377,25 @@ def test_server_span_joins_the_incoming_traceparent() -> None:
     assert failed.status.status_code == StatusCode.ERROR and SECRET not in failed.to_json()
 
 
+def test_a_server_span_outlives_its_handler_through_the_task_it_starts() -> None:
+    o = Otel()
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    async def main() -> None:
+        with telemetry.scope(o.handler):
+            s = allm.otel.start_server_span("POST", "/v1/responses", headers, tracer_provider=o.tracer_provider)
+            with s.current():
+                task = asyncio.ensure_future(allm.agenerate(engine(["a", delay(0.01), "b"]), "hi"))
+            assert trace.get_current_span() is not s.span  # the handler returned; the task goes on
+            await task
+            s.end()
+
+    asyncio.run(main())
+    assert o.tree() == [("POST /v1/responses", [("chat fake-1", [])])]
+    server = o.named("POST /v1/responses")[0]
+    assert format(server.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+
+
 def test_instrument_and_uninstrument() -> None:
     o = Otel()
     h = allm.otel.instrument(tracer_provider=o.tracer_provider, meter_provider=o.meter_provider)

@@ -403,3 +403,30 @@ def test_quiet_by_default() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout == "ok\n" and out.stderr == ""
+
+
+def test_plain_exchange_retries_over_http(records: Records) -> None:
+    from allm.providers import OpenAI
+    from tests.loopback import LoopbackServer, Req, Writer
+
+    seen: list[str] = []
+
+    async def handler(req: Req, w: Writer) -> None:
+        seen.append(req.path)
+        if len(seen) == 1:
+            await w.respond(503, b'{"error": {"message": "busy"}}')
+        else:
+            await w.respond(200, b'{"object": "list", "data": [{"id": "m-1", "object": "model"}]}')
+
+    server = LoopbackServer().start()
+    server.handler = handler
+    try:
+        eng = allm.Engine(adapter=OpenAI(base_url=server.url + "/v1", api="chat"), model="m-1", retry=FAST)
+        assert allm.list_models(eng, api_key="sk-test-key-0000000000") == ["m-1"]
+    finally:
+        server.stop()
+    assert phases(records) == [("list_models", "start"), ("list_models", "retry"), ("list_models", "stop")]
+    stop = records[-1]
+    assert records[1].error_reason == "provider_unavailable" and stop.attempts == 2
+    host, port = server.url.removeprefix("http://").split(":")
+    assert (stop.server_address, stop.server_port, stop.provider) == (host, int(port), "openai")

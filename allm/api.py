@@ -181,10 +181,7 @@ def open_stream(
     ``kind`` and ``request_id``: what telemetry records call it)."""
     from ._transport import run
 
-    if _tel.active:
-        plan, op = _tel.open_model_call(engine, request, options, resolved, kind, request_id, prepare, resolve_request)
-        return EventStream(run(plan) if op is None else _tel.observe(op, run(plan)))
-    return EventStream(run(prepare(engine, request, resolved=resolved, **options)))
+    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe))
 
 
 def open_astream(
@@ -199,10 +196,24 @@ def open_astream(
     """:func:`astream_generate` with its options as a mapping (see :func:`open_stream`)."""
     from ._transport import arun
 
+    return AsyncEventStream(_events(engine, request, options, resolved, kind, request_id, arun, _tel.aobserve))
+
+
+def _events(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    resolved: bool,
+    kind: str,
+    request_id: str | None,
+    shell: Callable[[Plan], Any],
+    observe: Callable[[Any, Any], Any],
+) -> Any:
+    """The shell's events of the call; while a telemetry handler listens, observed as they pass."""
     if _tel.active:
         plan, op = _tel.open_model_call(engine, request, options, resolved, kind, request_id, prepare, resolve_request)
-        return AsyncEventStream(arun(plan) if op is None else _tel.aobserve(op, arun(plan)))
-    return AsyncEventStream(arun(prepare(engine, request, resolved=resolved, **options)))
+        return shell(plan) if op is None else observe(op, shell(plan))
+    return shell(prepare(engine, request, resolved=resolved, **options))
 
 
 def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:

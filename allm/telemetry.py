@@ -566,10 +566,7 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
         op.fail(exc, **w.fields())
         raise
     else:
-        if w.error is not None:
-            op.fail(w.error, **w.fields())
-        else:
-            op.stop(**w.fields())
+        _ran_out(op, w)
     finally:
         _close_events(events)
 
@@ -578,6 +575,20 @@ def _close_events(events: Any) -> None:
     close = getattr(events, "close", None)
     if close is not None:
         close()
+
+
+async def _aclose_events(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _ran_out(op: Op, w: _Watch) -> None:
+    """The stream ended by itself: a stop, or an exception when it ended with an ``Error`` event."""
+    if w.error is not None:
+        op.fail(w.error, **w.fields())
+    else:
+        op.stop(**w.fields())
 
 
 async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -596,23 +607,16 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 see(ev)
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose_events(events)
         op.cancel(**w.fields())
         raise
     except BaseException as exc:
         op.fail(exc, **w.fields())
         raise
     else:
-        if w.error is not None:
-            op.fail(w.error, **w.fields())
-        else:
-            op.stop(**w.fields())
+        _ran_out(op, w)
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose_events(events)
 
 
 # ------------------------------------------------------------------------------ the tool loop
@@ -833,6 +837,20 @@ def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs
     return _start_op(kind, **base)
 
 
+@contextlib.contextmanager
+def _running(op: Op) -> Iterator[None]:
+    """``op`` started and current for the block; an exception fails it."""
+    op.start()
+    token = _current.set(op)
+    try:
+        yield
+    except BaseException as exc:
+        op.fail(exc)
+        raise
+    finally:
+        _current.reset(token)
+
+
 def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
     """Decorator of a plain exchange (``embed``, ``list_models``, ``count_tokens``, image
     calls with their ``operation``; sync or async, the engine first): one operation per call
@@ -850,15 +868,8 @@ def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
                 op = _exchange_op(kind, operation, args, kwargs)
                 if op is None:
                     return await fn(*args, **kwargs)
-                op.start()
-                token = _current.set(op)
-                try:
+                with _running(op):
                     value = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    op.fail(exc)
-                    raise
-                finally:
-                    _current.reset(token)
                 op.stop(**_exchange_fields(kind, value))
                 return value
 
@@ -871,15 +882,8 @@ def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
             op = _exchange_op(kind, operation, args, kwargs)
             if op is None:
                 return fn(*args, **kwargs)
-            op.start()
-            token = _current.set(op)
-            try:
+            with _running(op):
                 value = fn(*args, **kwargs)
-            except BaseException as exc:
-                op.fail(exc)
-                raise
-            finally:
-                _current.reset(token)
             op.stop(**_exchange_fields(kind, value))
             return value
 

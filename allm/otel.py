@@ -213,8 +213,8 @@ class OpenTelemetry:
             a["gen_ai.conversation.id"] = r.session_id
         if r.request_id:
             a["allm.request_id"] = r.request_id
-        if r.kind in ("generate", "stream"):
-            a["gen_ai.request.stream"] = True
+        if r.stream is not None:
+            a["gen_ai.request.stream"] = r.stream
         if r.kind == "tool":
             a["gen_ai.tool.name"] = r.tool_name or ""
             if r.tool_call_id:
@@ -262,7 +262,7 @@ class OpenTelemetry:
         u = r.usage
         if u is not None:
             a.update(_usage_attributes(u))
-        if r.time_to_first_event is not None and r.kind in ("generate", "stream"):
+        if r.stream and r.time_to_first_event is not None:
             a["gen_ai.response.time_to_first_chunk"] = r.time_to_first_event
         if r.attempts is not None and r.attempts > 1:
             a["allm.attempts"] = r.attempts
@@ -294,7 +294,7 @@ class OpenTelemetry:
             a["error.type"] = r.error_reason or "_OTHER"
         if r.duration is not None:
             self.duration.record(r.duration, a)
-        if r.kind in ("generate", "stream") and r.time_to_first_event is not None:
+        if r.stream and r.time_to_first_event is not None:  # streamed calls only, as the conventions say
             self.first_chunk.record(r.time_to_first_event, {k: v for k, v in a.items() if k != "error.type"})
         u = r.usage
         if u is not None and r.kind in _TOKEN_KINDS:

@@ -125,7 +125,8 @@ class Record:
     - ``retry``: ``attempt`` (the attempt that failed, from 1), ``retry_delay`` (the
       sleep before the next), ``error_reason``, ``error_type``, ``error``.
     - ``tool``: ``tool_name``, ``tool_call_id``; ``image``: ``image_operation``
-      (``generate``, ``edit``, ``variations``).
+      (``generate``, ``edit``, ``variations``); model calls: ``stream`` (the provider was
+      asked for a stream: ``False`` with ``http_streaming=False``).
     - Content (hidden from repr): ``request`` (the :class:`~allm.types.Request` sent;
       a chat's first), ``output`` (the final assistant message), ``tool_arguments``,
       ``tool_result``.
@@ -158,6 +159,7 @@ class Record:
     tool_name: str | None = None
     tool_call_id: str | None = None
     image_operation: str | None = None
+    stream: bool | None = None
     request: Request | None = attrs.field(default=None, repr=False, eq=False)
     output: Message | None = attrs.field(default=None, repr=False, eq=False)
     tool_arguments: Mapping[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
@@ -536,6 +538,8 @@ def open_model_call(
     )
     with _being(op):
         plan = prepare(engine, req, resolved=True, **options)
+    if op is not None:
+        op.base["stream"] = plan.call.stream if plan.call is not None else True  # a local adapter plays events
     return plan, op
 
 

@@ -478,8 +478,9 @@ class Suite:
                 self._ask(row, small)  # warm-up
             table.append((label, unit, n, by_lib))
         self._rounds(rows, s.rounds)
-        lines = ["| case | off: s per sample | no-op handler vs off | OpenTelemetry vs off | OpenTelemetry cost | client CPU: no-op / OpenTelemetry vs off |",
-                 "|---|---|---|---|---|---|"]
+        lines = ["| case | off: s per sample | no-op handler vs off | OpenTelemetry vs off | OpenTelemetry cost (wall) "
+                 "| client CPU: no-op / OpenTelemetry vs off | OpenTelemetry cost (client CPU) |",
+                 "|---|---|---|---|---|---|---|"]
         for label, unit, n, by_lib in table:
             off = by_lib.get("allm")
             if off is None or off.error is not None:
@@ -498,16 +499,20 @@ class Suite:
             cpu_ratios = [_ratio(by_lib[lib], off, "cpu") if lib in by_lib and by_lib[lib].error is None else None
                           for lib in ("allm-noop", "allm-otel")]
             cpu = " / ".join("—" if r is None else _xratio(r) for r in cpu_ratios)
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {cost} | {cpu} |")
+            ca, cb = (otel.median("cpu") if otel else None), off.median("cpu")
+            cpu_cost = "—" if ca is None or cb is None else f"{(ca - cb) / n * 1e6:+.2f} µs per {unit} ({(ca - cb) / cb * 100:+.1f}%)"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {cost} | {cpu} | {cpu_cost} |")
         if "allm-otel" in libs:
             floor = Row("allm-otel", "sdk", "OpenTelemetry SDK alone")
             for _ in range(s.rounds):
                 ans = self._ask(floor, {"op": "otel_floor", "n": max(50, s.post_calls)})
                 if ans is not None:
                     floor.samples.append(float(ans["seconds"]))
-            m = floor.median()
+                    floor.extra.setdefault("cpu", []).append(float(ans["cpu"]))
+            m, mc = floor.median(), floor.median("cpu")
             lines.append("| the OpenTelemetry SDK alone: one call's span and its 4 histogram records, no allm code | "
-                         + (f"{m * 1e6:.1f} µs per call" if m is not None else f"error: {_short(floor.error or '')}") + " | | | | |")
+                         + (f"{m * 1e6:.1f} µs per call" if m is not None else f"error: {_short(floor.error or '')}")
+                         + " | | | | | " + (f"{mc * 1e6:.1f} µs per call" if mc is not None else "—") + " |")
         self.sections.append(
             "## 7. Telemetry overhead\n\n"
             "The same calls with telemetry off (no handler: one flag checked per call), with one no-op handler "

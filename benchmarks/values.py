@@ -183,11 +183,12 @@ def loop_floor(reps: int) -> float:
 # ------------------------------------------------------------------------------ figure 7: the OpenTelemetry SDK alone
 
 
-def otel_sdk_floor(n: int) -> float:
+def otel_sdk_floor(n: int) -> tuple[float, float]:
     """Seconds per call of what the OpenTelemetry SDK itself costs for one model call, with no
     allm code: one span started with a call's start attributes, given its end attributes and
     ended, and the call's four histogram records (duration, time to first chunk, input and output
-    tokens), on a tracer provider and meter provider set up as figure 7's (see ``AllmOtel``)."""
+    tokens), on a tracer provider and meter provider set up as figure 7's (see ``AllmOtel``):
+    ``(wall seconds, CPU seconds)``."""
     from collections.abc import Sequence
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -229,7 +230,7 @@ def otel_sdk_floor(n: int) -> float:
     for _ in range(50):
         one()
     gc.collect()
-    t = time.perf_counter()
+    cpu, t = time.process_time(), time.perf_counter()
     for _ in range(n):
         one()
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, (time.process_time() - cpu) / n

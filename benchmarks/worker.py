@@ -141,7 +141,8 @@ class Worker:
         return values.codec_allm(n_messages, reps)
 
     def op_otel_floor(self, n: int) -> dict[str, Any]:
-        return {"seconds": values.otel_sdk_floor(n)}
+        wall, cpu = values.otel_sdk_floor(n)
+        return {"seconds": wall, "cpu": cpu}
 
     def op_loop(self, reps: int) -> dict[str, Any]:
         if self.lib == "floor":

@@ -50,8 +50,11 @@ def check_call_span(span: Any, server_url: str, *, streamed: bool = True) -> dic
     assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
     assert a["gen_ai.response.finish_reasons"][0] in ("stop", "length", "tool_calls")
     assert isinstance(a.get("gen_ai.response.id"), str) and a["gen_ai.response.model"]
+    assert a["gen_ai.request.stream"] is streamed
     if streamed:
         assert 0 < a["gen_ai.response.time_to_first_chunk"] <= (span.end_time - span.start_time) / 1e9
+    else:
+        assert "gen_ai.response.time_to_first_chunk" not in a
     assert "gen_ai.input.messages" not in a and "France" not in span.to_json()
     return a
 
@@ -74,6 +77,8 @@ def test_non_streamed_call(llama_server: Any, otel: Otel) -> None:
     [span] = otel.spans()
     a = check_call_span(span, llama_server.base_url, streamed=False)
     assert a["gen_ai.response.id"] == resp.id and a["allm.request_id"] == resp.request_id
+    assert otel.points("gen_ai.client.operation.time_to_first_chunk") == []  # streamed calls only
+    assert {p[0]["gen_ai.token.type"] for p in otel.points("gen_ai.client.token.usage")} == {"input", "output"}
 
 
 def test_two_turn_tool_loop(llama_server: Any, otel: Otel) -> None:

@@ -103,7 +103,7 @@ def test_generate_records(records: Records) -> None:
     assert stop.usage == resp.usage and stop.usage.input_tokens == 7
     assert stop.finish_reason == "stop" and stop.response_id == resp.id and stop.response_model == resp.model
     assert stop.time_to_first_event is not None and 0 <= stop.time_to_first_event <= stop.duration
-    assert stop.attempts == 1 and not stop.cancelled and stop.error_reason is None
+    assert stop.attempts == 1 and not stop.cancelled and stop.error_reason is None and start.stream is True
     assert stop.output is not None and stop.output.text == "Hello there"
     assert "Hello" not in repr(stop) and "hi" not in repr(start)  # content stays out of reprs
 

@@ -536,8 +536,12 @@ def open_model_call(
         model=req.model,
         request=req,
     )
-    with _being(op):
+    token = _current.set(op) if op is not None else None
+    try:
         plan = prepare(engine, req, resolved=True, **options)
+    finally:
+        if token is not None:
+            _current.reset(token)
     if op is not None:
         op.base["stream"] = plan.call.stream if plan.call is not None else True  # a local adapter plays events
     return plan, op

@@ -246,7 +246,7 @@ class OpenTelemetry:
         if span is None:
             return
         a: dict[str, Any] = {}
-        if r.server_address:
+        if r.server_address and r.kind not in ("generate", "stream"):  # a plain exchange learns its host on the way
             a["server.address"] = r.server_address
             if r.server_port is not None:
                 a["server.port"] = r.server_port

@@ -247,11 +247,17 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
     ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
     (Python cannot stop a thread) and its eventual result ignored.
     """
-    ops = [_tel.start_tool(job) for job in jobs] if _tel.active else None
+    if not _tel.active:
+        return _run_jobs(jobs, timeout, None)
+    return _observed_jobs(jobs, timeout)
+
+
+def _observed_jobs(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
+    ops = [_tel.start_tool(job) for job in jobs]
     try:
         yield from _run_jobs(jobs, timeout, ops)
     finally:
-        for op in ops or ():
+        for op in ops:
             if op is not None:
                 op.cancel()  # a no-op for a run that ended
 

@@ -61,7 +61,8 @@ from .types import ImagePart, Message, ReasoningPart, Request, TextPart, Usage
 
 try:
     from opentelemetry import context as otel_context
-    from opentelemetry import metrics, propagate, trace
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import propagate, trace
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("allm.otel needs the otel extra: pip install 'allm[otel]'") from exc
@@ -109,6 +110,8 @@ class OpenTelemetry:
     - ``capture_content``: record messages, system instructions and tool arguments and
       results (opt-in; default from :data:`CAPTURE_ENV`).
     - ``legacy_system``: also write ``gen_ai.system``.
+    - ``metrics=False``: spans only (the histogram records are about half of the SDK's work
+      per call; a backend that derives metrics from spans does not need them).
 
     Attach it with :func:`instrument` (or ``allm.telemetry.add_handler`` /
     ``allm.telemetry.scope``). Spans of operations that never end (a stream dropped
@@ -125,13 +128,15 @@ class OpenTelemetry:
         meter_provider: Any = None,
         capture_content: bool | None = None,
         legacy_system: bool = False,
+        metrics: bool = True,
     ) -> None:
         from . import __version__
 
+        self.metrics = metrics
         self.capture_content = _capture_default() if capture_content is None else capture_content
         self.legacy_system = legacy_system
         self.tracer = trace.get_tracer("allm", __version__, tracer_provider, schema_url=SCHEMA_URL)
-        meter = metrics.get_meter("allm", __version__, meter_provider, schema_url=SCHEMA_URL)
+        meter = otel_metrics.get_meter("allm", __version__, meter_provider, schema_url=SCHEMA_URL)
         self.duration = meter.create_histogram(
             "gen_ai.client.operation.duration",
             unit="s",
@@ -282,7 +287,8 @@ class OpenTelemetry:
         if a:
             span.set_attributes(a)
         span.end()
-        self._record_metrics(r)
+        if self.metrics:
+            self._record_metrics(r)
 
     # -- metrics
 
@@ -400,6 +406,7 @@ def instrument(
     meter_provider: Any = None,
     capture_content: bool | None = None,
     legacy_system: bool = False,
+    metrics: bool = True,
 ) -> OpenTelemetry:
     """Attach an :class:`OpenTelemetry` handler to every call of the process (replacing one
     attached before by this function); returns it."""
@@ -410,6 +417,7 @@ def instrument(
         meter_provider=meter_provider,
         capture_content=capture_content,
         legacy_system=legacy_system,
+        metrics=metrics,
     )
     telemetry.add_handler(_installed)
     return _installed

@@ -303,6 +303,13 @@ def test_legacy_system_attribute() -> None:
     assert "gen_ai.system" not in (o2.spans()[0].attributes or {})
 
 
+def test_spans_only() -> None:
+    o = Otel(metrics=False)
+    with telemetry.scope(o.handler):
+        allm.generate(engine(["x", usage(1, 1)]), "hi")
+    assert [s.name for s in o.spans()] == ["chat fake-1"] and o.metrics() == {}
+
+
 def test_provider_names() -> None:
     assert allm.otel.PROVIDER_NAMES["gemini"] == "gcp.gemini"
 

@@ -36,12 +36,12 @@ from typing import Any, Unpack
 import attrs
 
 from . import telemetry as _tel
-from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, open_stream, resolve_request
+from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, open_stream, prepare, resolve_request
 from .engine import Engine, merge_tools
 from .errors import AllmError
 from .events import Event
 from .fold import ChatCollector, StepCollector, afold
-from .loop import LOOP_OPTIONS, CallModel, Finish, Loop, LoopOptions, LoopPolicy, RunTools
+from .loop import LOOP_OPTIONS, CallModel, Consult, Finish, Loop, LoopOptions, LoopPolicy, RunTools
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
 from .types import ChatResult, Request, Step, Thread
@@ -66,8 +66,8 @@ class ChatOptions(LoopOptions, GenerateOptions, total=False):
 
     - The loop's: :class:`~allm.loop.LoopOptions` (``tools``, ``mode``, ``max_turns``,
       ``halt_when``, ``on_tool_error``, ``tool_timeout``, ``result_encoder``,
-      ``structured_finalize``, ``structured_finalize_nudge``; see
-      :class:`~allm.loop.LoopPolicy` for each).
+      ``structured_finalize``, ``structured_finalize_nudge``, ``time_budget``,
+      ``middleware``; see :class:`~allm.loop.LoopPolicy` for each).
     - Each model call's: :class:`~allm.api.GenerateOptions` (``api_key``,
       ``emit_text_deltas``, ``emit_tool_deltas``, ``include_raw_chunks``, ``on_event``
       (adapter events only), ``retry``, ``timeouts``, ``on_retry``, ``http_streaming``).
@@ -96,7 +96,7 @@ def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, R
 
 def _setup(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> tuple[Loop, CallModel, dict[str, Any]]:
+) -> tuple[Loop, CallModel | Consult, dict[str, Any]]:
     unknown = set(options) - _CHAT_OPTIONS
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.ChatOptions")
@@ -118,8 +118,11 @@ def _setup(
         now=_now(),
     )
     first = loop.next_action(_now())
-    assert type(first) is CallModel
+    assert type(first) is CallModel or type(first) is Consult
     gen = {k: v for k, v in options.items() if k in GENERATE_OPTIONS}
+    if type(first) is Consult:  # middleware look first: pre-flight errors still raise now
+        assert first.request is not None
+        prepare(engine, first.request, resolved=True, **gen)
     return loop, first, gen
 
 
@@ -137,14 +140,14 @@ def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) 
 # the Loop's (which call, which events, when to stop), the folding is its collector's.
 
 
-def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[CallModel], EventStream]) -> Iterator[Event]:
-    pending: EventStream | None = first
+def _drive(loop: Loop, action: Any, first: EventStream | None, open_call: Callable[[CallModel], EventStream]) -> Iterator[Event]:
+    pending = first
     try:
         while True:
             yield from action.events
             if type(action) is CallModel:
                 s, pending = pending or open_call(action), None
-                apply = loop.collector.apply
+                apply = loop.sink()
                 try:
                     for ev in s:
                         apply(ev)
@@ -154,6 +157,8 @@ def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[Cal
                 finally:
                     s.close()
                 loop.model_done(now=_now())
+            elif type(action) is Consult:
+                loop.consulted(action.perform())
             elif type(action) is RunTools:
                 outcomes = run_tools(action.jobs, action.timeout)
                 try:
@@ -171,16 +176,16 @@ def _drive(loop: Loop, action: Any, first: EventStream, open_call: Callable[[Cal
 
 
 async def _adrive(
-    loop: Loop, action: Any, first: AsyncEventStream, open_call: Callable[[CallModel], AsyncEventStream]
+    loop: Loop, action: Any, first: AsyncEventStream | None, open_call: Callable[[CallModel], AsyncEventStream]
 ) -> AsyncIterator[Event]:
-    pending: AsyncEventStream | None = first
+    pending = first
     try:
         while True:
             for ev in action.events:
                 yield ev
             if type(action) is CallModel:
                 s, pending = pending or open_call(action), None
-                apply = loop.collector.apply
+                apply = loop.sink()
                 try:
                     async for ev in s:
                         apply(ev)
@@ -190,6 +195,8 @@ async def _adrive(
                 finally:
                     await s.aclose()
                 loop.model_done(now=_now())
+            elif type(action) is Consult:
+                loop.consulted(await action.aperform())
             elif type(action) is RunTools:
                 outcomes = arun_tools(action.jobs, action.timeout)
                 try:
@@ -214,13 +221,15 @@ def _open_loop(
     loop, first, gen = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
-    if _tel.active:
-        if asynchronous:
-            return AsyncEventStream(_tel.aobserve_chat(loop, single_step, lambda: _adrive(loop, first, open_call(first), open_call)))
-        return EventStream(_tel.observe_chat(loop, single_step, lambda: _drive(loop, first, open_call(first), open_call)))
+    if _tel.active:  # the chat as one operation, its calls and tools inside it
+        drive: Any = _adrive if asynchronous else _drive
+        observe: Any = _tel.aobserve_chat if asynchronous else _tel.observe_chat
+        events = observe(loop, single_step, lambda: drive(loop, first, open_call(first) if type(first) is CallModel else None, open_call))
+        return AsyncEventStream(events) if asynchronous else EventStream(events)
+    pending = open_call(first) if type(first) is CallModel else None
     if asynchronous:
-        return AsyncEventStream(_adrive(loop, first, open_call(first), open_call))
-    return EventStream(_drive(loop, first, open_call(first), open_call))
+        return AsyncEventStream(_adrive(loop, first, pending, open_call))
+    return EventStream(_drive(loop, first, pending, open_call))
 
 
 def _start(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> EventStream:
@@ -284,7 +293,8 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 
     Returns a :class:`~allm.types.ChatResult`; ``halted_reason`` says why it
     stopped (``completed``, ``error``, ``max_turns``, ``halt_when``, ``ask_user``,
-    ``tool_error``, ``manual_tool_calls`` or a handler's own reason).
+    ``tool_error``, ``manual_tool_calls``, ``time_budget``, a handler's own reason or a
+    middleware's: see :mod:`allm.middleware`).
     """
     with stream(engine, request, **options) as events:
         return ChatCollector(_as_thread(request)[0]).fold(events)

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from .errors import ValidationError
+from .middleware._pipeline import Pipeline, as_pipeline
 from .policy import RetryPolicy, Timeouts, _engine_retry
 from .providers.base import Adapter
 from .types import Tool
@@ -67,6 +68,9 @@ class Engine:
     - ``retry``, ``timeouts``: see :class:`~allm.policy.RetryPolicy` and
       :class:`~allm.policy.Timeouts`; each call may override them.
     - ``context``: handed to tool handlers that take a context argument.
+    - ``middleware``: a :class:`~allm.middleware.Pipeline` (or a sequence of names, middleware
+      and factories) run around every tool-loop call, before the call's own (see
+      :mod:`allm.middleware`). Stored by name.
 
     An engine never holds a key: pass ``api_key=`` per call or use :mod:`allm.keys`.
     """
@@ -79,6 +83,7 @@ class Engine:
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     context: Mapping[str, Any] = attrs.field(factory=dict)
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    middleware: Pipeline = attrs.field(factory=Pipeline, converter=as_pipeline)
 
     def with_model(self, model: str) -> Engine:
         return attrs.evolve(self, model=model)
@@ -119,3 +124,17 @@ def _register_stored() -> None:
     codec.register(RetryPolicy)
     codec.register(Timeouts)
     codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name
+    codec.register(Pipeline, unstructure=_store_pipeline, structure=_load_pipeline, storable=False)
+
+
+def _store_pipeline(pipeline: Pipeline) -> list[str]:
+    return list(pipeline.names)  # middleware are behaviour: stored by name, made again from the registry
+
+
+def _load_pipeline(data: Any) -> Pipeline:
+    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+        raise ValidationError("a stored pipeline is a list of middleware names", reason="invalid_request")
+    try:
+        return Pipeline(tuple(data))
+    except ValueError as exc:
+        raise ValidationError(f"a stored pipeline has a bad name: {exc}", reason="invalid_request") from exc

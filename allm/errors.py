@@ -17,13 +17,14 @@ AdapterError         rate_limited, authentication_failed, permission_denied,
                      no_scripted_response, unknown
 EngineError          missing_adapter, missing_model, missing_key, invalid_key,
                      unknown_tool, invalid_engine,
-                     unsupported_response_format, unsupported_operation
+                     unsupported_response_format, unsupported_operation,
+                     unknown_middleware, middleware_failed
 ValidationError      invalid_request, invalid_message, invalid_tool,
                      invalid_image, invalid_thread, invalid_session,
                      invalid_output (raised as its subclass
                      InvalidOutputError, with raw_text and errors)
 ToolError            handler_raised, timeout, invalid_return, not_found,
-                     invalid_arguments, encoding_failed
+                     invalid_arguments, encoding_failed, refused
 SessionError         session_in_error_state, invalid_status,
                      unknown_tool_call_id, not_found
 StoreError           version_conflict, unavailable, invalid_url,
@@ -293,6 +294,8 @@ class EngineError(AllmError):
             "invalid_engine",
             "unsupported_response_format",
             "unsupported_operation",
+            "unknown_middleware",
+            "middleware_failed",
             "unknown",
         }
     )
@@ -367,6 +370,7 @@ class ToolError(AllmError):
             "not_found",
             "invalid_arguments",
             "encoding_failed",
+            "refused",
             "unknown",
         }
     )

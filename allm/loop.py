@@ -14,6 +14,8 @@ action and performs it::
             case RunTools(jobs=jobs, timeout=t):    # run handlers concurrently and
                 for outcome in run(jobs, t):        # hand back each outcome as it
                     emit(loop.tool_done(outcome))   # finishes
+            case Consult():                         # run the middleware's hooks and
+                loop.consulted(action.perform())    # hand back their verdict
             case Finish(result=r):
                 return r
 
@@ -22,6 +24,12 @@ how results and errors are encoded, when the loop halts and why, what the thread
 looks like after each turn, and the structured-finalize pass (a phase of this
 machine: one more tools-off call with the response format). The order of events
 follows :mod:`allm.events`.
+
+Middleware (:mod:`allm.middleware`) are points of this machine: with a pipeline, a
+:class:`Consult` comes before each model call (its verdict may rewrite the request or
+stop the run) and after it (it may stop the run, or refuse tool calls: a refusal is the
+job's ``ToolError``); ``on_event`` hooks see every event (:meth:`Loop.sink` for a model
+call's), ``after_tool`` hooks each outcome. Without one, nothing of it runs.
 
 The loop's options are declared once, as the fields of :class:`LoopPolicy`;
 :class:`LoopOptions` is their keyword spelling (plus ``tools``), and the drivers
@@ -33,7 +41,8 @@ The folds of the streams (:class:`~allm.fold.StepCollector`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
@@ -52,6 +61,8 @@ from .events import (
 )
 from .fold import ChatCollector, Collector, StepCollector
 from .ids import new_request_id
+from .middleware._core import Chain, Stop, Verdict, open_chain
+from .middleware._pipeline import Pipeline, as_pipeline
 from .policy import Timeouts
 from .tools import (
     ASK_USER_PLACEHOLDER,
@@ -75,6 +86,7 @@ __all__ = [
     "Action",
     "CallModel",
     "ChatCollector",
+    "Consult",
     "Finish",
     "Loop",
     "LoopOptions",
@@ -145,6 +157,8 @@ class LoopPolicy:
       deadline and each tool's timeout are cut to what is left; when it is spent the chat
       ends with ``halted_reason="time_budget"`` (``metadata["time_budget"]`` is the
       budget), keeping the thread so far.
+    - ``middleware``: a pipeline for this call (names, middleware or factories; see
+      :mod:`allm.middleware`), run after the engine's.
 
     Raises ``ValueError`` for a value outside these.
     """
@@ -158,6 +172,7 @@ class LoopPolicy:
     structured_finalize: bool = False
     structured_finalize_nudge: str = DEFAULT_FINALIZE_NUDGE
     time_budget: float | None = attrs.field(default=None, validator=_check_timeout)
+    middleware: Pipeline = attrs.field(factory=Pipeline, converter=as_pipeline)
 
     @property
     def encoder(self) -> ResultEncoder:
@@ -184,6 +199,7 @@ class LoopOptions(TypedDict, total=False):
     structured_finalize: bool
     structured_finalize_nudge: str
     time_budget: float | None
+    middleware: Sequence[Any] | Pipeline
 
 
 #: The option names that configure :class:`LoopPolicy`.
@@ -218,6 +234,20 @@ class RunTools:
 
 
 @attrs.frozen
+class Consult:
+    """Emit ``events``, then run the middleware's hooks at ``point`` (``"before_model"``:
+    ``request`` is what the call would send; ``"after_model"``) and hand their
+    :class:`~allm.middleware.Verdict` to :meth:`Loop.consulted`: ``perform()`` under the sync
+    driver, ``await aperform()`` under the async one. Neither raises."""
+
+    events: tuple[Event, ...]
+    point: Literal["before_model", "after_model"]
+    perform: Callable[[], Verdict]
+    aperform: Callable[[], Awaitable[Verdict]]
+    request: Request | None = None
+
+
+@attrs.frozen
 class Finish:
     """Emit ``events``; the loop is over and ``result`` is its outcome."""
 
@@ -225,7 +255,7 @@ class Finish:
     result: ChatResult | Step
 
 
-Action = CallModel | RunTools | Finish
+Action = CallModel | RunTools | Consult | Finish
 
 
 def question_message(question: str, tool_call_id: str | None, choices: Iterable[str] = ()) -> Message:
@@ -257,11 +287,13 @@ class Loop:
     With a ``time_budget``, pass ``now`` (monotonic seconds) at construction and to
     :meth:`next_action` and :meth:`model_done`; ``timeouts`` are the model calls' own
     deadlines, which the budget cuts (the loop never reads a clock).
-    During a :class:`CallModel`, hand each event of the call to ``collector.apply``
-    (or give the whole response to :meth:`model_done`), and a call that raised before
-    its first event to :meth:`model_failed`. Calling methods out of that order raises
-    ``RuntimeError``. Raises ``ValueError`` at construction for ``structured_finalize``
-    without a ``response_format``.
+    During a :class:`CallModel`, hand each event of the call to :meth:`sink` (or give the
+    whole response to :meth:`model_done`), and a call that raised before its first event
+    to :meth:`model_failed`; after a :class:`Consult`, call :meth:`consulted`. Calling
+    methods out of that order raises ``RuntimeError``. Raises ``ValueError`` at
+    construction for ``structured_finalize`` without a ``response_format``, and what
+    :func:`allm.middleware.open_chain` raises for the pipeline (``engine.middleware``, then
+    ``policy.middleware``).
     """
 
     def __init__(
@@ -313,6 +345,13 @@ class Loop:
         self._done: dict[str, Message] = {}
         self._halt: tuple[str, ToolCall, dict[str, Any]] | None = None
         self._ask: tuple[ToolCall, AskUser] | None = None
+        # Middleware: one chain per run (None without a pipeline: nothing below runs).
+        pipeline = policy.middleware if engine is None else engine.middleware + policy.middleware
+        self._mw: Chain | None = open_chain(
+            pipeline, session_id=session_id, context=self.context, engine=engine, model=request.model
+        )
+        self._ready: Request | None = None
+        self._done_at: float | None = None
 
     # -- protocol
 
@@ -324,15 +363,24 @@ class Loop:
             if left is not None and left <= 0 and self.steps and not self.single_step:
                 self._out_of_time()
                 return self.next_action(now)
-            self._phase = "model"
-            self.collector = Collector(new_request_id())
             req = attrs.evolve(self.request, messages=self.thread.messages)
-            timeouts = self._timeouts
-            if left is not None:
-                base = timeouts or Timeouts()
-                cut = max(left, 1e-3)
-                timeouts = attrs.evolve(base, total=cut if base.total is None else min(base.total, cut))
-            return CallModel(self._flush(), req, len(self.steps), timeouts)
+            mw = self._mw
+            if mw is not None and mw.consults_model:
+                self._phase = "consult_model"
+                events = self._flush()
+                mw.run.turn = len(self.steps)
+                return Consult(events, "before_model", partial(mw.before_model, req), partial(mw.abefore_model, req), req)
+            return self._call_model(req, left)
+        if phase == "model_ready":
+            assert self._ready is not None
+            req, self._ready = self._ready, None
+            return self._call_model(req, self._left(now))
+        if phase == "after_model":
+            assert self._mw is not None and self._response is not None
+            self._phase = "consult_response"
+            calls = self._runnable(self._response)
+            mw = self._mw
+            return Consult(self._flush(), "after_model", partial(mw.after_model, self._response, calls), partial(mw.aafter_model, self._response, calls))
         if phase == "finalize":
             assert self._pass_1 is not None
             nudge = self.policy.structured_finalize_nudge
@@ -345,12 +393,12 @@ class Loop:
             return self.next_action(now)
         if phase == "tools":
             self._phase = "running"
-            started = [ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs]
+            self._events.extend(ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs)
             timeout = self.policy.tool_timeout
             left = self._left(now)
             if left is not None:
                 timeout = max(left, 1e-3) if timeout is None else max(min(timeout, left), 1e-3)
-            return RunTools(self._flush() + tuple(started), self._jobs, timeout)
+            return RunTools(self._flush(), self._jobs, timeout)
         if phase == "running":
             missing = [j.call.id for j in self._jobs if j.call.id not in self._done]
             if missing:
@@ -374,7 +422,39 @@ class Loop:
             raise error
         ev = Error(error)
         self.collector.apply(ev)
+        if self._mw is not None:
+            self._mw.notify((ev,))
         return ev
+
+    def sink(self) -> Callable[[Event], None]:
+        """The function to hand each event of the pending model call to: ``collector.apply``
+        itself, or with ``on_event`` middleware one that also hands it to them."""
+        if self._mw is None:
+            return self.collector.apply
+        return self._mw.sink(self.collector.apply)
+
+    def consulted(self, verdict: Verdict) -> None:
+        """The middleware's ``verdict`` on the :class:`Consult` that :meth:`next_action` returned.
+
+        Before a model call: its ``request`` is sent, or its ``stop`` ends the run with no call.
+        After one: its ``stop`` ends the run (the response is kept in a last step but its message
+        is not added to the thread, and its tool calls do not run), else its ``refusals`` become
+        those calls' tool errors. A hook's ``error`` ends the run with ``halted_reason="error"``
+        (re-raised when nothing was emitted yet, like :meth:`model_failed`).
+        """
+        phase = self._phase
+        if phase not in ("consult_model", "consult_response"):
+            raise RuntimeError("consulted() without a pending Consult")
+        response = self._response if phase == "consult_response" else None
+        if verdict.error is not None:
+            self._middleware_failed(verdict.by or "", verdict.error, response)
+        elif verdict.stop is not None:
+            self._stopped(verdict.by or "", verdict.stop, response)
+        elif response is None:
+            self._ready = verdict.request
+            self._phase = "model_ready"
+        else:
+            self._turn(response, self._done_at, verdict.refusals)
 
     def model_done(self, response: Response | None = None, now: float | None = None) -> None:
         """The model call of :class:`CallModel` ended with ``response`` (possibly an error);
@@ -385,6 +465,17 @@ class Loop:
         if response is None:
             response = self.collector.response()
         self._response = response
+        mw = self._mw
+        if mw is not None:
+            mw.run.usage = mw.run.usage + response.usage
+            if mw.consults_response:
+                self._done_at = now
+                self._phase = "after_model"
+                return
+        self._turn(response, now)
+
+    def _turn(self, response: Response, now: float | None, refusals: Mapping[str, tuple[str, Any]] | None = None) -> None:
+        """The decisions of a finished model call: end the run, or the tool jobs to run."""
         left = self._left(now)
         if response.finish_reason == "error" and left is not None and left <= 1e-3 and not self.single_step:
             self._out_of_time(response)
@@ -435,7 +526,15 @@ class Loop:
             t = self.tools[c.name]
             ctx = ToolContext(c, self.context, self.session_id, response.request_id, self.engine)
             err2: ToolError | None
-            if t.handler is None:
+            refused = refusals.get(c.id) if refusals else None
+            if refused is not None:
+                by, refusal = refused
+                err2 = ToolError(
+                    f"refused by {by}: {refusal.message}" if refusal.message else f"refused by {by}",
+                    reason="refused",
+                    metadata={**refusal.metadata, "tool_name": c.name, "tool_call_id": c.id, "middleware": by},
+                )
+            elif t.handler is None:
                 err2 = ToolError(
                     f"the tool {c.name} has no handler", reason="not_found", metadata={"tool_name": c.name}
                 )
@@ -454,56 +553,122 @@ class Loop:
         if call.id in self._done or all(j.call.id != call.id for j in self._jobs):
             raise RuntimeError(f"tool_done() for an unexpected call {call.id!r}")
         out: list[Event] = [ToolExecutionCompleted(call.id, call.name, outcome.value, outcome.error)]
-        error = outcome.error
-        value = outcome.value
-        if error is None and isinstance(value, AskUser):
-            self._done[call.id] = self._tool_message(call, ASK_USER_PLACEHOLDER)
-            if self._halt is None:
-                self._halt = ("ask_user", call, {})
-                self._ask = (call, value)
-            out.append(AskUserRequested(call.id, call.name, value.question, value.choices, value.options))
-            return out
-        if error is None and isinstance(value, Halt):
-            reason = value.reason
-            if not isinstance(reason, str) or not reason or reason in RESERVED_HALT_REASONS:
-                error = ToolError(
-                    f"{call.name} returned Halt({reason!r}); that reason is reserved for the loop "
-                    f"({', '.join(sorted(RESERVED_HALT_REASONS))})",
-                    reason="invalid_return",
-                    metadata={"tool_name": call.name, "tool_call_id": call.id},
-                )
-            else:
-                content, enc_err = self._encode(call, value.result)
-                if enc_err is not None:
-                    content = self._encode_error(call, enc_err)
-                self._done[call.id] = self._tool_message(call, content, is_error=enc_err is not None)
+        try:
+            error = outcome.error
+            value = outcome.value
+            if error is None and isinstance(value, AskUser):
+                self._done[call.id] = self._tool_message(call, ASK_USER_PLACEHOLDER)
                 if self._halt is None:
-                    self._halt = (reason, call, {"halt_tool_call_id": call.id, "halt_result": value.result})
-                out.append(ToolHalt(call.id, reason, value.result, content))
+                    self._halt = ("ask_user", call, {})
+                    self._ask = (call, value)
+                out.append(AskUserRequested(call.id, call.name, value.question, value.choices, value.options))
                 return out
-        if error is None:
-            content, error = self._encode(call, value)
+            if error is None and isinstance(value, Halt):
+                reason = value.reason
+                if not isinstance(reason, str) or not reason or reason in RESERVED_HALT_REASONS:
+                    error = ToolError(
+                        f"{call.name} returned Halt({reason!r}); that reason is reserved for the loop "
+                        f"({', '.join(sorted(RESERVED_HALT_REASONS))})",
+                        reason="invalid_return",
+                        metadata={"tool_name": call.name, "tool_call_id": call.id},
+                    )
+                else:
+                    content, enc_err = self._encode(call, value.result)
+                    if enc_err is not None:
+                        content = self._encode_error(call, enc_err)
+                    self._done[call.id] = self._tool_message(call, content, is_error=enc_err is not None)
+                    if self._halt is None:
+                        self._halt = (reason, call, {"halt_tool_call_id": call.id, "halt_result": value.result})
+                    out.append(ToolHalt(call.id, reason, value.result, content))
+                    return out
             if error is None:
-                self._done[call.id] = self._tool_message(call, content)
-                out.append(ToolResultEncoded(call.id, content))
-                return out
-        # A tool error: apply on_tool_error, then encode the error (or the replacement) for the model.
-        decision, meta = self._decide(call, error)
-        if decision == "replace":
-            content, enc_err = self._encode(call, meta.pop("replacement"))
-            if enc_err is None:
-                self._done[call.id] = self._tool_message(call, content)
-                out.append(ToolResultEncoded(call.id, content))
-                return out
-            error, decision = enc_err, "halt"
-        content = self._encode_error(call, error)
-        self._done[call.id] = self._tool_message(call, content, is_error=True)
-        out.append(ToolResultEncoded(call.id, content, is_error=True))
-        if decision == "halt" and self._halt is None:
-            self._halt = ("tool_error", call, {"halt_tool_call_id": call.id, "error": error, **meta})
-        return out
+                content, error = self._encode(call, value)
+                if error is None:
+                    self._done[call.id] = self._tool_message(call, content)
+                    out.append(ToolResultEncoded(call.id, content))
+                    return out
+            # A tool error: apply on_tool_error, then encode the error (or the replacement) for the model.
+            decision, meta = self._decide(call, error)
+            if decision == "replace":
+                content, enc_err = self._encode(call, meta.pop("replacement"))
+                if enc_err is None:
+                    self._done[call.id] = self._tool_message(call, content)
+                    out.append(ToolResultEncoded(call.id, content))
+                    return out
+                error, decision = enc_err, "halt"
+            content = self._encode_error(call, error)
+            self._done[call.id] = self._tool_message(call, content, is_error=True)
+            out.append(ToolResultEncoded(call.id, content, is_error=True))
+            if decision == "halt" and self._halt is None:
+                self._halt = ("tool_error", call, {"halt_tool_call_id": call.id, "error": error, **meta})
+            return out
+        finally:
+            if self._mw is not None:
+                self._mw.tool_done(outcome, out)
 
     # -- helpers
+
+    def _call_model(self, req: Request, left: float | None) -> CallModel:
+        self._phase = "model"
+        self.collector = Collector(new_request_id())
+        timeouts = self._timeouts
+        if left is not None:
+            base = timeouts or Timeouts()
+            cut = max(left, 1e-3)
+            timeouts = attrs.evolve(base, total=cut if base.total is None else min(base.total, cut))
+        events = self._flush()
+        if self._mw is not None:
+            self._mw.run.turn = len(self.steps)
+        return CallModel(events, req, len(self.steps), timeouts)
+
+    def _runnable(self, response: Response) -> tuple[ToolCall, ...]:
+        """The tool calls of ``response`` that the loop would run (those ``before_tool`` sees)."""
+        if response.finish_reason == "error" or self.policy.mode == "manual":
+            return ()
+        calls = response.tool_calls
+        if any(c.name not in self.tools for c in calls):
+            return ()
+        return tuple(c for c in calls if not self.tools[c.name].manual)
+
+    def _stopped(self, by: str, stop: Stop, response: Response | None) -> None:
+        """End the run on the middleware ``by``'s ``stop``."""
+        self._end_run(stop.reason, {"stopped_by": {"middleware": by, "message": stop.message, **stop.metadata}}, response)
+
+    def _middleware_failed(self, by: str, exc: BaseException, response: Response | None) -> None:
+        """A hook of the middleware ``by`` raised ``exc``: raise when nothing was emitted yet,
+        else end the run ``halted_reason="error"``."""
+        if isinstance(exc, AllmError):
+            err = exc
+        else:
+            err = EngineError(
+                f"the middleware {by!r} failed: {type(exc).__name__}: {exc}",
+                reason="middleware_failed",
+                metadata={"middleware": by, "exception_type": type(exc).__name__},
+            )
+            err.__cause__ = exc
+        if not self._emitted and not self.steps:
+            raise err
+        self._events.append(Error(err))
+        self._end_run("error", {"error": err, "middleware": by}, response)
+
+    def _end_run(self, halted: str, meta: dict[str, Any], response: Response | None) -> None:
+        """End the run at a middleware point: before a model call (``response`` None: no call
+        was made, the thread is as it was) or after one (a last step keeps ``response``, but its
+        message is not added to the thread and its tool calls do not run). In structured
+        finalize's second pass, the thread of the first."""
+        thread = self._pass_1.thread if self._pass_1 is not None else self.thread
+        if response is not None or self.single_step:
+            shown = response if response is not None else Response(Message("assistant", ""))
+            step = Step(shown, thread, (), self.policy.mode, True, halted, dict(meta))
+            self.steps.append(step)
+            self._events.append(StepCompleted(step))
+            if self.single_step:
+                self._finish(step)
+                return
+        last = self.steps[-1].response if self.steps else None
+        result = ChatResult(thread, last, tuple(self.steps), halted, metadata=meta)
+        self._events.append(ChatCompleted(result))
+        self._finish(result)
 
     def _left(self, now: float | None) -> float | None:
         """Seconds of the ``time_budget`` left at ``now`` (``None``: no budget)."""
@@ -531,6 +696,8 @@ class Loop:
         out = tuple(self._events)
         if out:
             self._emitted = True
+            if self._mw is not None:
+                self._mw.notify(out)
         self._events.clear()
         return out
 

@@ -34,6 +34,11 @@ and the legal operations; an unknown tool call id raises ``unknown_tool_call_id`
 ``metadata`` is the caller's, except two keys the session manages: ``"error"``
 (the :class:`~allm.errors.AllmError` while the status is ``error``) and
 ``"ask_user"`` (``{"choices": [...], "options": {...}}`` of the pending question).
+
+``pipeline`` names middleware (:mod:`allm.middleware`) that every operation runs, in any
+process: they are made from the factories registered under those names there (an
+unregistered name raises :class:`~allm.errors.EngineError` ``unknown_middleware``). A run a
+middleware stopped settles ``completed``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from .events import Event
 from .fold import ChatCollector, SessionReducer, StepCollector
 from .ids import new_session_id
 from .loop import LoopOptions, question_message
+from .middleware._pipeline import as_pipeline, check_name
 from .runner import arun_tools, run_tools
 from .streams import AsyncEventStream, EventStream
 from .tools import (
@@ -120,14 +126,15 @@ class ApproveOptions(TypedDict, total=False):
 
 class StartOptions(_RunOptions, total=False):
     """:class:`SessionOptions` for a new session: ``params`` as there, and the new
-    session's own ``id``, ``context`` and ``metadata`` (see :meth:`Session.new`)."""
+    session's own ``id``, ``context``, ``metadata`` and ``pipeline`` (see :meth:`Session.new`)."""
 
     id: str | None
     context: Mapping[str, Any] | None
     metadata: Mapping[str, Any] | None
+    pipeline: Sequence[str]
 
 
-_NEW = ("id", "context", "metadata")
+_NEW = ("id", "context", "metadata", "pipeline")
 UserInput = str | Message | Part | Sequence[Part]
 StartInput = str | Message | Sequence[Message] | Thread
 
@@ -145,6 +152,13 @@ def _tuple(v: Iterable[ToolCall] | None) -> tuple[ToolCall, ...]:
     return tuple(v) if v is not None else ()
 
 
+def _names(v: Iterable[str] | None) -> tuple[str, ...]:
+    names = () if v is None else (v,) if isinstance(v, str) else tuple(v)
+    if isinstance(v, str) or any(not isinstance(n, str) for n in names):
+        raise TypeError("a session's pipeline is a sequence of registered middleware names (allm.middleware.register)")
+    return tuple(check_name(n) for n in names)
+
+
 @attrs.frozen
 class Session:
     """A resumable conversation (see the module docstring).
@@ -158,6 +172,8 @@ class Session:
     - ``context``: the caller's JSON-native mapping handed to handlers
       (over ``engine.context``; a call's ``context=`` wins over it).
     - ``metadata``: the caller's JSON-native mapping (plus ``error`` / ``ask_user``).
+    - ``pipeline``: names of registered middleware run by every operation (stored; see
+      :mod:`allm.middleware`), after the engine's and before an operation's ``middleware=``.
     """
 
     id: str = attrs.field(factory=new_session_id)
@@ -168,6 +184,7 @@ class Session:
     pending_tool_call_id: str | None = None
     context: Mapping[str, Any] = attrs.field(factory=_empty)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty)
+    pipeline: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
     # -- reading
 
@@ -223,6 +240,8 @@ class Session:
         out = {k: v for k, v in options.items() if k != "params"}
         out["context"] = {**self.context, **(options.get("context") or {})}
         out["session_id"] = self.id
+        if self.pipeline:
+            out["middleware"] = as_pipeline(self.pipeline) + options.get("middleware")
         return out
 
     @staticmethod
@@ -370,6 +389,7 @@ class Session:
         id: str | None = None,
         context: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        pipeline: Sequence[str] = (),
     ) -> Session:
         """An ``idle`` session on ``input`` (a prompt, a message, messages or a thread); no call is made."""
         if isinstance(input, Thread):
@@ -389,6 +409,7 @@ class Session:
             thread=thread,
             context=dict(context) if context else {},
             metadata=dict(metadata) if metadata else {},
+            pipeline=pipeline,
         )
 
     @classmethod

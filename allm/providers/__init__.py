@@ -16,7 +16,9 @@ adapter contract is :mod:`allm.providers.base`.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .anthropic import Anthropic
@@ -27,15 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["Anthropic", "Dialect", "Fake", "Gemini", "OpenAI", "OpenAICompatible", "OpenAIResponses"]
 
 
-def __getattr__(name: str) -> Any:
+def _where(name: str) -> tuple[str, str] | None:
     registry = importlib.import_module(".registry", __name__)
-    where = registry.ADAPTER_CLASSES.get(name) or registry.VALUES.get(name)
-    if where is None:
-        raise AttributeError(f"module 'allm.providers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where[0], __name__), where[1])
-    globals()[name] = value
-    return value
+    found: tuple[str, str] | None = registry.ADAPTER_CLASSES.get(name) or registry.VALUES.get(name)
+    return found
 
 
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _where)

@@ -87,20 +87,8 @@ from ._wire import load_json, model_ids, token_count
 from .assembler import Assembler
 from .base import Delay, HttpCall
 
-__all__ = [
-    "DelayEntry",
-    "EmbedRequest",
-    "ErrorEntry",
-    "Fake",
-    "FinishEntry",
-    "ImageEntry",
-    "RawChunkEntry",
-    "ReasoningEntry",
-    "TextEntry",
-    "ToolCallDeltaEntry",
-    "ToolCallEntry",
-    "UsageEntry",
-]
+# The script entries (TextEntry, ToolCallEntry...) live in ._fake_script and stay importable here.
+__all__ = ["EmbedRequest", "Fake"]
 
 
 @attrs.frozen

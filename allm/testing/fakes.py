@@ -22,7 +22,8 @@ import orjson
 
 from ..engine import Engine
 from ..events import Event
-from ..providers.fake import Fake, TextEntry, ToolCallEntry
+from ..providers._fake_script import TextEntry, ToolCallEntry
+from ..providers.fake import Fake
 from ..types import Request
 
 __all__ = ["ScriptedFake", "auto", "example", "fake", "fake_engine"]

@@ -17,18 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..events import Event
-from ..providers.fake import (
-    DelayEntry,
-    ErrorEntry,
-    FinishEntry,
-    ImageEntry,
-    RawChunkEntry,
-    ReasoningEntry,
-    TextEntry,
-    ToolCallDeltaEntry,
-    ToolCallEntry,
-    UsageEntry,
-)
+from ..providers import _fake_script as entries
 from ..types import Usage
 
 __all__ = [
@@ -47,27 +36,27 @@ __all__ = [
 ]
 
 
-def text(value: str) -> TextEntry:
+def text(value: str) -> entries.TextEntry:
     """Answer text (one ``TextDelta``). A plain string in a script means the same."""
-    return TextEntry(value)
+    return entries.TextEntry(value)
 
 
-def reasoning(value: str, signature: str | None = None) -> ReasoningEntry:
+def reasoning(value: str, signature: str | None = None) -> entries.ReasoningEntry:
     """Model reasoning (a ``ReasoningDelta``), optionally with a provider signature."""
-    return ReasoningEntry(value, signature)
+    return entries.ReasoningEntry(value, signature)
 
 
 def tool_call(
     name: str, arguments: Mapping[str, Any] | None = None, *, id: str | None = None, raw_arguments: str | None = None
-) -> ToolCallEntry:
+) -> entries.ToolCallEntry:
     """A complete tool call. ``id`` defaults to ``call_1``, ``call_2``... per Fake.
     ``raw_arguments`` sends exact JSON text (for example invalid JSON, to test errors)."""
-    return ToolCallEntry(name, dict(arguments) if arguments is not None else None, id, raw_arguments)
+    return entries.ToolCallEntry(name, dict(arguments) if arguments is not None else None, id, raw_arguments)
 
 
-def tool_call_delta(id: str, arguments_delta: str, *, name: str | None = None) -> ToolCallDeltaEntry:
+def tool_call_delta(id: str, arguments_delta: str, *, name: str | None = None) -> entries.ToolCallDeltaEntry:
     """A fragment of a streamed tool call's arguments; the call completes at the end of the script."""
-    return ToolCallDeltaEntry(id, arguments_delta, name)
+    return entries.ToolCallDeltaEntry(id, arguments_delta, name)
 
 
 def usage(
@@ -77,11 +66,11 @@ def usage(
     cached_input_tokens: int | None = None,
     reasoning_tokens: int | None = None,
     total_tokens: int | None = None,
-) -> UsageEntry:
+) -> entries.UsageEntry:
     """Token usage reported by the call (counters left ``None`` stay unreported)."""
     if total_tokens is None and input_tokens is not None and output_tokens is not None:
         total_tokens = input_tokens + output_tokens
-    return UsageEntry(
+    return entries.UsageEntry(
         Usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -92,14 +81,14 @@ def usage(
     )
 
 
-def raw_chunk(data: Any) -> RawChunkEntry:
+def raw_chunk(data: Any) -> entries.RawChunkEntry:
     """A raw provider chunk (seen only with ``include_raw_chunks=True``)."""
-    return RawChunkEntry(data)
+    return entries.RawChunkEntry(data)
 
 
-def finish(reason: str = "stop") -> FinishEntry:
+def finish(reason: str = "stop") -> entries.FinishEntry:
     """End the call with this raw finish reason (``stop``, ``length``, ``content_filter``...)."""
-    return FinishEntry(reason)
+    return entries.FinishEntry(reason)
 
 
 def error(
@@ -109,11 +98,11 @@ def error(
     status: int | None = None,
     retry_after: float | None = None,
     before_stream: bool = False,
-) -> ErrorEntry:
+) -> entries.ErrorEntry:
     """A failure: mid-stream by default (an ``Error`` event), or ``before_stream=True``
     to fail the call before any event (retried when the reason is retryable).
     ``reason`` is an :class:`~allm.errors.AdapterError` reason."""
-    return ErrorEntry(reason, message, status, retry_after, before_stream)
+    return entries.ErrorEntry(reason, message, status, retry_after, before_stream)
 
 
 def image(
@@ -122,17 +111,17 @@ def image(
     url: str | None = None,
     mime_type: str | None = "image/png",
     revised_prompt: str | None = None,
-) -> ImageEntry:
+) -> entries.ImageEntry:
     """One image of a Fake image call (``Fake(images=[image(png_bytes)])``): inline ``data``
     or a ``url``, with an optional ``revised_prompt``."""
     if (data is None) == (url is None):
         raise ValueError("image() takes data or url=, exactly one")
-    return ImageEntry(data, url, mime_type if data is not None or mime_type != "image/png" else None, revised_prompt)
+    return entries.ImageEntry(data, url, mime_type if data is not None or mime_type != "image/png" else None, revised_prompt)
 
 
-def delay(seconds: float) -> DelayEntry:
+def delay(seconds: float) -> entries.DelayEntry:
     """Pause before the next entry (counts against the engine's deadlines)."""
-    return DelayEntry(seconds)
+    return entries.DelayEntry(seconds)
 
 
 def collect(events: Iterable[Event]) -> list[Event]:

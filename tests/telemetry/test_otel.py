@@ -427,3 +427,21 @@ def test_unended_spans_are_bounded() -> None:
     assert all(s.attributes["allm.abandoned"] for s in o.spans())  # type: ignore[index]
     for s in streams:
         s.close()
+
+
+def test_a_loop_stopped_by_middleware(otel: Otel) -> None:
+    from allm import middleware as mw
+
+    eng = engine(
+        [tool_call("add", {"a": 1, "b": 2}), usage(400, 20)],
+        [tool_call("add", {"a": 3, "b": 4}), usage(450, 20)],
+        ["3 and 7.", usage(500, 10)],
+    )
+    result = allm.chat(eng, "Add 1+2, then 3+4.", tools=[allm.function_tool(add)], middleware=[mw.TokenBudget(800)])
+    assert result.halted_reason == "token_budget"
+    assert otel.tree() == [
+        ("invoke_agent", [("chat fake-1", []), ("execute_tool add", []), ("chat fake-1", []), ("execute_tool add", [])]),
+    ]
+    [agent] = otel.named("invoke_agent")
+    assert agent.attributes["allm.halted_reason"] == "token_budget"  # type: ignore[index]
+    assert agent.attributes["gen_ai.usage.input_tokens"] == 850 and agent.status.status_code == StatusCode.UNSET  # type: ignore[index]

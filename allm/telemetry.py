@@ -300,10 +300,11 @@ class Op:
         """Make this the current operation in this context, and let handlers do the same."""
         token = _current.set(self)
         undos: list[Callable[[], None]] = []
-        rec = _Record(self.kind, "start", self.id, self.parent.id if self.parent is not None else None, **self.base)
-        for h in self._hs:
-            act = getattr(h, "activate", None)
-            if act is not None:
+        acts = [(h, act) for h in self._hs if (act := getattr(h, "activate", None)) is not None]
+        if acts:
+            parent = self.parent
+            rec = _Record(self.kind, "start", self.id, parent.id if parent is not None else None, **self.base)
+            for h, act in acts:
                 try:
                     undo = act(rec)
                 except Exception:
@@ -423,12 +424,12 @@ def _provider(engine: Any) -> str | None:
 class _Watch:
     """What a stream's events tell about the call (only while a handler listens)."""
 
-    __slots__ = ("error", "finish", "id", "model", "output", "usage")
+    __slots__ = ("chunks", "error", "finish", "id", "model", "output")
 
     def __init__(self) -> None:
+        self.chunks: list[Usage] = []  # usage reported so far, folded at the end (not per event)
         self.id: str | None = None
         self.model: str | None = None
-        self.usage: Usage | None = None
         self.finish: str | None = None
         self.output: Message | None = None
         self.error: AllmError | None = None
@@ -439,24 +440,45 @@ class _Watch:
             self.finish = ev.finish_reason
             self.output = ev.message
             if ev.usage is not None:
-                self.usage = ev.usage
+                self.chunks = [ev.usage]  # replaces what came before, as Collector does
         elif t is MessageStarted:
             self.id = ev.id
             self.model = ev.model
         elif t is RawChunk:
             if ev.usage is not None:
-                self.usage = ev.usage if self.usage is None else self.usage.merge(ev.usage)
+                self.chunks.append(ev.usage)  # merged once, at the end
         elif t is Error and self.error is None:
             self.error = ev.error
 
     def fields(self) -> dict[str, Any]:
+        chunks = self.chunks
+        if len(chunks) > 1:  # each counter from the latest chunk that reported it (Usage.merge, folded)
+            chunks[:] = [_latest(chunks)]
         return {
             "response_id": self.id,
             "response_model": self.model,
-            "usage": self.usage,
+            "usage": chunks[0] if chunks else None,
             "finish_reason": self.finish,
             "output": self.output,
         }
+
+
+_USAGE_FIELDS = tuple(f.name for f in attrs.fields(Usage))
+
+
+def _latest(chunks: list[Usage]) -> Usage:
+    """The fold of ``chunks`` by :meth:`Usage.merge`, read backwards: one pass at most."""
+    found: dict[str, Any] = {}
+    missing = list(_USAGE_FIELDS)
+    for u in reversed(chunks):
+        for name in missing:
+            v = getattr(u, name)
+            if v is not None:
+                found[name] = v
+        if len(found) == len(_USAGE_FIELDS):
+            break
+        missing = [n for n in missing if n not in found]
+    return Usage(**found)
 
 
 def open_model_call(

@@ -10,6 +10,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import allm
 from allm import telemetry
@@ -92,7 +94,7 @@ def test_a_scope_covers_only_its_own_context() -> None:
 
 
 def test_generate_records(records: Records) -> None:
-    resp = allm.generate(engine(["Hello", " there", usage(7, 2)]), allm.request("hi", temperature=0.5))
+    resp = allm.generate(engine(["Hello", " there", usage(7, 2)]), allm.request("a-secret-prompt", temperature=0.5))
     assert phases(records) == [("generate", "start"), ("generate", "stop")]
     start, stop = records
     assert start.id == stop.id and start.parent_id is None
@@ -105,7 +107,7 @@ def test_generate_records(records: Records) -> None:
     assert stop.time_to_first_event is not None and 0 <= stop.time_to_first_event <= stop.duration
     assert stop.attempts == 1 and not stop.cancelled and stop.error_reason is None and start.stream is True
     assert stop.output is not None and stop.output.text == "Hello there"
-    assert "Hello" not in repr(stop) and "hi" not in repr(start)  # content stays out of reprs
+    assert "Hello there" not in repr(stop) and "a-secret-prompt" not in repr(start)  # content stays out of reprs
 
 
 def test_stream_records_and_cancellation(records: Records) -> None:
@@ -430,3 +432,31 @@ def test_plain_exchange_retries_over_http(records: Records) -> None:
     assert records[1].error_reason == "provider_unavailable" and stop.attempts == 2
     host, port = server.url.removeprefix("http://").split(":")
     assert (stop.server_address, stop.server_port, stop.provider) == (host, int(port), "openai")
+
+
+counts = st.one_of(st.none(), st.integers(min_value=0, max_value=10**6))
+usages = st.builds(allm.Usage, counts, counts, counts, counts, counts, counts)
+
+
+@given(st.lists(usages, min_size=1, max_size=12))
+def test_usage_chunks_fold_as_usage_merge(chunks: list[allm.Usage]) -> None:
+    from allm.telemetry import _latest
+
+    want = chunks[0]
+    for u in chunks[1:]:
+        want = want.merge(u)
+    assert _latest(list(chunks)) == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(usages, min_size=1, max_size=4), st.booleans())
+def test_stop_usage_equals_the_folded_response(chunks: list[allm.Usage], streamed: bool) -> None:
+    """The law: a model call's stop record carries the usage its Response folds to."""
+    seen: list[telemetry.Record] = []
+    script: list[Any] = ["hi"]
+    for u in chunks:
+        script.append(usage(u.input_tokens, u.output_tokens, cached_input_tokens=u.cached_input_tokens,
+                            reasoning_tokens=u.reasoning_tokens, total_tokens=u.total_tokens))
+    with telemetry.scope(seen.append):
+        resp = allm.generate(engine(script), "x")
+    assert seen[-1].usage == (resp.usage if chunks else None)

@@ -96,10 +96,7 @@ def resolve_request(engine: Engine, request: RequestLike) -> Request:
     changes: dict[str, Any] = {}
     if request.model is None and engine.model is not None:
         changes["model"] = engine.model
-    for name, value in engine.defaults.items():
-        current = getattr(request, name)
-        if current is None or current == ():
-            changes[name] = value
+    changes.update(engine.defaults_for(request))
     if engine.tools:
         changes["tools"] = merge_tools(engine.tools, request.tools)
     return attrs.evolve(request, **changes) if changes else request

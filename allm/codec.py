@@ -40,11 +40,15 @@ from .errors import AllmError, ValidationError
 __all__ = ["SCHEMA_VERSION", "dumps", "from_dict", "loads", "register", "structure", "to_dict", "unstructure"]
 
 SCHEMA_VERSION = 1
+#: The schema versions this allm reads (every one it ever wrote).
+KNOWN_VERSIONS = frozenset({1})
 T = TypeVar("T")
 
 _registry: dict[str, type[Any]] = {}
 _names: dict[type[Any], str] = {}
 _hooks: dict[Any, tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]] = {}
+_required: dict[type[Any], tuple[str, ...]] = {}  # fields a stored value must carry
+_reasons: dict[type[Any], str] = {}  # the ValidationError reason of a stored value that does not load
 _ERR = "__allm_error__"
 
 # Stored type names of values defined above the codec, and the module that registers each
@@ -64,6 +68,8 @@ def register(
     unstructure: Callable[[Any], Any] | None = None,
     structure: Callable[[Any], Any] | None = None,
     storable: bool = True,
+    required: tuple[str, ...] = (),
+    reason: str | None = None,
 ) -> Any:
     """Teach the codec a type; returns ``tp``.
 
@@ -74,12 +80,20 @@ def register(
       item...). ``tp`` may also be a union (``str | Dialect``), which is never
       storable by itself. Hooks may call :func:`unstructure` / :func:`structure` for
       the values inside.
+    - ``required``: fields stored data must carry even though the class has a default
+      for them (a session's ``id``: a new one made up on load would be another session).
+    - ``reason``: the :class:`~allm.errors.ValidationError` reason when a stored ``tp``
+      does not load (``invalid_session``; default ``invalid_request``).
     """
     if isinstance(tp, type) and storable:
         _registry[name or tp.__name__] = tp
         _names[tp] = name or tp.__name__
     if unstructure is not None or structure is not None:
         _hooks[tp] = (unstructure, structure)
+    if required:
+        _required[tp] = tuple(required)
+    if reason is not None:
+        _reasons[tp] = reason
     _converter.cache_clear()
     return tp
 
@@ -204,7 +218,26 @@ def _converter() -> Any:
         if structure_fn is not None:
             c.register_structure_hook(tp, _ignoring_type(structure_fn))
 
+    for tp, fields in _required.items():
+        c.register_structure_hook(tp, _requiring(tp, fields, c.get_structure_hook(tp)))
+
     return c
+
+
+def _requiring(tp: type[Any], fields: tuple[str, ...], inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A structure hook refusing data of ``tp`` without each of ``fields``, then ``inner``."""
+
+    def hook(v: Any, t: Any) -> Any:
+        if isinstance(v, Mapping):
+            missing = [f for f in fields if f not in v]
+            if missing:
+                raise ValidationError(
+                    f"a stored {tp.__name__} has no {', '.join(missing)}",
+                    reason=_reasons.get(tp, "invalid_request"),
+                )
+        return inner(v, t)
+
+    return hook
 
 
 def _ignoring_type(fn: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
@@ -229,27 +262,51 @@ def to_dict(value: Any) -> dict[str, Any]:
 
 
 def from_dict(data: Mapping[str, Any], cls: type[T] | None = None) -> T:
-    """Rebuild a value from :func:`to_dict` output. Raises :class:`ValidationError` when
-    the data is not an allm envelope, is from a newer schema, or has the wrong type."""
+    """Rebuild a value from :func:`to_dict` output.
+
+    Raises :class:`ValidationError` when the data is not an allm envelope, names a schema
+    version this allm does not know (newer, or not one ever written: ``-1``), has the
+    wrong type, lacks a required field (a session's ``id``) or holds a value its class
+    refuses. The reason is the one the type was registered with (``invalid_session``
+    for a :class:`~allm.session.Session`), else ``invalid_request``; the message names
+    what is wrong, as deep as it lies (``stored Session is invalid: ...``).
+    """
+    if cls is not None and type(cls) is type:
+        _stored_type(cls.__name__)  # a type registered above the codec: its reason is known
+    reason = _reasons.get(cls, "invalid_request") if cls is not None else "invalid_request"
     if not isinstance(data, Mapping) or "allm_schema" not in data or "type" not in data:
-        raise ValidationError("not a stored allm value (no allm_schema/type)", reason="invalid_request")
+        raise ValidationError("not a stored allm value (no allm_schema/type)", reason=reason)
     version = data["allm_schema"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if type(version) is not int or version not in KNOWN_VERSIONS:
+        newest = max(KNOWN_VERSIONS)
+        why = "a newer allm" if type(version) is int and version > newest else "no allm schema"
         raise ValidationError(
-            f"stored with allm schema {version!r}; this allm reads up to {SCHEMA_VERSION}", reason="invalid_request"
+            f"stored with allm schema {version!r} ({why}); this allm reads schema "
+            f"{', '.join(str(v) for v in sorted(KNOWN_VERSIONS))}",
+            reason=reason,
         )
     target = _stored_type(str(data["type"]))
     if target is None:
-        raise ValidationError(f"unknown stored type {data['type']!r}", reason="invalid_request")
+        raise ValidationError(f"unknown stored type {data['type']!r}", reason=reason)
     if cls is not None and target is not cls:
-        raise ValidationError(f"expected a stored {cls.__name__}, found {target.__name__}", reason="invalid_request")
+        raise ValidationError(f"expected a stored {cls.__name__}, found {target.__name__}", reason=reason)
+    reason = _reasons.get(target, reason)
     import cattrs
 
     try:
         value: T = _converter().structure(_upgrade(version, target, data["value"]), target)
     except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(f"stored {target.__name__} is invalid: {exc}", reason="invalid_request") from None
+        raise ValidationError(f"stored {target.__name__} is invalid: {_why(exc)}", reason=reason) from None
     return value
+
+
+def _why(exc: BaseException) -> str:
+    """What is wrong, from the innermost error (cattrs wraps the real one in groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, AllmError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else str(exc)
 
 
 def _upgrade(version: int, target: type[Any], value: Any) -> Any:
@@ -294,6 +351,8 @@ def _register_values() -> None:
         t.ImageResponse,
         t.GeneratedImage,
         t.CallWarning,
+        t.PromptCache,
+        t.ToolChoice,
     ):
         _registry[cls.__name__] = cls
         _names[cls] = cls.__name__

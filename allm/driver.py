@@ -72,7 +72,8 @@ class ChatOptions(LoopOptions, GenerateOptions, total=False):
       ``emit_text_deltas``, ``emit_tool_deltas``, ``include_raw_chunks``, ``on_event``
       (adapter events only), ``retry``, ``timeouts``, ``on_retry``, ``http_streaming``).
     - ``context``: handed to handlers, over ``engine.context`` (this wins per key).
-    - ``session_id``: handed to handlers.
+    - ``session_id``: handed to handlers; also the prompt-cache key when the request (or the
+      engine's defaults) asks for prompt caching without one (``PromptCache(retention=...)``).
     """
 
     context: Mapping[str, Any] | None
@@ -106,9 +107,14 @@ def _setup(
     tools = options.get("tools")
     if tools:
         req = attrs.evolve(req, tools=merge_tools(req.tools, tools))
+    req = resolve_request(engine, req)
+    session_id = options.get("session_id")
+    cache = req.prompt_cache
+    if session_id and cache is not None and cache.key is None:  # a session's calls share its cache
+        req = attrs.evolve(req, prompt_cache=attrs.evolve(cache, key=session_id))
     loop = Loop(
         thread,
-        resolve_request(engine, req),
+        req,
         LoopPolicy.from_options(options),
         context={**engine.context, **(options.get("context") or {})},
         session_id=options.get("session_id"),

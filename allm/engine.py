@@ -11,9 +11,9 @@ from .errors import ValidationError
 from .middleware._pipeline import Pipeline, as_pipeline
 from .policy import RetryPolicy, Timeouts, _engine_retry
 from .providers.base import Adapter
-from .types import Tool
+from .types import PromptCache, Request, Tool
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "RequestDefaults"]
 
 _DEFAULTABLE = frozenset(
     {
@@ -27,14 +27,29 @@ _DEFAULTABLE = frozenset(
         "presence_penalty",
         "tool_choice",
         "response_format",
+        "options",
+        "prompt_cache",
     }
 )
 
 
-def _check_defaults(_inst: Any, _attr: Any, value: Mapping[str, Any]) -> None:
+class RequestDefaults(dict[str, Any]):
+    """An engine's default request fields (a ``dict``), stored as the request fields they are,
+    so a default that is a value (``response_format``, ``prompt_cache``) round-trips."""
+
+
+def _as_defaults(value: Mapping[str, Any] | None) -> RequestDefaults:
+    """``value`` checked: only the names of :data:`_DEFAULTABLE`, each value checked as that
+    request field is. Raises :class:`~allm.errors.ValidationError`."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"Engine(defaults=...) is a mapping of request fields, not {type(value).__name__}")
     unknown = set(value) - _DEFAULTABLE
     if unknown:
-        raise ValueError(f"Engine(defaults=...) accepts {sorted(_DEFAULTABLE)}, not {sorted(unknown)}")
+        raise ValidationError(f"Engine(defaults=...) accepts {sorted(_DEFAULTABLE)}, not {sorted(unknown)}")
+    Request(**value)  # each value is checked as a request field is (ValidationError naming it)
+    return value if type(value) is RequestDefaults else RequestDefaults(value)
 
 
 def merge_tools(base: Iterable[Tool], override: Iterable[Tool] = ()) -> tuple[Tool, ...]:
@@ -64,7 +79,11 @@ class Engine:
     - ``model``: the default model; a request's own ``model`` wins.
     - ``tools``: tools offered on every call (a request's tool of the same name wins).
     - ``defaults``: request fields used when the request leaves them unset
-      (``{"temperature": 0, "max_tokens": 512}``).
+      (``{"temperature": 0, "max_tokens": 512}``), checked as request fields are
+      (:class:`~allm.errors.ValidationError`). ``options`` (provider body fields such as
+      ``{"reasoning_effort": "low"}`` or Anthropic's ``{"thinking": {...}}``) merge key by
+      key, the request's keys winning; ``prompt_cache`` merges field by field (a request
+      that sets only ``key`` keeps the engine's ``retention``). See :meth:`defaults_for`.
     - ``retry``, ``timeouts``: see :class:`~allm.policy.RetryPolicy` and
       :class:`~allm.policy.Timeouts`; each call may override them.
     - ``context``: handed to tool handlers that take a context argument.
@@ -78,12 +97,35 @@ class Engine:
     adapter: Adapter
     model: str | None = None
     tools: tuple[Tool, ...] = attrs.field(default=(), converter=merge_tools)
-    defaults: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_defaults)
+    defaults: RequestDefaults = attrs.field(factory=RequestDefaults, converter=_as_defaults)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=_engine_retry)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     context: Mapping[str, Any] = attrs.field(factory=dict)
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
     middleware: Pipeline = attrs.field(factory=Pipeline, converter=as_pipeline)
+
+    def defaults_for(self, request: Request) -> dict[str, Any]:
+        """The fields :attr:`defaults` fill in on ``request``, as ``attrs.evolve`` takes them.
+
+        A field the request leaves unset (``None`` or empty) takes the engine's value;
+        ``options`` merge key by key (the request's keys win); ``prompt_cache`` merges
+        field by field (the request's ``key`` / ``retention`` win where set). Empty when
+        nothing changes.
+        """
+        changes: dict[str, Any] = {}
+        for name, value in self.defaults.items():
+            current = getattr(request, name)
+            if name == "options":
+                merged = {**value, **current}
+                if merged != current:
+                    changes[name] = merged
+            elif name == "prompt_cache" and current is not None and value is not None:
+                pc = PromptCache(current.key or value.key, current.retention or value.retention)
+                if pc != current:
+                    changes[name] = pc
+            elif current is None or current == ():
+                changes[name] = value
+        return changes
 
     def with_model(self, model: str) -> Engine:
         return attrs.evolve(self, model=model)
@@ -100,6 +142,22 @@ class Engine:
             if t.name == name:
                 return t
         return None
+
+
+def _store_defaults(defaults: RequestDefaults) -> Any:
+    from . import codec
+
+    return codec.unstructure(Request(**defaults), Request)
+
+
+_VALUE_DEFAULTS = frozenset({"response_format", "prompt_cache"})  # stored as objects, loaded as values
+
+
+def _load_defaults(data: Any) -> RequestDefaults:
+    from . import codec
+
+    request = codec.structure(data, Request)  # checks every field
+    return RequestDefaults({name: getattr(request, name) if name in _VALUE_DEFAULTS else data[name] for name in data})
 
 
 def _store_adapter(adapter: Adapter) -> Any:
@@ -121,6 +179,7 @@ def _register_stored() -> None:
     from . import codec
 
     codec.register(Engine)
+    codec.register(RequestDefaults, unstructure=_store_defaults, structure=_load_defaults, storable=False)
     codec.register(RetryPolicy)
     codec.register(Timeouts)
     codec.register(Adapter, unstructure=_store_adapter, structure=_load_adapter)  # tagged by class name

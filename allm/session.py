@@ -219,6 +219,26 @@ class Session:
             metadata=meta,
         )
 
+    # -- editing the thread (pure)
+
+    def add_user(self, content: str | Part | Sequence[str | Part]) -> Session:
+        """A new session whose thread ends with a user message (see :meth:`Thread.add_user`).
+        Only the thread changes: to answer the model, use :meth:`reply`."""
+        return attrs.evolve(self, thread=self.thread.add_user(content))
+
+    def add_system(self, content: str) -> Session:
+        """A new session whose thread ends with a system message."""
+        return attrs.evolve(self, thread=self.thread.add_system(content))
+
+    def add_assistant(self, content: str | Part | Sequence[str | Part] = "", tool_calls: Iterable[ToolCall] = ()) -> Session:
+        """A new session whose thread ends with an assistant message (text and/or tool calls)."""
+        return attrs.evolve(self, thread=self.thread.add_assistant(content, tool_calls))
+
+    def add_tool_result(self, tool_call_id: str, content: str, *, name: str | None = None, is_error: bool = False) -> Session:
+        """A new session whose thread ends with the answer to ``tool_call_id``. To answer a
+        *pending* call, use :meth:`submit_tool_result`, which also settles the status."""
+        return attrs.evolve(self, thread=self.thread.add_tool_result(tool_call_id, content, name=name, is_error=is_error))
+
     # -- storing
 
     def to_json(self) -> bytes:
@@ -745,7 +765,8 @@ class AsyncSessionStream(_Folded[R]):
 def _register_stored() -> None:
     from . import codec
 
-    codec.register(Session)
+    # A stored session keeps its id (a new one made up on load would be another session).
+    codec.register(Session, required=("id",), reason="invalid_session")
 
 
 _register_stored()

@@ -10,12 +10,17 @@ tool is found again by name on the engine that resumes a thread.
 ``metadata`` and ``options`` mappings are caller-owned and must hold JSON-native
 values (``dict`` with ``str`` keys, ``list``, ``str``, ``int``, ``float``, ``bool``,
 ``None``) for the JSON round trip to be lossless.
+
+Values check their input when built: a bad message part, sampling value, tool name or
+``options`` value raises :class:`~allm.errors.ValidationError` naming the bad part,
+before anything is sent.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import mimetypes
 import os
 import re
@@ -23,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import attrs
+
+from .errors import ValidationError
 
 __all__ = [
     "CallWarning",
@@ -36,6 +43,7 @@ __all__ = [
     "ImageResponse",
     "Message",
     "Part",
+    "PromptCache",
     "ReasoningPart",
     "Request",
     "Response",
@@ -46,6 +54,7 @@ __all__ = [
     "Thread",
     "Tool",
     "ToolCall",
+    "ToolChoice",
     "Usage",
     "WarningKind",
 ]
@@ -71,14 +80,71 @@ def _empty_dict() -> dict[str, Any]:
     return {}
 
 
+def _invalid(message: str, reason: str = "invalid_request") -> ValidationError:
+    return ValidationError(message, reason=reason)
+
+
+def _described(value: Any) -> str:
+    """``value``'s type, and for a dict its keys (what a provider-shaped part looks like)."""
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(k) for k in list(value)[:4])
+        return f"a dict with keys {keys}" if keys else "an empty dict"
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiouAEIOU" else f"a {name}"
+
+
+def check_json_value(value: Any, where: str, reason: str = "invalid_request") -> None:
+    """Raise :class:`~allm.errors.ValidationError` (``invalid_request``) unless ``value`` is
+    JSON-native: ``dict`` with ``str`` keys, ``list``/``tuple``, ``str`` (valid Unicode, no
+    lone surrogate), ``int``, finite ``float``, ``bool`` or ``None``. The error names the
+    path of the bad value (``options.tags[2]``); ``reason`` is its reason."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _invalid(f"{where} is not valid Unicode text ({exc.reason} at {exc.start})", reason) from None
+        return
+    if value is None or isinstance(value, int):  # bool is an int
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _invalid(f"{where} is {value!r}; JSON has no NaN or infinity", reason)
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _invalid(f"{where} has a key {k!r} of type {type(k).__name__}; JSON keys are strings", reason)
+            check_json_value(v, f"{where}.{k}", reason)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_json_value(v, f"{where}[{i}]", reason)
+        return
+    raise _invalid(
+        f"{where} is {_described(value)}, which JSON cannot hold (use a dict, list, str, number, bool or None)", reason
+    )
+
+
+def _check_mapping(value: Any, where: str, reason: str = "invalid_request") -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _invalid(f"{where} must be a mapping (dict), not {_described(value)}", reason)
+    return value
+
+
 # --------------------------------------------------------------------------- parts
 
 
 @attrs.frozen
 class TextPart:
-    """A piece of text inside a message's content."""
+    """A piece of text inside a message's content. Raises
+    :class:`~allm.errors.ValidationError` (``invalid_message``) for a ``text`` that is not a string."""
 
     text: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise _invalid(f"TextPart.text must be a string, not {_described(self.text)}", "invalid_message")
 
 
 @attrs.frozen
@@ -238,6 +304,112 @@ class Tool:
     handler: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
 
+    def __attrs_post_init__(self) -> None:
+        check_tool_name(self.name)
+        name = self.name
+        if not isinstance(self.description, str):
+            raise _invalid(f"tool {name!r}: description must be a string", "invalid_tool")
+        if not isinstance(self.schema, Mapping):
+            raise _invalid(f"tool {name!r}: schema must be a JSON Schema object (a dict)", "invalid_tool")
+        check_json_value(self.schema, f"tool {name!r}: schema", "invalid_tool")
+        if self.schema.get("type") != "object":
+            raise _invalid(
+                f'tool {name!r}: the arguments schema must have "type": "object" (providers send arguments as an object)',
+                "invalid_tool",
+            )
+        if type(self.manual) is not bool:
+            raise _invalid(f"tool {name!r}: manual must be True or False", "invalid_tool")
+        if self.strict is not None and type(self.strict) is not bool:
+            raise _invalid(f"tool {name!r}: strict must be True, False or None", "invalid_tool")
+        if self.handler is not None and not callable(self.handler):
+            raise _invalid(f"tool {name!r}: handler must be callable", "invalid_tool")
+        _check_mapping(self.metadata, f"tool {name!r}: metadata", "invalid_tool")
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_tool_name(name: Any) -> None:
+    """Raise :class:`~allm.errors.ValidationError` (``invalid_tool``) unless ``name`` is 1 to
+    64 characters of ``A-Z a-z 0-9 _ -`` (the rule OpenAI, Anthropic and Gemini share)."""
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise _invalid(
+            f"tool name {name!r} must be 1 to 64 characters of letters, digits, '_' or '-'", "invalid_tool"
+        )
+
+
+_TOOL_MODES = ("auto", "none", "required")
+
+
+@attrs.frozen
+class ToolChoice:
+    """Force the model to call the tool ``name`` (one of the request's or engine's tools).
+
+    ``Request(tool_choice=ToolChoice("get_weather"))`` is the same as
+    ``tool_choice="get_weather"``; each adapter sends its provider's forced-function form.
+    """
+
+    name: str
+
+    def __attrs_post_init__(self) -> None:
+        check_tool_name(self.name)
+        if self.name in _TOOL_MODES:
+            raise _invalid(
+                f"ToolChoice({self.name!r}): a tool named {self.name!r} cannot be forced by name "
+                f"(tool_choice={self.name!r} is the mode); rename the tool"
+            )
+
+
+def _named_choice(name: Any, shape: Mapping[str, Any]) -> str:
+    if not isinstance(name, str):
+        raise _invalid(f"tool_choice {dict(shape)!r} names no tool")
+    return ToolChoice(name).name
+
+
+def _choice_from_dict(d: Mapping[str, Any]) -> str:
+    """A provider's own ``tool_choice`` shape as ``auto`` / ``none`` / ``required`` / a tool name."""
+    t = d.get("type")
+    if t == "function":
+        fn = d.get("function")
+        return _named_choice(fn.get("name") if isinstance(fn, Mapping) else d.get("name"), d)
+    if t == "tool":
+        return _named_choice(d.get("name"), d)
+    if t in ("auto", "none"):
+        return str(t)
+    if t in ("any", "required"):
+        return "required"
+    cfg = d.get("functionCallingConfig", d.get("function_calling_config"))
+    if isinstance(cfg, Mapping):
+        mode = str(cfg.get("mode", "")).upper()
+        names = cfg.get("allowedFunctionNames", cfg.get("allowed_function_names"))
+        if mode == "ANY" and isinstance(names, (list, tuple)) and len(names) == 1:
+            return _named_choice(names[0], d)
+        if mode in ("AUTO", "NONE") and not names:
+            return mode.lower()
+        if mode == "ANY" and not names:
+            return "required"
+    raise _invalid(
+        f"tool_choice {dict(d)!r} is not a shape allm reads: use 'auto', 'none', 'required', a tool name, "
+        "ToolChoice(name), or one provider form ({'type': 'function', 'function': {'name': ...}}, "
+        "{'type': 'function', 'name': ...}, {'type': 'tool', 'name': ...}, "
+        "{'functionCallingConfig': {'mode': 'ANY', 'allowedFunctionNames': [name]}})"
+    )
+
+
+def _tool_choice(value: Any) -> str | None:
+    """``tool_choice`` as stored: ``None``, ``auto`` / ``none`` / ``required``, or a tool name."""
+    if value is None:
+        return None
+    if type(value) is ToolChoice:
+        return value.name
+    if isinstance(value, str):
+        if value not in _TOOL_MODES and not _TOOL_NAME.fullmatch(value):
+            raise _invalid(f"tool_choice {value!r} is neither auto, none, required nor a tool name")
+        return str(value)
+    if isinstance(value, Mapping):
+        return _choice_from_dict(value)
+    raise _invalid(f"tool_choice must be a string, ToolChoice or a provider's dict, not {_described(value)}")
+
 
 @attrs.frozen
 class ResponseFormat:
@@ -252,19 +424,73 @@ class ResponseFormat:
 # --------------------------------------------------------------------------- messages
 
 
+_PART_TYPES = (TextPart, ImagePart, ReasoningPart)
+
+
+def _parts(content: Any) -> str | tuple[Part, ...]:
+    """Message content as stored: a string, or a tuple of parts (plain strings in a list
+    become :class:`TextPart` s). Raises :class:`~allm.errors.ValidationError`
+    (``invalid_message``) naming the first bad part by index and type."""
+    if type(content) is str:
+        return content
+    if isinstance(content, str):
+        return str(content)
+    if type(content) in _PART_TYPES:
+        return (content,)
+    if content is None:
+        raise _invalid("content is None: use '' for a message without text", "invalid_message")
+    if isinstance(content, (bytes, bytearray, Mapping)) or not isinstance(content, Iterable):
+        raise _invalid(
+            f"content must be a string or a list of parts (TextPart, ImagePart, ReasoningPart), not {_described(content)}",
+            "invalid_message",
+        )
+    out: list[Part] = []
+    for i, p in enumerate(content):
+        if type(p) in _PART_TYPES:
+            out.append(p)
+        elif isinstance(p, str):
+            out.append(TextPart(str(p)))
+        else:
+            hint = (
+                "; build parts with allm.TextPart(text) or allm.ImagePart.from_url(...) / from_bytes(...)"
+                if isinstance(p, Mapping)
+                else ""
+            )
+            raise _invalid(
+                f"content[{i}] is {_described(p)}; a part is a str, TextPart, ImagePart or ReasoningPart{hint}",
+                "invalid_message",
+            )
+    return tuple(out)
+
+
+def _tool_calls(value: Iterable[ToolCall] | None) -> tuple[ToolCall, ...]:
+    calls = _as_tuple(value)
+    for i, tc in enumerate(calls):
+        if type(tc) is not ToolCall:
+            raise _invalid(f"tool_calls[{i}] is {_described(tc)}, not an allm.ToolCall", "invalid_message")
+    return calls
+
+
 @attrs.frozen
 class Message:
     """One message of a conversation.
 
     ``content`` is a string or a tuple of parts (:class:`TextPart`,
-    :class:`ImagePart`, :class:`ReasoningPart`). An assistant message may carry
-    ``tool_calls``; a ``tool`` message answers one of them by ``tool_call_id`` and
-    sets ``is_error`` when the tool failed.
+    :class:`ImagePart`, :class:`ReasoningPart`); a list given here is stored as a
+    tuple, and plain strings in it become :class:`TextPart` s. An assistant message
+    may carry ``tool_calls``; a ``tool`` message answers one of them by
+    ``tool_call_id`` and sets ``is_error`` when the tool failed.
+
+    Raises :class:`~allm.errors.ValidationError` (``invalid_message``) for an unknown
+    role, content that is ``None`` or holds something other than parts (a provider's
+    ``{"type": "text", ...}`` dict, say: the error names its index and type), tool
+    calls that are not :class:`ToolCall` values or sit on a message that is not the
+    assistant's.
     """
 
     role: Role
-    content: str | tuple[Part, ...] = ""
-    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_as_tuple)
+    content: str | tuple[Part, ...] = attrs.field(default="", converter=_parts)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
     tool_call_id: str | None = None
     name: str | None = None
     is_error: bool = False
@@ -272,9 +498,13 @@ class Message:
 
     def __attrs_post_init__(self) -> None:
         if self.role not in _ROLES:
-            raise ValueError(f"unknown role {self.role!r}; expected one of system, user, assistant, tool")
-        if not isinstance(self.content, str):
-            object.__setattr__(self, "content", _as_tuple(self.content))
+            raise _invalid(
+                f"unknown role {self.role!r}; expected one of system, user, assistant, tool", "invalid_message"
+            )
+        if self.tool_calls and self.role != "assistant":
+            raise _invalid(f"a {self.role} message cannot carry tool_calls (only assistant messages do)", "invalid_message")
+        if self.tool_call_id is not None and not isinstance(self.tool_call_id, str):
+            raise _invalid(f"tool_call_id must be a string, not {_described(self.tool_call_id)}", "invalid_message")
 
     @property
     def text(self) -> str:
@@ -300,11 +530,38 @@ class Message:
         return tuple(p for p in c if type(p) is ReasoningPart)
 
 
+def _messages(value: Iterable[Message] | None, reason: str) -> tuple[Message, ...]:
+    if isinstance(value, (str, Message)):
+        raise _invalid(f"messages must be a list of allm.Message values, not {_described(value)}", reason)
+    msgs = _as_tuple(value)
+    for i, m in enumerate(msgs):
+        if type(m) is not Message:
+            raise _invalid(
+                f"messages[{i}] is {_described(m)}, not an allm.Message (build one with allm.user(...), "
+                "allm.system(...), allm.assistant(...) or allm.tool_result(...))",
+                reason,
+            )
+    return msgs
+
+
+def _thread_messages(value: Iterable[Message] | None) -> tuple[Message, ...]:
+    return _messages(value, "invalid_thread")
+
+
+def _request_messages(value: Iterable[Message] | None) -> tuple[Message, ...]:
+    return _messages(value, "invalid_request")
+
+
 @attrs.frozen
 class Thread:
-    """An ordered conversation: a tuple of messages plus caller metadata."""
+    """An ordered conversation: a tuple of messages plus caller metadata.
 
-    messages: tuple[Message, ...] = attrs.field(default=(), converter=_as_tuple)
+    Raises :class:`~allm.errors.ValidationError` (``invalid_thread``) for an item that is
+    not a :class:`Message`. The ``add_*`` methods return a new thread with one message
+    appended (the thread they are called on is unchanged).
+    """
+
+    messages: tuple[Message, ...] = attrs.field(default=(), converter=_thread_messages)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
 
     def add(self, *messages: Message) -> Thread:
@@ -312,7 +569,28 @@ class Thread:
         return attrs.evolve(self, messages=self.messages + messages)
 
     def extend(self, messages: Iterable[Message]) -> Thread:
+        """A new thread with ``messages`` appended."""
         return attrs.evolve(self, messages=self.messages + tuple(messages))
+
+    def add_user(self, content: str | Part | Sequence[str | Part]) -> Thread:
+        """A new thread with a user message appended: text, or parts (see :func:`user`)."""
+        return self.add(user(content))
+
+    def add_system(self, content: str) -> Thread:
+        """A new thread with a system message appended."""
+        return self.add(system(content))
+
+    def add_assistant(
+        self, content: str | Part | Sequence[str | Part] = "", tool_calls: Iterable[ToolCall] = ()
+    ) -> Thread:
+        """A new thread with an assistant message appended (text and/or tool calls)."""
+        return self.add(assistant(content, tool_calls))
+
+    def add_tool_result(
+        self, tool_call_id: str, content: str, *, name: str | None = None, is_error: bool = False
+    ) -> Thread:
+        """A new thread with the answer to the tool call ``tool_call_id`` appended (see :func:`tool_result`)."""
+        return self.add(tool_result(tool_call_id, content, name=name, is_error=is_error))
 
     @property
     def last(self) -> Message | None:
@@ -325,6 +603,90 @@ class Thread:
 # --------------------------------------------------------------------------- request
 
 
+PromptCacheRetention = Literal["5m", "1h", "24h"]
+_RETENTIONS = ("5m", "1h", "24h")
+
+
+@attrs.frozen
+class PromptCache:
+    """Ask the provider to cache the prompt's prefix for later calls.
+
+    - ``key``: groups calls that share a prefix (a session or conversation id), so the
+      provider routes them to the same cache. OpenAI's ``prompt_cache_key``.
+    - ``retention``: how long the cached prefix should live, ``"5m"``, ``"1h"`` or
+      ``"24h"`` (``None``: the provider's default).
+
+    Mapped per provider (see ``guides/providers.md``): OpenAI Chat Completions and
+    the Responses API send ``prompt_cache_key`` and ``prompt_cache_retention``
+    (``"5m"`` -> ``"in_memory"``, ``"1h"`` and ``"24h"`` -> ``"24h"``); Anthropic puts a
+    ``cache_control`` breakpoint (``ttl`` ``5m`` / ``1h``) on the last block of the
+    prompt; Gemini has no equivalent (dropped with a warning). Raises
+    :class:`~allm.errors.ValidationError` for an empty key or an unknown retention.
+    """
+
+    key: str | None = None
+    retention: PromptCacheRetention | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise _invalid(f"PromptCache.key must be a non-empty string or None, not {self.key!r}")
+        if self.key is not None:
+            check_json_value(self.key, "PromptCache.key")
+        if self.retention is not None and self.retention not in _RETENTIONS:
+            raise _invalid(f"PromptCache.retention must be '5m', '1h', '24h' or None, not {self.retention!r}")
+
+
+# The sampling fields: (kind, lowest, highest). Bounds are what every provider accepts as a
+# type (tokens fit a 32-bit count, a seed a 64-bit integer); each provider checks its own range.
+_INT32 = 2**31 - 1
+_SAMPLING: dict[str, tuple[str, float | None, float | None]] = {
+    "temperature": ("number", 0, None),
+    "top_p": ("number", 0, 1),
+    "top_k": ("int", 1, _INT32),
+    "max_tokens": ("int", 1, _INT32),
+    "seed": ("int", -(2**63), 2**63 - 1),
+    "frequency_penalty": ("number", None, None),
+    "presence_penalty": ("number", None, None),
+}
+
+
+def _check_sampling(name: str, value: Any) -> None:
+    kind, lo, hi = _SAMPLING[name]
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "an integer"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        what = "a finite number"
+    if not ok:
+        raise _invalid(f"{name} must be {what}, not {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"at least {lo}" if hi is None else (f"at most {hi}" if lo is None else f"between {lo} and {hi}")
+        raise _invalid(f"{name} must be {bounds}, not {value!r}")
+
+
+def _stop_sequences(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    seqs = _as_tuple(value)
+    for i, s in enumerate(seqs):
+        if not isinstance(s, str) or not s:
+            raise _invalid(f"stop_sequences[{i}] must be a non-empty string, not {s!r}")
+        check_json_value(s, f"stop_sequences[{i}]")
+    return seqs
+
+
+def _request_tools(value: Iterable[Tool] | None) -> tuple[Tool, ...]:
+    tools = _as_tuple(value)
+    for i, t in enumerate(tools):
+        if type(t) is not Tool:
+            raise _invalid(
+                f"tools[{i}] is {_described(t)}, not an allm.Tool (build one with allm.tool or allm.function_tool)",
+                "invalid_tool",
+            )
+    return tools
+
+
 @attrs.frozen
 class Request:
     """Everything one model call needs except the key and the transport.
@@ -332,26 +694,58 @@ class Request:
     Sampling fields left ``None`` are not sent. A field the target provider does
     not support is dropped and reported in :attr:`Response.warnings`.
 
-    - ``max_tokens``: cap on generated tokens.
-    - ``tool_choice``: ``"auto"``, ``"none"``, ``"required"`` or a tool name.
-    - ``options``: provider-specific body fields, merged into the wire body last.
+    - ``temperature`` (a finite number, 0 or more), ``top_p`` (0 to 1), ``top_k``
+      (an integer, 1 or more), ``frequency_penalty`` / ``presence_penalty`` (finite
+      numbers), ``seed`` (a 64-bit integer).
+    - ``max_tokens``: cap on generated tokens (an integer from 1 to 2**31 - 1).
+    - ``stop_sequences``: non-empty strings (one string is one sequence).
+    - ``tool_choice``: ``"auto"``, ``"none"``, ``"required"``, a tool name, a
+      :class:`ToolChoice`, or a provider's own dict for a forced function (stored as
+      the mode or the tool name). A name must be one of the tools offered (checked
+      when the call is encoded, after the engine's tools are added).
+    - ``prompt_cache``: a :class:`PromptCache` (key and retention of the prompt cache).
+    - ``options``: provider-specific body fields, merged into the wire body last
+      (JSON-native values only; see ``guides/providers.md`` for what each adapter reads).
+
+    Raises :class:`~allm.errors.ValidationError` (``invalid_request``) naming the field
+    for a value of the wrong type or out of range (``NaN``, ``inf``, ``"hot"``,
+    ``-5``, ``10**30``), an ``options`` value JSON cannot hold (a ``set``, ``NaN``, a
+    lone surrogate), and ``invalid_tool`` for a tool that is not a :class:`Tool`.
     """
 
-    messages: tuple[Message, ...] = attrs.field(default=(), converter=_as_tuple)
+    messages: tuple[Message, ...] = attrs.field(default=(), converter=_request_messages)
     model: str | None = None
-    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_as_tuple)
-    tool_choice: str | None = None
+    tools: tuple[Tool, ...] = attrs.field(default=(), converter=_request_tools)
+    tool_choice: str | None = attrs.field(default=None, converter=_tool_choice)
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     max_tokens: int | None = None
-    stop_sequences: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    stop_sequences: tuple[str, ...] = attrs.field(default=(), converter=_stop_sequences)
     seed: int | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     response_format: ResponseFormat | None = None
     options: Mapping[str, Any] = attrs.field(factory=_empty_dict)
     metadata: Mapping[str, Any] = attrs.field(factory=_empty_dict)
+    prompt_cache: PromptCache | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for name in _SAMPLING:
+            value = getattr(self, name)
+            if value is not None:
+                _check_sampling(name, value)
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise _invalid(f"model must be a non-empty string or None, not {self.model!r}")
+        if self.response_format is not None and type(self.response_format) is not ResponseFormat:
+            raise _invalid(
+                f"response_format must be an allm.ResponseFormat (allm.json_schema(...)), not {_described(self.response_format)}"
+            )
+        if self.prompt_cache is not None and type(self.prompt_cache) is not PromptCache:
+            raise _invalid(f"prompt_cache must be an allm.PromptCache, not {_described(self.prompt_cache)}")
+        if self.options:
+            check_json_value(_check_mapping(self.options, "options"), "options")
+        _check_mapping(self.metadata, "metadata")
 
     @property
     def thread(self) -> Thread:
@@ -365,6 +759,11 @@ class Request:
 class Usage:
     """Token counts of one call. A counter the provider did not report is ``None``, never 0.
 
+    Each counter is an ``int`` (0 or more) or ``None``: anything else raises
+    :class:`~allm.errors.ValidationError` (``invalid_request``). Adapters read a counter a
+    provider sent as a numeric string (``"12"``) as that number; a counter they cannot
+    read is ``None`` and its raw value is listed in ``Response.metadata["dropped_usage"]``.
+
     ``input_tokens`` includes cached input (``cached_input_tokens`` read from the
     cache, ``cache_write_input_tokens`` written to it); ``output_tokens`` includes
     ``reasoning_tokens``.
@@ -376,6 +775,24 @@ class Usage:
     cache_write_input_tokens: int | None = None
     reasoning_tokens: int | None = None
     total_tokens: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for v in (
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_write_input_tokens,
+            self.reasoning_tokens,
+            self.total_tokens,
+        ):
+            if v is not None and (type(v) is not int or v < 0):
+                self._refuse()
+
+    def _refuse(self) -> None:
+        for f in attrs.fields(Usage):
+            v = getattr(self, f.name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise _invalid(f"Usage.{f.name} must be a token count (an int, 0 or more) or None, not {v!r}")
 
     def merge(self, other: Usage) -> Usage:
         """Field-wise: a reported value in ``other`` replaces this one."""
@@ -418,7 +835,7 @@ _REQUEST_SETTINGS = frozenset(
     {
         "temperature", "top_p", "top_k", "max_tokens", "stop_sequences", "seed", "frequency_penalty",
         "presence_penalty", "tool_choice", "response_format", "prompt", "n", "size", "aspect_ratio",
-        "quality", "style", "background", "output_format",
+        "quality", "style", "background", "output_format", "prompt_cache",
     }
 )
 
@@ -551,31 +968,30 @@ class ChatResult:
 # --------------------------------------------------------------------------- constructors
 
 
-def _content(content: str | Part | Sequence[Part]) -> str | tuple[Part, ...]:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (TextPart, ImagePart, ReasoningPart)):
-        return (content,)
-    return tuple(content)
-
-
 def system(content: str) -> Message:
-    """A system message."""
+    """A system message. Raises :class:`~allm.errors.ValidationError` (``invalid_message``)
+    for content that is not text or parts."""
     return Message("system", content)
 
 
-def user(content: str | Part | Sequence[Part]) -> Message:
-    """A user message: text, or parts such as ``[TextPart(...), ImagePart(...)]``."""
-    return Message("user", _content(content))
+def user(content: str | Part | Sequence[str | Part]) -> Message:
+    """A user message: text, or parts such as ``[TextPart(...), ImagePart(...)]`` (a plain
+    string in the list is a :class:`TextPart`). Raises :class:`~allm.errors.ValidationError`
+    (``invalid_message``) naming a part that is none of these."""
+    return Message("user", content)
 
 
-def assistant(content: str | Part | Sequence[Part] = "", tool_calls: Iterable[ToolCall] = ()) -> Message:
+def assistant(content: str | Part | Sequence[str | Part] = "", tool_calls: Iterable[ToolCall] = ()) -> Message:
     """An assistant message (for building threads by hand, e.g. few-shot examples)."""
-    return Message("assistant", _content(content), tool_calls=tuple(tool_calls))
+    return Message("assistant", content, tool_calls=tool_calls)
 
 
 def tool_result(tool_call_id: str, content: str, *, name: str | None = None, is_error: bool = False) -> Message:
-    """The answer to the tool call ``tool_call_id``, as the text the model will read."""
+    """The answer to the tool call ``tool_call_id``, as the text the model will read.
+    Raises :class:`~allm.errors.ValidationError` (``invalid_message``) for an empty or
+    non-string ``tool_call_id``."""
+    if not isinstance(tool_call_id, str) or not tool_call_id:
+        raise _invalid(f"tool_result needs the tool_call_id it answers, not {tool_call_id!r}", "invalid_message")
     return Message("tool", content, tool_call_id=tool_call_id, name=name, is_error=is_error)
 
 

@@ -47,15 +47,18 @@ parts = st.one_of(
         st.none() | st.sampled_from(["anthropic", "gemini", "openai"]),
     ),
 )
-messages = st.builds(
-    allm.Message,
-    role=st.sampled_from(["system", "user", "assistant", "tool"]),
-    content=texts | st.lists(parts, max_size=3).map(tuple),
-    tool_calls=st.lists(tool_calls, max_size=2).map(tuple),
-    tool_call_id=st.none() | ids,
-    name=st.none() | ids,
-    is_error=st.booleans(),
-    metadata=metadata,
+messages = st.sampled_from(["system", "user", "assistant", "tool"]).flatmap(
+    lambda role: st.builds(
+        allm.Message,
+        role=st.just(role),
+        content=texts | st.lists(parts, max_size=3).map(tuple),
+        # Only an assistant message carries tool calls (Message refuses them elsewhere).
+        tool_calls=st.lists(tool_calls, max_size=2).map(tuple) if role == "assistant" else st.just(()),
+        tool_call_id=st.none() | ids,
+        name=st.none() | ids,
+        is_error=st.booleans(),
+        metadata=metadata,
+    )
 )
 threads = st.builds(allm.Thread, st.lists(messages, max_size=4).map(tuple), metadata)
 tools = st.builds(
@@ -82,10 +85,10 @@ requests = st.builds(
     tools=st.lists(tools, max_size=2).map(tuple),
     tool_choice=st.none() | st.sampled_from(["auto", "none", "required", "lookup"]),
     temperature=floats,
-    top_p=floats,
+    top_p=st.none() | st.floats(0, 1, allow_nan=False),
     top_k=st.none() | st.integers(1, 100),
     max_tokens=st.none() | st.integers(1, 10000),
-    stop_sequences=st.lists(texts, max_size=2).map(tuple),
+    stop_sequences=st.lists(st.text(min_size=1, max_size=30), max_size=2).map(tuple),
     seed=st.none() | st.integers(0, 2**31),
     frequency_penalty=floats,
     presence_penalty=floats,

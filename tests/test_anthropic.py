@@ -841,7 +841,9 @@ def test_usage_mapping_and_merge() -> None:
     assert map_usage({"input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 3}) == allm.Usage(125, 3, 100, 20, None, 128)
     assert map_usage({"output_tokens": 3}) == allm.Usage(None, 3)
     assert map_usage({}) == allm.Usage()
-    assert map_usage({"input_tokens": "5", "output_tokens": True}) == allm.Usage()
+    dropped: dict[str, object] = {}
+    assert map_usage({"input_tokens": "5", "output_tokens": True}, dropped) == allm.Usage(5)  # a numeric string is read
+    assert dropped == {"output_tokens": True}  # an unreadable counter is None, and recorded
     # message_delta carries cumulative counts that replace message_start's.
     body = sse(START, *text_block(0, "hi"), delta("end_turn", input_tokens=10, cache_read_input_tokens=50, output_tokens=4), STOP)
     assert fold_response(stream_events(body)).usage == allm.Usage(60, 4, 50, None, None, 64)

@@ -236,7 +236,22 @@ BASELINE: dict[str, list[str | bytes]] = {}
 def baseline(wire: str, servers: dict[str, LoopbackServer]) -> list[str | bytes]:
     """What a run shows with an unremarkable key: the text any drawn key must not already be part of."""
     if wire not in BASELINE:
-        BASELINE[wire] = texts_of(run_scenarios(WIRES[wire], servers[wire].url, "QQQQQQQQQQQQQQQQ", scoped=False), "")
+        # The run's DEBUG log lines belong to the ordinary text too ("send_request_headers"...).
+        lines: list[str] = []
+        handler = logging.Handler(logging.DEBUG)
+        handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+        loggers = [logging.getLogger(n) for n in ("httpx", "httpcore", "allm")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.setLevel(logging.DEBUG)
+        try:
+            seen = run_scenarios(WIRES[wire], servers[wire].url, "QQQQQQQQQQQQQQQQ", scoped=False)
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.removeHandler(handler)
+                lg.setLevel(level)
+        BASELINE[wire] = texts_of(seen, "\n".join(lines))
     return BASELINE[wire]
 
 

@@ -250,7 +250,7 @@ def test_tool_choice_response_format_options() -> None:
         "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
     }
     assert body["logprobs"] is True
-    assert body_of(OPENAI, allm.request("hi", model="m", tool_choice="required"))["tool_choice"] == "required"
+    assert body_of(OPENAI, allm.request("hi", model="m", tools=[WEATHER], tool_choice="required"))["tool_choice"] == "required"
 
 
 def test_invalid_messages_are_rejected_before_sending() -> None:

@@ -401,7 +401,8 @@ def test_instructions_images_tools_choice_and_options() -> None:
     assert body["reasoning"] == {"effort": "high", "summary": "auto"}
     assert body["previous_response_id"] == "resp_1" and body["parallel_tool_calls"] is False
     for choice in ("auto", "none", "required"):
-        assert body_of(RESP, allm.request("x", model="m", tool_choice=choice), stream=True)["tool_choice"] == choice
+        req = allm.request("x", model="m", tools=[allm.Tool("g")], tool_choice=choice)
+        assert body_of(RESP, req, stream=True)["tool_choice"] == choice
     assert body_of(RESP, allm.request("x", model="m", tools=[allm.Tool("g", strict=True)]), stream=True)["tools"][0]["strict"] is True
     fmt = body_of(RESP, allm.request("x", model="m", response_format=allm.ResponseFormat("json_object")), stream=True)
     assert fmt["text"] == {"format": {"type": "json_object"}} and "response_format" not in fmt

@@ -557,3 +557,40 @@ def test_count_tokens_goes_through_keys_retries_and_deadlines(provider: str, asy
     with pytest.raises(allm.EngineError) as info2:
         allm.count_tokens(allm.Engine(adapter=OpenAICompatible("http://127.0.0.1:9/v1"), model="m"), "hi")
     assert info2.value.reason == "unsupported_operation"
+
+
+# ------------------------------------------------------------------------------ 19, 24. sessions: cache key, thread helpers
+
+
+def test_session_id_is_the_default_prompt_cache_key() -> None:
+    eng = fake_engine(["a"], ["b"], ["c"])
+    session, _ = allm.Session.start(eng, "hi", id="ses_cache", params={"prompt_cache": allm.PromptCache(retention="1h")})
+    sent = eng.adapter.requests[0]  # type: ignore[attr-defined]
+    assert sent.prompt_cache == allm.PromptCache(key="ses_cache", retention="1h")
+    # A key the caller chose wins; no prompt_cache asked, none sent.
+    session.reply(eng, "again", params={"prompt_cache": allm.PromptCache(key="mine")})
+    assert eng.adapter.requests[1].prompt_cache == allm.PromptCache(key="mine")  # type: ignore[attr-defined]
+    session.reply(eng, "plain")
+    assert eng.adapter.requests[2].prompt_cache is None  # type: ignore[attr-defined]
+
+
+def test_session_id_is_the_cache_key_on_the_wire(echo: LoopbackServer) -> None:
+    engine = allm.Engine(
+        adapter=allm.providers.registry.build("openai", base_url=echo.url),
+        model="gpt-4.1-mini",
+        defaults={"prompt_cache": allm.PromptCache(retention="24h")},
+    )
+    allm.Session.start(engine, "cache me", id="ses_wire", api_key="sk-test-0123456789abcdef")
+    body = orjson.loads(echo.requests[-1].body)
+    assert body["prompt_cache_key"] == "ses_wire" and body["prompt_cache_retention"] == "24h"
+
+
+def test_session_thread_helpers_return_new_sessions() -> None:
+    s = allm.Session.new("hi")
+    s2 = s.add_system("Be brief.").add_assistant("Hello.").add_user("Again?")
+    assert [m.role for m in s2.thread.messages] == ["user", "system", "assistant", "user"]
+    assert s.thread.messages == (allm.user("hi"),) and s2.id == s.id and s2.status == s.status
+    call = allm.ToolCall("c1", "lookup", {})
+    s3 = s2.add_assistant(tool_calls=[call]).add_tool_result("c1", "42", name="lookup")
+    assert s3.thread.messages[-1].tool_call_id == "c1" and s3.thread.messages[-1].text == "42"
+    assert allm.Session.from_json(s3.to_json()) == s3

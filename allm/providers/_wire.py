@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from ..errors import AdapterError
+from ..errors import AdapterError, ValidationError
 from ..events import Error, Event
 from ..types import CallWarning, WarningKind
 
@@ -20,11 +21,14 @@ __all__ = [
     "SHAPE_ERRORS",
     "SSEStreamDecoder",
     "body_events",
+    "check_base_url",
     "copy_settings",
     "dropped",
     "error_body",
     "header",
     "int_or_none",
+    "join_url",
+    "json_body",
     "json_headers",
     "json_or_none",
     "load_json",
@@ -33,6 +37,8 @@ __all__ = [
     "note",
     "shape_error",
     "token_count",
+    "url_path",
+    "usage_count",
 ]
 
 #: What reading a wrongly shaped (but valid JSON) body can raise.
@@ -52,6 +58,119 @@ def shape_error(provider: str, what: str, exc: BaseException) -> AdapterError:
 def int_or_none(v: Any) -> int | None:
     """``v`` when it is an ``int`` (not a ``bool``), else ``None``."""
     return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def usage_count(u: Mapping[str, Any], field: str, dropped: dict[str, Any] | None = None) -> int | None:
+    """The token counter ``field`` of a provider's usage object ``u``.
+
+    An ``int`` (not a ``bool``) 0 or more is itself; a string of decimal digits (``"12"``,
+    as some proxies send) is its number; a missing or ``null`` counter is ``None``.
+    Anything else is ``None`` too, and is recorded in ``dropped`` (``{field: value as
+    sent}``), which the decoder reports in ``Response.metadata["dropped_usage"]``.
+    """
+    v = u.get(field)
+    if v is None:
+        return None
+    if type(v) is int and v >= 0:
+        return v
+    if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii():
+        return int(v.strip())
+    if dropped is not None:
+        dropped[field] = v
+    return None
+
+
+def json_body(body: Any) -> bytes:
+    """``body`` as JSON bytes. Raises :class:`~allm.errors.ValidationError`
+    (``invalid_request``) naming the path of the first value JSON cannot hold (a lone
+    surrogate in a text, an integer wider than 64 bits, a ``set``...), before anything is sent.
+    """
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        where, why = _unencodable(body, "body") or ("body", str(exc))
+        raise ValidationError(f"{where} cannot be sent as JSON: {why}", reason="invalid_request") from None
+
+
+def _unencodable(value: Any, where: str) -> tuple[str, str] | None:
+    """``(path, why)`` of the first value below ``value`` that ``orjson`` cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return where, f"not valid Unicode text ({exc.reason} at character {exc.start})"
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else (where, f"the integer {value} is wider than 64 bits")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return where, f"the key {k!r} is not a string"
+            found = _unencodable(v, f"{where}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _unencodable(v, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return where, f"a {type(value).__name__} is not JSON"
+    return None
+
+
+def check_base_url(owner: str, url: str) -> None:
+    """Raise :class:`~allm.errors.ValidationError` (``invalid_request``) unless ``url`` is an
+    absolute ``http``/``https`` URL (any other scheme with a host is accepted too) with no
+    whitespace or control characters (a CR/LF would split the request line), no fragment
+    and no user info (a key belongs in ``api_key=``, not in the URL)."""
+    if not isinstance(url, str):
+        raise ValidationError(f"{owner}: base_url must be a string, not {type(url).__name__}", reason="invalid_request")
+    bad = next((c for c in url if c.isspace() or ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValidationError(
+            f"{owner}: base_url {url!r} contains {bad!r} (whitespace and control characters are not allowed in a URL)",
+            reason="invalid_request",
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parses the port: a bad one raises ValueError)
+    except ValueError as exc:
+        raise ValidationError(f"{owner}: base_url {url!r} is not a URL ({exc})", reason="invalid_request") from None
+    if not parts.scheme or not parts.hostname:
+        raise ValidationError(
+            f"{owner}: base_url {url!r} is not an absolute URL (expected e.g. https://host/v1)", reason="invalid_request"
+        )
+    if parts.fragment:
+        raise ValidationError(f"{owner}: base_url {url!r} has a fragment ('#...')", reason="invalid_request")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            f"{owner}: base_url must not carry user info; pass the key with api_key= or allm.keys",
+            reason="invalid_request",
+        )
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` (``"/chat/completions"``, ``"/models?limit=1000"``) appended to the path of
+    ``base``, with ``base``'s query string kept after it (``https://x/openai?api-version=1``
+    + ``/chat/completions`` -> ``https://x/openai/chat/completions?api-version=1``). A query
+    in ``path`` comes first, then ``base``'s."""
+    b = urlsplit(base)
+    p_path, _, p_query = path.partition("?")
+    joined = b.path.rstrip("/") + "/" + p_path.lstrip("/")
+    query = "&".join(q for q in (p_query, b.query) if q)
+    return urlunsplit((b.scheme, b.netloc, joined, query, ""))
+
+
+def url_path(url: str) -> str:
+    """The path of ``url`` (no query)."""
+    return urlsplit(url).path
 
 
 def json_headers(stream: bool) -> dict[str, str]:

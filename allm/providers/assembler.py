@@ -122,6 +122,7 @@ class Assembler:
         "_texts",
         "_tool_ids",
         "_tools",
+        "dropped_usage",
         "finished",
         "id",
         "model",
@@ -145,6 +146,9 @@ class Assembler:
         self._reasonings: dict[str | None, _Reasoning] = {}
         self._tools: dict[object, _Tool] = {}
         self._tool_ids: set[str] = set()
+        # Usage counters the provider sent in a form that cannot be read ({field: value}),
+        # filled by the decoders' ``map_usage``; reported in MessageCompleted.metadata.
+        self.dropped_usage: dict[str, Any] = {}
 
     # -- lifecycle
 
@@ -337,7 +341,10 @@ class Assembler:
         raw_finish_reason: str | None,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Event]:
-        """Close every open block, then ``MessageCompleted`` with the derived finish reason."""
+        """Close every open block, then ``MessageCompleted`` with the derived finish reason.
+
+        Usage counters that could not be read (:attr:`dropped_usage`) are listed in its
+        ``metadata["dropped_usage"]`` (``{provider field: value as sent}``)."""
         out: list[Event] = []
         if not self.started:
             out.extend(self.start())
@@ -348,6 +355,8 @@ class Assembler:
         if calls:
             finish_reason = "tool_calls"
         self.finished = True
+        if self.dropped_usage:
+            metadata = {**(metadata or {}), "dropped_usage": dict(self.dropped_usage)}
         out.append(
             MessageCompleted(self.message(calls), finish_reason, raw_finish_reason, self.usage, metadata or {})
         )

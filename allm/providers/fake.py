@@ -24,6 +24,11 @@ The Fake ignores what it is asked (but records every request) and plays a script
   the engine's retry policy when its reason is retryable).
 - A call past the end of the script raises ``AdapterError`` with reason
   ``no_scripted_response``, naming how many calls were scripted.
+- A request every real adapter refuses (a tool result answering no earlier tool call,
+  a tool message without ``tool_call_id``, an image in a system message, a
+  ``tool_choice`` naming a tool not offered) raises the same
+  :class:`~allm.errors.ValidationError` here (see :mod:`allm.providers._threads`), so a
+  test written against the Fake fails where production would.
 - Image calls (:func:`allm.generate_image`, ``edit_image``, ``image_variations``)
   play their own script: ``images=[...]`` (one call) or ``image_scripts=[[...],
   ...]`` (one list per call), with entries ``image(...)``, ``text``, ``usage`` and
@@ -83,6 +88,7 @@ from ._fake_script import (
     dump_scripts,
     load_scripts,
 )
+from ._threads import check_request
 from ._wire import load_json, model_ids, token_count
 from .assembler import Assembler
 from .base import Delay, HttpCall
@@ -191,9 +197,13 @@ class Fake:
     def open(self, request: Request) -> Iterator[Event | Delay]:
         """Start one call: record ``request`` and return its events (pure iteration, no I/O).
 
-        Raises :class:`AdapterError` (``no_scripted_response``) when the script is used
-        up, or the scripted error of a ``before_stream`` entry.
+        Raises :class:`~allm.errors.ValidationError` for a request every real adapter
+        refuses (:func:`~allm.providers._threads.check_request`: a tool result without
+        its call, a ``tool_choice`` naming a tool not offered...), before recording it;
+        :class:`AdapterError` (``no_scripted_response``) when the script is used up, or
+        the scripted error of a ``before_stream`` entry.
         """
+        check_request(request)
         with self._lock:
             index = len(self.requests)
             self.requests.append(request)
@@ -324,7 +334,9 @@ class Fake:
     # token counts
 
     def encode_count_tokens(self, request: Request, model: str | None = None) -> HttpCall:
-        """The call counting ``request``'s input tokens (see :func:`count_tokens`)."""
+        """The call counting ``request``'s input tokens (see :func:`count_tokens`). Raises
+        :class:`~allm.errors.ValidationError` as :meth:`open` does."""
+        check_request(request)
         if model is not None:
             request = attrs.evolve(request, model=model)
         return self._call("POST", "/count_tokens", codec.dumps(request), request.model or self.model)

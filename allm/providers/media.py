@@ -206,7 +206,8 @@ def check_images(messages: Sequence[Message], rules: ImageRules, provider: str |
     Returns the warnings to report (``detail`` dropped for a provider without it),
     naming ``provider`` (the adapter's provider name).
     Raises :class:`~allm.errors.ValidationError` (``invalid_image``): an image in a
-    system message, or in another role the provider does not take images in; any
+    role the provider does not take images in (a system message is refused earlier, by
+    :func:`~allm.providers._threads.check_thread`, for every provider); any
     failure of :func:`check_image`; more images, or more inline bytes, than the
     provider accepts in one request.
     """
@@ -220,8 +221,6 @@ def check_images(messages: Sequence[Message], rules: ImageRules, provider: str |
             if type(p) is not ImagePart:
                 continue
             where = f"messages[{i}].content[{j}]"
-            if m.role == "system":
-                raise _fail(where, "images are not allowed in a system message")
             if m.role not in rules.roles:
                 roles = " and ".join(sorted(rules.roles))
                 article = "an" if m.role[0] in "aeiou" else "a"

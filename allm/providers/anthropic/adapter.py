@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import orjson
 
 from ...errors import AdapterError
 from ...events import Event
 from ...types import CallWarning, Request
-from .._wire import model_ids, token_count
+from .._wire import check_base_url, join_url, json_body, model_ids, token_count
 from ..base import HttpCall, KeySpec
 from ..media import ANTHROPIC_IMAGES, check_request_size
 from .decode import MessagesDecoder, decode_body
@@ -84,6 +83,7 @@ class Anthropic:
             raise ValueError("thinking_budget must be a positive number of tokens")
         if self.cache_ttl not in CACHE_TTLS:
             raise ValueError(f"cache_ttl must be '5m' or '1h', not {self.cache_ttl!r}")
+        check_base_url(type(self).__name__, self.base_url)
 
     # -- identity and keys
 
@@ -113,7 +113,8 @@ class Anthropic:
         return h
 
     def _url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
+        """``path`` joined to ``base_url``, whose query string is kept."""
+        return join_url(self.base_url, path)
 
     # -- requests
 
@@ -133,7 +134,7 @@ class Anthropic:
         """``POST {base_url}/messages`` for ``request`` (no key: see :meth:`auth_headers`)."""
         body, warnings, betas = self.encode_body(request, stream=stream)
         headers = {"content-type": "application/json", **self._headers("text/event-stream" if stream else "application/json", betas)}
-        data = orjson.dumps(body)
+        data = json_body(body)
         check_request_size(len(data), request.messages, ANTHROPIC_IMAGES)
         return HttpCall("POST", self._url("/messages"), headers, data, stream, PROVIDER, request.model, tuple(warnings))
 
@@ -171,7 +172,7 @@ class Anthropic:
         keep = ("model", "system", "messages", "tools", "tool_choice", "thinking")
         counted = {k: body[k] for k in keep if k in body}
         headers = {"content-type": "application/json", **self._headers("application/json", betas)}
-        return HttpCall("POST", self._url("/messages/count_tokens"), headers, orjson.dumps(counted), False, PROVIDER, request.model)
+        return HttpCall("POST", self._url("/messages/count_tokens"), headers, json_body(counted), False, PROVIDER, request.model)
 
     def decode_count_tokens(self, body: bytes) -> int:
         """``input_tokens`` of a ``{"input_tokens": N}`` body; raises ``malformed_response``."""

@@ -17,7 +17,7 @@ import orjson
 
 from ...events import Error, Event, MessageStarted, RawChunk
 from ...types import CallWarning, Usage
-from .._wire import SHAPE_ERRORS, SSEStreamDecoder, body_events, int_or_none, malformed
+from .._wire import SHAPE_ERRORS, SSEStreamDecoder, body_events, malformed, usage_count
 from ..assembler import Assembler
 from .errors import PROVIDER, stream_error
 
@@ -47,7 +47,10 @@ def map_stop_reason(raw: str | None) -> str | None:
     return _STOP_REASONS.get(raw, "other")
 
 
-def map_usage(u: Mapping[str, Any]) -> Usage:
+_INPUTS = frozenset({"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"})
+
+
+def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Usage:
     """An Anthropic ``usage`` object as :class:`Usage`.
 
     ``input_tokens`` here includes cached input: Anthropic ``input_tokens`` +
@@ -55,15 +58,21 @@ def map_usage(u: Mapping[str, Any]) -> Usage:
     ``cached_input_tokens`` = ``cache_read_input_tokens``;
     ``cache_write_input_tokens`` = ``cache_creation_input_tokens``;
     ``reasoning_tokens`` = ``output_tokens_details.thinking_tokens`` when reported;
-    ``total_tokens`` = input + output. Counters not reported stay ``None``.
+    ``total_tokens`` = input + output. Counters not reported stay ``None``; a numeric
+    string is its number, and a counter that cannot be read is ``None`` and recorded in
+    ``dropped`` (see :func:`~allm.providers._wire.usage_count`).
     """
-    inp = int_or_none(u.get("input_tokens"))
-    read = int_or_none(u.get("cache_read_input_tokens"))
-    write = int_or_none(u.get("cache_creation_input_tokens"))
-    output = int_or_none(u.get("output_tokens"))
+    bad: dict[str, Any] = {}
+    inp = usage_count(u, "input_tokens", bad)
+    read = usage_count(u, "cache_read_input_tokens", bad)
+    write = usage_count(u, "cache_creation_input_tokens", bad)
+    output = usage_count(u, "output_tokens", bad)
     details = u.get("output_tokens_details")
-    reasoning = int_or_none(details.get("thinking_tokens")) if isinstance(details, Mapping) else None
-    input_tokens = inp + (read or 0) + (write or 0) if inp is not None else None
+    reasoning = usage_count(details, "thinking_tokens", bad) if isinstance(details, Mapping) else None
+    if bad and dropped is not None:
+        dropped.update(bad)
+    # A sum with an unreadable part is unknown, not the other parts alone.
+    input_tokens = inp + (read or 0) + (write or 0) if inp is not None and not bad.keys() & _INPUTS else None
     total = input_tokens + output if input_tokens is not None and output is not None else None
     return Usage(input_tokens, output, read, write, reasoning, total)
 
@@ -100,6 +109,7 @@ class MessagesDecoder(SSEStreamDecoder):
     __slots__ = (
         "_args_seen",
         "_asm",
+        "_began",
         "_inputs",
         "_kinds",
         "_raw",
@@ -123,6 +133,7 @@ class MessagesDecoder(SSEStreamDecoder):
         self._usage: dict[str, Any] = {}
         self._stop: str | None = None
         self._stop_sequence: str | None = None
+        self._began = False  # message_start or a content block was seen
 
     # -- byte interface
 
@@ -152,6 +163,7 @@ class MessagesDecoder(SSEStreamDecoder):
             if not isinstance(msg, dict):
                 raise TypeError("message is not an object")
             out.extend(asm.start(msg.get("id"), msg.get("model")))
+            self._began = True
             if self._raw:
                 out.append(RawChunk(obj))
             u = msg.get("usage")
@@ -162,6 +174,8 @@ class MessagesDecoder(SSEStreamDecoder):
             out.extend(asm.start())
         if self._raw:
             out.append(RawChunk(obj))
+        if isinstance(t, str) and t.startswith("content_block"):
+            self._began = True
         if t == "content_block_start":
             block = obj["content_block"]
             if not isinstance(block, dict):
@@ -189,6 +203,9 @@ class MessagesDecoder(SSEStreamDecoder):
             if u:
                 self._add_usage(u, out)
         elif t == "message_stop":
+            if not self._began:
+                self._fail(out, malformed(self.provider, "the stream carried no answer (message_stop without message_start)"))
+                return
             for idx in list(self._kinds):
                 if self._kinds[idx] == "tool":
                     self._flush_input(idx, out)
@@ -203,7 +220,7 @@ class MessagesDecoder(SSEStreamDecoder):
         for k, v in u.items():
             if v is not None:
                 self._usage[k] = v
-        out.append(self._asm.add_usage(map_usage(self._usage)))
+        out.append(self._asm.add_usage(map_usage(self._usage, self._asm.dropped_usage)))
 
     def _block_start(self, idx: int, block: dict[str, Any], out: list[Event]) -> None:
         asm = self._asm

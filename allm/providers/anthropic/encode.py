@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...errors import ValidationError
-from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
+from ...types import CallWarning, ImagePart, Message, PromptCache, ReasoningPart, Request, TextPart, Tool
+from .._threads import check_request, check_thread
 from .._wire import copy_settings, dropped, int_or_none
 from ..media import ANTHROPIC_IMAGES, check_images
 from .errors import PROVIDER
@@ -131,8 +132,7 @@ def _assistant_blocks(msg: Message, where: str) -> list[dict[str, Any]]:
 
 
 def _tool_result_block(msg: Message, where: str) -> dict[str, Any]:
-    if not msg.tool_call_id:
-        raise ValidationError(f"{where}: a tool message needs tool_call_id", reason="invalid_message")
+    assert msg.tool_call_id  # check_thread refused a tool message without one
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": wire_tool_id(msg.tool_call_id)}
     content = _user_blocks(msg, where)
     if content:
@@ -154,9 +154,12 @@ def encode_messages(
     them joins it (tool results first, as the API requires). Empty text blocks and
     messages left with no blocks are not sent. ``metadata={"anthropic":
     {"cache_control": {...}}}`` on a message puts that cache breakpoint on its last
-    block. Raises :class:`ValidationError` for an image in a system or assistant
-    message, an unsupported image type, or a tool message without ``tool_call_id``.
+    block. Raises :class:`ValidationError` for a thread no provider accepts
+    (:func:`~allm.providers._threads.check_thread`), an image in an assistant message or
+    an image type Anthropic does not take.
     """
+    messages = tuple(messages)
+    check_thread(messages)
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     in_results = False  # the last wire message is a user turn opened by tool results
@@ -165,8 +168,6 @@ def encode_messages(
         where = f"messages[{i}]"
         cc = _cache_control(m.metadata)
         if m.role == "system":
-            if any(type(p) is ImagePart for p in m.parts):
-                raise ValidationError(f"{where}: images are not allowed in a system message", reason="invalid_image")
             if out and not moved and warnings is not None:
                 why = (
                     "a system message after the first turn was moved to the top-level system prompt "
@@ -228,6 +229,52 @@ def encode_tool_choice(choice: str) -> dict[str, Any]:
     return {"type": "tool", "name": choice}
 
 
+_MAX_BREAKPOINTS = 4  # the API refuses more cache_control blocks in one request
+_NOT_CACHEABLE = frozenset({"thinking", "redacted_thinking"})
+
+
+def encode_prompt_cache(pc: PromptCache, body: dict[str, Any], warnings: list[CallWarning]) -> None:
+    """A :class:`~allm.types.PromptCache` as a ``cache_control`` breakpoint on the last block
+    of the prompt (the last cacheable block of the last message, else of ``system``, else
+    the last tool), so the whole prompt is cached, as Anthropic's prompt caching guide
+    places a conversation's breakpoint. ``retention`` is the ``ttl`` (``"5m"``, ``"1h"``;
+    ``"24h"`` is longer than Anthropic keeps a cache: ``"1h"`` is sent, with a warning).
+    The ``key`` has no Anthropic field and needs none (the cache is found by the prompt's
+    prefix). With the adapter's automatic caching on (a top-level ``cache_control``),
+    that breakpoint takes the ``ttl`` instead; a request that already holds 4
+    breakpoints gets no fifth (a warning says so).
+    """
+    ttl = pc.retention
+    if ttl == "24h":
+        why = "prompt_cache retention 24h is longer than Anthropic keeps a cache; 1h was sent"
+        warnings.append(CallWarning("unsupported_feature", "prompt_cache", PROVIDER, why))
+        ttl = "1h"
+    top = body.get("cache_control")
+    if isinstance(top, dict):
+        if ttl is not None:
+            top["ttl"] = ttl
+        return
+    cc: dict[str, Any] = {"type": "ephemeral"}
+    if ttl is not None:
+        cc["ttl"] = ttl
+    tools = body.get("tools") or []
+    blocks = [b for m in body["messages"] for b in m["content"]]
+    marked = [b for b in (*tools, *body.get("system", ()), *blocks) if "cache_control" in b]
+    last = next(
+        (b for group in (blocks, body.get("system", ()), tools) for b in reversed(group) if b.get("type") not in _NOT_CACHEABLE),
+        None,
+    )
+    if last is None:
+        return
+    if "cache_control" in last:
+        last["cache_control"] = {**last["cache_control"], **({"ttl": ttl} if ttl else {})}
+    elif len(marked) >= _MAX_BREAKPOINTS:
+        why = f"the request already has {_MAX_BREAKPOINTS} cache breakpoints (the API's limit); prompt_cache was not sent"
+        warnings.append(CallWarning("dropped_setting", "prompt_cache", PROVIDER, why))
+    else:
+        last["cache_control"] = cc
+
+
 def parse_betas(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -254,6 +301,7 @@ def encode_body(
     ``max_tokens`` not above the thinking budget. The keyword settings are the
     :class:`~allm.providers.Anthropic` adapter's (see there).
     """
+    check_request(request)
     warnings = check_images(request.messages, ANTHROPIC_IMAGES, PROVIDER)
     system, messages = encode_messages(request.messages, warnings)
     options = dict(request.options)
@@ -313,6 +361,8 @@ def encode_body(
         if cache_ttl:
             cc["ttl"] = cache_ttl
         body["cache_control"] = cc
+    if request.prompt_cache is not None:
+        encode_prompt_cache(request.prompt_cache, body, warnings)
     if stream:
         body["stream"] = True
     body.update(options)

@@ -20,7 +20,7 @@ import orjson
 from ...errors import AdapterError, ValidationError
 from ...events import Event
 from ...types import CallWarning, Embeddings, ImageRequest, ImageResponse, Request, Usage
-from .._wire import SHAPE_ERRORS, json_headers, malformed, model_ids, token_count
+from .._wire import SHAPE_ERRORS, check_base_url, join_url, json_body, json_headers, malformed, model_ids, token_count
 from ..base import HttpCall, KeySpec
 from ..media import GEMINI_IMAGES, check_request_size
 from .decode import GeminiDecoder, decode_body
@@ -55,6 +55,9 @@ class Gemini:
     thinking_level: str | None = None
     include_thoughts: bool | None = None
 
+    def __attrs_post_init__(self) -> None:
+        check_base_url(type(self).__name__, self.base_url)
+
     @property
     def key_spec(self) -> KeySpec:
         return KeySpec(PROVIDER, ("GEMINI_API_KEY", "GOOGLE_API_KEY"), True)
@@ -63,8 +66,9 @@ class Gemini:
     def provider(self) -> str:
         return PROVIDER
 
-    def _root(self) -> str:
-        return self.base_url.rstrip("/")
+    def _url(self, path: str) -> str:
+        """``path`` joined to ``base_url``, whose query string is kept."""
+        return join_url(self.base_url, path)
 
     def _body(self, request: Request) -> tuple[dict[str, Any], list[CallWarning]]:
         return encode_body(
@@ -84,11 +88,11 @@ class Gemini:
         body, warnings = self._body(request)
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         headers = json_headers(stream)
-        data = orjson.dumps(body)
+        data = json_body(body)
         check_request_size(len(data), request.messages, GEMINI_IMAGES)
         return HttpCall(
             "POST",
-            f"{self._root()}/{path}{method}",
+            self._url(f"/{path}{method}"),
             headers,
             data,
             stream,
@@ -121,7 +125,7 @@ class Gemini:
         """``POST {base}/models/{model}:generateContent`` asking for images (see :func:`encode_image_body`)."""
         path = model_path(request.model)
         body, warnings = encode_image_body(operation, request)
-        data = orjson.dumps(body)
+        data = json_body(body)
         cap = GEMINI_IMAGES.max_request_bytes
         if cap is not None and len(data) > cap:
             raise ValidationError(
@@ -129,7 +133,7 @@ class Gemini:
                 reason="invalid_image",
             )
         return HttpCall(
-            "POST", f"{self._root()}/{path}:generateContent", json_headers(False), data, False, PROVIDER,
+            "POST", self._url(f"/{path}:generateContent"), json_headers(False), data, False, PROVIDER,
             bare_model(path), tuple(warnings),
         )
 
@@ -143,7 +147,7 @@ class Gemini:
 
     def encode_list_models(self) -> HttpCall:
         """``GET {base}/models?pageSize=1000`` (the documented maximum page, so one call lists all)."""
-        return HttpCall("GET", f"{self._root()}/models?pageSize=1000", {"accept": "application/json"}, None, False, PROVIDER)
+        return HttpCall("GET", self._url("/models?pageSize=1000"), {"accept": "application/json"}, None, False, PROVIDER)
 
     def decode_list_models(self, body: bytes) -> list[str]:
         """Model ids without the ``models/`` prefix (``"gemini-2.5-flash"``), as ``model=`` takes them.
@@ -173,9 +177,9 @@ class Gemini:
             requests.append(r)
         return HttpCall(
             "POST",
-            f"{self._root()}/{path}:batchEmbedContents",
+            self._url(f"/{path}:batchEmbedContents"),
             json_headers(False),
-            orjson.dumps({"requests": requests}),
+            json_body({"requests": requests}),
             False,
             PROVIDER,
             bare_model(path),
@@ -204,8 +208,8 @@ class Gemini:
         as :meth:`encode` does."""
         path = model_path(model or request.model)
         body, _warnings = self._body(request)
-        data = orjson.dumps({"generateContentRequest": {"model": path, **body}})
-        return HttpCall("POST", f"{self._root()}/{path}:countTokens", json_headers(False), data, False, PROVIDER, bare_model(path))
+        data = json_body({"generateContentRequest": {"model": path, **body}})
+        return HttpCall("POST", self._url(f"/{path}:countTokens"), json_headers(False), data, False, PROVIDER, bare_model(path))
 
     def decode_count_tokens(self, body: bytes) -> int:
         """``totalTokens`` of a ``CountTokensResponse``; raises ``malformed_response``."""

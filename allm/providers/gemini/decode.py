@@ -22,7 +22,7 @@ import orjson
 from ...errors import AdapterError
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, Usage
-from .._wire import SSEStreamDecoder, body_events, malformed
+from .._wire import SSEStreamDecoder, body_events, malformed, usage_count
 from ..assembler import Assembler
 from .errors import PROVIDER, error_from_object
 
@@ -64,14 +64,6 @@ def map_finish_reason(raw: str | None) -> str | None:
     return "other"
 
 
-def _number(v: Any, name: str) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise TypeError(f"usageMetadata.{name} is not a number")
-    return int(v)
-
-
 def _add(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
@@ -91,7 +83,7 @@ _COUNTS = (
 )
 
 
-def map_usage(u: Mapping[str, Any]) -> Usage:
+def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Usage:
     """``usageMetadata`` -> :class:`Usage` (token counts).
 
     - ``input_tokens`` = ``promptTokenCount`` (+ ``toolUsePromptTokenCount``); it
@@ -101,13 +93,24 @@ def map_usage(u: Mapping[str, Any]) -> Usage:
       ``thoughtsTokenCount``.
     - ``total_tokens`` = ``totalTokenCount``.
 
-    A counter Gemini did not send stays ``None``. Raises ``TypeError`` for a counter
-    that is not a number (or a numeric string).
+    A counter Gemini did not send stays ``None``; a numeric string is its number, and
+    a counter that cannot be read is ``None`` and recorded in ``dropped`` (see
+    :func:`~allm.providers._wire.usage_count`).
     """
     get = u.get
     prompt, tool, cand, thoughts, cached, total = map(get, _COUNTS)
-    if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN:
-        prompt, tool, cand, thoughts, cached, total = [_number(get(k), k) for k in _COUNTS]
+    if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN or any(
+        v is not None and v < 0 for v in (prompt, tool, cand, thoughts, cached, total)
+    ):
+        bad: dict[str, Any] = {}
+        prompt, tool, cand, thoughts, cached, total = [usage_count(u, k, bad) for k in _COUNTS]
+        if bad:
+            if dropped is not None:
+                dropped.update(bad)
+            # A sum with an unreadable part is unknown, not the other part alone.
+            inp = None if bad.keys() & {"promptTokenCount", "toolUsePromptTokenCount"} else _add(prompt, tool)
+            out = None if bad.keys() & {"candidatesTokenCount", "thoughtsTokenCount"} else _add(cand, thoughts)
+            return Usage(inp, out, cached, None, thoughts, total)
     # Every stream chunk carries usage: built positionally, the cheapest way.
     return Usage(_add(prompt, tool), _add(cand, thoughts), cached, None, thoughts, total)
 
@@ -181,7 +184,7 @@ class _Reader:
                 self.finish_message = str(fm)
         u = obj.get("usageMetadata")
         if u:
-            out.append(asm.add_usage(map_usage(u)))
+            out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
         return None
 
     # -- parts

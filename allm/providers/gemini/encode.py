@@ -36,6 +36,7 @@ from typing import Any
 
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool, ToolCall
+from .._threads import check_request, check_thread
 from .._wire import copy_settings, dropped, note
 from ..media import GEMINI_IMAGES, check_images
 from .errors import PROVIDER
@@ -175,30 +176,26 @@ def encode_contents(
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """``(systemInstruction or None, contents)`` for our messages.
 
-    Raises :class:`~allm.errors.ValidationError`: an image given only by URL, an
-    image in a system message, a tool message without ``tool_call_id`` or whose
-    call (and so the function name) cannot be found.
+    Raises :class:`~allm.errors.ValidationError`: a thread no provider accepts
+    (:func:`~allm.providers._threads.check_thread`), an image given only by URL, a
+    tool result whose call has no function name.
     """
+    check_thread(messages)
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     tool_turn: dict[str, Any] | None = None  # the user content collecting functionResponse parts
     for i, m in enumerate(messages):
         if m.role == "system":
-            if any(type(p) is ImagePart for p in m.parts):
-                raise ValidationError(
-                    f"messages[{i}]: images are not allowed in a system message", reason="invalid_image"
-                )
             system.append({"text": m.text})
             continue
         if m.role == "tool":
-            if not m.tool_call_id:
-                raise ValidationError(f"messages[{i}]: a tool message needs tool_call_id", reason="invalid_message")
+            assert m.tool_call_id  # check_thread refused a tool message without one
             tc = _find_call(messages, i, m.tool_call_id)
-            name = tc.name if tc is not None else m.name
+            name = (tc.name if tc is not None else None) or m.name
             if not name:
                 raise ValidationError(
-                    f"messages[{i}]: the tool result {m.tool_call_id!r} answers no tool call of an earlier "
-                    "assistant message, and Gemini needs the function name (set name= on the tool message)",
+                    f"messages[{i}]: the tool call {m.tool_call_id!r} this result answers has no function name, "
+                    "and Gemini needs one (set name= on the tool message)",
                     reason="invalid_message",
                 )
             fr: dict[str, Any] = {"name": name, "response": {"error" if m.is_error else "output": m.text}}
@@ -274,6 +271,7 @@ def encode_body(
     body last (e.g. ``{"safetySettings": [...]}`` or
     ``{"generationConfig": {"presencePenalty": 0.5}}``).
     """
+    check_request(request)
     warnings = check_images(request.messages, GEMINI_IMAGES, PROVIDER)
     system, contents = encode_contents(request.messages, warnings)
     body: dict[str, Any] = {"contents": contents}
@@ -315,6 +313,10 @@ def encode_body(
         body["tools"] = [{"functionDeclarations": [encode_tool(t, warnings) for t in request.tools]}]
     if request.tool_choice is not None:
         body["toolConfig"] = encode_tool_choice(request.tool_choice)
+    if request.prompt_cache is not None:
+        # No request field: Gemini caches repeated prefixes implicitly; explicit caches are
+        # ``cachedContents`` resources made by a call of their own.
+        warnings.append(dropped("prompt_cache", PROVIDER, "Gemini"))
     if request.options:
         merge(body, request.options)
     return body, warnings

@@ -21,7 +21,7 @@ import attrs
 
 from ...events import Event
 from ...types import Request
-from .._wire import token_count
+from .._wire import check_base_url, token_count, url_path
 from ..base import Decoder, HttpCall
 from ._shared import DIALECTS, Dialect, org_headers
 from .chat import ChatAdapter, OpenAICompatible
@@ -55,7 +55,7 @@ def prefers_responses(model: str | None) -> bool:
 
 
 def _is_responses_call(call: HttpCall) -> bool:
-    return call.url.endswith("/responses")
+    return url_path(call.url).endswith("/responses")
 
 
 @attrs.frozen
@@ -85,6 +85,9 @@ class OpenAI(ChatAdapter):
     store: bool | None = False
     reasoning_effort: str | None = None
     reasoning_summary: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_base_url(type(self).__name__, self.base_url)
 
     def _dialect(self) -> Dialect:
         return DIALECTS["openai"]

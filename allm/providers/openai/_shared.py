@@ -20,8 +20,30 @@ import orjson
 
 from ... import codec
 from ...errors import AdapterError, from_status, parse_retry_after
-from ...types import Embeddings, ImagePart, ImageRequest, ImageResponse, Message, TextPart, Usage
-from .._wire import SHAPE_ERRORS, error_body, header, json_headers, malformed, model_ids
+from ...types import (
+    CallWarning,
+    Embeddings,
+    ImagePart,
+    ImageRequest,
+    ImageResponse,
+    Message,
+    Request,
+    TextPart,
+    Usage,
+)
+from .._wire import (
+    SHAPE_ERRORS,
+    check_base_url,
+    dropped,
+    error_body,
+    header,
+    join_url,
+    json_body,
+    json_headers,
+    malformed,
+    model_ids,
+    usage_count,
+)
 from ..base import HttpCall, KeySpec
 
 __all__ = [
@@ -32,6 +54,7 @@ __all__ = [
     "check_endpoint",
     "content_parts",
     "dialect_of",
+    "encode_prompt_cache",
     "encode_tool_choice",
     "error_from_body",
     "org_headers",
@@ -53,6 +76,9 @@ class Dialect:
     - ``max_tokens_field``: ``max_tokens`` or ``max_completion_tokens``.
     - ``stream_usage``: send ``stream_options.include_usage`` when streaming.
     - ``reasoning_fields``: delta/message fields that carry reasoning text.
+    - ``prompt_cache``: the server takes ``prompt_cache_key`` / ``prompt_cache_retention``
+      (OpenAI); elsewhere a request's :class:`~allm.types.PromptCache` is dropped with a
+      warning.
     """
 
     name: str
@@ -65,6 +91,7 @@ class Dialect:
     stream_usage: bool = True
     reasoning_fields: tuple[str, ...] = ("reasoning_content", "reasoning")
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    prompt_cache: bool = False
 
 
 _WITH_TOP_K = _OPENAI_SAMPLING | {"top_k"}
@@ -73,7 +100,7 @@ DIALECTS: dict[str, Dialect] = {
     d.name: d
     for d in (
         Dialect("openai", "openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",), True,
-                _OPENAI_SAMPLING, "max_completion_tokens", True, ()),
+                _OPENAI_SAMPLING, "max_completion_tokens", True, (), prompt_cache=True),
         Dialect("openrouter", "openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), True,
                 _WITH_TOP_K, "max_tokens", True, ("reasoning",)),
         Dialect("ollama", "ollama", "http://127.0.0.1:11434/v1", ("OLLAMA_API_KEY",), False,
@@ -98,9 +125,13 @@ def dialect_of(dialect: str | Dialect) -> Dialect:
 
 
 def check_endpoint(owner: str, dialect: Dialect, base_url: str | None, headers: Mapping[str, str]) -> None:
-    """Raise ``ValueError`` when there is no base URL, or a key was put in ``headers``."""
-    if not (base_url or dialect.base_url):
+    """Raise ``ValueError`` when there is no base URL, or a key was put in ``headers``;
+    :class:`~allm.errors.ValidationError` for a base URL that is not a clean absolute URL
+    (see :func:`~allm.providers._wire.check_base_url`)."""
+    url = base_url or dialect.base_url
+    if not url:
         raise ValueError(f"{owner}(dialect={dialect.name!r}) needs base_url=")
+    check_base_url(owner, url)
     for k in headers:
         if k.lower() in ("authorization", "x-api-key", "api-key"):
             raise ValueError("do not put a key in headers=: pass api_key= or use allm.keys")
@@ -121,6 +152,30 @@ def encode_tool_choice(choice: str) -> str | dict[str, Any]:
     if choice in ("auto", "none", "required"):
         return choice
     return {"type": "function", "function": {"name": choice}}
+
+
+# PromptCache.retention -> OpenAI's prompt_cache_retention ("in_memory" keeps a prefix 5 to 10
+# minutes, at most an hour; "24h" up to a day): https://platform.openai.com/docs/guides/prompt-caching
+_RETENTION = {"5m": "in_memory", "1h": "24h", "24h": "24h"}
+
+
+def encode_prompt_cache(
+    request: Request, dialect: Dialect, body: dict[str, Any], warnings: list[CallWarning], by: str
+) -> None:
+    """A request's :class:`~allm.types.PromptCache` as ``prompt_cache_key`` and
+    ``prompt_cache_retention`` (``"5m"`` -> ``"in_memory"``; ``"1h"`` and ``"24h"`` ->
+    ``"24h"``, the shortest OpenAI retention that keeps a prefix that long), for a dialect
+    that takes them; else a ``dropped_setting`` warning naming ``by``."""
+    pc = request.prompt_cache
+    if pc is None:
+        return
+    if not dialect.prompt_cache:
+        warnings.append(dropped("prompt_cache", dialect.provider, by))
+        return
+    if pc.key is not None:
+        body["prompt_cache_key"] = pc.key
+    if pc.retention is not None:
+        body["prompt_cache_retention"] = _RETENTION[pc.retention]
 
 
 def content_parts(
@@ -223,7 +278,8 @@ class OpenAIEndpoints:
         return {}
 
     def _url(self, path: str) -> str:
-        return self._base_url().rstrip("/") + path
+        """``path`` joined to the base URL, whose query string (``?api-version=...``) is kept."""
+        return join_url(self._base_url(), path)
 
     def _headers(self, stream: bool) -> dict[str, str]:
         """JSON headers, then the dialect's, then the adapter's own."""
@@ -266,7 +322,7 @@ class OpenAIEndpoints:
         body: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "base64"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        return HttpCall("POST", self._url("/embeddings"), self._headers(False), orjson.dumps(body), False, self.provider, model)
+        return HttpCall("POST", self._url("/embeddings"), self._headers(False), json_body(body), False, self.provider, model)
 
     def decode_embed(self, body: bytes) -> Embeddings:
         """An ``embedding`` list (float arrays or base64 little-endian float32) in input order."""
@@ -277,7 +333,8 @@ class OpenAIEndpoints:
             u = data.get("usage") or {}
         except (orjson.JSONDecodeError, *SHAPE_ERRORS) as exc:
             raise malformed(self.provider, f"unexpected embeddings body ({type(exc).__name__}: {exc})") from None
-        usage = Usage(input_tokens=u.get("prompt_tokens"), total_tokens=u.get("total_tokens"))
+        u = u if isinstance(u, Mapping) else {}
+        usage = Usage(input_tokens=usage_count(u, "prompt_tokens"), total_tokens=usage_count(u, "total_tokens"))
         return Embeddings(vectors, data.get("model"), usage)
 
     # -- images (POST /images/...), https://platform.openai.com/docs/api-reference/images

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import orjson
 
-from ...errors import ValidationError
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, ImagePart, Message, Request, Tool, Usage
-from .._wire import SSEStreamDecoder, body_events, copy_settings, dropped
+from .._threads import check_request, check_thread
+from .._wire import SSEStreamDecoder, body_events, copy_settings, dropped, json_body, malformed, usage_count
 from ..assembler import Assembler
 from ..base import Decoder, HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
@@ -29,6 +28,7 @@ from ._shared import (
     Dialect,
     OpenAIEndpoints,
     content_parts,
+    encode_prompt_cache,
     encode_tool_choice,
     stream_error,
 )
@@ -53,15 +53,15 @@ def _content(msg: Message) -> str | list[dict[str, Any]]:
 
 
 def encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    """Our messages as Chat Completions ``messages``. Raises :class:`ValidationError`."""
+    """Our messages as Chat Completions ``messages``.
+
+    Raises :class:`~allm.errors.ValidationError` for a thread no provider accepts
+    (:func:`~allm.providers._threads.check_thread`)."""
+    check_thread(messages)
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(messages):
+    for m in messages:
         role = m.role
         if role == "system":
-            if not isinstance(m.content, str) and any(type(p) is ImagePart for p in m.content):
-                raise ValidationError(
-                    f"messages[{i}]: images are not allowed in a system message", reason="invalid_image"
-                )
             out.append({"role": "system", "content": m.text})
         elif role == "user":
             d: dict[str, Any] = {"role": "user", "content": _content(m)}
@@ -81,9 +81,7 @@ def encode_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                     for tc in m.tool_calls
                 ]
             out.append(d)
-        else:  # tool
-            if not m.tool_call_id:
-                raise ValidationError(f"messages[{i}]: a tool message needs tool_call_id", reason="invalid_message")
+        else:  # tool (check_thread made sure it answers an earlier call)
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
     return out
 
@@ -104,6 +102,7 @@ def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[di
     documented limits for the ``openai`` dialect, the common image types elsewhere).
     """
     provider = dialect.provider
+    check_request(request)
     warnings = check_images(request.messages, OPENAI_IMAGES if dialect.name == "openai" else COMPATIBLE_IMAGES, provider)
     body: dict[str, Any] = {"model": request.model, "messages": encode_messages(request.messages)}
     sampling = dialect.sampling
@@ -119,6 +118,7 @@ def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[di
         body["tools"] = [encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = encode_tool_choice(request.tool_choice)
+    encode_prompt_cache(request, dialect, body, warnings, dialect.name)
     rf = request.response_format
     if rf is not None:
         if rf.type == "json_schema":
@@ -153,28 +153,44 @@ def map_finish_reason(raw: str | None) -> str | None:
     return _FINISH.get(raw, "other")
 
 
-def map_usage(u: Mapping[str, Any]) -> Usage:
-    """Chat Completions ``usage`` to :class:`Usage` (``prompt_tokens`` includes cached)."""
-    pd = u.get("prompt_tokens_details") or {}
-    cd = u.get("completion_tokens_details") or {}
+def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Usage:
+    """Chat Completions ``usage`` to :class:`Usage` (``prompt_tokens`` includes cached).
+
+    Counters are read by :func:`~allm.providers._wire.usage_count` (numeric strings are
+    numbers; anything else unreadable is ``None`` and recorded in ``dropped``)."""
+    pd = u.get("prompt_tokens_details")
+    cd = u.get("completion_tokens_details")
     return Usage(
-        input_tokens=u.get("prompt_tokens"),
-        output_tokens=u.get("completion_tokens"),
-        cached_input_tokens=pd.get("cached_tokens"),
-        reasoning_tokens=cd.get("reasoning_tokens"),
-        total_tokens=u.get("total_tokens"),
+        input_tokens=usage_count(u, "prompt_tokens", dropped),
+        output_tokens=usage_count(u, "completion_tokens", dropped),
+        cached_input_tokens=usage_count(pd, "cached_tokens", dropped) if isinstance(pd, Mapping) else None,
+        reasoning_tokens=usage_count(cd, "reasoning_tokens", dropped) if isinstance(cd, Mapping) else None,
+        total_tokens=usage_count(u, "total_tokens", dropped),
     )
+
+
+_NO_ANSWER = "the stream carried no answer"
+# The assembler key of a legacy ``function_call`` (never an int, so never a tool_calls index).
+_FUNCTION_CALL = "function_call"
+
+
+def _str(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{what} is not a string")
+    return v
 
 
 class ChatDecoder(SSEStreamDecoder):
     """Incremental decoder of a ``chat.completion.chunk`` SSE stream.
 
     Tool calls are tracked by ``index``; an id and name may arrive on the first
-    fragment, later, or never (a deterministic id is made then). The stream must
-    end with ``data: [DONE]``; ending without it is a ``malformed_response`` error.
+    fragment, later, or never (a deterministic id is made then). The legacy
+    ``delta.function_call`` (one call, no id) is read as a tool call too. The stream
+    must end with ``data: [DONE]``; ending without it, or a ``[DONE]`` before any
+    chunk with a choice (the stream carried no answer), is a ``malformed_response`` error.
     """
 
-    __slots__ = ("_asm", "_dialect", "_finish", "_raw", "_refused")
+    __slots__ = ("_answered", "_asm", "_dialect", "_finish", "_raw", "_refused")
 
     terminal_marker = "data: [DONE]"
 
@@ -186,11 +202,15 @@ class ChatDecoder(SSEStreamDecoder):
         self._asm = Assembler(provider, warnings)
         self._finish: str | None = None
         self._refused = False
+        self._answered = False  # a chunk with a choice was seen
         self._raw = include_raw
 
     def _on_items(self, items: list[tuple[str | None, bytes]], out: list[Event]) -> None:
         for name, data in items:
             if data == b"[DONE]":
+                if not self._answered:
+                    self._fail(out, malformed(self.provider, _NO_ANSWER + " (data: [DONE] came before any choice)"))
+                    return
                 self.finished = True
                 finish = "content_filter" if self._refused else map_finish_reason(self._finish)
                 out.extend(self._asm.finish(finish, self._finish))
@@ -214,6 +234,7 @@ class ChatDecoder(SSEStreamDecoder):
         if choices:
             ch = choices[0]
             if ch.get("index", 0) == 0:
+                self._answered = True
                 delta = ch.get("delta")
                 if delta:
                     c = delta.get("content")
@@ -230,6 +251,9 @@ class ChatDecoder(SSEStreamDecoder):
                     tcs = delta.get("tool_calls")
                     if tcs:
                         self._tool_deltas(tcs, out)
+                    fc = delta.get("function_call")
+                    if fc:
+                        self._function_call_delta(fc, out)
                 fr = ch.get("finish_reason")
                 if fr:
                     self._finish = fr
@@ -238,7 +262,19 @@ class ChatDecoder(SSEStreamDecoder):
             return
         u = obj.get("usage")
         if u:
-            out.append(asm.add_usage(map_usage(u)))
+            out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
+
+    def _function_call_delta(self, fc: Any, out: list[Event]) -> None:
+        """The legacy ``delta.function_call`` (``{"name"?, "arguments"?}``): one call without an
+        id; the assembler gives it one when it completes."""
+        if not isinstance(fc, dict):
+            raise TypeError("function_call is not a JSON object")
+        name = fc.get("name")
+        if name or not self._asm.has_tool(_FUNCTION_CALL):
+            out.extend(self._asm.tool_call(_FUNCTION_CALL, name=name if isinstance(name, str) else None))
+        args = fc.get("arguments")
+        if args:
+            out.extend(self._asm.tool_arguments(_FUNCTION_CALL, _str(args, "function_call.arguments")))
 
     def _tool_deltas(self, tcs: list[Any], out: list[Event]) -> None:
         asm = self._asm
@@ -273,7 +309,10 @@ def decode_body(
             out.append(RawChunk(obj))
         finish: str | None = None
         refused = False
-        choices = obj.get("choices") or []
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or not choices:
+            out.append(Error(malformed(provider, "the response body carried no answer (no choices)")))
+            return
         if choices:
             ch = choices[0]
             msg = ch.get("message") or {}
@@ -294,11 +333,19 @@ def decode_body(
                 out.extend(asm.tool_call(i, id=tc.get("id"), name=fn.get("name")))
                 out.extend(asm.tool_arguments(i, fn.get("arguments") or ""))
                 out.extend(asm.close_block(i, "tool"))
+            fc = msg.get("function_call")  # the legacy single call (finish_reason "function_call")
+            if fc:
+                if not isinstance(fc, dict):
+                    raise TypeError("function_call is not a JSON object")
+                name = fc.get("name")
+                out.extend(asm.tool_call(_FUNCTION_CALL, name=name if isinstance(name, str) else None))
+                out.extend(asm.tool_arguments(_FUNCTION_CALL, _str(fc.get("arguments") or "", "function_call.arguments")))
+                out.extend(asm.close_block(_FUNCTION_CALL, "tool"))
             finish = ch.get("finish_reason")
             refused = bool(refusal) and not msg.get("content")
         u = obj.get("usage")
         if u:
-            out.append(asm.add_usage(map_usage(u)))
+            out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
         out.extend(asm.finish("content_filter" if refused else map_finish_reason(finish), finish))
 
     return body_events(provider, body, read)
@@ -321,7 +368,7 @@ class ChatAdapter(OpenAIEndpoints):
             "POST",
             self._url("/chat/completions"),
             self._headers(stream),
-            orjson.dumps(body),
+            json_body(body),
             stream,
             d.provider,
             request.model,

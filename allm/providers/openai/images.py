@@ -32,7 +32,7 @@ import orjson
 
 from ...errors import AdapterError, ValidationError
 from ...types import CallWarning, GeneratedImage, Image, ImageRequest, ImageResponse, Usage
-from .._wire import SHAPE_ERRORS, copy_settings, json_or_none, malformed
+from .._wire import SHAPE_ERRORS, copy_settings, join_url, json_body, json_or_none, malformed, usage_count
 from ..base import HttpCall
 from ..media import MB, ImageRules, check_image, multipart_body, sniff_mime_type
 
@@ -94,14 +94,14 @@ def encode_image_call(
         raise ValueError(f"unknown image operation {operation!r}; expected one of {sorted(OPERATIONS)}")
     warnings: list[CallWarning] = []
     fields = _fields_of(operation, req, provider, warnings)
-    url = base_url.rstrip("/") + _PATHS[operation]
+    url = join_url(base_url, _PATHS[operation])
     h = {"accept": "application/json", **headers}
     if operation == "generate":
         if req.images or req.mask is not None:
             raise ValidationError("image generation takes no input images; use edit_image", reason="invalid_request")
         body = {**fields, **req.options}
         h["content-type"] = "application/json"
-        return HttpCall("POST", url, h, orjson.dumps(body), False, provider, req.model, tuple(warnings))
+        return HttpCall("POST", url, h, json_body(body), False, provider, req.model, tuple(warnings))
     files: list[tuple[str, str, str, bytes]] = []
     if operation == "edit":
         if not req.images:
@@ -159,7 +159,12 @@ def decode_images(call: HttpCall, body: bytes) -> ImageResponse:
                 raise ValueError("an image item has neither b64_json nor url")
             images.append(GeneratedImage(img, revised if isinstance(revised, str) else None))
         u = data.get("usage") or {}
-        usage = Usage(input_tokens=u.get("input_tokens"), output_tokens=u.get("output_tokens"), total_tokens=u.get("total_tokens"))
+        u = u if isinstance(u, dict) else {}
+        usage = Usage(
+            input_tokens=usage_count(u, "input_tokens"),
+            output_tokens=usage_count(u, "output_tokens"),
+            total_tokens=usage_count(u, "total_tokens"),
+        )
         created = data.get("created")
         meta = {k: data[k] for k in ("background", "output_format", "quality", "size") if isinstance(data.get(k), str)}
     except (orjson.JSONDecodeError, binascii.Error, *SHAPE_ERRORS) as exc:

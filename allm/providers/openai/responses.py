@@ -25,7 +25,8 @@ Mapping of a :class:`~allm.types.Request` to the request body:
 - ``store`` and ``reasoning`` (``effort``, ``summary``) come from the adapter; with
   ``store=False`` the body asks for ``include: ["reasoning.encrypted_content"]`` so
   reasoning can be carried back statelessly. ``Request.options`` are merged into
-  the body last (e.g. ``{"previous_response_id": "resp_..."}``).
+  the body last (e.g. ``{"previous_response_id": "resp_..."}``), except a Chat
+  Completions style ``reasoning_effort``, which becomes ``reasoning.effort``.
 - llama.cpp's ``llama-server`` ignores ``text.format`` on ``/responses``; with the
   ``"llama.cpp"`` dialect a JSON format is also sent as a Chat Completions style
   ``response_format``, which it does honour.
@@ -40,18 +41,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import orjson
 
 from ...errors import ValidationError
 from ...events import Event
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
-from .._wire import copy_settings, dropped, token_count
+from .._threads import check_request, check_thread
+from .._wire import copy_settings, dropped, json_body, token_count
 from ..base import HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from ._shared import (
     CompatibleServer,
     Dialect,
     content_parts,
+    dialect_of,
+    encode_prompt_cache,
     encode_tool_choice,
     org_headers,
 )
@@ -137,9 +140,11 @@ def encode_input(
     """``(instructions, input items, warnings)`` for ``messages``.
 
     ``provider`` is the family whose reasoning is carried back (see the module
-    docstring). Raises :class:`~allm.errors.ValidationError` for an image outside a
-    user message or a tool message without ``tool_call_id``.
+    docstring). Raises :class:`~allm.errors.ValidationError` for a thread no provider
+    accepts (:func:`~allm.providers._threads.check_thread`) or an image outside a user
+    message.
     """
+    check_thread(messages)
     warnings: list[CallWarning] = []
     instructions: list[str] = []
     items: list[dict[str, Any]] = []
@@ -161,9 +166,7 @@ def encode_input(
             items.append({"role": "user", "content": _input_parts(m)})
         elif role == "assistant":
             items.extend(_assistant_items(m, provider))
-        else:
-            if not m.tool_call_id:
-                raise ValidationError(f"messages[{i}]: a tool message needs tool_call_id", reason="invalid_message")
+        else:  # tool (check_thread made sure it answers an earlier call)
             items.append({"type": "function_call_output", "call_id": m.tool_call_id, "output": m.text})
     return ("\n\n".join(instructions) if instructions else None), items, warnings
 
@@ -192,12 +195,15 @@ def encode_body(
     reasoning_effort: str | None = None,
     reasoning_summary: str | None = None,
     chat_response_format: bool = False,
+    dialect: str | Dialect = "openai",
 ) -> tuple[dict[str, Any], list[CallWarning]]:
     """The JSON body of ``POST /responses`` and the warnings for settings that were dropped.
 
     ``chat_response_format`` also sends a JSON ``response_format`` in the Chat
-    Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`).
+    Completions shape (see :data:`CHAT_RESPONSE_FORMAT_DIALECTS`). ``dialect`` says
+    whether the server takes ``prompt_cache_key`` / ``prompt_cache_retention``.
     """
+    check_request(request)
     image_warnings = check_images(request.messages, OPENAI_IMAGES if provider == "openai" else COMPATIBLE_IMAGES, provider)
     instructions, items, warnings = encode_input(request.messages, provider)
     warnings[:0] = image_warnings
@@ -219,6 +225,7 @@ def encode_body(
         body["tools"] = [encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice)
+    encode_prompt_cache(request, dialect_of(dialect), body, warnings, _API)
     rf = request.response_format
     if rf is not None:
         if rf.type == "json_schema":
@@ -237,6 +244,12 @@ def encode_body(
                 body["response_format"] = {"type": "json_schema", "json_schema": js}
             else:
                 body["response_format"] = {"type": rf.type}
+    options = dict(request.options)
+    # Chat Completions' ``reasoning_effort`` (an engine-wide option may reach either API
+    # through the OpenAI router) is this API's ``reasoning.effort``.
+    effort = options.pop("reasoning_effort", None)
+    if effort is not None:
+        reasoning_effort = effort
     if reasoning_effort is not None or reasoning_summary is not None:
         r: dict[str, Any] = {}
         if reasoning_effort is not None:
@@ -244,8 +257,7 @@ def encode_body(
         if reasoning_summary is not None:
             r["summary"] = reasoning_summary
         body["reasoning"] = r
-    if request.options:
-        body.update(request.options)
+    body.update(options)
     return body, warnings
 
 
@@ -312,13 +324,14 @@ class OpenAIResponses(CompatibleServer):
             reasoning_effort=self.reasoning_effort,
             reasoning_summary=self.reasoning_summary,
             chat_response_format=d.name in CHAT_RESPONSE_FORMAT_DIALECTS,
+            dialect=d,
         )
 
     def encode(self, request: Request, *, stream: bool) -> HttpCall:
         """``POST {base_url}/responses``. Raises :class:`~allm.errors.ValidationError` for bad messages."""
         body, warnings = self.encode_body(request, stream=stream)
         return HttpCall(
-            "POST", self._url("/responses"), self._headers(stream), orjson.dumps(body), stream, self.provider,
+            "POST", self._url("/responses"), self._headers(stream), json_body(body), stream, self.provider,
             request.model, tuple(warnings),
         )
 
@@ -343,7 +356,7 @@ class OpenAIResponses(CompatibleServer):
         body, _warnings = self.encode_body(request, stream=False)
         counted = {k: body[k] for k in _COUNTED if k in body}
         return HttpCall(
-            "POST", self._url("/responses/input_tokens"), self._headers(False), orjson.dumps(counted), False,
+            "POST", self._url("/responses/input_tokens"), self._headers(False), json_body(counted), False,
             self.provider, request.model,
         )
 

@@ -17,24 +17,27 @@ from typing import Any
 from ...errors import AdapterError, from_status
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, Usage
-from .._wire import SSEStreamDecoder, body_events, malformed
+from .._wire import SSEStreamDecoder, body_events, malformed, usage_count
 from ..assembler import Assembler
 
 __all__ = ["ResponsesDecoder", "decode_body", "failure_error", "map_usage"]
 
 
-def map_usage(u: Mapping[str, Any]) -> Usage:
+def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Usage:
     """Responses ``usage`` to :class:`Usage` (``input_tokens`` includes cached input;
-    ``output_tokens`` includes reasoning)."""
-    idt = u.get("input_tokens_details") or {}
-    odt = u.get("output_tokens_details") or {}
+    ``output_tokens`` includes reasoning). Counters are read by
+    :func:`~allm.providers._wire.usage_count` (unreadable ones recorded in ``dropped``)."""
+    idt = u.get("input_tokens_details")
+    odt = u.get("output_tokens_details")
+    idt = idt if isinstance(idt, Mapping) else {}
+    odt = odt if isinstance(odt, Mapping) else {}
     return Usage(
-        input_tokens=u.get("input_tokens"),
-        output_tokens=u.get("output_tokens"),
-        cached_input_tokens=idt.get("cached_tokens"),
-        cache_write_input_tokens=idt.get("cache_write_tokens"),
-        reasoning_tokens=odt.get("reasoning_tokens"),
-        total_tokens=u.get("total_tokens"),
+        input_tokens=usage_count(u, "input_tokens", dropped),
+        output_tokens=usage_count(u, "output_tokens", dropped),
+        cached_input_tokens=usage_count(idt, "cached_tokens", dropped),
+        cache_write_input_tokens=usage_count(idt, "cache_write_tokens", dropped),
+        reasoning_tokens=usage_count(odt, "reasoning_tokens", dropped),
+        total_tokens=usage_count(u, "total_tokens", dropped),
     )
 
 
@@ -174,7 +177,7 @@ class ResponsesDecoder(SSEStreamDecoder):
             r = resp if isinstance(resp, dict) else {}
             u = r.get("usage")
             if u:
-                out.append(asm.add_usage(map_usage(u)))
+                out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
             self._fail(out, failure_error(self.provider, r.get("error") or {"message": "the response failed"}))
         elif t == "response.output_item.added":
             self._item_added(obj["item"], obj.get("output_index"), out)
@@ -353,12 +356,15 @@ class ResponsesDecoder(SSEStreamDecoder):
     def terminal(self, resp: Mapping[str, Any], out: list[Event]) -> None:
         """``response.completed`` / ``response.incomplete``: finish items, usage, ``MessageCompleted``."""
         asm = self._asm
+        if not isinstance(resp.get("output"), list) and not (self._by_index or self._acc or self._closed):
+            self._fail(out, malformed(self.provider, "the response carried no answer (no output)"))
+            return
         out.extend(asm.start(resp.get("id"), resp.get("model")))
         for i, item in enumerate(resp.get("output") or []):
             self.item_done(item, i, out)
         u = resp.get("usage")
         if u:
-            out.append(asm.add_usage(map_usage(u)))
+            out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
         finish, raw = _finish(resp, self._refused)
         self.finished = True
         out.extend(asm.finish(finish, raw))
@@ -393,7 +399,7 @@ def decode_body(
             out.extend(asm.start(obj.get("id"), obj.get("model")))
             u = obj.get("usage")
             if u:
-                out.append(asm.add_usage(map_usage(u)))
+                out.append(asm.add_usage(map_usage(u, asm.dropped_usage)))
             out.append(Error(failure_error(provider, obj.get("error") or {"message": "the response failed"})))
             return
         if status in ("queued", "in_progress"):

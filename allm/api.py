@@ -20,6 +20,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 
 import attrs
 
+from . import telemetry as _tel
 from .engine import Engine, merge_tools
 from .errors import AllmError, EngineError, ValidationError, scrub
 from .events import Event
@@ -164,18 +165,52 @@ def astream_generate(engine: Engine, request: RequestLike, **options: Unpack[Gen
     return open_astream(engine, request, options)
 
 
-def open_stream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> EventStream:
-    """:func:`stream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+def open_stream(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    *,
+    resolved: bool = False,
+    kind: str = "stream",
+    request_id: str | None = None,
+) -> EventStream:
+    """:func:`stream_generate` with its options as a mapping (``resolved``: see :func:`prepare`;
+    ``kind`` and ``request_id``: what telemetry records call it)."""
     from ._transport import run
 
-    return EventStream(run(prepare(engine, request, resolved=resolved, **options)))
+    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe))
 
 
-def open_astream(engine: Engine, request: RequestLike, options: Mapping[str, Any], *, resolved: bool = False) -> AsyncEventStream:
-    """:func:`astream_generate` with its options as a mapping (``resolved``: see :func:`prepare`)."""
+def open_astream(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    *,
+    resolved: bool = False,
+    kind: str = "stream",
+    request_id: str | None = None,
+) -> AsyncEventStream:
+    """:func:`astream_generate` with its options as a mapping (see :func:`open_stream`)."""
     from ._transport import arun
 
-    return AsyncEventStream(arun(prepare(engine, request, resolved=resolved, **options)))
+    return AsyncEventStream(_events(engine, request, options, resolved, kind, request_id, arun, _tel.aobserve))
+
+
+def _events(
+    engine: Engine,
+    request: RequestLike,
+    options: Mapping[str, Any],
+    resolved: bool,
+    kind: str,
+    request_id: str | None,
+    shell: Callable[[Plan], Any],
+    observe: Callable[[Any, Any], Any],
+) -> Any:
+    """The shell's events of the call; while a telemetry handler listens, observed as they pass."""
+    if _tel.active:
+        plan, op = _tel.open_model_call(engine, request, options, resolved, kind, request_id, prepare, resolve_request)
+        return shell(plan) if op is None else observe(op, shell(plan))
+    return shell(prepare(engine, request, resolved=resolved, **options))
 
 
 def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
@@ -188,14 +223,16 @@ def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOpt
     """
     collector = Collector(new_request_id())
     apply = collector.apply
-    for ev in stream_generate(engine, request, **options):
+    for ev in open_stream(engine, request, options, kind="generate", request_id=collector.request_id):
         apply(ev)
     return collector.response()
 
 
 async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
     """The async twin of :func:`generate`: a fold over :func:`astream_generate`."""
-    response: Response = await afold(Collector(new_request_id()), astream_generate(engine, request, **options))
+    collector = Collector(new_request_id())
+    events = open_astream(engine, request, options, kind="generate", request_id=collector.request_id)
+    response: Response = await afold(collector, events)
     return response
 
 
@@ -248,6 +285,7 @@ def list_models_op(engine: Engine, api_key: str | None = None) -> Exchanges[list
     return Exchanges([plan], lambda answers: adapter.decode_list_models(answers[0][2]) or (own if local else []))
 
 
+@_tel.exchange("list_models")
 def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     """The model ids the engine's provider offers (``GET /models`` or its equivalent).
 
@@ -258,6 +296,7 @@ def list_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     return perform(list_models_op(engine, api_key))
 
 
+@_tel.exchange("list_models")
 async def alist_models(engine: Engine, *, api_key: str | None = None) -> list[str]:
     """The async twin of :func:`list_models`."""
     return await aperform(list_models_op(engine, api_key))
@@ -299,6 +338,7 @@ def _join(parts: Sequence[Embeddings], requested: str | None) -> Embeddings:
     return Embeddings(tuple(vectors), model or requested, usage)
 
 
+@_tel.exchange("embed")
 def embed(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> Embeddings:
     """Embed ``texts`` (a list of strings): one vector per text, in order.
 
@@ -311,6 +351,7 @@ def embed(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions])
     return perform(embed_op(engine, texts, **options))
 
 
+@_tel.exchange("embed")
 async def aembed(engine: Engine, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> Embeddings:
     """The async twin of :func:`embed` (batches are sent concurrently)."""
     return await aperform(embed_op(engine, texts, **options))
@@ -326,6 +367,7 @@ def count_tokens_op(engine: Engine, request: RequestLike, api_key: str | None = 
     return Exchanges([plan], lambda answers: _count(adapter.decode_count_tokens(answers[0][2])))
 
 
+@_tel.exchange("count_tokens")
 def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
     """How many input tokens ``request`` would cost, as the provider counts them (no generation).
 
@@ -338,6 +380,7 @@ def count_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = 
     return perform(count_tokens_op(engine, request, api_key))
 
 
+@_tel.exchange("count_tokens")
 async def acount_tokens(engine: Engine, request: RequestLike, *, api_key: str | None = None) -> int:
     """The async twin of :func:`count_tokens`."""
     return await aperform(count_tokens_op(engine, request, api_key))

@@ -35,6 +35,7 @@ from typing import Any, Unpack
 
 import attrs
 
+from . import telemetry as _tel
 from .api import GENERATE_OPTIONS, GenerateOptions, RequestLike, open_astream, open_stream, prepare, resolve_request
 from .engine import Engine, merge_tools
 from .errors import AllmError
@@ -226,6 +227,11 @@ def _open_loop(
     loop, first, gen = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
+    if _tel.active:  # the chat as one operation, its calls and tools inside it
+        drive: Any = _adrive if asynchronous else _drive
+        observe: Any = _tel.aobserve_chat if asynchronous else _tel.observe_chat
+        events = observe(loop, single_step, lambda: drive(loop, first, open_call(first) if type(first) is CallModel else None, open_call))
+        return AsyncEventStream(events) if asynchronous else EventStream(events)
     pending = open_call(first) if type(first) is CallModel else None
     if asynchronous:
         return AsyncEventStream(_adrive(loop, first, pending, open_call))

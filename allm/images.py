@@ -29,6 +29,7 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import attrs
 
+from . import telemetry as _tel
 from .api import aperform, perform
 from .engine import Engine
 from .errors import AdapterError, EngineError, ValidationError
@@ -154,6 +155,7 @@ def _variation_request(image_or_request: Any, fields: Mapping[str, Any]) -> Imag
     return req
 
 
+@_tel.exchange("image", "generate")
 def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """Images drawn from a prompt.
 
@@ -172,6 +174,7 @@ def generate_image(engine: Engine, prompt_or_request: str | ImageRequest, **fiel
     return perform(_op("generate", engine, prompt_or_request, None, fields))
 
 
+@_tel.exchange("image", "edit")
 def edit_image(engine: Engine, prompt_or_request: str | ImageRequest, image: ImageLike | Sequence[ImageLike] | None = None, **fields: Unpack[EditFields]) -> ImageResponse:
     """Images made by changing ``image`` (one :class:`~allm.types.Image` /
     :class:`~allm.types.ImagePart`, or several) as the prompt says.
@@ -185,22 +188,26 @@ def edit_image(engine: Engine, prompt_or_request: str | ImageRequest, image: Ima
     return perform(_op("edit", engine, prompt_or_request, image, fields))
 
 
+@_tel.exchange("image", "variations")
 def image_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """Variations of one image (OpenAI ``/images/variations``, DALL-E 2: a square PNG
     under 4 MB); ``n`` sets how many. Returns and raises as :func:`generate_image`."""
     return perform(_op("variations", engine, image_or_request, None, fields))
 
 
+@_tel.exchange("image", "generate")
 async def agenerate_image(engine: Engine, prompt_or_request: str | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """The async twin of :func:`generate_image`."""
     return await aperform(_op("generate", engine, prompt_or_request, None, fields))
 
 
+@_tel.exchange("image", "edit")
 async def aedit_image(engine: Engine, prompt_or_request: str | ImageRequest, image: ImageLike | Sequence[ImageLike] | None = None, **fields: Unpack[EditFields]) -> ImageResponse:
     """The async twin of :func:`edit_image`."""
     return await aperform(_op("edit", engine, prompt_or_request, image, fields))
 
 
+@_tel.exchange("image", "variations")
 async def aimage_variations(engine: Engine, image_or_request: ImageLike | ImageRequest, **fields: Unpack[ImageFields]) -> ImageResponse:
     """The async twin of :func:`image_variations`."""
     return await aperform(_op("variations", engine, image_or_request, None, fields))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Un
 
 import attrs
 
-from . import keys
+from . import keys, telemetry
 from .errors import AdapterError, EngineError, redact
 from .events import Event
 from .policy import RetryInfo, RetryPolicy, Timeouts, as_retry_policy
@@ -172,4 +172,7 @@ def plan_call(
         if spec is not None:
             key = keys.resolve(spec.provider, spec.env, api_key, required=spec.required)
             headers.update(adapter.auth_headers(key))
-    return Plan(adapter=adapter, call=call, headers=headers, secret=key, retry=policy, timeouts=timeouts, **options)  # type: ignore[arg-type]
+    plan = Plan(adapter=adapter, call=call, headers=headers, secret=key, retry=policy, timeouts=timeouts, **options)  # type: ignore[arg-type]
+    if telemetry.active:
+        telemetry.planned(plan)
+    return plan

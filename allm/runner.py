@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any
 
+from . import telemetry as _tel
 from .errors import ToolError
 from .tools import ToolJob, ToolOutcome, handler_arity
 from .types import ToolCall
@@ -202,12 +203,17 @@ def _close_thread_loop() -> None:
         loop.close()
 
 
-def _call_sync(job: ToolJob, timeout: float | None) -> Callable[[], Any]:
+def _call_sync(job: ToolJob, timeout: float | None, op: _tel.Op | None = None) -> Callable[[], Any]:
     def call() -> Any:
         assert job.tool is not None and job.tool.handler is not None
-        value = job.tool.handler(*_args(job))
-        if inspect.isawaitable(value):
-            value = _run_async_here(_settle(value), timeout)
+        undo = op.activate() if op is not None else None
+        try:
+            value = job.tool.handler(*_args(job))
+            if inspect.isawaitable(value):
+                value = _run_async_here(_settle(value), timeout)
+        finally:
+            if undo is not None:
+                undo()
         return value
 
     return call
@@ -241,11 +247,27 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
     ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
     (Python cannot stop a thread) and its eventual result ignored.
     """
+    if not _tel.active:
+        return _run_jobs(jobs, timeout, None)
+    return _observed_jobs(jobs, timeout)
+
+
+def _observed_jobs(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
+    ops = [_tel.start_tool(job) for job in jobs]
+    try:
+        yield from _run_jobs(jobs, timeout, ops)
+    finally:
+        for op in ops:
+            if op is not None:
+                op.cancel()  # a no-op for a run that ended
+
+
+def _run_jobs(jobs: Sequence[ToolJob], timeout: float | None, ops: list[_tel.Op | None] | None) -> Generator[ToolOutcome, None, None]:
     results: queue.SimpleQueue[tuple[int, ToolOutcome]] = queue.SimpleQueue()
     running: dict[int, tuple[ToolJob, _Ticket]] = {}
-    for job in jobs:
+    for i, job in enumerate(jobs):
         if job.error is not None:
-            yield ToolOutcome(job.call, error=job.error)
+            yield _tel.tool_done(ops[i], ToolOutcome(job.call, error=job.error)) if ops else ToolOutcome(job.call, error=job.error)
     start = time.monotonic()
     pool = _pool
     for i, job in enumerate(jobs):
@@ -260,7 +282,7 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
             else:
                 results.put((i, _raised(job.call, value)))
 
-        running[i] = (job, pool.submit(_call_sync(job, timeout), deliver))
+        running[i] = (job, pool.submit(_call_sync(job, timeout, ops[i] if ops else None), deliver))
     while running:
         wait = None if timeout is None else max(0.0, start + timeout - time.monotonic())
         try:
@@ -270,10 +292,10 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
             for i in sorted(running):
                 job, ticket = running[i]
                 pool.abandon(ticket)
-                yield _timed_out(job.call, timeout)
+                yield _tel.tool_done(ops[i], _timed_out(job.call, timeout)) if ops else _timed_out(job.call, timeout)
             return
         if running.pop(i, None) is not None:
-            yield outcome
+            yield _tel.tool_done(ops[i], outcome) if ops else outcome
 
 
 # ------------------------------------------------------------------------------ async runner
@@ -300,6 +322,20 @@ def _in_pool(fn: Callable[[], Any]) -> tuple[asyncio.Future[Any], _Ticket]:
 
 
 async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
+    if not _tel.active:
+        return await _arun_job(job, timeout)
+    op = _tel.start_tool(job)
+    if op is None:
+        return await _arun_job(job, timeout)
+    undo = op.activate()  # this task's own context: the handler (and its pool thread) see the run
+    try:
+        return _tel.tool_done(op, await _arun_job(job, timeout))
+    finally:
+        undo()
+        op.cancel()  # a no-op unless the task was cancelled
+
+
+async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
     assert job.tool is not None and job.tool.handler is not None
     handler = job.tool.handler
 
@@ -331,7 +367,7 @@ async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGen
     """
     for job in jobs:
         if job.error is not None:
-            yield ToolOutcome(job.call, error=job.error)
+            yield _tel.tool_done(_tel.start_tool(job), ToolOutcome(job.call, error=job.error)) if _tel.active else ToolOutcome(job.call, error=job.error)
     tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
     try:
         for fut in asyncio.as_completed(tasks):

@@ -270,6 +270,48 @@ class Allm:
         return str(r.output_text)
 
 
+class AllmNoop(Allm):
+    """allm with one telemetry handler attached that does nothing (figure 7)."""
+
+    name = "allm + no-op telemetry handler"
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        from allm import telemetry
+
+        telemetry.add_handler(_ignore)
+
+
+def _ignore(record: Any) -> None:
+    pass
+
+
+class AllmOtel(Allm):
+    """allm with OpenTelemetry on (figure 7): the SDK's tracer provider with a batch span
+    processor (its exporter drops the batches) and a meter provider aggregating the metrics."""
+
+    name = "allm + OpenTelemetry"
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        from collections.abc import Sequence
+
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        import allm.otel
+
+        class Drop(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+        allm.otel.instrument(tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 # ------------------------------------------------------------------------------ official SDKs
 
 
@@ -455,6 +497,8 @@ LIBRARIES: dict[str, tuple[str, str | None]] = {
     # name -> (class name, the module that must be importable for it to run)
     "floor": ("Floor", None),
     "allm": ("Allm", None),
+    "allm-noop": ("AllmNoop", None),
+    "allm-otel": ("AllmOtel", "opentelemetry.sdk"),
     "openai": ("OpenAISDK", "openai"),
     "anthropic": ("AnthropicSDK", "anthropic"),
     "litellm": ("LiteLLM", "litellm"),

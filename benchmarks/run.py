@@ -32,9 +32,12 @@ if str(ROOT) not in sys.path:  # run as a script
 from benchmarks.contestants import LIBRARIES  # noqa: E402
 
 PROVIDERS = {"openai": "OpenAI chat", "anthropic": "Anthropic", "gemini": "Gemini"}
-LABELS = {"floor": "floor", "allm": "allm", "openai": "openai SDK", "anthropic": "anthropic SDK", "litellm": "LiteLLM"}
+LABELS = {"floor": "floor", "allm": "allm", "openai": "openai SDK", "anthropic": "anthropic SDK", "litellm": "LiteLLM",
+          "allm-noop": "allm + no-op telemetry handler", "allm-otel": "allm + OpenTelemetry"}
 PROVIDED = {"floor": ("openai", "anthropic", "gemini"), "allm": ("openai", "anthropic", "gemini"),
-            "openai": ("openai",), "anthropic": ("anthropic",), "litellm": ("openai", "anthropic")}
+            "openai": ("openai",), "anthropic": ("anthropic",), "litellm": ("openai", "anthropic"),
+            "allm-noop": (), "allm-otel": ()}  # the telemetry variants run in figure 7 only
+TELEMETRY = ("allm", "allm-noop", "allm-otel")
 PEERS = ("openai", "anthropic", "litellm")
 TARGETS = {"stream": 2.0, "post": 1.3, "concurrent": 2.0, "memory": 2.0, "import": 1.5}
 CMD_TIMEOUT = 900.0
@@ -443,6 +446,84 @@ class Suite:
                + costs if costs else "")
         )
 
+    # -- figure 7
+
+    def fig_telemetry(self) -> None:
+        """allm with telemetry off, with a no-op handler and with OpenTelemetry on, same run."""
+        s = self.sizes
+        libs = [lib for lib in TELEMETRY if lib in self.libs]
+        cases: list[tuple[str, str, dict[str, Any], int]] = []  # (label, unit, command, units per sample)
+        for prov in PROVIDERS:
+            cases.append((f"stream · {PROVIDERS[prov]} · sync", "event",
+                          {"op": "stream", "provider": prov, "mode": "sync", "n_text": s.stream_text}, s.stream_text))
+        cases.append((f"stream · {PROVIDERS['openai']} · async", "event",
+                      {"op": "stream", "provider": "openai", "mode": "async", "n_text": s.stream_text}, s.stream_text))
+        for mode in ("sync", "async"):
+            cases.append((f"plain request · {PROVIDERS['openai']} · {mode}", "call",
+                          {"op": "post", "provider": "openai", "mode": mode, "n_calls": s.post_calls, "n_text": s.post_text},
+                          s.post_calls))
+        cases.append(("tool loop turn (`allm.chat` on the Fake)", "turn", {"op": "loop", "reps": s.loop_reps}, 1))
+        rows: list[tuple[Row, dict[str, Any]]] = []
+        table: list[tuple[str, str, int, dict[str, Row]]] = []
+        for label, unit, cmd, n in cases:
+            by_lib = {}
+            for lib in libs:
+                row = Row(lib, label, LABELS[lib])
+                by_lib[lib] = row
+                rows.append((row, cmd))
+                small = {**cmd}
+                for k, v in (("n_text", 50), ("n_calls", 5), ("reps", 2)):
+                    if k in small:
+                        small[k] = min(v, small[k])
+                self._ask(row, small)  # warm-up
+            table.append((label, unit, n, by_lib))
+        self._rounds(rows, s.rounds)
+        lines = ["| case | off: s per sample | no-op handler vs off | OpenTelemetry vs off | OpenTelemetry cost (wall) "
+                 "| client CPU: no-op / OpenTelemetry vs off | OpenTelemetry cost (client CPU) |",
+                 "|---|---|---|---|---|---|---|"]
+        for label, unit, n, by_lib in table:
+            off = by_lib.get("allm")
+            if off is None or off.error is not None:
+                lines.append(f"| {label} | error: {_short(off.error or '') if off else 'no allm'} | | | | |")
+                continue
+            cells = [_med_span(off)]
+            for lib in ("allm-noop", "allm-otel"):
+                r = by_lib.get(lib)
+                cells.append(_xratio(_ratio(r, off)) if r is not None and r.error is None else f"error: {_short(r.error or '')}" if r else "not installed")
+            otel = by_lib.get("allm-otel")
+            a, b = (otel.median() if otel else None), off.median()
+            cost = "—"
+            if a is not None and b is not None:
+                per = (a - b) / n * 1e6
+                cost = f"{per:+.2f} µs per {unit} ({(a - b) / b * 100:+.1f}%)"
+            cpu_ratios = [_ratio(by_lib[lib], off, "cpu") if lib in by_lib and by_lib[lib].error is None else None
+                          for lib in ("allm-noop", "allm-otel")]
+            cpu = " / ".join("—" if r is None else _xratio(r) for r in cpu_ratios)
+            ca, cb = (otel.median("cpu") if otel else None), off.median("cpu")
+            cpu_cost = "—" if ca is None or cb is None else f"{(ca - cb) / n * 1e6:+.2f} µs per {unit} ({(ca - cb) / cb * 100:+.1f}%)"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {cost} | {cpu} | {cpu_cost} |")
+        if "allm-otel" in libs:
+            floor = Row("allm-otel", "sdk", "OpenTelemetry SDK alone")
+            for _ in range(s.rounds):
+                ans = self._ask(floor, {"op": "otel_floor", "n": max(50, s.post_calls)})
+                if ans is not None:
+                    floor.samples.append(float(ans["seconds"]))
+                    floor.extra.setdefault("cpu", []).append(float(ans["cpu"]))
+            m, mc = floor.median(), floor.median("cpu")
+            lines.append("| the OpenTelemetry SDK alone: one call's span and its 4 histogram records, no allm code | "
+                         + (f"{m * 1e6:.1f} µs per call" if m is not None else f"error: {_short(floor.error or '')}")
+                         + " | | | | | " + (f"{mc * 1e6:.1f} µs per call" if mc is not None else "—") + " |")
+        self.sections.append(
+            "## 7. Telemetry overhead\n\n"
+            "The same calls with telemetry off (no handler: one flag checked per call), with one no-op handler "
+            "(`allm.telemetry.add_handler`), and with OpenTelemetry on (`allm.otel.instrument` with the SDK's tracer "
+            "provider, a batch span processor whose exporter drops the batches, and a meter provider aggregating the "
+            f"metrics). Each in its own process, in a new random order each round; median of {s.rounds} rounds. "
+            f"Streams of {s.stream_text:,} text deltas, {s.post_calls} sequential plain requests, 10-turn tool loops "
+            "(the cost is per text event, per request and per turn: a turn is a model call and a tool run).\n\n"
+            + "\n".join(lines)
+        )
+
     # -- figure 5
 
     def fig_codec(self) -> None:
@@ -617,7 +698,7 @@ def available_libs(skip: Sequence[str]) -> list[str]:
     return out
 
 
-ALL_FIGURES = ("1", "1b", "2", "3", "4", "5", "6")
+ALL_FIGURES = ("1", "1b", "2", "3", "4", "5", "6", "7")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite.start_workers()
         for fig, fn in (("1", suite.fig_stream), ("1b", suite.fig_tool_stream), ("2", suite.fig_post),
                         ("3", suite.fig_concurrent), ("4", suite.fig_import), ("5", suite.fig_codec),
-                        ("6", suite.fig_loop)):
+                        ("6", suite.fig_loop), ("7", suite.fig_telemetry)):
             if fig in figures:
                 print(f"figure {fig}...", file=sys.stderr, flush=True)
                 fn()

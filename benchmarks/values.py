@@ -178,3 +178,59 @@ def loop_floor(reps: int) -> float:
     if run() != f"The total is {TURNS - 1}.":
         raise RuntimeError("the floor loop ended unexpectedly")
     return _per_op(run, reps) / TURNS
+
+
+# ------------------------------------------------------------------------------ figure 7: the OpenTelemetry SDK alone
+
+
+def otel_sdk_floor(n: int) -> tuple[float, float]:
+    """Seconds per call of what the OpenTelemetry SDK itself costs for one model call, with no
+    allm code: one span started with a call's start attributes, given its end attributes and
+    ended, and the call's four histogram records (duration, time to first chunk, input and output
+    tokens), on a tracer provider and meter provider set up as figure 7's (see ``AllmOtel``):
+    ``(wall seconds, CPU seconds)``."""
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(Drop()))
+    tracer = tp.get_tracer("floor")
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
+    duration, ttfc, tokens = (meter.create_histogram(name) for name in ("d", "t", "u"))
+    start = {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "server.address": "127.0.0.1", "server.port": 8080, "allm.request_id": "x" * 22, "gen_ai.request.stream": True,
+        "gen_ai.request.max_tokens": 64,
+    }
+    end = {
+        "gen_ai.response.id": "chatcmpl-1", "gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 60, "gen_ai.response.time_to_first_chunk": 0.001,
+    }
+    metric = {k: start[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address", "server.port")}
+    metric["gen_ai.response.model"] = "gpt-4o-mini"
+
+    def one() -> None:
+        span = tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start)
+        span.set_attributes(end)
+        span.end()
+        duration.record(0.01, metric)
+        ttfc.record(0.001, metric)
+        tokens.record(10, {**metric, "gen_ai.token.type": "input"})
+        tokens.record(60, {**metric, "gen_ai.token.type": "output"})
+
+    for _ in range(50):
+        one()
+    gc.collect()
+    cpu, t = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        one()
+    return (time.perf_counter() - t) / n, (time.process_time() - cpu) / n

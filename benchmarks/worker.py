@@ -140,6 +140,10 @@ class Worker:
             return values.codec_floor(n_messages, reps)
         return values.codec_allm(n_messages, reps)
 
+    def op_otel_floor(self, n: int) -> dict[str, Any]:
+        wall, cpu = values.otel_sdk_floor(n)
+        return {"seconds": wall, "cpu": cpu}
+
     def op_loop(self, reps: int) -> dict[str, Any]:
         if self.lib == "floor":
             return {"seconds": values.loop_floor(reps), "kind": "floor"}

@@ -104,7 +104,8 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert text.startswith("# allm benchmark results")
     assert "CPUs, loadavg before" in text and "Python 3." in text and "httpx " in text
     for heading in ("## Targets", "## 1. Streaming", "## 1b. Streaming tool calls", "## 2. Plain requests",
-                    "## 3. Concurrency", "## 4. Cold import", "## 5. Storing a thread", "## 6. Tool loop"):
+                    "## 3. Concurrency", "## 4. Cold import", "## 5. Storing a thread", "## 6. Tool loop",
+                    "## 7. Telemetry overhead"):
         assert heading in text, heading
     for provider in ("OpenAI chat", "Anthropic", "Gemini"):
         for mode in ("sync", "async"):
@@ -113,6 +114,7 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert "| `import allm` |" in text
     assert "| floor: orjson / pickle of plain dicts |" in text
     assert "Failures" not in text
+    assert "| stream · OpenAI chat · sync |" in text and "the OpenTelemetry SDK alone" in text
     # Every allm row carries a ratio to the floor.
     allm_rows = [line for line in text.splitlines() if line.startswith("| allm")]
     assert allm_rows and all("x |" in line for line in allm_rows)

@@ -96,15 +96,38 @@ def _engine(args: argparse.Namespace, need_model: bool = True) -> Iterator[Engin
             server.stop()
 
 
+@contextlib.contextmanager
+def _profile_engine(args: argparse.Namespace, messages: list[Message]) -> Iterator[Engine]:
+    """The engine of ``--card`` / ``--profile`` (its system prompt put first in ``messages``)."""
+    from .interactive import Engines, choice_from_args
+    from .profiles import Profiles
+
+    profiles = Profiles.load(args.profiles) if args.profiles else Profiles.load_default()
+    choice = choice_from_args(args, profiles, None)
+    if choice.system and not messages:
+        messages.append(system(choice.system))
+    engines = Engines()
+    try:
+        yield engines.engine(choice)
+    finally:
+        engines.close()
+
+
 # SmolLM2-135M answers sensibly when told to be brief and sampled greedily.
 LOCAL_DEFAULTS = {"system": "You are a helpful assistant. Be brief.", "temperature": 0.0, "max_tokens": 256}
 
 
 def _chat(args: argparse.Namespace, out: TextIO) -> int:
-    if _pick_provider(args) == "local":
+    by_profile = bool(args.card or args.profile or args.prompt_name)
+    provider = None if by_profile else _pick_provider(args)
+    if provider == "local":
         for name, value in LOCAL_DEFAULTS.items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
+    if args.interactive:
+        from .interactive import run
+
+        return run(args, provider, out=out)
     messages: list[Message] = []
     if args.system:
         messages.append(system(args.system))
@@ -119,7 +142,7 @@ def _chat(args: argparse.Namespace, out: TextIO) -> int:
         fields["max_tokens"] = args.max_tokens
     if args.temperature is not None:
         fields["temperature"] = args.temperature
-    with _engine(args) as engine:
+    with _profile_engine(args, messages) if by_profile else _engine(args) as engine:
         req = request(messages, **fields)
         collector = Collector(new_request_id())
         stream = api.stream_generate(engine, req, api_key=args.api_key or None)
@@ -188,6 +211,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the whole response as allm JSON")
     c.add_argument("--usage", action="store_true", help="print token usage to standard error")
     c.add_argument("--show-reasoning", action="store_true", help="also stream the model's reasoning text")
+    c.add_argument("-i", "--interactive", action="store_true", help="talk in a loop; stored sessions (see guides/terminal.md)")
+    c.add_argument("--session", default="default", help="the session to continue or start with -i (default: default)")
+    c.add_argument("--card", help="a character card from the profile registry (model and prompt)")
+    c.add_argument("--profile", help="a model profile from the profile registry")
+    c.add_argument("--prompt", dest="prompt_name", help="a named system prompt from the profile registry (with --profile)")
+    c.add_argument("--profiles", help="the profile registry, a TOML file or directory (default: $ALLM_PROFILES)")
     c.set_defaults(run=_chat)
     m = sub.add_parser("models", help="list the provider's models")
     _common(m)

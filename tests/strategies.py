@@ -153,3 +153,199 @@ embeddings = st.builds(
     usages,
 )
 values = st.one_of(messages, threads, requests, responses, usages, tool_calls, tools, steps, chat_results, embeddings)
+
+
+# ------------------------------------------------------------------------------ conversations (history formats)
+# Threads shaped like real conversations, with consistent tool calls (``raw_arguments`` is the
+# JSON text of ``arguments``, or unparseable text with ``parse_error`` set), for the round trips
+# of ``allm.formats``.
+
+import orjson as _orjson  # noqa: E402
+
+wire_ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1, max_size=12)
+words = st.text(min_size=1, max_size=30)
+json_objects = st.dictionaries(texts, json_values, max_size=3)
+png_or_jpeg = st.builds(allm.Image.from_bytes, st.binary(min_size=1, max_size=40), st.sampled_from(["image/png", "image/jpeg"]))
+url_images = texts.map(lambda t: allm.Image.from_url("https://example.org/" + t.replace(" ", "_")))
+
+
+@st.composite
+def consistent_tool_calls(draw: Any, id: Any = None, metadata: Any = None, unparseable: bool = True) -> allm.ToolCall:
+    call_id = draw(id if id is not None else ids)
+    name = draw(wire_ids)
+    meta = draw(metadata) if metadata is not None else {}
+    if unparseable and draw(st.integers(0, 7)) == 0:
+        raw = draw(st.sampled_from(['{"city": ', "not json", "[1, 2]", "3"]))
+        return allm.ToolCall(call_id, name, {}, raw, "arguments are not a JSON object", meta)
+    args = draw(json_objects)
+    spaced = draw(st.booleans())
+    raw = _orjson.dumps(args).decode() if not spaced else __import__("json").dumps(args)
+    return allm.ToolCall(call_id, name, args, raw, None, meta)
+
+
+any_reasoning = st.builds(
+    allm.ReasoningPart,
+    texts,
+    st.none() | texts,
+    st.none() | texts,
+    st.none() | texts,
+    st.none() | ids,
+    st.none() | st.sampled_from(["anthropic", "gemini", "openai"]),
+)
+any_parts = st.one_of(st.builds(allm.TextPart, texts), st.builds(allm.ImagePart, images, st.none() | st.sampled_from(["auto", "low", "high"])), any_reasoning)
+any_history_messages = st.sampled_from(["system", "user", "assistant", "tool"]).flatmap(
+    lambda role: st.builds(
+        allm.Message,
+        role=st.just(role),
+        content=texts | st.lists(any_parts, max_size=3).map(tuple),
+        tool_calls=st.lists(consistent_tool_calls(), max_size=2).map(tuple) if role == "assistant" else st.just(()),
+        tool_call_id=st.none() | ids,
+        name=st.none() | ids,
+        is_error=st.booleans(),
+        metadata=st.just({}) | metadata,
+    )
+)
+
+
+@st.composite
+def conversation_threads(
+    draw: Any,
+    user_content: Any,
+    assistant_parts: Any,
+    result_content: Any,
+    *,
+    call_metadata: Any = None,
+    message_metadata: Any = None,
+    assistant_metadata: Any = None,
+    is_error: Any = None,
+    systems: int = 1,
+    issued_ids: bool = False,
+    unparseable: bool = False,
+) -> allm.Thread:
+    """system*, then turns of: user, [assistant with tool calls, one result per call in order],
+    assistant answer (at least one text part)."""
+    msgs: list[allm.Message] = []
+    meta = message_metadata if message_metadata is not None else st.just({})
+    ameta = assistant_metadata if assistant_metadata is not None else meta
+    for _ in range(draw(st.integers(0, systems))):
+        msgs.append(allm.Message("system", draw(words), metadata=draw(meta)))
+    n = 0
+    for _ in range(draw(st.integers(1, 3))):
+        msgs.append(allm.Message("user", draw(user_content), metadata=draw(meta)))
+        if draw(st.booleans()):
+            calls = []
+            for _ in range(draw(st.integers(1, 3))):
+                n += 1
+                tc = draw(consistent_tool_calls(st.just(f"call_{n}"), call_metadata, unparseable))
+                if issued_ids:
+                    g = {**tc.metadata.get("gemini", {}), "id": tc.id}
+                    tc = allm.ToolCall(tc.id, tc.name, tc.arguments, tc.raw_arguments, tc.parse_error, {"gemini": g})
+                calls.append(tc)
+            pre = draw(st.lists(assistant_parts, max_size=2))
+            pre_meta = draw(ameta) if any(type(p) is allm.TextPart for p in pre) else draw(meta)
+            msgs.append(allm.Message("assistant", tuple(pre), tool_calls=tuple(calls), metadata=pre_meta))
+            for tc in calls:
+                err = draw(is_error) if is_error is not None else False
+                msgs.append(allm.Message("tool", draw(result_content), tool_call_id=tc.id, is_error=err, metadata=draw(meta)))
+        answer = [*draw(st.lists(assistant_parts, max_size=2)), allm.TextPart(draw(words))]
+        msgs.append(allm.Message("assistant", tuple(draw(st.permutations(answer))), metadata=draw(ameta)))
+    return allm.Thread(tuple(msgs))
+
+
+portable_user = words | st.lists(
+    st.builds(allm.TextPart, words) | st.builds(allm.ImagePart, png_or_jpeg | url_images), min_size=1, max_size=3
+).map(tuple)
+portable_threads = conversation_threads(portable_user, st.builds(allm.TextPart, words), texts)
+"""What every provider format can hold: a leading system prompt, user text and images (bytes or
+URL, no detail), assistant text and tool calls, tool results as text."""
+
+signatures = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", min_size=4, max_size=40)
+anthropic_threads = conversation_threads(
+    portable_user,
+    st.builds(allm.TextPart, words)
+    | st.builds(lambda t, s: allm.ReasoningPart(t, s, provider="anthropic"), texts, st.none() | signatures)
+    | st.builds(lambda d: allm.ReasoningPart(redacted_data=d, provider="anthropic"), signatures),
+    words | st.lists(st.builds(allm.TextPart, words) | st.builds(allm.ImagePart, png_or_jpeg), min_size=1, max_size=2).map(tuple),
+    message_metadata=st.just({}) | st.just({"anthropic": {"cache_control": {"type": "ephemeral"}}}),
+    is_error=st.booleans(),
+    systems=2,
+)
+gemini_threads = conversation_threads(
+    words | st.lists(st.builds(allm.TextPart, words) | st.builds(allm.ImagePart, png_or_jpeg), min_size=1, max_size=3).map(tuple),
+    st.builds(allm.TextPart, words)
+    | st.builds(lambda t, s: allm.ReasoningPart(t, s, provider="gemini"), words, st.none() | signatures)
+    | st.builds(allm.ImagePart, png_or_jpeg),
+    texts,
+    call_metadata=st.just({}) | signatures.map(lambda s: {"gemini": {"thought_signature": s}}),
+    is_error=st.booleans(),
+    systems=2,
+    issued_ids=True,
+)
+responses_threads = conversation_threads(
+    words
+    | st.lists(
+        st.builds(allm.TextPart, words) | st.builds(allm.ImagePart, png_or_jpeg | url_images, st.sampled_from(["low", "high"])),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    st.builds(allm.TextPart, words)
+    | st.builds(lambda t, e: allm.ReasoningPart(t, encrypted_content=e, provider="openai"), texts, signatures),
+    texts,
+    assistant_metadata=st.just({}) | st.sampled_from(["commentary", "final_answer"]).map(lambda p: {"openai": {"phase": p}}),
+    unparseable=True,
+)
+chat_threads = conversation_threads(
+    st.lists(
+        st.builds(allm.TextPart, words) | st.builds(allm.ImagePart, png_or_jpeg | url_images, st.sampled_from(["auto", "low", "high"])),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    st.builds(allm.TextPart, words),
+    texts,
+    systems=2,
+    unparseable=True,
+)
+history_threads = st.builds(allm.Thread, st.lists(any_history_messages, max_size=5).map(tuple), st.just({}) | metadata)
+"""Anything a Thread can hold, tool calls kept consistent: for the "nothing lost silently" law."""
+
+
+@st.composite
+def one_change(draw: Any, base: Any) -> allm.Thread:
+    """A thread from ``base`` with one random change: a field set, a part added, a message
+    inserted, or thread metadata. The base round-trips cleanly, so any warning (or loss)
+    after a round trip is the change's."""
+    import attrs as _attrs
+
+    thread = draw(base)
+    msgs = list(thread.messages)
+    kind = draw(st.sampled_from(["name", "is_error", "metadata", "tool_call_id", "part", "call_metadata", "insert", "thread"]))
+    if kind == "thread" or not msgs:
+        return allm.Thread(tuple(msgs), draw(metadata.filter(bool)))
+    if kind == "insert":
+        msgs.insert(draw(st.integers(0, len(msgs))), draw(any_history_messages))
+        return allm.Thread(tuple(msgs))
+    i = draw(st.integers(0, len(msgs) - 1))
+    m = msgs[i]
+    if kind == "name":
+        m = _attrs.evolve(m, name=draw(ids))
+    elif kind == "is_error":
+        m = _attrs.evolve(m, is_error=True)
+    elif kind == "metadata":
+        m = _attrs.evolve(m, metadata=draw(metadata.filter(bool)))
+    elif kind == "tool_call_id":
+        m = _attrs.evolve(m, tool_call_id=draw(ids))
+    elif kind == "part":
+        parts = list(m.parts)
+        parts.insert(draw(st.integers(0, len(parts))), draw(any_parts))
+        m = _attrs.evolve(m, content=tuple(parts))
+    elif m.tool_calls:
+        k = draw(st.integers(0, len(m.tool_calls) - 1))
+        calls = list(m.tool_calls)
+        calls[k] = _attrs.evolve(calls[k], metadata=draw(metadata.filter(bool)))
+        m = _attrs.evolve(m, tool_calls=tuple(calls))
+    elif m.role == "assistant":
+        m = _attrs.evolve(m, tool_calls=(draw(consistent_tool_calls()),))
+    else:
+        m = _attrs.evolve(m, metadata=draw(metadata.filter(bool)))
+    msgs[i] = m
+    return allm.Thread(tuple(msgs), thread.metadata)

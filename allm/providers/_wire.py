@@ -289,6 +289,35 @@ def copy_settings(
             warnings.append(dropped(name, provider, by))
 
 
+OPTION_SETTINGS = ("min_p", "repetition_penalty")
+"""Sampler settings that are not :class:`~allm.types.Request` fields: given in
+``Request.options``, sent only to servers that take them (llama.cpp, vLLM, OpenRouter)."""
+
+
+def option_settings(
+    options: Mapping[str, Any],
+    accepted: Container[str],
+    into: dict[str, Any],
+    warnings: list[CallWarning],
+    provider: str,
+    by: str,
+    renames: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``options`` without :data:`OPTION_SETTINGS`; each of those set (not ``None``) goes into
+    ``into`` (under ``renames``' wire name) when ``accepted`` holds it, else a :func:`dropped`
+    warning naming ``by``."""
+    rest = dict(options)
+    for name in OPTION_SETTINGS:
+        value = rest.pop(name, None)
+        if value is None:
+            continue
+        if name in accepted:
+            into[(renames or {}).get(name, name)] = value
+        else:
+            warnings.append(dropped(name, provider, by))
+    return rest
+
+
 def note(warnings: list[CallWarning], warning: CallWarning) -> None:
     """Append ``warning`` unless an equal one is already there."""
     if warning not in warnings:

@@ -27,7 +27,7 @@ from typing import Any
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, PromptCache, ReasoningPart, Request, TextPart, Tool
 from .._threads import check_request, check_thread
-from .._wire import copy_settings, dropped, int_or_none
+from .._wire import copy_settings, dropped, int_or_none, option_settings
 from ..media import ANTHROPIC_IMAGES, check_images
 from .errors import PROVIDER
 
@@ -304,7 +304,7 @@ def encode_body(
     check_request(request)
     warnings = check_images(request.messages, ANTHROPIC_IMAGES, PROVIDER)
     system, messages = encode_messages(request.messages, warnings)
-    options = dict(request.options)
+    options = option_settings(request.options, (), {}, warnings, PROVIDER, "Anthropic")
     extra_betas = parse_betas(options.pop("anthropic_beta", None))
     if "thinking" in options:
         thinking = options.pop("thinking")

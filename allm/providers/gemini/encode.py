@@ -37,7 +37,7 @@ from typing import Any
 from ...errors import ValidationError
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool, ToolCall
 from .._threads import check_request, check_thread
-from .._wire import copy_settings, dropped, note
+from .._wire import copy_settings, dropped, note, option_settings
 from ..media import GEMINI_IMAGES, check_images
 from .errors import PROVIDER
 
@@ -318,5 +318,5 @@ def encode_body(
         # ``cachedContents`` resources made by a call of their own.
         warnings.append(dropped("prompt_cache", PROVIDER, "Gemini"))
     if request.options:
-        merge(body, request.options)
+        merge(body, option_settings(request.options, (), {}, warnings, PROVIDER, "Gemini models"))
     return body, warnings

@@ -71,8 +71,9 @@ class Dialect:
     - ``provider``: the name used by the key chain (``allm.keys``).
     - ``sampling``: the :class:`~allm.types.Request` sampling fields this server
       accepts (``temperature``, ``top_p``, ``top_k``, ``seed``,
-      ``frequency_penalty``, ``presence_penalty``, ``stop``); others are dropped
-      with a warning.
+      ``frequency_penalty``, ``presence_penalty``, ``stop``), and the sampler settings
+      given in ``Request.options`` it accepts (``min_p``, ``repetition_penalty``); others
+      are dropped with a warning.
     - ``max_tokens_field``: ``max_tokens`` or ``max_completion_tokens``.
     - ``stream_usage``: send ``stream_options.include_usage`` when streaming.
     - ``reasoning_fields``: delta/message fields that carry reasoning text.
@@ -92,9 +93,14 @@ class Dialect:
     reasoning_fields: tuple[str, ...] = ("reasoning_content", "reasoning")
     headers: Mapping[str, str] = attrs.field(factory=dict)
     prompt_cache: bool = False
+    renames: Mapping[str, str] = attrs.field(factory=dict)
+    """Wire names of accepted settings that this server spells its own way."""
 
 
 _WITH_TOP_K = _OPENAI_SAMPLING | {"top_k"}
+# llama.cpp, vLLM and OpenRouter sample with top_k, min_p and a repetition penalty; Ollama's
+# OpenAI-compatible endpoint reads none of them (its Modelfile sets them).
+_OPEN_SAMPLERS = _WITH_TOP_K | {"min_p", "repetition_penalty"}
 
 DIALECTS: dict[str, Dialect] = {
     d.name: d
@@ -102,13 +108,14 @@ DIALECTS: dict[str, Dialect] = {
         Dialect("openai", "openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",), True,
                 _OPENAI_SAMPLING, "max_completion_tokens", True, (), prompt_cache=True),
         Dialect("openrouter", "openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), True,
-                _WITH_TOP_K, "max_tokens", True, ("reasoning",)),
+                _OPEN_SAMPLERS, "max_tokens", True, ("reasoning",)),
         Dialect("ollama", "ollama", "http://127.0.0.1:11434/v1", ("OLLAMA_API_KEY",), False,
                 _OPENAI_SAMPLING, "max_tokens", True, ("reasoning",)),
         Dialect("llama.cpp", "llama_cpp", "http://127.0.0.1:8080/v1", ("LLAMA_API_KEY",), False,
-                _WITH_TOP_K, "max_tokens", True, ("reasoning_content",)),
+                _OPEN_SAMPLERS, "max_tokens", True, ("reasoning_content",),
+                renames={"repetition_penalty": "repeat_penalty"}),
         Dialect("vllm", "vllm", "http://127.0.0.1:8000/v1", ("VLLM_API_KEY",), False,
-                _WITH_TOP_K, "max_tokens", True, ("reasoning_content", "reasoning")),
+                _OPEN_SAMPLERS, "max_tokens", True, ("reasoning_content", "reasoning")),
         Dialect("generic", "openai_compatible", None, ("OPENAI_COMPATIBLE_API_KEY",), False),
     )
 }

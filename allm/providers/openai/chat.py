@@ -19,7 +19,16 @@ import attrs
 from ...events import Error, Event, RawChunk
 from ...types import CallWarning, ImagePart, Message, Request, Tool, Usage
 from .._threads import check_request, check_thread
-from .._wire import SSEStreamDecoder, body_events, copy_settings, dropped, json_body, malformed, usage_count
+from .._wire import (
+    SSEStreamDecoder,
+    body_events,
+    copy_settings,
+    dropped,
+    json_body,
+    malformed,
+    option_settings,
+    usage_count,
+)
 from ..assembler import Assembler
 from ..base import Decoder, HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
@@ -132,7 +141,7 @@ def encode_body(request: Request, dialect: Dialect, *, stream: bool) -> tuple[di
         if dialect.stream_usage:
             body["stream_options"] = {"include_usage": True}
     if request.options:
-        body.update(request.options)
+        body.update(option_settings(request.options, sampling, body, warnings, provider, dialect.name, dialect.renames))
     return body, warnings
 
 

@@ -46,7 +46,7 @@ from ...errors import ValidationError
 from ...events import Event
 from ...types import CallWarning, ImagePart, Message, ReasoningPart, Request, TextPart, Tool
 from .._threads import check_request, check_thread
-from .._wire import copy_settings, dropped, json_body, token_count
+from .._wire import copy_settings, dropped, json_body, option_settings, token_count
 from ..base import HttpCall
 from ..media import COMPATIBLE_IMAGES, OPENAI_IMAGES, check_images
 from ._shared import (
@@ -244,7 +244,7 @@ def encode_body(
                 body["response_format"] = {"type": "json_schema", "json_schema": js}
             else:
                 body["response_format"] = {"type": rf.type}
-    options = dict(request.options)
+    options = option_settings(request.options, (), body, warnings, provider, _API)
     # Chat Completions' ``reasoning_effort`` (an engine-wide option may reach either API
     # through the OpenAI router) is this API's ``reasoning.effort``.
     effort = options.pop("reasoning_effort", None)

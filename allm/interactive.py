@@ -366,21 +366,20 @@ class Terminal:
             self.switch_card(c.args[0] if c.args else None)
 
     def import_history(self, path: str, fmt: str | None) -> None:
-        thread, warnings = formats.import_history(path, fmt)
-        for w in warnings:
+        """Replace the session's history with a file's (any format of :mod:`allm.formats`),
+        saying what could not be kept."""
+        info = self.convs.import_history(path, self.session, fmt, replace=True, engine=self.engines.engine(self.choice))
+        for w in info.warnings:
             self.say(f"  not kept: {w}")
-        self.replace_history(thread.messages)
-        self.say(f"(session {self.session!r} now holds {len(thread)} messages from {path})")
+        self.say(f"(session {self.session!r} now holds {info.message_count} messages from {path}, {info.format})")
 
     def replace_history(self, messages: tuple[Message, ...]) -> None:
         """The session's history becomes ``messages``, in one store append (the manager's
         ``import_history(..., replace=True)``), or nothing changes."""
-        from .conversations.history import write_history  # type: ignore[import-not-found, unused-ignore]
-
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "history.json.gz"
-            write_history(path, self.session, messages)
-            self.convs.import_history(path, self.session, replace=True, engine=self.engines.engine(self.choice))
+            formats.export_history(Thread(messages), path)
+            self.convs.import_history(path, self.session, "allm", replace=True, engine=self.engines.engine(self.choice))
 
     def _reengine(self) -> None:
         self.convs.close(self.session)

@@ -182,6 +182,7 @@ class Terminal:
         self.profiles = profiles or Profiles()
         self.out = out or sys.stdout
         self.draft: list[str] = []
+        self.ahead: list[str] = []  # lines typed while a reply streamed, read after it
         self.inbox: queue.Queue[str | None] = queue.Queue()
         self.cancel_requested = threading.Event()
 
@@ -215,6 +216,8 @@ class Terminal:
         self.cancel_requested.set()
 
     def next_line(self) -> str | None:
+        if self.ahead:
+            return self.ahead.pop(0)
         while True:
             if self.cancel_requested.is_set():
                 self.cancel_requested.clear()
@@ -288,14 +291,13 @@ class Terminal:
                 line = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if line is None:
+            if line is None:  # the input ended: the reply finishes, then the program ends
                 self.inbox.put(None)
-                self.cancel_requested.set()
                 return
             if line.strip() == "/c":
                 self.cancel_requested.set()
-            elif line.strip():
-                self.draft.append(line)  # typed ahead: kept for the next message
+            else:
+                self.ahead.append(line)  # typed ahead (text or a command): read once the reply ends
 
     def _ended(self, upd: Any) -> None:
         if upd.outcome == "interrupted":

@@ -255,6 +255,18 @@ def test_cards_and_models_come_from_the_profiles(terminal: Callable[..., Screen]
     s.wait_for(r"this session keeps its system prompt")
     _quit(s)
 
+    # --card at the start: a new session begins with the card's prompt.
+    c = terminal("--card", "reviewer", "--session", "r")
+    c.wait_for(r"session 'r', card reviewer: claude \(claude-sonnet-4-5 via anthropic\)")
+    c.wait_for(r"new session 'r'")
+    c.type("/card")
+    c.wait_for(r"card: reviewer;")
+    c.type(f"/export {tmp_path / 'r.json.gz'} anthropic")
+    c.wait_for(r"wrote 1 messages, \d+ bytes, anthropic")
+    doc = json.loads(gzip.decompress((tmp_path / "r.json.gz").read_bytes()))
+    assert doc["payload"] == {"system": [{"type": "text", "text": "You review code. Point at one problem at a time."}], "messages": []}
+    _quit(c)
+
 
 # ------------------------------------------------------------------------------ with the real local model
 
@@ -312,3 +324,41 @@ def test_a_local_model_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> 
     )
     assert r.returncode == 1
     assert "cannot start the local model" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------ in-process (no terminal)
+
+
+def test_lines_typed_during_a_reply_are_read_after_it_and_the_end_of_input_lets_it_finish(tmp_path: Path) -> None:
+    """A script piped in arrives at once: its commands typed during the slow reply are
+    commands after it (never text of the next message), and its end does not cancel the reply."""
+    import io
+    from typing import Any
+
+    import allm
+    from allm.conversations import Conversations
+    from allm.interactive import Choice, Engines, Terminal
+    from allm.profiles import ModelProfile
+    from allm.stores import MemoryStore
+    from allm.testing import delay, text
+
+    class Slow(Engines):
+        def engine(self, choice: Choice) -> Any:
+            def answer(request: allm.Request) -> list[Any]:
+                said = [m.text for m in request.messages if m.role == "user"][-1]
+                return [text("slowly: "), delay(0.6), text(said)]
+
+            return allm.Engine(adapter=allm.providers.Fake(function=answer), model="fake")
+
+    out = io.StringIO()
+    typed = "first\n/s\n/sessions\nsecond\n/s\n"
+    with Conversations(store=MemoryStore()) as convs:
+        term = Terminal(convs, Slow(), Choice(ModelProfile("f", "fake")), "t", out=out)
+        term.feed(io.StringIO(typed))
+        assert term.run() == 0
+        assert [(m.role, m.text) for m in convs.messages("t")] == [
+            ("user", "first"), ("assistant", "slowly: first"), ("user", "second"), ("assistant", "slowly: second")
+        ]
+    shown = out.getvalue()
+    assert "* t (2 messages)" in shown  # /sessions ran after the first reply, as a command
+    assert "(cancelled)" not in shown

@@ -362,3 +362,38 @@ def test_lines_typed_during_a_reply_are_read_after_it_and_the_end_of_input_lets_
     shown = out.getvalue()
     assert "* t (2 messages)" in shown  # /sessions ran after the first reply, as a command
     assert "(cancelled)" not in shown
+
+
+def test_sessions_live_in_the_users_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ALLM_DATA_DIR, the SQLite file is in platformdirs' user data directory."""
+    import builtins
+
+    from allm.errors import ValidationError
+    from allm.interactive import STORE_FILE, data_dir
+
+    monkeypatch.delenv("ALLM_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert data_dir() == tmp_path / "xdg" / "allm"
+    env = {k: v for k, v in os.environ.items() if k != "ALLM_DATA_DIR"}
+    r = subprocess.run(
+        [sys.executable, "-m", "allm", "chat", "-i", "--provider", "fake", "--session", "home"],
+        input="Hi\n/s\n/quit\n", capture_output=True, text=True, timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "xdg")},
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "xdg" / "allm" / STORE_FILE).is_file()
+    monkeypatch.setenv("ALLM_DATA_DIR", str(tmp_path / "mine"))
+    assert data_dir() == tmp_path / "mine"
+    monkeypatch.delenv("ALLM_DATA_DIR")
+    real_import = builtins.__import__
+
+    def no_platformdirs(name: str, *args: object, **kwargs: object) -> object:
+        if name == "platformdirs":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_platformdirs)
+    with pytest.raises(ValidationError) as exc:
+        data_dir()
+    assert exc.value.reason == "invalid_request" and "ALLM_DATA_DIR" in exc.value.message

@@ -41,7 +41,7 @@ import attrs
 from . import formats
 from .engine import Engine
 from .errors import AllmError, EngineError
-from .events import TextDelta
+from .events import MessageStarted, TextDelta
 from .profiles import ModelProfile, Profile, ProfileError, Profiles
 from .providers import registry
 from .types import Message, Thread, system
@@ -183,6 +183,7 @@ class Terminal:
         self.out = out or sys.stdout
         self.draft: list[str] = []
         self.ahead: list[str] = []  # lines typed while a reply streamed, read after it
+        self.noted: set[str] = set()  # call warnings already shown (each once)
         self.inbox: queue.Queue[str | None] = queue.Queue()
         self.cancel_requested = threading.Event()
 
@@ -274,7 +275,9 @@ class Terminal:
                         self._keys_during_turn()
                         continue
                     raise
-                if isinstance(upd, TextDelta):
+                if isinstance(upd, MessageStarted):
+                    self._note(upd)
+                elif isinstance(upd, TextDelta):
                     if not started:
                         self.say("assistant> ", end="")
                         started = True
@@ -284,6 +287,13 @@ class Terminal:
                         self.say()
                     self._ended(upd)
                     return
+
+    def _note(self, started: MessageStarted) -> None:
+        """Say once what the provider was not sent (a profile's ``min_p`` to OpenAI, say)."""
+        for w in started.warnings:
+            if w.message not in self.noted:
+                self.noted.add(w.message)
+                self.say(f"(note: {w.message})")
 
     def _keys_during_turn(self) -> None:
         while True:

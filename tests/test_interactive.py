@@ -397,3 +397,35 @@ def test_sessions_live_in_the_users_data_directory(tmp_path: Path, monkeypatch: 
     with pytest.raises(ValidationError) as exc:
         data_dir()
     assert exc.value.reason == "invalid_request" and "ALLM_DATA_DIR" in exc.value.message
+
+
+def test_settings_the_provider_does_not_take_are_noted_once(tmp_path: Path) -> None:
+    """A profile's min_p and repetition_penalty sent to OpenAI: not sent, and the terminal says so (once)."""
+    import io
+
+    from allm.conversations import Conversations
+    from allm.interactive import Choice, Engines, Terminal
+    from allm.profiles import ModelProfile
+    from allm.stores import MemoryStore
+    from tests.conftest import load_capture
+    from tests.loopback import Req, Writer, serve
+
+    body = load_capture("b1-chat-stream-usage").body
+
+    async def answer(req: Req, w: Writer) -> None:
+        await w.start_stream()
+        await w.chunk(body)
+        await w.end_stream()
+
+    with serve(answer) as server:
+        profile = ModelProfile("o", "openai", "gpt-4.1-mini", base_url=server.url + "/v1", min_p=0.05, repetition_penalty=1.1, temperature=0.3)
+        out = io.StringIO()
+        with Conversations(store=MemoryStore()) as convs:
+            term = Terminal(convs, Engines("sk-test-0000000000"), Choice(profile), "t", out=out)
+            term.feed(io.StringIO("Hi\n/s\nAgain\n/s\n"))
+            assert term.run() == 0
+        sent = [json.loads(r.body) for r in server.requests]
+    shown = out.getvalue()
+    assert len(sent) == 2 and all(b["temperature"] == 0.3 and "min_p" not in b and "repetition_penalty" not in b for b in sent)
+    notes = re.findall(r"\(note: (.*)\)", shown)
+    assert sorted(notes) == ["min_p is not supported by openai and was not sent", "repetition_penalty is not supported by openai and was not sent"], shown

@@ -365,9 +365,8 @@ class Terminal:
             self.open_session(c.args[0])
         elif c.name == "export":
             fmt = c.args[1] if len(c.args) > 1 else "allm"
-            thread = Thread(tuple(self.convs.messages(self.session)))
-            info = formats.export_history(thread, c.args[0], format=fmt)
-            self.say(f"(wrote {info.message_count} messages, {info.bytes_written} bytes, {fmt})")
+            info = self.convs.export_history(self.session, c.args[0], fmt)
+            self.say(f"(wrote {info.message_count} messages, {info.size_bytes} bytes, {fmt})")
             for w in info.warnings:
                 self.say(f"  not kept: {w}")
         elif c.name == "import":

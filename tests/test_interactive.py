@@ -429,3 +429,67 @@ def test_settings_the_provider_does_not_take_are_noted_once(tmp_path: Path) -> N
     assert len(sent) == 2 and all(b["temperature"] == 0.3 and "min_p" not in b and "repetition_penalty" not in b for b in sent)
     notes = re.findall(r"\(note: (.*)\)", shown)
     assert sorted(notes) == ["min_p is not supported by openai and was not sent", "repetition_penalty is not supported by openai and was not sent"], shown
+
+
+# ------------------------------------------------------------------------------ a stalling upstream on loopback
+
+
+def test_c_and_ctrl_c_cancel_a_reply_and_close_the_upstream(terminal: Callable[..., Screen]) -> None:
+    """Against a server that streams part of a reply and stalls: /c and Ctrl-C each cancel the
+    running reply (the server sees its connection closed), the program goes on, and what was
+    kept of each reply is in the session when it is opened again."""
+    import asyncio
+
+    from tests.loopback import Req, Writer, chat_chunks, serve
+
+    calls: list[bytes] = []
+
+    async def answer(req: Req, w: Writer) -> None:
+        calls.append(req.body)
+        await w.start_stream()
+        if b"quick" in req.body:
+            for c in chat_chunks(["Quick", " answer."]):
+                await w.chunk(c)
+            await w.end_stream()
+            return
+        for c in chat_chunks(["Once upon", " a time"], done=False)[:2]:
+            await w.chunk(c)
+        await asyncio.sleep(60)
+
+    with serve(answer) as server:
+        args = ("--provider", "compatible", "--base-url", server.url + "/v1", "--model", "m", "--api-key", "sk-loopback-0123456789")
+        s = terminal(*args, "--session", "stall")
+        s.wait_for(r"new session 'stall'")
+        s.type("Tell me a story")
+        s.type("/s")
+        s.wait_for(r"assistant> Once upon a time")
+        s.type("/c")
+        s.wait_for(r"\(cancelled\)\s*you>$")
+        assert server.wait_for(lambda: server.disconnects == 1 and server.open_connections == 0, 10)
+        s.type("Another story")
+        s.type("/s")
+        s.wait_for(lambda t: t.count("assistant> Once upon a time") == 2)
+        s.keys("C-c")
+        s.wait_for(lambda t: t.count("(cancelled)") == 2 and t.endswith("you>"))
+        assert server.wait_for(lambda: server.disconnects == 2 and server.open_connections == 0, 10)
+        assert not s.dead()
+        s.type("Something quick")
+        s.type("/s")
+        s.wait_for(r"assistant> Quick answer\.")
+        s.type("/sessions")
+        s.wait_for(r"\* stall \(6 messages\)")
+        _quit(s)
+        assert len(calls) == 3
+
+        again = terminal(*args, "--session", "stall")
+        again.wait_for(r"session 'stall': 6 messages")
+        again.type("/export stall.json.gz")
+        again.wait_for(r"wrote 6 messages")
+        _quit(again)
+    thread, _ = formats.import_history(again.cwd / "stall.json.gz")
+    kept = [(m.role, m.text, m.metadata.get("interrupted", False)) for m in thread.messages]
+    assert kept == [
+        ("user", "Tell me a story", False), ("assistant", "Once upon a time", True),
+        ("user", "Another story", False), ("assistant", "Once upon a time", True),
+        ("user", "Something quick", False), ("assistant", "Quick answer.", False),
+    ]

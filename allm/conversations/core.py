@@ -368,7 +368,7 @@ class Core:
 
     def get(self, id: str) -> ConversationInfo | None:
         self._check_open()
-        live = self.live.get(id)
+        live = self.live.get(_check_id(id))
         return live.info() if live is not None else None
 
     def infos(self) -> list[ConversationInfo]:
@@ -516,7 +516,7 @@ class Core:
 
     async def find(self, id: str, **kw: Unpack[ReopenOptions]) -> ConversationInfo | None:
         self._check_open()
-        live = self.live.get(id)
+        live = self.live.get(_check_id(id))
         if live is not None:
             return live.info()
         if await self.store.aget(storage.NAMESPACE, id) is None:

@@ -120,12 +120,14 @@ class AsyncConversations(_Manager):
         return await self._core.ensure(id, **kwargs)
 
     def get(self, id: str) -> ConversationInfo | None:
-        """The live conversation ``id``, or ``None``."""
+        """The live conversation ``id``, or ``None``. Raises
+        :class:`~allm.errors.ValidationError` (``invalid_request``) for a malformed id."""
         return self._core.get(id)
 
     async def find(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo | None:
         """The live conversation ``id``, else the stored one reopened (``kwargs`` of
-        :meth:`reopen`), else ``None``."""
+        :meth:`reopen`), else ``None``. Raises :class:`~allm.errors.ValidationError`
+        (``invalid_request``) for a malformed id, and what :meth:`reopen` raises."""
         return await self._core.find(id, **kwargs)
 
     def list(self) -> list[ConversationInfo]:

@@ -179,6 +179,12 @@ def test_a_session_with_the_fake_provider_is_stored_and_resumed(terminal: Callab
     s.wait_for(r"unknown command '/nonsense'")
     s.type("/s")
     s.wait_for(r"nothing to send")
+    s.type("a draft I change my mind about")
+    s.keys("C-c")  # no reply running: Ctrl-C discards the draft, the program stays
+    s.wait_for(r"\(discarded; /quit leaves\)")
+    s.type("/s")
+    s.wait_for(lambda t: t.count("nothing to send") == 2)
+    assert not s.dead()
     _quit(s)
 
     again = terminal("--provider", "fake", "--session", "work")

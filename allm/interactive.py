@@ -41,7 +41,7 @@ import attrs
 from . import formats
 from .engine import Engine
 from .errors import AllmError, EngineError
-from .events import TextDelta
+from .events import MessageStarted, TextDelta
 from .profiles import ModelProfile, Profile, ProfileError, Profiles
 from .providers import registry
 from .types import Message, Thread, system
@@ -182,6 +182,8 @@ class Terminal:
         self.profiles = profiles or Profiles()
         self.out = out or sys.stdout
         self.draft: list[str] = []
+        self.ahead: list[str] = []  # lines typed while a reply streamed, read after it
+        self.noted: set[str] = set()  # call warnings already shown (each once)
         self.inbox: queue.Queue[str | None] = queue.Queue()
         self.cancel_requested = threading.Event()
 
@@ -215,6 +217,8 @@ class Terminal:
         self.cancel_requested.set()
 
     def next_line(self) -> str | None:
+        if self.ahead:
+            return self.ahead.pop(0)
         while True:
             if self.cancel_requested.is_set():
                 self.cancel_requested.clear()
@@ -271,7 +275,9 @@ class Terminal:
                         self._keys_during_turn()
                         continue
                     raise
-                if isinstance(upd, TextDelta):
+                if isinstance(upd, MessageStarted):
+                    self._note(upd)
+                elif isinstance(upd, TextDelta):
                     if not started:
                         self.say("assistant> ", end="")
                         started = True
@@ -282,20 +288,26 @@ class Terminal:
                     self._ended(upd)
                     return
 
+    def _note(self, started: MessageStarted) -> None:
+        """Say once what the provider was not sent (a profile's ``min_p`` to OpenAI, say)."""
+        for w in started.warnings:
+            if w.message not in self.noted:
+                self.noted.add(w.message)
+                self.say(f"(note: {w.message})")
+
     def _keys_during_turn(self) -> None:
         while True:
             try:
                 line = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if line is None:
+            if line is None:  # the input ended: the reply finishes, then the program ends
                 self.inbox.put(None)
-                self.cancel_requested.set()
                 return
             if line.strip() == "/c":
                 self.cancel_requested.set()
-            elif line.strip():
-                self.draft.append(line)  # typed ahead: kept for the next message
+            else:
+                self.ahead.append(line)  # typed ahead (text or a command): read once the reply ends
 
     def _ended(self, upd: Any) -> None:
         if upd.outcome == "interrupted":
@@ -353,9 +365,8 @@ class Terminal:
             self.open_session(c.args[0])
         elif c.name == "export":
             fmt = c.args[1] if len(c.args) > 1 else "allm"
-            thread = Thread(tuple(self.convs.messages(self.session)))
-            info = formats.export_history(thread, c.args[0], format=fmt)
-            self.say(f"(wrote {info.message_count} messages, {info.bytes_written} bytes, {fmt})")
+            info = self.convs.export_history(self.session, c.args[0], fmt)
+            self.say(f"(wrote {info.message_count} messages, {info.size_bytes} bytes, {fmt})")
             for w in info.warnings:
                 self.say(f"  not kept: {w}")
         elif c.name == "import":
@@ -366,21 +377,20 @@ class Terminal:
             self.switch_card(c.args[0] if c.args else None)
 
     def import_history(self, path: str, fmt: str | None) -> None:
-        thread, warnings = formats.import_history(path, fmt)
-        for w in warnings:
+        """Replace the session's history with a file's (any format of :mod:`allm.formats`),
+        saying what could not be kept."""
+        info = self.convs.import_history(path, self.session, fmt, replace=True, engine=self.engines.engine(self.choice))
+        for w in info.warnings:
             self.say(f"  not kept: {w}")
-        self.replace_history(thread.messages)
-        self.say(f"(session {self.session!r} now holds {len(thread)} messages from {path})")
+        self.say(f"(session {self.session!r} now holds {info.message_count} messages from {path}, {info.format})")
 
     def replace_history(self, messages: tuple[Message, ...]) -> None:
         """The session's history becomes ``messages``, in one store append (the manager's
         ``import_history(..., replace=True)``), or nothing changes."""
-        from .conversations.history import write_history  # type: ignore[import-not-found, unused-ignore]
-
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "history.json.gz"
-            write_history(path, self.session, messages)
-            self.convs.import_history(path, self.session, replace=True, engine=self.engines.engine(self.choice))
+            formats.export_history(Thread(messages), path)
+            self.convs.import_history(path, self.session, "allm", replace=True, engine=self.engines.engine(self.choice))
 
     def _reengine(self) -> None:
         self.convs.close(self.session)

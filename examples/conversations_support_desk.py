@@ -1,5 +1,6 @@
 """A support desk of live conversations: tools with their own context, a persistence handler,
-a watcher in another thread, an interrupt, and a restart that reopens a conversation.
+a watcher in another thread, an interrupt, a restart that reopens a conversation, and its
+history exported as an OpenAI Chat Completions conversation and imported into another.
 
 Run it: ``python examples/conversations_support_desk.py`` (no key, no network: the model is a Fake).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,16 @@ def main() -> None:
         desk.reopen("ticket-1", tools=[orders])
         assert len(desk.messages("ticket-1")) == 7
         print("after restart:", desk.talk("ticket-1", "Is order A-17 still on its way?", timeout=30).text)
+
+        # The history as an OpenAI Chat Completions conversation, and back into a new ticket.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ticket-1.openai.json.gz"
+            out = desk.export_history("ticket-1", path, "openai_chat")
+            print(f"exported: {out.message_count} messages, {out.size_bytes} bytes, {len(out.warnings)} not kept")
+            back = desk.import_history(path, "ticket-1-copy", tools=[orders])
+            assert back.format == "openai_chat" and back.message_count == out.message_count
+            assert [m.role for m in desk.messages("ticket-1-copy")] == [m.role for m in desk.messages("ticket-1")]
+            assert desk.messages("ticket-1-copy")[2].tool_calls[0].name == "order_status"
     print("ok")
 
 

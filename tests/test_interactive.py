@@ -179,6 +179,12 @@ def test_a_session_with_the_fake_provider_is_stored_and_resumed(terminal: Callab
     s.wait_for(r"unknown command '/nonsense'")
     s.type("/s")
     s.wait_for(r"nothing to send")
+    s.type("a draft I change my mind about")
+    s.keys("C-c")  # no reply running: Ctrl-C discards the draft, the program stays
+    s.wait_for(r"\(discarded; /quit leaves\)")
+    s.type("/s")
+    s.wait_for(lambda t: t.count("nothing to send") == 2)
+    assert not s.dead()
     _quit(s)
 
     again = terminal("--provider", "fake", "--session", "work")
@@ -255,6 +261,18 @@ def test_cards_and_models_come_from_the_profiles(terminal: Callable[..., Screen]
     s.wait_for(r"this session keeps its system prompt")
     _quit(s)
 
+    # --card at the start: a new session begins with the card's prompt.
+    c = terminal("--card", "reviewer", "--session", "r")
+    c.wait_for(r"session 'r', card reviewer: claude \(claude-sonnet-4-5 via anthropic\)")
+    c.wait_for(r"new session 'r'")
+    c.type("/card")
+    c.wait_for(r"card: reviewer;")
+    c.type(f"/export {tmp_path / 'r.json.gz'} anthropic")
+    c.wait_for(r"wrote 1 messages, \d+ bytes, anthropic")
+    doc = json.loads(gzip.decompress((tmp_path / "r.json.gz").read_bytes()))
+    assert doc["payload"] == {"system": [{"type": "text", "text": "You review code. Point at one problem at a time."}], "messages": []}
+    _quit(c)
+
 
 # ------------------------------------------------------------------------------ with the real local model
 
@@ -312,3 +330,172 @@ def test_a_local_model_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> 
     )
     assert r.returncode == 1
     assert "cannot start the local model" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------ in-process (no terminal)
+
+
+def test_lines_typed_during_a_reply_are_read_after_it_and_the_end_of_input_lets_it_finish(tmp_path: Path) -> None:
+    """A script piped in arrives at once: its commands typed during the slow reply are
+    commands after it (never text of the next message), and its end does not cancel the reply."""
+    import io
+    from typing import Any
+
+    import allm
+    from allm.conversations import Conversations
+    from allm.interactive import Choice, Engines, Terminal
+    from allm.profiles import ModelProfile
+    from allm.stores import MemoryStore
+    from allm.testing import delay, text
+
+    class Slow(Engines):
+        def engine(self, choice: Choice) -> Any:
+            def answer(request: allm.Request) -> list[Any]:
+                said = [m.text for m in request.messages if m.role == "user"][-1]
+                return [text("slowly: "), delay(0.6), text(said)]
+
+            return allm.Engine(adapter=allm.providers.Fake(function=answer), model="fake")
+
+    out = io.StringIO()
+    typed = "first\n/s\n/sessions\nsecond\n/s\n"
+    with Conversations(store=MemoryStore()) as convs:
+        term = Terminal(convs, Slow(), Choice(ModelProfile("f", "fake")), "t", out=out)
+        term.feed(io.StringIO(typed))
+        assert term.run() == 0
+        assert [(m.role, m.text) for m in convs.messages("t")] == [
+            ("user", "first"), ("assistant", "slowly: first"), ("user", "second"), ("assistant", "slowly: second")
+        ]
+    shown = out.getvalue()
+    assert "* t (2 messages)" in shown  # /sessions ran after the first reply, as a command
+    assert "(cancelled)" not in shown
+
+
+def test_sessions_live_in_the_users_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ALLM_DATA_DIR, the SQLite file is in platformdirs' user data directory."""
+    import builtins
+
+    from allm.errors import ValidationError
+    from allm.interactive import STORE_FILE, data_dir
+
+    monkeypatch.delenv("ALLM_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert data_dir() == tmp_path / "xdg" / "allm"
+    env = {k: v for k, v in os.environ.items() if k != "ALLM_DATA_DIR"}
+    r = subprocess.run(
+        [sys.executable, "-m", "allm", "chat", "-i", "--provider", "fake", "--session", "home"],
+        input="Hi\n/s\n/quit\n", capture_output=True, text=True, timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "xdg")},
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "xdg" / "allm" / STORE_FILE).is_file()
+    monkeypatch.setenv("ALLM_DATA_DIR", str(tmp_path / "mine"))
+    assert data_dir() == tmp_path / "mine"
+    monkeypatch.delenv("ALLM_DATA_DIR")
+    real_import = builtins.__import__
+
+    def no_platformdirs(name: str, *args: object, **kwargs: object) -> object:
+        if name == "platformdirs":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_platformdirs)
+    with pytest.raises(ValidationError) as exc:
+        data_dir()
+    assert exc.value.reason == "invalid_request" and "ALLM_DATA_DIR" in exc.value.message
+
+
+def test_settings_the_provider_does_not_take_are_noted_once(tmp_path: Path) -> None:
+    """A profile's min_p and repetition_penalty sent to OpenAI: not sent, and the terminal says so (once)."""
+    import io
+
+    from allm.conversations import Conversations
+    from allm.interactive import Choice, Engines, Terminal
+    from allm.profiles import ModelProfile
+    from allm.stores import MemoryStore
+    from tests.conftest import load_capture
+    from tests.loopback import Req, Writer, serve
+
+    body = load_capture("b1-chat-stream-usage").body
+
+    async def answer(req: Req, w: Writer) -> None:
+        await w.start_stream()
+        await w.chunk(body)
+        await w.end_stream()
+
+    with serve(answer) as server:
+        profile = ModelProfile("o", "openai", "gpt-4.1-mini", base_url=server.url + "/v1", min_p=0.05, repetition_penalty=1.1, temperature=0.3)
+        out = io.StringIO()
+        with Conversations(store=MemoryStore()) as convs:
+            term = Terminal(convs, Engines("sk-test-0000000000"), Choice(profile), "t", out=out)
+            term.feed(io.StringIO("Hi\n/s\nAgain\n/s\n"))
+            assert term.run() == 0
+        sent = [json.loads(r.body) for r in server.requests]
+    shown = out.getvalue()
+    assert len(sent) == 2 and all(b["temperature"] == 0.3 and "min_p" not in b and "repetition_penalty" not in b for b in sent)
+    notes = re.findall(r"\(note: (.*)\)", shown)
+    assert sorted(notes) == ["min_p is not supported by openai and was not sent", "repetition_penalty is not supported by openai and was not sent"], shown
+
+
+# ------------------------------------------------------------------------------ a stalling upstream on loopback
+
+
+def test_c_and_ctrl_c_cancel_a_reply_and_close_the_upstream(terminal: Callable[..., Screen]) -> None:
+    """Against a server that streams part of a reply and stalls: /c and Ctrl-C each cancel the
+    running reply (the server sees its connection closed), the program goes on, and what was
+    kept of each reply is in the session when it is opened again."""
+    import asyncio
+
+    from tests.loopback import Req, Writer, chat_chunks, serve
+
+    calls: list[bytes] = []
+
+    async def answer(req: Req, w: Writer) -> None:
+        calls.append(req.body)
+        await w.start_stream()
+        if b"quick" in req.body:
+            for c in chat_chunks(["Quick", " answer."]):
+                await w.chunk(c)
+            await w.end_stream()
+            return
+        for c in chat_chunks(["Once upon", " a time"], done=False)[:2]:
+            await w.chunk(c)
+        await asyncio.sleep(60)
+
+    with serve(answer) as server:
+        args = ("--provider", "compatible", "--base-url", server.url + "/v1", "--model", "m", "--api-key", "sk-loopback-0123456789")
+        s = terminal(*args, "--session", "stall")
+        s.wait_for(r"new session 'stall'")
+        s.type("Tell me a story")
+        s.type("/s")
+        s.wait_for(r"assistant> Once upon a time")
+        s.type("/c")
+        s.wait_for(r"\(cancelled\)\s*you>$")
+        assert server.wait_for(lambda: server.disconnects == 1 and server.open_connections == 0, 10)
+        s.type("Another story")
+        s.type("/s")
+        s.wait_for(lambda t: t.count("assistant> Once upon a time") == 2)
+        s.keys("C-c")
+        s.wait_for(lambda t: t.count("(cancelled)") == 2 and t.endswith("you>"))
+        assert server.wait_for(lambda: server.disconnects == 2 and server.open_connections == 0, 10)
+        assert not s.dead()
+        s.type("Something quick")
+        s.type("/s")
+        s.wait_for(r"assistant> Quick answer\.")
+        s.type("/sessions")
+        s.wait_for(r"\* stall \(6 messages\)")
+        _quit(s)
+        assert len(calls) == 3
+
+        again = terminal(*args, "--session", "stall")
+        again.wait_for(r"session 'stall': 6 messages")
+        again.type("/export stall.json.gz")
+        again.wait_for(r"wrote 6 messages")
+        _quit(again)
+    thread, _ = formats.import_history(again.cwd / "stall.json.gz")
+    kept = [(m.role, m.text, m.metadata.get("interrupted", False)) for m in thread.messages]
+    assert kept == [
+        ("user", "Tell me a story", False), ("assistant", "Once upon a time", True),
+        ("user", "Another story", False), ("assistant", "Once upon a time", True),
+        ("user", "Something quick", False), ("assistant", "Quick answer.", False),
+    ]

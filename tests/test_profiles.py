@@ -391,3 +391,21 @@ def test_allm_chat_takes_a_profile_or_a_card(capsys: pytest.CaptureFixture[str])
     assert "--prompt needs --profile" in capsys.readouterr().err
     assert cli.main(["chat", "--profiles", str(FILE), "--card", "nope", "Hi"], out=io.StringIO()) == 1
     assert "no card named 'nope'; known: reviewer, tutor" in capsys.readouterr().err
+
+
+@pytest.mark.live
+def test_the_profiles_example_runs_against_the_local_model(llama_server: Any) -> None:
+    """examples/profiles.py: a registry directory, a card, the settings each dialect takes, and
+    SmolLM2 answering through the card (it starts its own llama-server)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "profiles.py")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.rstrip().endswith("ok")
+    assert "not sent: ['min_p', 'repetition_penalty', 'top_k']" in out.stdout

@@ -36,12 +36,14 @@ from ..events import (
     ToolHalt,
     ToolResultEncoded,
 )
+from ..formats import import_history as read_history_file
+from ..profiles import Card, Profile, Profiles
 from ..stores import MemoryStore, Store
 from . import storage
 from .events import HandlerFailed, MessageAdded, Outcome, TurnEnded, TurnStarted, Update
 from .groups import ToolGroup, bind_tools
 from .handlers import CALLBACKS, dispatch
-from .history import HistoryInfo, read_history, write_history
+from .history import HistoryInfo, write_history
 from .subscription import Sink
 
 __all__ = ["ConversationInfo", "Core", "OpenOptions", "ReopenOptions", "SendOptions", "new_conversation_id"]
@@ -281,9 +283,25 @@ def _check_messages(messages: Sequence[Message]) -> tuple[Message, ...]:
     return out
 
 
-def _card(card: Any) -> tuple[Engine, str | None]:
-    """The engine and system prompt of a character card (an object with ``engine`` and
-    ``system`` attributes; ``engine`` may be a method returning the engine)."""
+def _card(card: Any, profiles: Profiles | None, tools: tuple[Tool, ...]) -> tuple[Engine, str | None]:
+    """The engine (with ``tools``) and system prompt of a character card.
+
+    ``card``: a card name or :class:`~allm.profiles.Card` of ``profiles`` (resolved with
+    :meth:`~allm.profiles.Profiles.resolve`), a :class:`~allm.profiles.Profile` (its engine
+    offers the card's tools, picked by name from ``tools``; all of them when it names
+    none), or any object with ``engine`` (an Engine, or a method returning one) and
+    ``system`` attributes (``tools`` are added to its engine's).
+    """
+    if isinstance(card, (str, Card)):
+        name = card if isinstance(card, str) else card.name
+        if profiles is None:
+            raise ValidationError(
+                f"card={name!r} names a card, but the manager has no profiles: pass profiles= to the manager",
+                reason="invalid_request",
+            )
+        card = profiles.resolve(card=name)
+    if isinstance(card, Profile):
+        return card.engine(tools=tools), card.system or None
     engine = getattr(card, "engine", None)
     if callable(engine) and not isinstance(engine, Engine):
         engine = engine()
@@ -292,7 +310,7 @@ def _card(card: Any) -> tuple[Engine, str | None]:
             f"card= takes a character card with an engine; {type(card).__name__} has none", reason="invalid_request"
         )
     system = getattr(card, "system", None)
-    return engine, system if isinstance(system, str) and system else None
+    return engine.with_tools(*tools), system if isinstance(system, str) and system else None
 
 
 def _reopen_options(kw: OpenOptions) -> ReopenOptions:
@@ -316,9 +334,13 @@ class Core:
         engine: Engine | None = None,
         handlers: Sequence[object] = (),
         capacity: int = 10_000,
+        profiles: Profiles | None = None,
     ) -> None:
+        if profiles is not None and not isinstance(profiles, Profiles):
+            raise ValidationError(f"profiles= takes allm.profiles.Profiles, not {type(profiles).__name__}", reason="invalid_request")
         self.store: Store = store if store is not None else MemoryStore()
         self.engine = engine
+        self.profiles = profiles
         self.handlers = _check_handlers(handlers)
         self.capacity = capacity
         self.live: dict[str, _Live] = {}
@@ -346,7 +368,7 @@ class Core:
 
     def get(self, id: str) -> ConversationInfo | None:
         self._check_open()
-        live = self.live.get(id)
+        live = self.live.get(_check_id(id))
         return live.info() if live is not None else None
 
     def infos(self) -> list[ConversationInfo]:
@@ -359,11 +381,14 @@ class Core:
 
     # -- creating
 
-    def _engine(self, id: str, engine: Engine | None, card: Any, stored: Engine | None) -> tuple[Engine, str | None]:
+    def _engine(
+        self, id: str, engine: Engine | None, card: Any, stored: Engine | None, tools: tuple[Tool, ...]
+    ) -> tuple[Engine, str | None]:
+        """The conversation's engine, with ``tools``, and the card's system prompt."""
         if engine is not None and card is not None:
             raise ValidationError("open takes engine= or card=, not both", reason="invalid_request")
         if card is not None:
-            return _card(card)
+            return _card(card, self.profiles, tools)
         chosen = engine or stored or self.engine
         if chosen is None:
             raise EngineError(
@@ -371,7 +396,7 @@ class Core:
                 reason="invalid_engine",
                 metadata={"conversation_id": id},
             )
-        return chosen, None
+        return chosen.with_tools(*tools), None
 
     def _reserve(self, id: str) -> None:
         """Claim ``id`` while it is being opened (no other operation sees it until then)."""
@@ -403,14 +428,14 @@ class Core:
         options: Mapping[str, Any] | None = None,
     ) -> ConversationInfo:
         id = _check_id(id if id is not None else new_conversation_id())
-        chosen, system = self._engine(id, engine, card, None)
+        chosen, system = self._engine(id, engine, card, None, bind_tools(tools))
         msgs = _check_messages(messages)
         if system is not None and not (msgs and msgs[0].role == "system"):
             msgs = (Message("system", system), *msgs)
         session = derive(Session.new(msgs, id=id, context=context, metadata=metadata), msgs)
         live = _Live(
             session,
-            chosen.with_tools(*bind_tools(tools)),
+            chosen,
             self.handlers + _check_handlers(handlers),
             _check_options(options),
         )
@@ -465,9 +490,9 @@ class Core:
             if loaded is None:
                 raise _error("unknown_conversation", id, f"no stored conversation {id!r}")
             stored, history, base, version, raw = loaded
-            chosen, _ = self._engine(id, engine, card, stored.engine)
+            chosen, _ = self._engine(id, engine, card, stored.engine, bound)
             session = derive(attrs.evolve(stored.session, id=id), history)
-            live = _Live(session, chosen.with_tools(*bound), hs, {**stored.options, **opts})
+            live = _Live(session, chosen, hs, {**stored.options, **opts})
             live.created_at = stored.created_at
             live.version = version
             live.record = raw
@@ -491,7 +516,7 @@ class Core:
 
     async def find(self, id: str, **kw: Unpack[ReopenOptions]) -> ConversationInfo | None:
         self._check_open()
-        live = self.live.get(id)
+        live = self.live.get(_check_id(id))
         if live is not None:
             return live.info()
         if await self.store.aget(storage.NAMESPACE, id) is None:
@@ -767,17 +792,28 @@ class Core:
             raise _error("unknown_conversation", id, f"no conversation {id!r}, live or stored")
         return tuple(loaded[1])
 
-    async def export_history(self, id: str, path: str | os.PathLike[str]) -> HistoryInfo:
+    async def export_history(
+        self, id: str, path: str | os.PathLike[str], format: str = "allm", *, strict: bool = False
+    ) -> HistoryInfo:
         messages = await self.messages(id)
-        return await asyncio.to_thread(write_history, path, id, messages)
+        return await asyncio.to_thread(write_history, path, id, messages, format, strict=strict)
 
     async def import_history(
-        self, path: str | os.PathLike[str], id: str, format: str = "allm", *, replace: bool = False, **kw: Unpack[OpenOptions]
+        self,
+        path: str | os.PathLike[str],
+        id: str,
+        format: str | None = None,
+        *,
+        replace: bool = False,
+        strict: bool = False,
+        **kw: Unpack[OpenOptions],
     ) -> HistoryInfo:
         _check_id(id)
         self._check_open()
-        msgs = await asyncio.to_thread(read_history, path, format)
+        read = await asyncio.to_thread(read_history_file, path, format, strict=strict)
+        msgs = list(read.thread.messages)
         size = os.path.getsize(path)
+        info = HistoryInfo(os.fspath(path), size, len(msgs), id, read.format, tuple(read.warnings))
         live = self.live.get(id)
         if live is None and await self.store.aget(storage.NAMESPACE, id) is not None:
             if not replace:
@@ -787,7 +823,7 @@ class Core:
             live = self.live[id]
         if live is None:
             await self.open(id, **cast(OpenOptions, {**kw, "messages": msgs}))
-            return HistoryInfo(os.fspath(path), size, len(msgs), id)
+            return info
         live = self._idle(id, "import a history")
         if not replace:
             raise _error("already_exists", id, f"conversation {id!r} is live; import with replace=True")
@@ -805,7 +841,7 @@ class Core:
         for sink in live.sinks:
             sink.end()
         live.sinks.clear()
-        return HistoryInfo(os.fspath(path), size, len(msgs), id)
+        return info
 
     # -- shutting down
 

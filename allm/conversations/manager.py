@@ -16,6 +16,7 @@ from typing import Any, TypeVar, Unpack
 
 from .. import Engine, Message, Session
 from ..errors import ConversationError
+from ..profiles import Profiles
 from ..stores import Store
 from .core import ConversationInfo, Core, OpenOptions, ReopenOptions, SendOptions
 from .events import TurnEnded
@@ -37,8 +38,9 @@ class _Manager:
         engine: Engine | None = None,
         handlers: Sequence[object] = (),
         capacity: int = DEFAULT_CAPACITY,
+        profiles: Profiles | None = None,
     ) -> None:
-        self._core = Core(store, engine=engine, handlers=handlers, capacity=capacity)
+        self._core = Core(store, engine=engine, handlers=handlers, capacity=capacity, profiles=profiles)
         self._start()
 
     def _start(self) -> None:
@@ -59,7 +61,8 @@ class AsyncConversations(_Manager):
     :class:`~allm.stores.MemoryStore`). ``engine``: the default engine of conversations
     opened without one. ``handlers``: event handlers of every conversation (before each
     conversation's own). ``capacity``: how many updates a subscriber may fall behind
-    before it is detached.
+    before it is detached. ``profiles``: an :class:`allm.profiles.Profiles` registry, so
+    ``open(card="name")`` opens a conversation with one of its character cards.
 
     Use it from one event loop: its turns are tasks on that loop. ``async with`` shuts it
     down at the end (running turns are interrupted, subscriptions end). Every method
@@ -72,6 +75,11 @@ class AsyncConversations(_Manager):
 
         - ``engine`` or ``card`` (a character card: its engine, and its system prompt put
           first unless ``messages`` starts with a system message); default: the manager's.
+          ``card`` is a card name of the manager's ``profiles`` (or its
+          :class:`~allm.profiles.Card`), a resolved :class:`~allm.profiles.Profile`
+          (``profiles.resolve(card=..., temperature=...)``: explicit settings over the
+          model's), or any object with ``engine`` and ``system`` attributes. A profile
+          card that names tools offers those of ``tools`` (by name) and no others.
         - ``messages``: the initial history (stored; handed to handlers' ``on_message``
           only with ``persist_initial=True``, for a new conversation rather than one
           restored from elsewhere).
@@ -86,8 +94,9 @@ class AsyncConversations(_Manager):
 
         Raises :class:`~allm.errors.ConversationError` (``already_exists`` when the id is
         live or stored), :class:`~allm.errors.ValidationError` (a bad id, message, tool or
-        handler; a non-JSON context), :class:`~allm.errors.EngineError` (``invalid_engine``:
-        no engine), :class:`~allm.errors.StoreError`, ``TypeError`` (an unknown option).
+        handler; a non-JSON context; ``invalid_request``: a card name without ``profiles``),
+        :class:`~allm.profiles.ProfileError` (``unknown_name``: no such card, or a card tool
+        not in ``tools``), :class:`~allm.errors.EngineError` (``invalid_engine``: no engine), :class:`~allm.errors.StoreError`, ``TypeError`` (an unknown option).
         """
         return await self._core.open(id, **kwargs)
 
@@ -111,12 +120,14 @@ class AsyncConversations(_Manager):
         return await self._core.ensure(id, **kwargs)
 
     def get(self, id: str) -> ConversationInfo | None:
-        """The live conversation ``id``, or ``None``."""
+        """The live conversation ``id``, or ``None``. Raises
+        :class:`~allm.errors.ValidationError` (``invalid_request``) for a malformed id."""
         return self._core.get(id)
 
     async def find(self, id: str, **kwargs: Unpack[ReopenOptions]) -> ConversationInfo | None:
         """The live conversation ``id``, else the stored one reopened (``kwargs`` of
-        :meth:`reopen`), else ``None``."""
+        :meth:`reopen`), else ``None``. Raises :class:`~allm.errors.ValidationError`
+        (``invalid_request``) for a malformed id, and what :meth:`reopen` raises."""
         return await self._core.find(id, **kwargs)
 
     def list(self) -> list[ConversationInfo]:
@@ -204,30 +215,50 @@ class AsyncConversations(_Manager):
         (``unknown_conversation``)."""
         return await self._core.messages(id)
 
-    async def export_history(self, id: str, path: str | os.PathLike[str]) -> HistoryInfo:
-        """Write the history to ``path`` (allm's gzip JSON format, atomically): its
-        ``size_bytes`` and ``message_count``. Raises ``OSError``,
-        :class:`~allm.errors.ConversationError` (``unknown_conversation``)."""
-        return await self._core.export_history(id, path)
+    async def export_history(
+        self, id: str, path: str | os.PathLike[str], format: str = "allm", *, strict: bool = False
+    ) -> HistoryInfo:
+        """Write the history of ``id`` (live or stored) to ``path`` as a gzip JSON history
+        file with a format version (:func:`allm.formats.export_history`, atomically).
+
+        ``format``: one of :data:`allm.formats.FORMATS`: ``allm`` (lossless; the default),
+        ``openai_chat``, ``openai_responses``, ``anthropic``, ``gemini``. Returns
+        :class:`HistoryInfo`: ``size_bytes``, ``message_count``, and ``warnings`` for what
+        the format could not keep (also stored in the file). Raises ``OSError``,
+        :class:`~allm.errors.ConversationError` (``unknown_conversation``),
+        :class:`~allm.formats.FormatError` (``unknown_format``; ``unrepresentable`` when
+        ``strict`` and something would be lost, before anything is written).
+        """
+        return await self._core.export_history(id, path, format, strict=strict)
 
     async def import_history(
         self,
         path: str | os.PathLike[str],
         id: str,
-        format: str = "allm",
+        format: str | None = None,
         *,
         replace: bool = False,
+        strict: bool = False,
         **kwargs: Unpack[OpenOptions],
     ) -> HistoryInfo:
         """Load a history file into conversation ``id``: a new conversation (``kwargs`` of
         :meth:`open`), or, with ``replace=True``, the history of an existing one (stored
-        in one append; its subscriptions end). ``format``: ``"allm"``.
+        in one append; its subscriptions end).
 
-        Raises ``OSError``, :class:`~allm.errors.ValidationError` (``invalid_thread``: not
-        a history of that format), :class:`~allm.errors.ConversationError`
-        (``already_exists`` without ``replace``, ``busy``).
+        The file is read by :func:`allm.formats.import_history`: one written by
+        :meth:`export_history` or ``allm.formats`` in any format (``format``, when given,
+        must agree), or a bare provider-shaped JSON file (a recorded request body, gzip or
+        not) in ``format``: ``openai_chat``, ``openai_responses``, ``anthropic``,
+        ``gemini``, ``allm``. Tool calls, tool results, images and reasoning are mapped;
+        what could not be kept is in :attr:`HistoryInfo.warnings`.
+
+        Raises :class:`~allm.formats.FormatError` (``invalid_file``: unreadable, not gzip
+        or JSON, another format than ``format``; ``unknown_format``;
+        ``unsupported_version``; ``invalid_payload``; ``unrepresentable`` when
+        ``strict``), :class:`~allm.errors.ConversationError` (``already_exists`` without
+        ``replace``, ``busy``). Nothing changes when it raises.
         """
-        return await self._core.import_history(path, id, format, replace=replace, **kwargs)
+        return await self._core.import_history(path, id, format, replace=replace, strict=strict, **kwargs)
 
     async def shutdown(self) -> None:
         """Interrupt running turns, end every subscription, release every conversation
@@ -358,21 +389,24 @@ class Conversations(_Manager):
         """See :meth:`AsyncConversations.messages`."""
         return self._call(self._core.messages(id))
 
-    def export_history(self, id: str, path: str | os.PathLike[str]) -> HistoryInfo:
+    def export_history(
+        self, id: str, path: str | os.PathLike[str], format: str = "allm", *, strict: bool = False
+    ) -> HistoryInfo:
         """See :meth:`AsyncConversations.export_history`."""
-        return self._call(self._core.export_history(id, path))
+        return self._call(self._core.export_history(id, path, format, strict=strict))
 
     def import_history(
         self,
         path: str | os.PathLike[str],
         id: str,
-        format: str = "allm",
+        format: str | None = None,
         *,
         replace: bool = False,
+        strict: bool = False,
         **kwargs: Unpack[OpenOptions],
     ) -> HistoryInfo:
         """See :meth:`AsyncConversations.import_history`."""
-        return self._call(self._core.import_history(path, id, format, replace=replace, **kwargs))
+        return self._call(self._core.import_history(path, id, format, replace=replace, strict=strict, **kwargs))
 
     def shutdown(self) -> None:
         """See :meth:`AsyncConversations.shutdown`; also stops the background thread."""

@@ -32,6 +32,7 @@ __all__ = [
     "FILE_VERSION",
     "FORMATS",
     "ExportInfo",
+    "ImportInfo",
     "convert",
     "export_history",
     "from_payload",
@@ -115,6 +116,32 @@ class ExportInfo(tuple[int, int]):
         return f"ExportInfo(bytes_written={self[0]}, message_count={self[1]}, format={self.format!r}, warnings={len(self.warnings)})"
 
 
+class ImportInfo(tuple[Thread, list[FormatWarning]]):
+    """What :func:`import_history` read: unpacks as ``(thread, warnings)``.
+
+    Also ``.format``: the format the conversation was read as (the one the file names,
+    or the one given for a bare JSON file).
+    """
+
+    format: str
+
+    def __new__(cls, thread: Thread, warnings: list[FormatWarning], format: str) -> ImportInfo:
+        self = super().__new__(cls, (thread, warnings))
+        self.format = format
+        return self
+
+    @property
+    def thread(self) -> Thread:
+        return self[0]
+
+    @property
+    def warnings(self) -> list[FormatWarning]:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"ImportInfo(messages={len(self[0].messages)}, format={self.format!r}, warnings={len(self[1])})"
+
+
 def export_history(
     thread: Thread | Iterable[Message],
     path: str | os.PathLike[str],
@@ -128,8 +155,8 @@ def export_history(
     so an existing file is replaced whole or not at all. The result also carries
     ``.warnings`` (see :class:`ExportInfo`). Raises :class:`FormatError`
     (``unknown_format``; ``unrepresentable`` when ``strict`` and the format cannot
-    keep everything, before anything is written) and ``OSError`` when the file
-    cannot be written.
+    keep everything, before anything is written; ``invalid_payload`` for metadata
+    JSON cannot hold) and ``OSError`` when the file cannot be written.
     """
     writer = _entry(format)[0]
     msgs = messages_of(thread)
@@ -137,7 +164,10 @@ def export_history(
     doc: dict[str, Any] = {"format": format, "version": FILE_VERSION, "payload": payload}
     if warnings:
         doc["export_warnings"] = [w.to_dict() for w in warnings]
-    data = gzip.compress(orjson.dumps(doc), mtime=0)
+    try:
+        data = gzip.compress(orjson.dumps(doc), mtime=0)
+    except TypeError as exc:  # metadata JSON cannot hold (an integer beyond 64 bits, an object)
+        raise FormatError(f"the history cannot be written as JSON: {exc}", reason="invalid_payload") from None
     target = os.fspath(path)
     fd, tmp = tempfile.mkstemp(prefix=".allm-history-", dir=os.path.dirname(os.path.abspath(target)))
     try:
@@ -170,31 +200,59 @@ def _read(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     return raw
 
 
+LEGACY_FORMAT_NAME = "allm.history"
+"""The name in files that ``Conversations.export_history`` wrote before it wrote this
+module's files: ``{"format": "allm.history", "version": 1, "conversation_id": ...,
+"thread": <codec envelope>}``. :func:`import_history` still reads them (as ``allm``)."""
+
+
+def _legacy(path: str | os.PathLike[str], doc: dict[str, Any], format: str | None) -> tuple[str, Any]:
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FormatError(f"history file version {version!r} is not a version", reason="invalid_file")
+    if version > 1:
+        raise FormatError(
+            f"{LEGACY_FORMAT_NAME} version {version} was written by a newer allm; this one reads up to 1",
+            reason="unsupported_version",
+        )
+    if format not in (None, "allm"):
+        raise FormatError(f"{os.fspath(path)!r} holds 'allm' history, not {format!r}", reason="invalid_file")
+    if not isinstance(doc.get("thread"), dict):
+        raise FormatError(f"{os.fspath(path)!r}: an {LEGACY_FORMAT_NAME} file with no thread", reason="invalid_file")
+    return "allm", doc["thread"]
+
+
 def import_history(
     path: str | os.PathLike[str],
     format: str | None = None,
     *,
     strict: bool = False,
     max_bytes: int = MAX_BYTES,
-) -> tuple[Thread, list[FormatWarning]]:
-    """Read a history file: ``(thread, warnings)``.
+) -> ImportInfo:
+    """Read a history file: ``(thread, warnings)`` (an :class:`ImportInfo`, which also
+    names the ``.format`` read).
 
     A file written by :func:`export_history` names its format (``format``, when
     given, must agree). A bare JSON file (gzip or not) is read as ``format``; an
-    :mod:`allm.codec` Thread envelope is recognised without one. ``warnings`` are
+    :mod:`allm.codec` Thread envelope is recognised without one, and so is a file of
+    the earlier conversation format (:data:`LEGACY_FORMAT_NAME`). ``warnings`` are
     the losses recorded at export followed by those of this import. Raises
     :class:`FormatError`: ``invalid_file`` (unreadable, not gzip/JSON, larger than
     ``max_bytes`` once decompressed, or another format than ``format``),
     ``unknown_format``, ``unsupported_version``, ``invalid_payload``, and
     ``unrepresentable`` when ``strict``.
     """
+    if format is not None:
+        _entry(format)
     raw = _read(path, max_bytes)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise FormatError(f"{os.fspath(path)!r} is not JSON: {exc}", reason="invalid_file") from None
     earlier: list[FormatWarning] = []
-    if isinstance(doc, dict) and {"format", "version", "payload"} <= doc.keys():
+    if isinstance(doc, dict) and doc.get("format") == LEGACY_FORMAT_NAME and "payload" not in doc:
+        format, payload = _legacy(path, doc, format)
+    elif isinstance(doc, dict) and {"format", "version", "payload"} <= doc.keys():
         version = doc["version"]
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise FormatError(f"history file version {version!r} is not a version", reason="invalid_file")
@@ -223,4 +281,4 @@ def import_history(
                     reason="unknown_format",
                 )
     thread, warnings = from_payload(payload, format, strict=strict)
-    return thread, earlier + warnings
+    return ImportInfo(thread, earlier + warnings, format)

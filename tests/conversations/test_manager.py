@@ -113,8 +113,11 @@ def test_already_exists_live_and_stored(convs: allm.Conversations) -> None:
 
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 201, "tab\there", 42])
 def test_invalid_ids(convs: allm.Conversations, bad: object) -> None:
-    with pytest.raises(ValidationError):
-        convs.open(bad, engine=echo_engine())  # type: ignore[arg-type]
+    for op in (lambda: convs.open(bad, engine=echo_engine()), lambda: convs.find(bad), lambda: convs.get(bad),  # type: ignore[arg-type]
+               lambda: convs.messages(bad), lambda: convs.ensure(bad, engine=echo_engine())):  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as e:
+            op()
+        assert e.value.reason == "invalid_request"
 
 
 def test_bad_open_arguments(convs: allm.Conversations) -> None:

@@ -101,3 +101,42 @@ async def test_a_thousand_concurrent_conversations_on_every_store(any_store: Sto
         await asyncio.wait_for(asyncio.gather(*(run(cid) for cid in ids)), 300)
         for cid in ids:
             assert [(m.role, m.text) for m in logged(any_store, cid)] == expected(cid, TURNS)
+
+
+def test_every_message_is_in_the_store_before_anyone_hears_of_it(store_url: str, any_store: Store) -> None:
+    """With each store, what a handler or subscriber is told about can already be read back
+    through another connection (another process's view): the message at that index, and the
+    record saying the conversation exists."""
+    other = any_store if store_url == "memory://" else open_store(store_url)
+    checked: list[int] = []
+
+    def in_store(index: int, message: allm.Message) -> None:
+        assert other.get(NAMESPACE, "c1") is not None
+        assert decode_log("c1", other.read(NAMESPACE, "c1"), 0)[0][index] == message
+        checked.append(index)
+
+    class Check:
+        calls = 0
+
+        def on_message(self, conversation_id: str, message: allm.Message) -> None:
+            in_store(self.calls, message)  # handlers hear of every message, in order
+            self.calls += 1
+
+    tool = allm.tool("t", "T", {"type": "object", "properties": {}}, handler=lambda a: "ok")
+    engine = fake_engine([tool_call("t", {})], [text("do"), text("ne")], tools=[tool])
+    try:
+        with allm.Conversations(store=any_store) as convs:
+            convs.open("c1", engine=engine, messages=[allm.system("s")], handlers=[Check()], persist_initial=True)
+            sub = convs.subscribe("c1")
+            convs.send("c1", "go")
+            while True:
+                u = sub.get(timeout=WAIT)
+                if isinstance(u, allm.conversations.MessageAdded):
+                    in_store(u.index, u.message)
+                if isinstance(u, TurnEnded):
+                    break
+            assert roles(convs.messages("c1")) == ["system", "user", "assistant", "tool", "assistant"]
+    finally:
+        if other is not any_store:
+            other.close()
+    assert sorted(checked) == [0, 1, 1, 2, 2, 3, 3, 4, 4]  # the subscriber came after the system message

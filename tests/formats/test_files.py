@@ -110,6 +110,31 @@ def test_a_bare_allm_envelope_needs_no_format_name(tmp_path: Path) -> None:
     assert formats.import_history(path) == (THREAD, [])
 
 
+def test_the_import_names_the_format_it_read(tmp_path: Path) -> None:
+    formats.export_history(THREAD, tmp_path / "h.json.gz", format="gemini")
+    got = formats.import_history(tmp_path / "h.json.gz")
+    assert got.format == "gemini" and got.thread == got[0] and got.warnings == got[1]
+    assert "format='gemini'" in repr(got)
+    body = tmp_path / "body.json"
+    body.write_bytes(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}))
+    assert formats.import_history(body, "openai_chat").format == "openai_chat"
+
+
+def test_a_file_of_the_earlier_conversation_layout_reads_as_allm(tmp_path: Path) -> None:
+    doc = {"format": "allm.history", "version": 1, "conversation_id": "c", "thread": allm.codec.to_dict(THREAD)}
+    path = _write(tmp_path, gzip.compress(orjson.dumps(doc)))
+    got = formats.import_history(path)
+    assert got == (THREAD, []) and got.format == "allm"
+    assert formats.import_history(path, "allm") == (THREAD, [])
+
+
+def test_metadata_json_cannot_hold_is_refused_before_writing(tmp_path: Path) -> None:
+    huge = allm.Thread((allm.Message("user", "x", metadata={"n": 2**70}),))
+    with pytest.raises(FormatError) as exc:
+        formats.export_history(huge, tmp_path / "h.json.gz")
+    assert exc.value.reason == "invalid_payload" and os.listdir(tmp_path) == []
+
+
 def _write(tmp_path: Path, data: bytes, name: str = "h.json.gz") -> Path:
     p = tmp_path / name
     p.write_bytes(data)
@@ -132,6 +157,11 @@ def _write(tmp_path: Path, data: bytes, name: str = "h.json.gz") -> Path:
         (gzip.compress(b'{"format": "allm", "version": 1, "payload": {"allm_schema": 1, "type": "Request", "value": {}}}'), None, "invalid_payload", "Thread"),
         (b'{"messages": [{"role": "user"}]}', "klingon", "unknown_format", "klingon"),
         (b'[1, 2]', "openai_chat", "invalid_payload", "messages[0]"),
+        (gzip.compress(b'{"format": "allm", "version": 1, "payload": {}}'), "klingon", "unknown_format", "klingon"),
+        (gzip.compress(b'{"format": "allm.history", "version": 2, "thread": {}}'), None, "unsupported_version", "newer"),
+        (gzip.compress(b'{"format": "allm.history", "version": true, "thread": {}}'), None, "invalid_file", "version"),
+        (gzip.compress(b'{"format": "allm.history", "version": 1}'), None, "invalid_file", "no thread"),
+        (gzip.compress(b'{"format": "allm.history", "version": 1, "thread": {}}'), "gemini", "invalid_file", "not 'gemini'"),
     ],
 )
 def test_bad_files_are_refused_with_a_typed_error(tmp_path: Path, data: bytes, fmt: str | None, reason: str, words: str) -> None:

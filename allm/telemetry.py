@@ -30,6 +30,13 @@ nothing else happens, per call or per event. A handler runs in the thread (and, 
 async calls, the task) making the call; one that raises is logged on the
 ``allm.telemetry`` logger and never breaks the call.
 
+While a handler listens, a chat's (or step's) driver runs in a context of its own, copied
+from the caller's when the chat's first event is asked for (as an asyncio task's is from its
+creator's): in it the chat is the current operation, and the caller's code between two
+events is outside the chat. (Context variables the caller sets after that first event, such
+as a new :func:`allm.keys.scope`, are not seen by the chat's later turns: enter them around
+the whole iteration.)
+
 A handler may also have an ``activate(record) -> undo`` method: allm calls it with a
 tool's ``start`` record in the context the tool handler runs in (its pool thread or its
 task) and calls ``undo()`` when the handler returns, so that what the handler does

@@ -574,18 +574,19 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
     event: one type check (text and tool-argument deltas are passed on untouched)."""
     w = op.watch = _Watch()
     see = w.see
+    tp, text, args = type, TextDelta, ToolCallDelta  # locals: the per-event loop reads no globals
     op.start()
     try:
         for ev in events:
             op.first = _now()
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            t = tp(ev)
+            if t is not text and t is not args:
                 see(ev)
             yield ev
             break
         for ev in events:
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            t = tp(ev)
+            if t is not text and t is not args:
                 see(ev)
             yield ev
     except GeneratorExit:

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 import attrs
 
 from .errors import AllmError
-from .events import Error, MessageCompleted, MessageStarted, RawChunk, TextDelta, ToolCallDelta
+from .events import Error, MessageCompleted, MessageStarted, RawChunk
 from .types import Message, Request, Usage
 
 if TYPE_CHECKING:
@@ -471,6 +471,10 @@ def _provider(engine: Any) -> str | None:
 # ------------------------------------------------------------------------------ model calls
 
 
+#: The events whose facts a model call's records carry (every other event passes untouched).
+_WATCHED = frozenset({MessageStarted, MessageCompleted, RawChunk, Error})
+
+
 class _Watch:
     """What a stream's events tell about the call (only while a handler listens)."""
 
@@ -574,19 +578,17 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
     event: one type check (text and tool-argument deltas are passed on untouched)."""
     w = op.watch = _Watch()
     see = w.see
-    tp, text, args = type, TextDelta, ToolCallDelta  # locals: the per-event loop reads no globals
+    tp, watched = type, _WATCHED  # locals: the per-event loop reads no globals
     op.start()
     try:
         for ev in events:
             op.first = _now()
-            t = tp(ev)
-            if t is not text and t is not args:
+            if tp(ev) in watched:
                 see(ev)
             yield ev
             break
         for ev in events:
-            t = tp(ev)
-            if t is not text and t is not args:
+            if tp(ev) in watched:
                 see(ev)
             yield ev
     except GeneratorExit:
@@ -633,8 +635,7 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for ev in events:
             if op.first is None:
                 op.first = _now()
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            if type(ev) in _WATCHED:
                 see(ev)
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
@@ -656,12 +657,20 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
 def _loop_fields(loop: Any) -> dict[str, Any]:
     result = loop.result
     fields: dict[str, Any] = {}
-    usage = None
+    # the sum of the steps' usage, as Usage.__add__ folds it (a counter stays None only if no
+    # step reported it), counter by counter: one Usage built, not one per step
+    totals: dict[str, int] = {}
+    seen = False
     for s in loop.steps:
         u = s.response.usage
-        if u is not None:
-            usage = u if usage is None else usage + u
-    fields["usage"] = usage
+        if u is None:
+            continue
+        seen = True
+        for name in _USAGE_FIELDS:
+            v = getattr(u, name)
+            if v is not None:
+                totals[name] = totals.get(name, 0) + v
+    fields["usage"] = Usage(**totals) if seen else None
     if result is not None:
         fields["finish_reason"] = result.halted_reason
         resp = getattr(result, "final_response", None) or getattr(result, "response", None)

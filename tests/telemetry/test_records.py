@@ -462,6 +462,27 @@ def test_stop_usage_equals_the_folded_response(chunks: list[allm.Usage], streame
     assert seen[-1].usage == (resp.usage if chunks else None)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(usages, min_size=1, max_size=4))
+def test_a_chats_usage_is_the_sum_of_its_calls(per_call: list[allm.Usage]) -> None:
+    """The law: a chat's stop record carries the sum (``Usage.__add__``) of its steps' usage."""
+    import functools
+    import operator
+
+    scripts: list[list[Any]] = []
+    for i, u in enumerate(per_call):
+        entry = usage(u.input_tokens, u.output_tokens, cached_input_tokens=u.cached_input_tokens,
+                      reasoning_tokens=u.reasoning_tokens, total_tokens=u.total_tokens)
+        last = i == len(per_call) - 1
+        scripts.append(["done", entry] if last else [tool_call("add", {"a": i, "b": 1}, id=f"c{i}"), entry])
+    seen: list[telemetry.Record] = []
+    with telemetry.scope(seen.append):
+        result = allm.chat(engine(*scripts), "x", tools=[allm.function_tool(add)])
+    assert len(result.steps) == len(per_call)
+    want = functools.reduce(operator.add, [st_.response.usage for st_ in result.steps])
+    assert seen[-1].kind == "chat" and seen[-1].usage == want
+
+
 # ------------------------------------------------------------------------------ the record value
 
 

@@ -117,6 +117,8 @@ class Record:
     ``attrs.exceptions.FrozenInstanceError``); :meth:`evolve` gives a changed copy.
     """
 
+    __match_args__ = FIELDS
+
     kind: str
     phase: str
     id: int

@@ -511,6 +511,11 @@ def test_record_value() -> None:
     back = pickle.loads(pickle.dumps(r))
     assert back == r and back.output == r.output
     assert set(FIELDS) == {f for f in dir(r) if not f.startswith("_") and f != "evolve"}
+    match r:
+        case telemetry.Record("generate", "stop", id=7, model=model):
+            assert model == "m"
+        case _:
+            raise AssertionError("the record did not match")
 
 
 def test_a_chats_request_is_its_first(records: Records) -> None:

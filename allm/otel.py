@@ -96,6 +96,7 @@ PROVIDER_NAMES = {"gemini": "gcp.gemini", "openai": "openai", "anthropic": "anth
 
 _CLIENT_KINDS = frozenset({"generate", "stream", "embed", "list_models", "count_tokens", "image"})
 _TOKEN_KINDS = frozenset({"generate", "stream", "embed", "count_tokens", "image"})
+_REQUEST_KINDS = frozenset({"generate", "stream", "chat", "step", "count_tokens"})
 
 
 def _capture_default() -> bool:
@@ -156,6 +157,12 @@ class OpenTelemetry:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self._spans: dict[int, Span] = {}
+        self._contexts: dict[int, Any] = {}  # a parent span's context, made once for its children
+        # Attribute dicts and names repeat from call to call: each is built once (bounded caches;
+        # the SDK copies what it is given, so one dict serves every span or point).
+        self._names: dict[tuple[Any, ...], str] = {}
+        self._commons: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._points: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 
     # -- the handler
 
@@ -188,60 +195,82 @@ class OpenTelemetry:
     # -- spans
 
     def _name(self, r: Record) -> str:
-        op = r.operation or r.kind
-        if r.kind == "tool":
-            return f"{op} {r.tool_name}"
-        if r.kind in ("chat", "step", "list_models") or not r.model:
-            return op
-        return f"{op} {r.model}"
+        key = (r.kind, r.operation, r.tool_name if r.kind == "tool" else r.model)
+        name = self._names.get(key)
+        if name is None:
+            op = r.operation or r.kind
+            if r.kind == "tool":
+                name = f"{op} {r.tool_name}"
+            elif r.kind in ("chat", "step", "list_models") or not r.model:
+                name = op
+            else:
+                name = f"{op} {r.model}"
+            _bounded(self._names)[key] = name
+        return name
 
     def _common(self, r: Record) -> dict[str, Any]:
-        a: dict[str, Any] = {"gen_ai.operation.name": r.operation or r.kind}
-        if r.provider and r.kind != "tool":
-            provider = PROVIDER_NAMES.get(r.provider, r.provider)
-            a["gen_ai.provider.name"] = provider
-            if self.legacy_system:
-                a["gen_ai.system"] = provider
-        if r.model and r.kind != "tool":
-            a["gen_ai.request.model"] = r.model
-        if r.server_address:
-            a["server.address"] = r.server_address
-            if r.server_port is not None:
-                a["server.port"] = r.server_port
+        """The attributes a span and its metric points share (one dict per distinct set: do not
+        change it)."""
+        key = (r.kind, r.operation, r.provider, r.model, r.server_address, r.server_port)
+        a = self._commons.get(key)
+        if a is None:
+            a = {"gen_ai.operation.name": r.operation or r.kind}
+            if r.provider and r.kind != "tool":
+                provider = PROVIDER_NAMES.get(r.provider, r.provider)
+                a["gen_ai.provider.name"] = provider
+                if self.legacy_system:
+                    a["gen_ai.system"] = provider
+            if r.model and r.kind != "tool":
+                a["gen_ai.request.model"] = r.model
+            if r.server_address:
+                a["server.address"] = r.server_address
+                if r.server_port is not None:
+                    a["server.port"] = r.server_port
+            _bounded(self._commons)[key] = a
         return a
 
     def _start(self, r: Record) -> None:
-        parent = self._spans.get(r.parent_id) if r.parent_id is not None else None
-        ctx = trace.set_span_in_context(parent) if parent is not None else None
-        a = self._common(r)
+        parent_id = r.parent_id
+        ctx = None
+        if parent_id is not None:
+            ctx = self._contexts.get(parent_id)
+            if ctx is None:
+                parent = self._spans.get(parent_id)
+                if parent is not None:
+                    ctx = self._contexts[parent_id] = trace.set_span_in_context(parent)
+        a = self._common(r).copy()
         if r.session_id:
             a["gen_ai.conversation.id"] = r.session_id
         if r.request_id:
             a["allm.request_id"] = r.request_id
         if r.stream is not None:
             a["gen_ai.request.stream"] = r.stream
-        if r.kind == "tool":
+        kind = r.kind
+        if kind == "tool":
             a["gen_ai.tool.name"] = r.tool_name or ""
             if r.tool_call_id:
                 a["gen_ai.tool.call.id"] = r.tool_call_id
             a["gen_ai.tool.type"] = "function"
             if self.capture_content and r.tool_arguments is not None:
                 a["gen_ai.tool.call.arguments"] = _json(r.tool_arguments)
-        elif r.kind == "image":
+        elif kind == "image":
             a["gen_ai.output.type"] = "image"
             if r.image_operation:
                 a["allm.image.operation"] = r.image_operation
-        req = r.request
-        if req is not None:
-            a.update(_request_attributes(req))
-            if self.capture_content:
-                a.update(_input_content(req))
-        kind = SpanKind.CLIENT if r.kind in _CLIENT_KINDS else SpanKind.INTERNAL
-        span = self.tracer.start_span(self._name(r), context=ctx, kind=kind, attributes=a)
+        if kind in _REQUEST_KINDS:
+            req = r.request
+            if req is not None:
+                _request_attributes(req, a)
+                if self.capture_content:
+                    a.update(_input_content(req))
+        span = self.tracer.start_span(
+            self._name(r), context=ctx, kind=SpanKind.CLIENT if kind in _CLIENT_KINDS else SpanKind.INTERNAL, attributes=a
+        )
         spans = self._spans
         if len(spans) >= self.max_open:
             for key in list(spans)[: max(1, len(spans) // 10)]:
                 old = spans.pop(key)
+                self._contexts.pop(key, None)
                 old.set_attribute("allm.abandoned", True)
                 old.end()
         spans[r.id] = span
@@ -250,8 +279,10 @@ class OpenTelemetry:
         span = self._spans.pop(r.id, None)
         if span is None:
             return
+        self._contexts.pop(r.id, None)
+        kind = r.kind
         a: dict[str, Any] = {}
-        if r.server_address and r.kind not in ("generate", "stream"):  # a plain exchange learns its host on the way
+        if r.server_address and kind not in ("generate", "stream"):  # a plain exchange learns its host on the way
             a["server.address"] = r.server_address
             if r.server_port is not None:
                 a["server.port"] = r.server_port
@@ -260,13 +291,13 @@ class OpenTelemetry:
         if r.response_model:
             a["gen_ai.response.model"] = r.response_model
         if r.finish_reason:
-            if r.kind in ("chat", "step"):
+            if kind in ("chat", "step"):
                 a["allm.halted_reason"] = r.finish_reason
             else:
                 a["gen_ai.response.finish_reasons"] = (r.finish_reason,)
         u = r.usage
         if u is not None:
-            a.update(_usage_attributes(u))
+            _usage_attributes(u, a)
         if r.stream and r.time_to_first_event is not None:
             a["gen_ai.response.time_to_first_chunk"] = r.time_to_first_event
         if r.attempts is not None and r.attempts > 1:
@@ -276,7 +307,7 @@ class OpenTelemetry:
         if self.capture_content:
             if r.output is not None:
                 a["gen_ai.output.messages"] = _json([_message(r.output, r.finish_reason)])
-            if r.kind == "tool" and r.phase == "stop":
+            if kind == "tool" and r.phase == "stop":
                 a["gen_ai.tool.call.result"] = _json(r.tool_result)
         if r.phase == "exception":
             a["error.type"] = r.error_reason or "_OTHER"
@@ -293,38 +324,58 @@ class OpenTelemetry:
     # -- metrics
 
     def _record_metrics(self, r: Record) -> None:
-        a = self._common(r)
-        if r.response_model:
-            a["gen_ai.response.model"] = r.response_model
-        if r.phase == "exception":
-            a["error.type"] = r.error_reason or "_OTHER"
+        error = (r.error_reason or "_OTHER") if r.phase == "exception" else None
+        key = (r.kind, r.operation, r.provider, r.model, r.server_address, r.server_port, r.response_model, error)
+        points = self._points.get(key)
+        if points is None:
+            base = self._common(r).copy()
+            if r.response_model:
+                base["gen_ai.response.model"] = r.response_model
+            with_error = base if error is None else {**base, "error.type": error}
+            points = (
+                with_error,
+                base,
+                {**base, "gen_ai.token.type": "input"},
+                {**base, "gen_ai.token.type": "output"},
+            )
+            _bounded(self._points)[key] = points
         if r.duration is not None:
-            self.duration.record(r.duration, a)
+            self.duration.record(r.duration, points[0])
         if r.stream and r.time_to_first_event is not None:  # streamed calls only, as the conventions say
-            self.first_chunk.record(r.time_to_first_event, {k: v for k, v in a.items() if k != "error.type"})
+            self.first_chunk.record(r.time_to_first_event, points[1])
         u = r.usage
         if u is not None and r.kind in _TOKEN_KINDS:
-            base = {k: v for k, v in a.items() if k != "error.type"}
             if u.input_tokens is not None:
-                self.tokens.record(u.input_tokens, {**base, "gen_ai.token.type": "input"})
+                self.tokens.record(u.input_tokens, points[2])
             if u.output_tokens is not None and r.kind != "count_tokens":
-                self.tokens.record(u.output_tokens, {**base, "gen_ai.token.type": "output"})
+                self.tokens.record(u.output_tokens, points[3])
+
+
+def _bounded(cache: dict[Any, Any], limit: int = 1024) -> dict[Any, Any]:
+    """``cache``, emptied first when it holds ``limit`` entries (model names or hosts that never
+    repeat cannot grow it without end)."""
+    if len(cache) >= limit:
+        cache.clear()
+    return cache
 
 
 # ------------------------------------------------------------------------------ attributes
 
 
-def _request_attributes(req: Request) -> dict[str, Any]:
-    a: dict[str, Any] = {}
-    for field, name in (
-        ("temperature", "gen_ai.request.temperature"),
-        ("top_p", "gen_ai.request.top_p"),
-        ("top_k", "gen_ai.request.top_k"),
-        ("max_tokens", "gen_ai.request.max_tokens"),
-        ("seed", "gen_ai.request.seed"),
-        ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-        ("presence_penalty", "gen_ai.request.presence_penalty"),
-    ):
+_SAMPLING = (
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("top_k", "gen_ai.request.top_k"),
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("seed", "gen_ai.request.seed"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+)
+
+
+def _request_attributes(req: Request, a: dict[str, Any]) -> None:
+    """The request's sampling settings and output type, into ``a``."""
+    for field, name in _SAMPLING:
         v = getattr(req, field)
         if v is not None:
             a[name] = v
@@ -332,11 +383,10 @@ def _request_attributes(req: Request) -> dict[str, Any]:
         a["gen_ai.request.stop_sequences"] = tuple(req.stop_sequences)
     if req.response_format is not None:
         a["gen_ai.output.type"] = "json"
-    return a
 
 
-def _usage_attributes(u: Usage) -> dict[str, Any]:
-    a: dict[str, Any] = {}
+def _usage_attributes(u: Usage, a: dict[str, Any]) -> None:
+    """The token counts reported, into ``a``."""
     if u.input_tokens is not None:
         a["gen_ai.usage.input_tokens"] = u.input_tokens
     if u.output_tokens is not None:
@@ -345,7 +395,6 @@ def _usage_attributes(u: Usage) -> dict[str, Any]:
         a["gen_ai.usage.cache_read.input_tokens"] = u.cached_input_tokens
     if u.cache_write_input_tokens is not None:
         a["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_input_tokens
-    return a
 
 
 def _json(value: Any) -> str:

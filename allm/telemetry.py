@@ -30,6 +30,13 @@ nothing else happens, per call or per event. A handler runs in the thread (and, 
 async calls, the task) making the call; one that raises is logged on the
 ``allm.telemetry`` logger and never breaks the call.
 
+While a handler listens, a chat's (or step's) driver runs in a context of its own, copied
+from the caller's when the chat's first event is asked for (as an asyncio task's is from its
+creator's): in it the chat is the current operation, and the caller's code between two
+events is outside the chat. (Context variables the caller sets after that first event, such
+as a new :func:`allm.keys.scope`, are not seen by the chat's later turns: enter them around
+the whole iteration.)
+
 A handler may also have an ``activate(record) -> undo`` method: allm calls it with a
 tool's ``start`` record in the context the tool handler runs in (its pool thread or its
 task) and calls ``undo()`` when the handler returns, so that what the handler does
@@ -55,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 import attrs
 
 from .errors import AllmError
-from .events import Error, MessageCompleted, MessageStarted, RawChunk, TextDelta, ToolCallDelta
+from .events import Error, MessageCompleted, MessageStarted, RawChunk
 from .types import Message, Request, Usage
 
 if TYPE_CHECKING:
@@ -200,22 +207,6 @@ def logger(name: str = "allm") -> logging.Logger:
     return logging.getLogger(name)
 
 
-def _dispatch(hs: tuple[Handler, ...], record: Record) -> None:
-    for h in hs:
-        try:
-            h(record)
-        except Exception as exc:  # a handler never breaks the call
-            logger("allm.telemetry").error(
-                "telemetry handler %r failed on a %s %s record: %s",
-                h,
-                record.kind,
-                record.phase,
-                type(exc).__name__,
-                exc_info=True,
-                extra={"allm_kind": record.kind, "allm_phase": record.phase, "allm_id": record.id},
-            )
-
-
 # ------------------------------------------------------------------------------ live operations
 
 #: The operation whose code is running (a chat while its driver runs, a tool inside its handler,
@@ -227,7 +218,11 @@ _wall = time.time
 
 
 class Op:
-    """One live operation: emits its records. Internal to allm's hooks."""
+    """One live operation: emits its records. Internal to allm's hooks.
+
+    ``base`` holds the fields every record of the operation carries (``kind``, ``id``,
+    ``parent_id``, ``operation``, the call's facts); each record is ``base`` plus its phase's
+    fields, one dict made into a :class:`Record` without copying field by field."""
 
     __slots__ = (
         "_hs",
@@ -239,18 +234,25 @@ class Op:
         "kind",
         "loop",
         "parent",
+        "started",
         "t0",
         "watch",
     )
 
-    def __init__(self, kind: str, hs: tuple[Handler, ...], parent: Op | None, **base: Any) -> None:
+    def __init__(self, kind: str, hs: tuple[Handler, ...], parent: Op | None, base: dict[str, Any]) -> None:
         self.kind = kind
         self._hs = hs
-        self.id = next(_ids)
+        self.id = base["id"] = next(_ids)
         self.parent = parent
-        base.setdefault("operation", OPERATIONS[kind])
-        if parent is not None and base.get("session_id") is None and parent.base.get("session_id") is not None:
-            base["session_id"] = parent.base["session_id"]
+        base["kind"] = kind
+        if "operation" not in base:
+            base["operation"] = OPERATIONS[kind]
+        if parent is not None:
+            base["parent_id"] = parent.id
+            if base.get("session_id") is None:
+                sid = parent.base.get("session_id")
+                if sid is not None:
+                    base["session_id"] = sid
         self.base: dict[str, Any] = base
         self.t0 = 0.0
         self.first: float | None = None
@@ -258,52 +260,72 @@ class Op:
         self.done = False
         self.loop: Any = None
         self.watch: _Watch | None = None
+        self.started: Record | None = None
 
-    def _emit(self, phase: str, **fields: Any) -> None:
-        parent = self.parent
-        rec = _Record(
-            self.kind, phase, self.id, parent.id if parent is not None else None, time=_wall(), **self.base, **fields
-        )
-        _dispatch(self._hs, rec)
+    def _emit(self, phase: str, fields: dict[str, Any] | None) -> Record:
+        d = self.base.copy()
+        if fields:
+            d.update(fields)
+        d["phase"] = phase
+        d["time"] = _wall()
+        rec: Record = _make(d)
+        for h in self._hs:
+            try:
+                h(rec)
+            except Exception as exc:  # a handler never breaks the call
+                _handler_failed(h, rec, exc)
+        return rec
 
     def start(self) -> None:
         self.t0 = _now()
-        self._emit("start")
+        self.started = self._emit("start", None)
 
-    def _ended(self) -> dict[str, Any] | None:
+    def _ended(self, fields: dict[str, Any] | None) -> dict[str, Any] | None:
         if self.done:
             return None
         self.done = True
-        fields: dict[str, Any] = {"duration": _now() - self.t0, "attempts": self.attempts}
+        out = {"duration": _now() - self.t0, "attempts": self.attempts}
         if self.first is not None:
-            fields["time_to_first_event"] = self.first - self.t0
-        return fields
+            out["time_to_first_event"] = self.first - self.t0
+        if fields:
+            out.update(fields)
+        return out
 
-    def stop(self, **fields: Any) -> None:
-        ended = self._ended()
+    def stop(self, fields: dict[str, Any] | None = None) -> None:
+        ended = self._ended(fields)
         if ended is not None:
-            self._emit("stop", **ended, **fields)
+            self._emit("stop", ended)
 
-    def fail(self, error: BaseException, **fields: Any) -> None:
-        ended = self._ended()
+    def fail(self, error: BaseException, fields: dict[str, Any] | None = None) -> None:
+        ended = self._ended(fields)
         if ended is not None:
-            self._emit("exception", **ended, **_error_fields(error), **fields)
+            ended.update(_error_fields(error))
+            self._emit("exception", ended)
 
-    def cancel(self, **fields: Any) -> None:
-        self.stop(cancelled=True, **fields)
+    def cancel(self, fields: dict[str, Any] | None = None) -> None:
+        ended = self._ended(fields)
+        if ended is not None:
+            ended["cancelled"] = True
+            self._emit("stop", ended)
 
     def retried(self, info: RetryInfo) -> None:
         self.attempts = info.attempt + 1
-        self._emit("retry", attempt=info.attempt, retry_delay=info.delay, **_error_fields(info.error))
+        fields = _error_fields(info.error)
+        fields["attempt"] = info.attempt
+        fields["retry_delay"] = info.delay
+        self._emit("retry", fields)
 
     def activate(self) -> Callable[[], None]:
         """Make this the current operation in this context, and let handlers do the same."""
         token = _current.set(self)
         undos: list[Callable[[], None]] = []
-        acts = [(h, act) for h in self._hs if (act := getattr(h, "activate", None)) is not None]
+        acts = _activators(self._hs)
         if acts:
-            parent = self.parent
-            rec = _Record(self.kind, "start", self.id, parent.id if parent is not None else None, **self.base)
+            rec = self.started
+            if rec is None:
+                d = self.base.copy()
+                d["phase"] = "start"
+                rec = _make(d)
             for h, act in acts:
                 try:
                     undo = act(rec)
@@ -325,24 +347,46 @@ class Op:
         return undo_all
 
 
+def _activators(hs: tuple[Handler, ...]) -> list[tuple[Handler, Callable[[Record], Any]]]:
+    """The handlers of ``hs`` that have an ``activate`` method."""
+    return [(h, act) for h in hs if (act := getattr(h, "activate", None)) is not None]
+
+
+def _handler_failed(h: Handler, record: Record, exc: Exception) -> None:
+    logger("allm.telemetry").error(
+        "telemetry handler %r failed on a %s %s record: %s",
+        h,
+        record.kind,
+        record.phase,
+        type(exc).__name__,
+        exc_info=exc,
+        extra={"allm_kind": record.kind, "allm_phase": record.phase, "allm_id": record.id},
+    )
+
+
 def _error_fields(error: BaseException) -> dict[str, Any]:
     reason = error.reason if isinstance(error, AllmError) else type(error).__name__
     return {"error_reason": reason, "error_type": type(error).__name__, "error": error}
 
 
-_Record: Any = None  # allm._records.Record, imported with the first operation observed
+_make: Any = None  # allm._records.make and Lazy, imported with the first operation observed
+_Lazy: Any = None
 
 
-def _start_op(kind: str, **base: Any) -> Op | None:
-    global _Record
-    hs = handlers()
+def _load_records() -> None:
+    global _make, _Lazy
+    from ._records import Lazy, make
+
+    _make, _Lazy = make, Lazy
+
+
+def _start_op(kind: str, base: dict[str, Any]) -> Op | None:
+    hs = _global + _scoped.get()
     if not hs:
         return None
-    if _Record is None:
-        from ._records import Record
-
-        _Record = Record
-    return Op(kind, hs, _current.get(), **base)
+    if _make is None:
+        _load_records()
+    return Op(kind, hs, _current.get(), base)
 
 
 @contextlib.contextmanager
@@ -390,11 +434,16 @@ def _server(url: str) -> tuple[str | None, int | None]:
 
 
 def planned(plan: Plan) -> None:
-    """Hook of :func:`allm.plan.plan_call` (while :data:`active`): the current call sees the
-    plan's retries and learns the host it calls."""
+    """Hook of :func:`allm.plan.plan_call` (while :data:`active`): the current plain exchange
+    (``embed``, ``list_models``...) sees the plan's retries and learns the host it calls. (A
+    model call is given its plan by :func:`open_model_call`.)"""
     op = _current.get()
-    if op is None or op.kind in ("chat", "step", "tool"):
+    if op is None or op.kind in ("chat", "step", "tool", "generate", "stream"):
         return
+    _planned(op, plan)
+
+
+def _planned(op: Op, plan: Plan) -> None:
     user = plan.on_retry
 
     def on_retry(info: RetryInfo) -> None:
@@ -403,13 +452,14 @@ def planned(plan: Plan) -> None:
             user(info)
 
     plan.on_retry = on_retry
-    if "provider" not in op.base or op.base["provider"] is None:
-        op.base["provider"] = plan.provider
+    base = op.base
+    if base.get("provider") is None:
+        base["provider"] = plan.provider
     call = plan.call
-    if call is not None and "server_address" not in op.base:
-        op.base["server_address"], op.base["server_port"] = _server(call.url)
-        if op.base.get("model") is None and call.model:
-            op.base["model"] = call.model
+    if call is not None and "server_address" not in base:
+        base["server_address"], base["server_port"] = _server(call.url)
+        if base.get("model") is None and call.model:
+            base["model"] = call.model
 
 
 def _provider(engine: Any) -> str | None:
@@ -419,6 +469,10 @@ def _provider(engine: Any) -> str | None:
 
 
 # ------------------------------------------------------------------------------ model calls
+
+
+#: The events whose facts a model call's records carry (every other event passes untouched).
+_WATCHED = frozenset({MessageStarted, MessageCompleted, RawChunk, Error})
 
 
 class _Watch:
@@ -503,48 +557,46 @@ def open_model_call(
         request_id = new_request_id()
     op = _start_op(
         kind,
-        request_id=request_id,
-        session_id=getattr(parent.loop, "session_id", None) if parent is not None else None,
-        provider=_provider(engine),
-        model=req.model,
-        request=req,
+        {
+            "request_id": request_id,
+            "session_id": parent.base.get("session_id") if parent is not None and parent.loop is not None else None,
+            "provider": _provider(engine),
+            "model": req.model,
+            "request": req,
+        },
     )
-    token = _current.set(op) if op is not None else None
-    try:
-        plan = prepare(engine, req, resolved=True, **options)
-    finally:
-        if token is not None:
-            _current.reset(token)
+    plan = prepare(engine, req, resolved=True, **options)
     if op is not None:
+        _planned(op, plan)
         op.base["stream"] = plan.call.stream if plan.call is not None else True  # a local adapter plays events
     return plan, op
 
 
 def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
     """A model call's events, as they pass: ``start`` at the first ``next()``, the first
-    event's time, ``stop``/``exception`` at the end, ``cancelled`` if closed early."""
+    event's time, ``stop``/``exception`` at the end, ``cancelled`` if closed early. Per
+    event: one type check (text and tool-argument deltas are passed on untouched)."""
     w = op.watch = _Watch()
     see = w.see
+    tp, watched = type, _WATCHED  # locals: the per-event loop reads no globals
     op.start()
     try:
         for ev in events:
             op.first = _now()
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            if tp(ev) in watched:
                 see(ev)
             yield ev
             break
         for ev in events:
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            if tp(ev) in watched:
                 see(ev)
             yield ev
     except GeneratorExit:
         _close_events(events)  # the response is closed before the call is recorded as over
-        op.cancel(**w.fields())
+        op.cancel(w.fields())
         raise
     except BaseException as exc:
-        op.fail(exc, **w.fields())
+        op.fail(exc, w.fields())
         raise
     else:
         _ran_out(op, w)
@@ -567,9 +619,9 @@ async def _aclose_events(events: Any) -> None:
 def _ran_out(op: Op, w: _Watch) -> None:
     """The stream ended by itself: a stop, or an exception when it ended with an ``Error`` event."""
     if w.error is not None:
-        op.fail(w.error, **w.fields())
+        op.fail(w.error, w.fields())
     else:
-        op.stop(**w.fields())
+        op.stop(w.fields())
 
 
 async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -583,16 +635,15 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for ev in events:
             if op.first is None:
                 op.first = _now()
-            t = type(ev)
-            if t is not TextDelta and t is not ToolCallDelta:
+            if type(ev) in _WATCHED:
                 see(ev)
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
         await _aclose_events(events)
-        op.cancel(**w.fields())
+        op.cancel(w.fields())
         raise
     except BaseException as exc:
-        op.fail(exc, **w.fields())
+        op.fail(exc, w.fields())
         raise
     else:
         _ran_out(op, w)
@@ -606,13 +657,20 @@ async def aobserve(op: Op, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
 def _loop_fields(loop: Any) -> dict[str, Any]:
     result = loop.result
     fields: dict[str, Any] = {}
-    steps = list(loop.steps)
-    usage = None
-    for s in steps:
-        u = getattr(s.response, "usage", None)
-        if u is not None:
-            usage = u if usage is None else usage + u
-    fields["usage"] = usage
+    # the sum of the steps' usage, as Usage.__add__ folds it (a counter stays None only if no
+    # step reported it), counter by counter: one Usage built, not one per step
+    totals: dict[str, int] = {}
+    seen = False
+    for s in loop.steps:
+        u = s.response.usage
+        if u is None:
+            continue
+        seen = True
+        for name in _USAGE_FIELDS:
+            v = getattr(u, name)
+            if v is not None:
+                totals[name] = totals.get(name, 0) + v
+    fields["usage"] = Usage(**totals) if seen else None
     if result is not None:
         fields["finish_reason"] = result.halted_reason
         resp = getattr(result, "final_response", None) or getattr(result, "response", None)
@@ -624,12 +682,20 @@ def _loop_fields(loop: Any) -> dict[str, Any]:
 
 
 def _chat_op(loop: Any, single_step: bool) -> Op | None:
+    if not (_global or _scoped.get()):
+        return None
+    if _Lazy is None:
+        _load_records()
+    request, thread = loop.request, loop.thread  # values: what the chat starts from
     op = _start_op(
         "step" if single_step else "chat",
-        session_id=loop.session_id,
-        provider=_provider(loop.engine),
-        model=loop.request.model,
-        request=attrs.evolve(loop.request, messages=loop.thread.messages),
+        {
+            "session_id": loop.session_id,
+            "provider": _provider(loop.engine),
+            "model": request.model,
+            # the request as sent first, built only if a handler reads it
+            "request": _Lazy(lambda: attrs.evolve(request, messages=thread.messages)),
+        },
     )
     if op is not None:
         op.loop = loop
@@ -649,51 +715,56 @@ def observe_chat(loop: Any, single_step: bool, start: Callable[[], Iterator[Any]
 
 
 def _chat_events(op: Op, gen: Iterator[Any]) -> Iterator[Any]:
+    # The driver runs in a context of its own where the chat is current (one ``Context.run``
+    # per event, rather than setting and resetting the variable around each): the caller's
+    # code between events never sees the chat as current.
+    ctx = contextvars.copy_context()
+    ctx.run(_current.set, op)
+    run = ctx.run
+    step = gen.__next__
     op.start()
     loop = op.loop
     try:
-        while True:
-            token = _current.set(op)
-            try:
-                ev = next(gen)
-            except StopIteration:
-                break
-            finally:
-                _current.reset(token)
-            if op.first is None:
-                op.first = _now()
+        try:
+            ev = run(step)
+        except StopIteration:
+            pass
+        else:
+            op.first = _now()
             yield ev
+            while True:
+                try:
+                    ev = run(step)
+                except StopIteration:
+                    break
+                yield ev
     except GeneratorExit:
-        _close(op, gen)  # its calls end inside it
-        op.cancel(**_loop_fields(loop))
+        _close(ctx, gen)  # its calls end inside it
+        op.cancel(_loop_fields(loop))
         raise
     except BaseException as exc:
-        _close(op, gen)
-        op.fail(exc, **_loop_fields(loop))
+        _close(ctx, gen)
+        op.fail(exc, _loop_fields(loop))
         raise
     else:
         _end_chat(op, loop)
     finally:
-        _close(op, gen)
+        _close(ctx, gen)
 
 
-def _close(op: Op, gen: Any) -> None:
+def _close(ctx: contextvars.Context, gen: Any) -> None:
     close = getattr(gen, "close", None)
     if close is not None:
-        token = _current.set(op)
-        try:
-            close()
-        finally:
-            _current.reset(token)
+        ctx.run(close)
 
 
 def _end_chat(op: Op, loop: Any) -> None:
     fields = _loop_fields(loop)
     err = _loop_error(loop) if fields.get("finish_reason") == "error" else None
     if err is not None:
-        op.fail(err, **fields)
+        op.fail(err, fields)
     else:
-        op.stop(**fields)
+        op.stop(fields)
 
 
 def _loop_error(loop: Any) -> BaseException | None:
@@ -721,11 +792,12 @@ async def _achat_events(op: Op, gen: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
     op.start()
     loop = op.loop
+    step = gen.__anext__
     try:
         while True:
             token = _current.set(op)
             try:
-                ev = await gen.__anext__()
+                ev = await step()
             except StopAsyncIteration:
                 break
             finally:
@@ -735,11 +807,11 @@ async def _achat_events(op: Op, gen: AsyncIterator[Any]) -> AsyncIterator[Any]:
             yield ev
     except (GeneratorExit, asyncio.CancelledError):
         await _aclose(op, gen)
-        op.cancel(**_loop_fields(loop))
+        op.cancel(_loop_fields(loop))
         raise
     except BaseException as exc:
         await _aclose(op, gen)
-        op.fail(exc, **_loop_fields(loop))
+        op.fail(exc, _loop_fields(loop))
         raise
     else:
         _end_chat(op, loop)
@@ -764,14 +836,17 @@ def start_tool(job: ToolJob) -> Op | None:
     """Hook of the runners (while :data:`active`): one tool run, started now."""
     parent = _current.get()
     call = job.call
+    context = job.context
     op = _start_op(
         "tool",
-        request_id=job.context.request_id,
-        session_id=job.context.session_id,
-        provider=parent.base.get("provider") if parent is not None else None,
-        tool_name=call.name,
-        tool_call_id=call.id,
-        tool_arguments=call.arguments,
+        {
+            "request_id": context.request_id,
+            "session_id": context.session_id,
+            "provider": parent.base.get("provider") if parent is not None else None,
+            "tool_name": call.name,
+            "tool_call_id": call.id,
+            "tool_arguments": call.arguments,
+        },
     )
     if op is not None:
         op.start()
@@ -784,21 +859,21 @@ def tool_done(op: Op | None, outcome: ToolOutcome) -> ToolOutcome:
         if outcome.error is not None:
             op.fail(outcome.error)
         else:
-            op.stop(tool_result=outcome.value)
+            op.stop({"tool_result": outcome.value})
     return outcome
 
 
 # ------------------------------------------------------------------------------ plain exchanges
 
 
-def _exchange_fields(kind: str, value: Any) -> dict[str, Any]:
+def _exchange_fields(kind: str, value: Any) -> dict[str, Any] | None:
     if kind == "embed":
         return {"usage": value.usage, "response_model": value.model}
     if kind == "count_tokens":
         return {"usage": Usage(input_tokens=value)}
     if kind == "image":
         return {"usage": getattr(value, "usage", None), "response_model": getattr(value, "model", None)}
-    return {}
+    return None
 
 
 def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Op | None:
@@ -815,7 +890,7 @@ def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs
         if isinstance(req, Request):
             base["request"] = req
     base["model"] = model or getattr(engine, "model", None)
-    return _start_op(kind, **base)
+    return _start_op(kind, base)
 
 
 @contextlib.contextmanager
@@ -851,7 +926,7 @@ def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
                     return await fn(*args, **kwargs)
                 with _running(op):
                     value = await fn(*args, **kwargs)
-                op.stop(**_exchange_fields(kind, value))
+                op.stop(_exchange_fields(kind, value))
                 return value
 
             return cast(F, awrapper)
@@ -865,7 +940,7 @@ def exchange(kind: str, operation: str | None = None) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             with _running(op):
                 value = fn(*args, **kwargs)
-            op.stop(**_exchange_fields(kind, value))
+            op.stop(_exchange_fields(kind, value))
             return value
 
         return cast(F, wrapper)

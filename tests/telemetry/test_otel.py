@@ -445,3 +445,87 @@ def test_a_loop_stopped_by_middleware(otel: Otel) -> None:
     [agent] = otel.named("invoke_agent")
     assert agent.attributes["allm.halted_reason"] == "token_budget"  # type: ignore[index]
     assert agent.attributes["gen_ai.usage.input_tokens"] == 850 and agent.status.status_code == StatusCode.UNSET  # type: ignore[index]
+
+
+def test_no_content_in_failures_without_opt_in(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
+    """Content capture off: a tool that raises quoting its input, a model call refused quoting
+    the prompt, a chat that ends on that error: no span, status, event, metric or log line
+    holds the content."""
+    import logging
+
+    def leaky(q: str) -> str:
+        """Raise, quoting the input."""
+        raise ValueError(f"cannot handle {q}")
+
+    eng = engine([tool_call("leaky", {"q": SECRET})], [error("invalid_request", f"bad: {SECRET}", before_stream=True)])
+    caplog.set_level(logging.DEBUG, logger="allm")
+    with telemetry.scope(telemetry.LogHandler()):
+        result = allm.chat(eng, allm.request([allm.system(SECRET), allm.user(SECRET)]), tools=[allm.function_tool(leaky)])
+    assert result.halted_reason == "error"
+    [tool] = otel.named("execute_tool leaky")
+    assert tool.status.status_code == StatusCode.ERROR and tool.attributes["error.type"] == "handler_raised"  # type: ignore[index]
+    failed = [s for s in otel.spans() if s.status.status_code == StatusCode.ERROR]
+    assert {s.name for s in failed} == {"execute_tool leaky", "chat fake-1", "invoke_agent"}
+    assert all(list(s.events) == [] for s in otel.spans())  # no exception events at all
+    assert SECRET not in "".join(s.to_json() for s in otel.spans())
+    data = otel.reader.get_metrics_data()
+    assert data is not None and SECRET not in data.to_json()
+    assert any(r.name == "allm.tool" and r.levelname == "WARNING" for r in caplog.records)
+    assert SECRET not in caplog.text and all(SECRET not in repr(r.__dict__) for r in caplog.records)
+
+
+def test_content_capture_on_keeps_the_failure_message_redacted(otel_content: Otel) -> None:
+    key = "sk-" + "q" * 40
+    with pytest.raises(allm.AdapterError):
+        allm.generate(engine([error("invalid_request", f"bad request {key}", before_stream=True)]), "hi")
+    [span] = otel_content.spans()
+    assert span.status.description is not None and "bad request" in span.status.description
+    assert key not in span.to_json()
+
+
+def test_every_name_is_in_the_conventions(otel_content: Otel) -> None:
+    """Every attribute and metric allm writes is in the OpenTelemetry semantic conventions
+    registry (``opentelemetry-semantic-conventions``), or is allm's own (``allm.*``)."""
+    from opentelemetry.semconv._incubating.attributes import error_attributes, gen_ai_attributes, server_attributes
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+
+    known = {
+        v
+        for mod in (gen_ai_attributes, server_attributes, error_attributes)
+        for k, v in vars(mod).items()
+        if k.isupper() and isinstance(v, str)
+    }
+    o = Otel(capture_content=True, legacy_system=True)
+    eng = allm.Engine(
+        adapter=Fake(scripts=[[tool_call("add", {"a": 1, "b": 2}), usage(3, 2)], ["3", usage(4, 1)], ["x"]], embeddings={"a": [1.0]}),
+        model="fake-1",
+        retry=FAST,
+    )
+    with telemetry.scope(o.handler):
+        allm.chat(eng, allm.request([allm.system("s"), allm.user("u")], temperature=0.1, max_tokens=9, top_p=0.5, seed=1, stop_sequences=["z"]), tools=[allm.function_tool(add)])
+        allm.embed(eng, ["a"])
+        allm.count_tokens(eng, "one two")
+        allm.list_models(eng)
+        s = allm.stream_generate(eng, "x")
+        next(s)
+        s.close()
+        with pytest.raises(allm.AdapterError):
+            allm.generate(engine([error("invalid_request", before_stream=True)]), "x")
+    names = {k for s in o.spans() for k in (s.attributes or {})}
+    names |= {k for s in o.spans() for e in s.events for k in (e.attributes or {})}
+    metrics = o.metrics()
+    names |= {k for m in metrics.values() for p in m.data.data_points for k in p.attributes}
+    assert {"gen_ai.system", "gen_ai.input.messages", "gen_ai.request.top_p", "error.type"} <= names  # the run covered them
+    assert sorted(n for n in names if n not in known and not n.startswith("allm.")) == []
+    metric_names = {v for k, v in vars(gen_ai_metrics).items() if k.isupper() and isinstance(v, str)}
+    assert set(metrics) <= metric_names
+
+
+def test_a_bad_traceparent_starts_a_new_trace() -> None:
+    o = Otel()
+    for headers in ({"traceparent": "not-a-traceparent"}, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"}, {}):
+        with allm.otel.server_span("POST", "/v1/responses", headers, tracer_provider=o.tracer_provider):
+            pass
+    spans = o.spans()
+    assert len(spans) == 3 and all(s.parent is None for s in spans)
+    assert len({s.context.trace_id for s in spans}) == 3

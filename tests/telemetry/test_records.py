@@ -460,3 +460,123 @@ def test_stop_usage_equals_the_folded_response(chunks: list[allm.Usage], streame
     with telemetry.scope(seen.append):
         resp = allm.generate(engine(script), "x")
     assert seen[-1].usage == (resp.usage if chunks else None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(usages, min_size=1, max_size=4))
+def test_a_chats_usage_is_the_sum_of_its_calls(per_call: list[allm.Usage]) -> None:
+    """The law: a chat's stop record carries the sum (``Usage.__add__``) of its steps' usage."""
+    import functools
+    import operator
+
+    scripts: list[list[Any]] = []
+    for i, u in enumerate(per_call):
+        entry = usage(u.input_tokens, u.output_tokens, cached_input_tokens=u.cached_input_tokens,
+                      reasoning_tokens=u.reasoning_tokens, total_tokens=u.total_tokens)
+        last = i == len(per_call) - 1
+        scripts.append(["done", entry] if last else [tool_call("add", {"a": i, "b": 1}, id=f"c{i}"), entry])
+    seen: list[telemetry.Record] = []
+    with telemetry.scope(seen.append):
+        result = allm.chat(engine(*scripts), "x", tools=[allm.function_tool(add)])
+    assert len(result.steps) == len(per_call)
+    want = functools.reduce(operator.add, [st_.response.usage for st_ in result.steps])
+    assert seen[-1].kind == "chat" and seen[-1].usage == want
+
+
+# ------------------------------------------------------------------------------ the record value
+
+
+def test_record_value() -> None:
+    import pickle
+
+    from attrs.exceptions import FrozenInstanceError
+
+    from allm._records import FIELDS
+
+    r = telemetry.Record("generate", "stop", 7, model="m", duration=0.5, output=allm.assistant("secret words"))
+    assert (r.kind, r.phase, r.id, r.model, r.duration) == ("generate", "stop", 7, "m", 0.5)
+    assert r.parent_id is None and r.cancelled is False and r.request is None  # the defaults
+    with pytest.raises(FrozenInstanceError):
+        r.model = "other"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        del r.model
+    with pytest.raises(TypeError, match="no field 'modle'"):
+        telemetry.Record("generate", "stop", 7, modle="m")
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        r.evolve(nope=1)
+    assert "secret words" not in repr(r) and repr(r).startswith("Record(kind='generate', phase='stop', id=7,")
+    assert r == telemetry.Record("generate", "stop", 7, model="m", duration=0.5)  # content is not compared
+    assert hash(r) == hash(telemetry.Record("generate", "stop", 7, model="m", duration=0.5))
+    assert r != r.evolve(duration=0.25) and r.evolve(duration=0.25).duration == 0.25 and r.duration == 0.5
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.output == r.output
+    assert set(FIELDS) == {f for f in dir(r) if not f.startswith("_") and f != "evolve"}
+    match r:
+        case telemetry.Record("generate", "stop", id=7, model=model):
+            assert model == "m"
+        case _:
+            raise AssertionError("the record did not match")
+
+
+def test_a_chats_request_is_its_first(records: Records) -> None:
+    eng = engine([tool_call("add", {"a": 1, "b": 2})], ["3"])
+    allm.chat(eng, allm.request([allm.system("Be brief."), allm.user("1+2?")], temperature=0.3), tools=[allm.function_tool(add)])
+    start, stop = records.of("chat")
+    assert start.request is not None and [m.role for m in start.request.messages] == ["system", "user"]
+    assert start.request.temperature == 0.3
+    assert stop.request == start.request  # read after the chat grew: still the request it started from
+
+
+# ------------------------------------------------------------------------------ context
+
+
+def test_the_caller_between_events_is_not_inside_the_chat(records: Records) -> None:
+    """The chat is current only while its driver runs: a call the caller makes between two of
+    its events is not its child (sync and async)."""
+    s = allm.stream(engine(["a", "b"], ["c"]), "x")
+    it = iter(s)
+    next(it)
+    allm.generate(engine(["between"]), "y")
+    for _ in it:
+        pass
+    chat = records.one("chat", "start")
+    inside, between = records.of("stream", "start")[0], records.one("generate", "start")
+    assert inside.parent_id == chat.id and between.parent_id is None
+    records.clear()
+
+    async def main() -> None:
+        s = allm.astream(engine(["a", "b"]), "x")
+        await s.__anext__()
+        await allm.agenerate(engine(["between"]), "y")
+        async for _ in s:
+            pass
+
+    asyncio.run(main())
+    chat = records.one("chat", "start")
+    assert records.of("stream", "start")[0].parent_id == chat.id and records.one("generate", "start").parent_id is None
+
+
+def test_the_driver_sees_the_callers_context(records: Records) -> None:
+    """A key scope entered around the iteration reaches every turn of the chat, and one the
+    caller leaves is gone by its next call."""
+    seen: list[str | None] = []
+
+    def which(q: str) -> str:
+        """Report."""
+        return q
+
+    def reply(request: allm.Request) -> Any:
+        seen.append(allm.keys.lookup("fake")[0])
+        if not any(m.role == "tool" for m in request.messages):
+            return [tool_call("which", {"q": "x"})]
+        return ["done"]
+
+    eng = allm.Engine(adapter=Fake(function=reply), model="fake-1")
+    with allm.keys.scope(fake="k-123"):
+        result = allm.chat(eng, "x", tools=[allm.function_tool(which)])
+    assert result.halted_reason == "completed" and seen == ["k-123", "k-123"]
+    assert [r.kind for r in records if r.phase == "start"] == ["chat", "stream", "tool", "stream"]
+    seen.clear()
+    with allm.keys.scope(fake="k-456"):
+        events = list(allm.stream(eng, "x", tools=[allm.function_tool(which)]))
+    assert events and seen == ["k-456", "k-456"]

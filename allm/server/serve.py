@@ -8,6 +8,7 @@ it (greedy sampling), with responses stored in SQLite under the data directory.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from .config import ConfigError, Route, ServerConfig, load_config
@@ -60,6 +61,9 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         config = local_config(local.base_url)
         env[_ENV_LOCAL] = local.base_url
     config.check_bind(host)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting through SystemExit
+    # lets the finally below stop the local llama-server instead of orphaning it.
+    previous = {sig: signal.signal(sig, _exit) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if workers > 1:
             os.environ.update(env)
@@ -70,6 +74,12 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
 
             uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, ws="websockets")
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if local is not None:
             local.stop()
     return 0
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

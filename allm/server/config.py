@@ -81,6 +81,9 @@ class Route:
     - ``tools``: names of hosted tools offered on this route (default: all of ``[tools]``).
     - ``middleware``: allm middleware specs (:func:`allm.middleware.from_spec`) for this route.
     - ``defaults``: request fields used when the request leaves them unset (``{temperature = 0}``).
+    - ``retry``: :class:`allm.RetryPolicy` fields (``{max_attempts = 1}`` turns retries off).
+    - ``timeouts``: :class:`allm.Timeouts` fields in seconds (``connect``, ``first_event``,
+      ``idle``, ``total``).
     """
 
     match: str
@@ -95,6 +98,8 @@ class Route:
     tools: tuple[str, ...] | None = None
     middleware: tuple[Any, ...] = ()
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    retry: Mapping[str, Any] = attrs.field(factory=dict)
+    timeouts: Mapping[str, Any] = attrs.field(factory=dict)
     pattern: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -348,7 +353,7 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
         unknown = [t for t in kw["tools"] if t not in tool_names]
         if unknown:
             raise bad(f"unknown hosted tool(s) {unknown}; define them under [tools]", "tools")
-    for k in ("options", "defaults"):
+    for k in ("options", "defaults", "retry", "timeouts"):
         if k in r:
             if not isinstance(r[k], Mapping):
                 raise bad("must be a table", k)
@@ -360,6 +365,14 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
             Request(**kw["defaults"])
         except (TypeError, ValueError) as exc:
             raise bad(f"not request fields: {exc}", "defaults") from None
+    if "retry" in kw or "timeouts" in kw:
+        from ..policy import RetryPolicy, Timeouts
+
+        for k, cls in (("retry", RetryPolicy), ("timeouts", Timeouts)):
+            try:
+                cls(**kw.get(k, {}))
+            except (TypeError, ValueError) as exc:
+                raise bad(f"not {cls.__name__} fields: {exc}", k) from None
     if "middleware" in r:
         spec = r["middleware"]
         if not isinstance(spec, list):

@@ -203,7 +203,10 @@ class Responses:
                 from ..middleware import from_spec
 
                 mw = list(from_spec(list(r.middleware)))
-            engine = Engine(adapter=adapter, model=r.model, defaults=dict(r.defaults), middleware=mw)
+            from ..policy import RetryPolicy, Timeouts
+
+            engine = Engine(adapter=adapter, model=r.model, defaults=dict(r.defaults), middleware=mw,
+                            retry=RetryPolicy(**r.retry), timeouts=Timeouts(**r.timeouts))
         except ConfigError:
             raise
         except (AllmError, TypeError, ValueError) as exc:

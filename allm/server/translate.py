@@ -758,7 +758,7 @@ class EventMapper:
             assert isinstance(ev, Error)
             api = error_from_allm(ev.error)
             self.error = {"code": api.code or api.type, "message": api.message}
-            return []
+            return [*self.close_open(), self.error_event(api)]
         if t is ChatCompleted:
             assert isinstance(ev, ChatCompleted)
             self.result = ev.result

@@ -484,7 +484,8 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
         "input_tokens": i,
         "output_tokens": o,
         "total_tokens": u.total_tokens if u.total_tokens is not None else i + o,
-        "input_tokens_details": {"cached_tokens": u.cached_input_tokens or 0},
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens or 0,
+                                 "cache_write_tokens": u.cache_write_input_tokens or 0},
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0},
     }
 
@@ -812,6 +813,7 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
         input_tokens=s(a.input_tokens, b.input_tokens),
         output_tokens=s(a.output_tokens, b.output_tokens),
         cached_input_tokens=s(a.cached_input_tokens, b.cached_input_tokens),
+        cache_write_input_tokens=s(a.cache_write_input_tokens, b.cache_write_input_tokens),
         reasoning_tokens=s(a.reasoning_tokens, b.reasoning_tokens),
         total_tokens=s(a.total_tokens, b.total_tokens),
     )

@@ -55,10 +55,11 @@ class ConfigError(AllmError):
     """A configuration that cannot serve: ``key`` names the bad key (``routes[0].match``),
     ``line`` its line in the file (or ``None``)."""
 
+    reasons = frozenset({"invalid_config"})
     default_reason = "invalid_config"
 
     def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
-        where = "".join([f"{key}: " if key else "", f"(line {line}) " if line else ""])
+        where = (key or "config") + (f" (line {line})" if line else "") + ": "
         super().__init__(where + message, reason="invalid_config")
         self.key = key
         self.line = line

@@ -82,6 +82,8 @@ class Route:
     - ``tools``: names of hosted tools offered on this route (default: all of ``[tools]``).
     - ``middleware``: allm middleware specs (:func:`allm.middleware.from_spec`) for this route.
     - ``defaults``: request fields used when the request leaves them unset (``{temperature = 0}``).
+    - ``instructions``: a system prompt used when a request gives no ``instructions`` (not
+      echoed in the response object).
     - ``retry``: :class:`allm.RetryPolicy` fields (``{max_attempts = 1}`` turns retries off).
     - ``timeouts``: :class:`allm.Timeouts` fields in seconds (``connect``, ``first_event``,
       ``idle``, ``total``).
@@ -101,6 +103,7 @@ class Route:
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
     retry: Mapping[str, Any] = attrs.field(factory=dict)
     timeouts: Mapping[str, Any] = attrs.field(factory=dict)
+    instructions: str | None = None
     pattern: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -323,7 +326,7 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
     if "match" not in r:
         raise bad("a route needs 'match' (a regex searched in the model name; '.' matches all)", None)
     kw: dict[str, Any] = {}
-    for k in ("match", "provider", "base_url", "api_key_env", "key_header", "model", "adapter"):
+    for k in ("match", "provider", "base_url", "api_key_env", "key_header", "model", "adapter", "instructions"):
         if k in r:
             if not isinstance(r[k], str) or not r[k]:
                 raise bad("must be a non-empty string", k)

@@ -19,10 +19,16 @@ _ENV_CONFIG = "ALLM_SERVE_CONFIG"
 _ENV_LOCAL = "ALLM_SERVE_LOCAL_BASE_URL"
 
 
+#: SmolLM2-135M answers short questions sensibly only with a brief system prompt.
+LOCAL_INSTRUCTIONS = "You are a helpful assistant. Be brief."
+
+
 def local_config(base_url: str) -> ServerConfig:
-    """Every model to the local llama-server at ``base_url`` (model ``smollm2``, temperature 0)."""
+    """Every model to the local llama-server at ``base_url`` (model ``smollm2``, temperature 0,
+    :data:`LOCAL_INSTRUCTIONS` when a request gives none)."""
     return ServerConfig(routes=(Route(match=".*", provider="local", base_url=base_url, model="smollm2",
-                                      models=("smollm2",), defaults={"temperature": 0.0}),))
+                                      models=("smollm2",), defaults={"temperature": 0.0},
+                                      instructions=LOCAL_INSTRUCTIONS),))
 
 
 def _config_from_env() -> ServerConfig:

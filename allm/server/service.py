@@ -311,7 +311,7 @@ class Responses:
         tools = client_tools(params, self.tool_types)
         names = {t.name for t in tools}
         tools += [t for t in re_.hosted if t.name not in names]
-        thread, req, options = build_call(params, core, tools)
+        thread, req, options = build_call(params, core, tools, instructions=re_.route.instructions)
         if re_.route.model is None:
             req = attrs.evolve(req, model=params.model)
         key = self._key(re_.route, headers)

@@ -417,19 +417,22 @@ def _tool_choice(tc: Any, names: set[str]) -> str | None:
 
 
 def build_call(
-    params: CreateParams, core: Thread, tools: Sequence[Tool], *, defaults: Mapping[str, Any] | None = None
+    params: CreateParams, core: Thread, tools: Sequence[Tool], *, defaults: Mapping[str, Any] | None = None,
+    instructions: str | None = None,
 ) -> tuple[Thread, Request, dict[str, Any]]:
     """``(thread, request, loop options)`` for :func:`allm.astream`.
 
     ``core`` is the conversation so far (a previous response's thread plus this input);
-    ``instructions`` become a leading system message (not carried to continuations);
+    ``instructions`` (or, when the request has none, the route's ``instructions``) become a
+    leading system message (not carried to continuations);
     ``tools`` are every tool offered (client and hosted). ``max_output_tokens`` is
     ``max_tokens``; ``text.format`` a :class:`~allm.types.ResponseFormat`;
     ``max_tool_calls`` halts the loop once that many tool calls ran.
     """
     msgs = core.messages
-    if params.instructions:
-        msgs = (Message("system", params.instructions), *msgs)
+    system = params.instructions or instructions
+    if system:
+        msgs = (Message("system", system), *msgs)
     thread = Thread(msgs)
     names = {t.name for t in tools}
     fields: dict[str, Any] = dict(defaults or {})

@@ -31,6 +31,14 @@ SMOLLM2_CANNOT = {
     "image-input": "SmolLM2-135M is a text model: llama-server refuses image input, so the server answers 502",
     "tool-calling": "a 135M model does not reliably choose to call the offered function (it answers in prose)",
 }
+_SLOW = ("SmolLM2-135M keeps counting past the number asked for ('Count from 1 to 3.'); at a few tokens a "
+         "second on 2 shared cores the turn outlasts the suite's fixed 30 s WebSocket turn limit (HTTP has none)")
+SMOLLM2_CANNOT.update({i: _SLOW for i in (
+    "websocket-response", "websocket-sequential-responses", "websocket-continuation",
+    "websocket-failed-continuation-evicts-cache", "websocket-compact-new-chain",
+)})
+#: What the 135M model must pass.
+SMOLLM2_MUST = [i for i in ALL_IDS if i not in SMOLLM2_CANNOT]
 
 
 def _rig_available() -> None:
@@ -99,7 +107,7 @@ def test_smollm2_route(tmp_path: Path) -> None:
         failed = {i: r.get("errors") for i, r in results.items() if r["status"] != "passed"}
         print(f"SmolLM2: {len(passed)}/17 passed; not served: {sorted(failed)}")
         assert set(failed) <= set(SMOLLM2_CANNOT), failed
-        assert len(passed) >= 17 - len(SMOLLM2_CANNOT)
+        assert set(SMOLLM2_MUST) <= set(passed)
         assert (tmp_path / "allm" / "server" / "responses.db").exists()  # the default SQLite store
     finally:
         server.stop()

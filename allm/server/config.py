@@ -77,7 +77,8 @@ class Route:
       ``api_key_env``; never stored, logged or returned).
     - ``model``: the upstream model name (default: the requested name).
     - ``models``: names listed by ``GET /v1/models`` for this route.
-    - ``adapter``: ``"module:callable"`` returning an adapter, instead of ``provider``.
+    - ``adapter``: ``"module:callable"`` (or, from Python, the callable) returning an adapter,
+      instead of ``provider``; called with ``options`` as keyword arguments.
     - ``options``: keyword arguments for the adapter (``registry.build(provider, **options)``).
     - ``tools``: names of hosted tools offered on this route (default: all of ``[tools]``).
     - ``middleware``: allm middleware specs (:func:`allm.middleware.from_spec`) for this route.
@@ -96,7 +97,7 @@ class Route:
     key_header: str | None = None
     model: str | None = None
     models: tuple[str, ...] = ()
-    adapter: str | None = None
+    adapter: str | Callable[..., Any] | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict)
     tools: tuple[str, ...] | None = None
     middleware: tuple[Any, ...] = ()
@@ -112,14 +113,17 @@ class Route:
     @property
     def name(self) -> str:
         """What ``owned_by`` reports: the provider name or the adapter factory."""
-        return self.provider or self.adapter or "custom"
+        if self.provider:
+            return self.provider
+        return self.adapter if isinstance(self.adapter, str) else "custom"
 
 
 @attrs.frozen
 class ServerConfig:
     """The whole configuration (see the module docstring for the TOML spelling).
 
-    ``routes`` in order; ``tools``: hosted tool name -> ``"module:function"``; ``store``:
+    ``routes`` in order; ``tools``: hosted tool name -> ``"module:function"`` (or, from
+    Python, the function; sync or async, its schema from its signature); ``store``:
     a store URL (:func:`allm.stores.open_store`; ``None``: SQLite in ``data_dir``);
     ``auth_tokens``: accepted bearer tokens (empty: no auth, loopback only);
     ``max_body_bytes``: largest request body; ``retention_max_age`` (seconds) and
@@ -127,7 +131,7 @@ class ServerConfig:
     """
 
     routes: tuple[Route, ...] = ()
-    tools: Mapping[str, str] = attrs.field(factory=dict)
+    tools: Mapping[str, str | Callable[..., Any]] = attrs.field(factory=dict)
     store: str | None = None
     data_dir: str | None = None
     auth_tokens: tuple[str, ...] = ()

@@ -183,7 +183,7 @@ class Responses:
 
         out: dict[str, Tool] = {}
         for name, spec in config.tools.items():
-            fn = resolve_callable(spec, key=f"tools.{name}")
+            fn = spec if callable(spec) else resolve_callable(spec, key=f"tools.{name}")
             try:
                 out[name] = function_tool(name=name)(fn)
             except (AllmError, TypeError, ValueError) as exc:
@@ -194,7 +194,8 @@ class Responses:
     def _build(i: int, r: Route, hosted: Mapping[str, Tool]) -> _RouteEngine:
         try:
             if r.adapter:
-                adapter = resolve_callable(r.adapter, key=f"routes[{i}].adapter")(**r.options)
+                factory = r.adapter if callable(r.adapter) else resolve_callable(r.adapter, key=f"routes[{i}].adapter")
+                adapter = factory(**r.options)
             else:
                 assert r.provider is not None
                 adapter = registry.build(r.provider, base_url=r.base_url, **r.options)

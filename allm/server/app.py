@@ -46,6 +46,8 @@ from .translate import (
     SSE_DONE,
     ApiError,
     CreateParams,
+    InputItemReader,
+    ItemRewriter,
     ToolTranslator,
     encode_compaction,
     input_items,
@@ -73,6 +75,10 @@ class Hooks:
     - ``tool_types``: request tool ``type`` -> ``tool dict -> [allm.Tool]`` (``"mcp"``).
     - ``chat_options``: ``(route, params, headers) -> mapping`` of extra
       :class:`allm.ChatOptions` for each call (``context``, ``middleware``...).
+    - ``item_rewriters``: ``item -> item`` applied to every output item clients see (an MCP
+      tool's ``function_call`` shown as ``mcp_call``).
+    - ``input_item_types``: input item ``type`` -> ``item -> [standard items]`` (an
+      ``mcp_call`` sent back read as ``function_call`` + ``function_call_output``).
     - ``on_startup`` / ``on_shutdown``: async callables ``(app) -> None``.
     """
 
@@ -81,6 +87,8 @@ class Hooks:
     observers: Sequence[RunObserver] = ()
     tool_types: Mapping[str, ToolTranslator] = attrs.field(factory=dict)
     chat_options: Sequence[Callable[[ConfigRoute, CreateParams, Mapping[str, str]], Mapping[str, Any]]] = ()
+    item_rewriters: Sequence[ItemRewriter] = ()
+    input_item_types: Mapping[str, InputItemReader] = attrs.field(factory=dict)
     on_startup: Sequence[Callable[[Starlette], Any]] = ()
     on_shutdown: Sequence[Callable[[Starlette], Any]] = ()
 
@@ -157,7 +165,8 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
     """
     hooks = hooks or Hooks()
     service = Responses(config, store=store, tool_types=hooks.tool_types, observers=hooks.observers,
-                        chat_options=hooks.chat_options)
+                        chat_options=hooks.chat_options, item_rewriters=hooks.item_rewriters,
+                        input_item_types=hooks.input_item_types)
     limit = config.max_body_bytes
 
     def headers_of(request: Request | WebSocket) -> dict[str, str]:
@@ -292,7 +301,7 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
             core = Thread()
             if params.previous_response_id:
                 core = await service.previous_core(params.previous_response_id)
-            new = items_to_thread(input_items(params))
+            new = items_to_thread(input_items(params), service.input_item_types)
             thread = Thread((*core.messages, *new.messages))
         except ApiError as err:
             return _error(err)

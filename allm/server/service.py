@@ -37,6 +37,8 @@ from .translate import (
     ApiError,
     CreateParams,
     EventMapper,
+    InputItemReader,
+    ItemRewriter,
     ToolTranslator,
     build_call,
     client_tools,
@@ -151,7 +153,9 @@ class Responses:
 
     ``tool_types`` maps extra request tool types to translators (the seam for ``mcp``);
     ``observers`` see every published event; ``chat_options`` give extra
-    :class:`allm.ChatOptions` per call (``(route, params, headers) -> mapping``).
+    :class:`allm.ChatOptions` per call (``(route, params, headers) -> mapping``);
+    ``item_rewriters`` rewrite output items as clients see them; ``input_item_types`` read
+    custom input item types back as standard items.
     Raises :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
     """
 
@@ -163,12 +167,16 @@ class Responses:
         tool_types: Mapping[str, ToolTranslator] | None = None,
         observers: Sequence[RunObserver] = (),
         chat_options: Sequence[Callable[[Route, CreateParams, Mapping[str, str]], Mapping[str, Any]]] = (),
+        item_rewriters: Sequence[ItemRewriter] = (),
+        input_item_types: Mapping[str, InputItemReader] | None = None,
     ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config.store_url())
         self.tool_types = dict(tool_types or {})
         self.observers = list(observers)
         self.chat_options = list(chat_options)
+        self.item_rewriters = tuple(item_rewriters)
+        self.input_item_types = dict(input_item_types or {})
         self.runs: dict[str, Run] = {}
         self._writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -307,7 +315,7 @@ class Responses:
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id, cache)
         items = input_items(params)
-        new = items_to_thread(items)
+        new = items_to_thread(items, self.input_item_types)
         core = Thread((*core.messages, *new.messages))
         tools = client_tools(params, self.tool_types)
         names = {t.name for t in tools}
@@ -320,7 +328,7 @@ class Responses:
             options["api_key"] = key
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
-        mapper = EventMapper(params, new_id("resp"), _now())
+        mapper = EventMapper(params, new_id("resp"), _now(), self.item_rewriters)
         run = Run(self, params, mapper, core, items, re_.route)
         try:
             from ..driver import astream

@@ -435,6 +435,8 @@ class Responses:
         await self._conclude(run, terminal)
 
     async def _conclude(self, run: Run, terminal: list[dict[str, Any]]) -> None:
+        if run.mapper.warnings:
+            log.warning("response %s (route %s): %s", run.id, run.route.name, "; ".join(run.mapper.warnings))
         await run._publish(terminal[:-1])
         final = terminal[-1]["response"]
         try:

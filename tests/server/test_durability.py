@@ -85,3 +85,19 @@ def test_two_processes_share_one_redis(tmp_path: Path, redis_server: Any) -> Non
     finally:
         a.stop()
         b.stop()
+
+
+def test_workers_share_the_sqlite_store(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(_config(f"sqlite:///{tmp_path / 'r.db'}"))
+    server = ServeProcess(path, extra=("--workers", "2"))
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            rid = http.post("/v1/responses", json={"model": "echo", "input": "0"}).json()["id"]
+            for i in range(1, 8):  # each continuation may land on either worker
+                r = http.post("/v1/responses", json={"model": "echo", "input": str(i), "previous_response_id": rid})
+                assert r.status_code == 200, r.text
+                rid = r.json()["id"]
+            assert r.json()["output"][0]["content"][0]["text"] == " | ".join(str(i) for i in range(8))
+    finally:
+        server.stop()

@@ -329,6 +329,10 @@ class Responses:
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
         mapper = EventMapper(params, new_id("resp"), _now(), self.item_rewriters)
+        if params.reasoning:
+            mapper.warnings.append("reasoning settings are not passed to the provider by this server")
+        if params.top_logprobs:
+            mapper.warnings.append("top_logprobs is not supported by this server")
         run = Run(self, params, mapper, core, items, re_.route)
         try:
             from ..driver import astream

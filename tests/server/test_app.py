@@ -394,3 +394,17 @@ def test_config_without_routes_serves_no_model() -> None:
             assert r.status_code == 404
 
     asyncio.run(run())
+
+
+async def test_dropped_settings_are_reported(client: httpx.AsyncClient) -> None:
+    resp = await create(client, input="x", reasoning={"effort": "low"}, top_logprobs=2, metadata={"mine": "kept"})
+    assert resp["metadata"]["mine"] == "kept"
+    assert "reasoning settings are not passed" in resp["metadata"]["allm_warnings"]
+    assert "top_logprobs" in resp["metadata"]["allm_warnings"]
+    assert resp["reasoning"] == {"effort": "low", "summary": None}
+
+
+async def test_parallel_tool_calls_false_is_accepted(client: httpx.AsyncClient) -> None:
+    resp = await create(client, input="weather?", tools=[WEATHER], parallel_tool_calls=False)
+    assert resp["parallel_tool_calls"] is False
+    assert [o["type"] for o in resp["output"]] == ["function_call"]

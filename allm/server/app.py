@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -409,7 +410,5 @@ def _not_found(rid: str) -> ApiError:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 

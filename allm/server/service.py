@@ -88,6 +88,7 @@ class Run:
         self.cancel_status = "incomplete"
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
+        self.discard = False  # deleted while running: not stored when it ends
         self._changed = asyncio.Condition()
 
     @property
@@ -266,8 +267,12 @@ class Responses:
     async def delete(self, response_id: str) -> bool:
         """Delete a stored response (and stop it if running here); whether it existed."""
         run = self.runs.get(response_id)
-        if run is not None:
+        if run is not None and run.params.store:
+            run.discard = True
             run.cancel("cancelled", "deleted")
+            await run.done.wait()
+            await self.store.adelete(NAMESPACE, response_id)
+            return True
         return await self.store.adelete(NAMESPACE, response_id)
 
     async def prune(self) -> list[str]:
@@ -444,7 +449,7 @@ class Responses:
         await run._publish(terminal[:-1])
         final = terminal[-1]["response"]
         try:
-            if run.params.store:
+            if run.params.store and not run.discard:
                 await self._persist(run, final, terminal[-1])
         except AllmError:
             log.exception("storing response %s failed", run.id)

@@ -408,3 +408,14 @@ async def test_parallel_tool_calls_false_is_accepted(client: httpx.AsyncClient) 
     resp = await create(client, input="weather?", tools=[WEATHER], parallel_tool_calls=False)
     assert resp["parallel_tool_calls"] is False
     assert [o["type"] for o in resp["output"]] == ["function_call"]
+
+
+async def test_deleting_a_running_background_response_stops_and_forgets_it() -> None:
+    cfg = FAKE_CONFIG.replace('adapter = "tests.server.fakes:echo"', 'adapter = "tests.server.fakes:slow"')
+    async with app_client(cfg) as c:
+        body = (await c.post("/v1/responses", json={"model": "echo", "input": "x", "background": True})).json()
+        await asyncio.sleep(0.05)
+        d = await c.delete(f"/v1/responses/{body['id']}")
+        assert d.status_code == 200 and d.json()["deleted"] is True
+        assert (await c.get(f"/v1/responses/{body['id']}")).status_code == 404
+        assert c.app.state.responses.runs == {}  # type: ignore[attr-defined]

@@ -428,7 +428,7 @@ def _tool_choice(tc: Any, names: set[str]) -> str | None:
             return str(tc["name"])
         if tc.get("type") == "allowed_tools":
             mode = tc.get("mode", "auto")
-            return "required" if mode == "required" else "auto"
+            return str(mode) if mode in ("none", "required") else "auto"
     raise invalid("unsupported tool_choice", "tool_choice")
 
 
@@ -443,13 +443,24 @@ def build_call(
     leading system message (not carried to continuations);
     ``tools`` are every tool offered (client and hosted). ``max_output_tokens`` is
     ``max_tokens``; ``text.format`` a :class:`~allm.types.ResponseFormat`;
-    ``max_tool_calls`` halts the loop once that many tool calls ran.
+    ``max_tool_calls`` halts the loop once that many tool calls ran. An ``allowed_tools``
+    choice offers only the tools it names (the specification's hard constraint).
     """
     msgs = core.messages
     system = params.instructions or instructions
     if system:
         msgs = (Message("system", system), *msgs)
     thread = Thread(msgs)
+    tc_raw = params.tool_choice
+    if isinstance(tc_raw, Mapping) and tc_raw.get("type") == "allowed_tools":
+        allowed = tc_raw.get("tools")
+        if not isinstance(allowed, list) or not all(isinstance(a, Mapping) and isinstance(a.get("name"), str) for a in allowed):
+            raise invalid("allowed_tools.tools must be a list of {type, name}", "tool_choice.tools")
+        keep = {a["name"] for a in allowed}
+        unknown = keep - {t.name for t in tools}
+        if unknown:
+            raise invalid(f"allowed_tools names tools that are not offered: {sorted(unknown)}", "tool_choice.tools")
+        tools = [t for t in tools if t.name in keep]  # enforced: only these can be called
     names = {t.name for t in tools}
     fields: dict[str, Any] = dict(defaults or {})
     fields.update({k: v for k, v in {

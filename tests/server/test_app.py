@@ -419,3 +419,14 @@ async def test_deleting_a_running_background_response_stops_and_forgets_it() -> 
         assert d.status_code == 200 and d.json()["deleted"] is True
         assert (await c.get(f"/v1/responses/{body['id']}")).status_code == 404
         assert c.app.state.responses.runs == {}  # type: ignore[attr-defined]
+
+
+async def test_allowed_tools_are_enforced(client: httpx.AsyncClient) -> None:
+    other = {**WEATHER, "name": "get_time"}
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_time"}]}
+    resp = await create(client, input="x", tools=[WEATHER, other], tool_choice=choice)
+    assert [o["name"] for o in resp["output"] if o["type"] == "function_call"] == ["get_time"]
+    assert resp["tool_choice"] == choice
+    bad = {**choice, "tools": [{"type": "function", "name": "nope"}]}
+    r = await client.post("/v1/responses", json={"model": "fake", "input": "x", "tools": [WEATHER], "tool_choice": bad})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice.tools"

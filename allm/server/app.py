@@ -60,9 +60,13 @@ from .translate import (
     usage_object,
 )
 
-__all__ = ["Hooks", "create_app"]
+__all__ = ["WEBSOCKET_MAX_SECONDS", "Hooks", "create_app"]
 
 log = logging.getLogger("allm.server")
+
+#: How long one WebSocket connection may serve turns (the specification's 60 minutes); a
+#: turn sent later gets ``websocket_connection_limit_reached`` and the connection closes.
+WEBSOCKET_MAX_SECONDS = 3600.0
 
 
 @attrs.frozen
@@ -322,10 +326,17 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
         await ws.accept()
         cache: dict[str, Thread] = {}  # connection-local: the most recent response's conversation
         headers = headers_of(ws)
+        opened = time.monotonic()
         try:
             while True:
                 text = await ws.receive_text()
                 previous: str | None = None
+                if time.monotonic() - opened > WEBSOCKET_MAX_SECONDS:
+                    err = ApiError(400, "invalid_request", "the WebSocket connection reached its time limit; open a new one",
+                                   code="websocket_connection_limit_reached")
+                    await ws.send_text(orjson.dumps({"type": "error", "status": err.status, "error": err.payload()}).decode())
+                    await ws.close(1000)
+                    return
                 try:
                     if len(text.encode()) > limit:
                         raise _too_large(limit)

@@ -85,6 +85,9 @@ class Hooks:
     - ``input_item_types``: input item ``type`` -> ``item -> [standard items]`` (an
       ``mcp_call`` sent back read as ``function_call`` + ``function_call_output``).
     - ``on_startup`` / ``on_shutdown``: async callables ``(app) -> None``.
+
+    A config's ``[server] hooks = ["module:factory"]`` names functions ``(config) -> Hooks``;
+    :func:`create_app` merges them (in order) with the ``hooks`` it is given (:meth:`merge`).
     """
 
     middleware: Sequence[Middleware] = ()
@@ -96,6 +99,31 @@ class Hooks:
     input_item_types: Mapping[str, InputItemReader] = attrs.field(factory=dict)
     on_startup: Sequence[Callable[[Starlette], Any]] = ()
     on_shutdown: Sequence[Callable[[Starlette], Any]] = ()
+
+    @staticmethod
+    def merge(*many: Hooks) -> Hooks:
+        """One :class:`Hooks` with every list concatenated in order (middleware of the first
+        outermost) and the mappings combined (a later one wins per key)."""
+        out: dict[str, Any] = {}
+        for f in attrs.fields(Hooks):
+            values = [getattr(h, f.name) for h in (Hooks(), *many)]
+            if isinstance(values[0], Mapping):
+                merged: dict[str, Any] = {}
+                for v in values:
+                    merged.update(v)
+                out[f.name] = merged
+            else:
+                out[f.name] = tuple(x for v in values for x in v)
+        return Hooks(**out)
+
+
+def _load_hooks(name: str, config: ServerConfig) -> Hooks:
+    from .config import ConfigError, resolve_callable
+
+    made = resolve_callable(name, key="server.hooks")(config)
+    if not isinstance(made, Hooks):
+        raise ConfigError(f"{name!r} returned {type(made).__name__}, not allm.server.Hooks", key="server.hooks")
+    return made
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -168,7 +196,7 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
     ``app.state.responses`` (:class:`~allm.server.service.Responses`). Raises
     :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
     """
-    hooks = hooks or Hooks()
+    hooks = Hooks.merge(*(_load_hooks(name, config) for name in config.hooks), hooks or Hooks())
     service = Responses(config, store=store, tool_types=hooks.tool_types, observers=hooks.observers,
                         chat_options=hooks.chat_options, item_rewriters=hooks.item_rewriters,
                         input_item_types=hooks.input_item_types)

@@ -6,6 +6,7 @@
     store = "sqlite:///var/lib/allm/responses.db"   # default: SQLite in data_dir
     data_dir = "~/.local/share/allm/server"          # default: $XDG_DATA_HOME/allm/server
     max_body_bytes = 10485760                       # 413 above it (default 10 MiB)
+    hooks = ["myapp.server:hooks"]                  # functions (config) -> allm.server.Hooks
     retention_max_age = 2592000                     # seconds a stored response is kept (default: forever)
     retention_max_count = 100000                    # newest responses kept (default: no limit)
 
@@ -127,7 +128,9 @@ class ServerConfig:
     a store URL (:func:`allm.stores.open_store`; ``None``: SQLite in ``data_dir``);
     ``auth_tokens``: accepted bearer tokens (empty: no auth, loopback only);
     ``max_body_bytes``: largest request body; ``retention_max_age`` (seconds) and
-    ``retention_max_count``: the stored responses' retention limit.
+    ``retention_max_count``: the stored responses' retention limit; ``hooks``:
+    ``"module:factory"`` names of functions ``(config) -> allm.server.Hooks`` merged into the app
+    (metrics, tracing, extra tool types).
     """
 
     routes: tuple[Route, ...] = ()
@@ -138,6 +141,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     retention_max_age: float | None = None
     retention_max_count: int | None = None
+    hooks: tuple[str, ...] = ()
 
     def store_url(self) -> str:
         """The store URL: ``store``, else ``sqlite:///<data_dir>/responses.db`` (the directory is made)."""
@@ -218,7 +222,7 @@ class _Lines:
         return start + 1 if table is not None else None
 
 
-_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count"}
+_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count", "hooks"}
 _AUTH_KEYS = {"tokens", "tokens_env"}
 _ROUTE_KEYS = {f.name for f in attrs.fields(Route) if f.init}
 _TOP_KEYS = {"server", "auth", "tools", "routes"}
@@ -277,6 +281,11 @@ def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
             raise fail("must be a positive integer", "server.retention_max_count", "server", "retention_max_count")
         kw["retention_max_count"] = v
 
+    if "hooks" in server:
+        v = server["hooks"]
+        if not isinstance(v, list) or not all(isinstance(x, str) and ":" in x for x in v):
+            raise fail('must be a list of "module:factory"', "server.hooks", "server", "hooks")
+        kw["hooks"] = tuple(v)
     auth = data.get("auth", {})
     if not isinstance(auth, Mapping):
         raise fail("must be a table", "auth", None, None)

@@ -96,3 +96,26 @@ async def test_every_hook() -> None:
         assert bad.status_code == 400
 
 
+
+
+async def test_hooks_named_in_the_config_are_merged() -> None:
+    from . import hooks_example
+
+    cfg = FAKE_CONFIG.replace('store = "memory://"', 'store = "memory://"\nhooks = ["tests.server.hooks_example:hooks"]')
+    extra: list[str] = []
+    async with app_client(cfg, hooks=Hooks(observers=[lambda run, ev: extra.append(ev["type"])])) as c:
+        await c.post("/v1/responses", json={"model": "fake", "input": "hi"})
+        assert (await c.get("/events-count")).text == str(len(hooks_example.EVENTS))
+        assert hooks_example.EVENTS[-1] == "response.completed" and extra == hooks_example.EVENTS[-len(extra):]
+
+
+def test_a_hooks_factory_must_return_hooks() -> None:
+    import pytest
+
+    from allm.server import ConfigError, create_app, parse_config
+    from allm.stores import MemoryStore
+
+    cfg = FAKE_CONFIG.replace('store = "memory://"', 'store = "memory://"\nhooks = ["tests.server.hooks_example:not_hooks"]')
+    with pytest.raises(ConfigError) as info:
+        create_app(parse_config(cfg), store=MemoryStore())
+    assert info.value.key == "server.hooks"

@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from ..providers.gemini.encode import find_call
 from ..types import Image, ImagePart, Message, Part, ReasoningPart, TextPart, Thread, ToolCall
 from ._base import (
     FormatError,
@@ -159,17 +160,6 @@ def _function_call(tc: ToolCall, where: str, report: Report) -> dict[str, Any]:
     return d
 
 
-def _find_call(messages: Sequence[Message], before: int, tool_call_id: str) -> ToolCall | None:
-    """The most recent tool call with this id in an assistant message before ``before``."""
-    for j in range(before - 1, -1, -1):
-        m = messages[j]
-        if m.role == "assistant":
-            for tc in m.tool_calls:
-                if tc.id == tool_call_id:
-                    return tc
-    return None
-
-
 def _response(m: Message, where: str, report: Report) -> dict[str, Any]:
     g = m.metadata.get(FORMAT)
     if isinstance(g, Mapping) and g.get("response_object"):
@@ -216,7 +206,7 @@ def to_gemini(
             if not m.tool_call_id:
                 report.add("unsupported_content", where, f"a tool message without tool_call_id cannot be written to {_NAME}")
                 continue
-            tc = _find_call(msgs, i, m.tool_call_id)
+            tc = find_call(msgs, i, m.tool_call_id)
             name = tc.name if tc is not None else m.name
             if not name:
                 report.add(

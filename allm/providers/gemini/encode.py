@@ -48,6 +48,7 @@ __all__ = [
     "encode_contents",
     "encode_tool",
     "encode_tool_choice",
+    "find_call",
     "merge",
     "model_path",
 ]
@@ -160,7 +161,7 @@ def _model_parts(m: Message, i: int, warnings: list[CallWarning]) -> list[dict[s
     return out
 
 
-def _find_call(messages: Sequence[Message], before: int, tool_call_id: str) -> ToolCall | None:
+def find_call(messages: Sequence[Message], before: int, tool_call_id: str) -> ToolCall | None:
     """The most recent tool call with this id in an assistant message before ``before``."""
     for j in range(before - 1, -1, -1):
         m = messages[j]
@@ -190,7 +191,7 @@ def encode_contents(
             continue
         if m.role == "tool":
             assert m.tool_call_id  # check_thread refused a tool message without one
-            tc = _find_call(messages, i, m.tool_call_id)
+            tc = find_call(messages, i, m.tool_call_id)
             name = (tc.name if tc is not None else None) or m.name
             if not name:
                 raise ValidationError(

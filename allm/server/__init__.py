@@ -1,0 +1,1 @@
+"""The Open Responses server (``allm serve``)."""

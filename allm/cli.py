@@ -7,6 +7,7 @@
     allm chat --base-url http://127.0.0.1:8080/v1 --model smollm2 "Hi"
     allm models --provider openai
     allm local-server --port 8080                               # run llama-server in the foreground
+    allm serve --config server.toml --port 8000                 # the Open Responses server
 
 Which provider, when ``--provider`` is not given: ``--base-url`` means an
 OpenAI-compatible server; otherwise ``$ALLM_PROVIDER``; otherwise ``openai`` when
@@ -191,6 +192,14 @@ def _local_server(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
 
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        from .server.serve import serve
+    except ImportError as exc:
+        raise CliError(f"allm serve needs the server extra (pip install 'allm[server]'): {exc}") from None
+    return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", choices=PROVIDERS, help="which provider (default: see 'allm --help')")
     p.add_argument("--model", help="model name (a default exists for most providers)")
@@ -225,6 +234,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--embeddings", action="store_true", help="serve embeddings instead of chat")
     s.set_defaults(run=_local_server)
+    v = sub.add_parser("serve", help="serve the Open Responses API (see guides/server.md)")
+    v.add_argument("--config", help="a TOML config file (default: route every model to the local SmolLM2)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    v.set_defaults(run=_serve)
     return ap
 
 

@@ -1,0 +1,75 @@
+"""``allm serve``: run the Open Responses app under uvicorn.
+
+With a config file its routes are served; with none, the embedded default starts the
+local SmolLM2 ``llama-server`` (:class:`allm.local.LocalServer`) and routes every model to
+it (greedy sampling), with responses stored in SQLite under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .config import ConfigError, Route, ServerConfig, load_config
+
+__all__ = ["app_from_env", "local_config", "serve"]
+
+_ENV_CONFIG = "ALLM_SERVE_CONFIG"
+_ENV_LOCAL = "ALLM_SERVE_LOCAL_BASE_URL"
+
+
+def local_config(base_url: str) -> ServerConfig:
+    """Every model to the local llama-server at ``base_url`` (model ``smollm2``, temperature 0)."""
+    return ServerConfig(routes=(Route(match=".*", provider="local", base_url=base_url, model="smollm2",
+                                      models=("smollm2",), defaults={"temperature": 0.0}),))
+
+
+def _config_from_env() -> ServerConfig:
+    path = os.environ.get(_ENV_CONFIG)
+    if path:
+        return load_config(path)
+    base = os.environ.get(_ENV_LOCAL)
+    if base:
+        return local_config(base)
+    raise ConfigError(f"neither {_ENV_CONFIG} nor {_ENV_LOCAL} is set")
+
+
+def app_from_env() -> Any:
+    """The app for uvicorn's worker processes (``--workers N``): the config named by the environment."""
+    from .app import create_app
+
+    return create_app(_config_from_env())
+
+
+def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          log_level: str = "info") -> int:
+    """Serve until interrupted; the exit status. Raises :class:`ConfigError` for a bad config
+    (or auth missing on a non-loopback ``host``), :class:`allm.local.LocalServerError` when the
+    default local model cannot start."""
+    import uvicorn
+
+    from ..local import LocalServer
+
+    local: LocalServer | None = None
+    env = {}
+    if config_path:
+        config = load_config(config_path)
+        env[_ENV_CONFIG] = os.path.abspath(config_path)
+    else:
+        local = LocalServer().start()
+        config = local_config(local.base_url)
+        env[_ENV_LOCAL] = local.base_url
+    config.check_bind(host)
+    try:
+        if workers > 1:
+            os.environ.update(env)
+            uvicorn.run("allm.server.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level, ws="websockets")
+        else:
+            from .app import create_app
+
+            uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, ws="websockets")
+    finally:
+        if local is not None:
+            local.stop()
+    return 0

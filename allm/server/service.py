@@ -1,0 +1,429 @@
+"""The server's work, apart from HTTP: routes -> engines, running responses, storing them.
+
+:class:`Responses` owns the route engines, the hosted tools, the store and the responses
+running in this process (:class:`Run`). Each response runs as one asyncio task over
+:func:`allm.astream` (the engine's tool loop, retries, keys and deadlines); its allm events
+go through :class:`~allm.server.translate.EventMapper` into Open Responses events kept on
+the run (followers read them as they come) and, with ``store``, written to the store
+before the terminal event is published (so a response whose terminal event was sent
+survives a crash).
+
+Stored layout (namespace ``responses``, one key per response id): the record is JSON
+``{"response", "core", "input_items", "events"}`` where ``core`` is the conversation after
+the response without its ``instructions`` (:mod:`allm.codec` form), which a continuation
+by ``previous_response_id`` extends; the log holds the streamed events, one JSON each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from .. import codec
+from ..engine import Engine
+from ..errors import AllmError
+from ..providers import registry
+from ..stores import Store, open_store
+from ..types import Thread, Tool
+from .config import ConfigError, Route, ServerConfig, resolve_callable
+from .translate import (
+    ApiError,
+    CreateParams,
+    EventMapper,
+    ToolTranslator,
+    build_call,
+    client_tools,
+    error_from_allm,
+    input_items,
+    invalid,
+    items_to_thread,
+    new_id,
+)
+
+__all__ = ["NAMESPACE", "Responses", "Run", "RunObserver"]
+
+log = logging.getLogger("allm.server")
+
+NAMESPACE = "responses"
+#: Called with (run, event) for every event a run publishes (metrics, tracing...).
+RunObserver = Callable[["Run", Mapping[str, Any]], None]
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Run:
+    """One response being produced in this process.
+
+    ``events`` grows as the response streams (each a dict with ``sequence_number``);
+    :meth:`follow` yields them to any number of readers; ``final`` is the response object
+    after the terminal event; ``started`` resolves at the first upstream event (or with
+    the :class:`ApiError` of a call that failed before it).
+    """
+
+    def __init__(self, service: Responses, params: CreateParams, mapper: EventMapper, core: Thread,
+                 items: list[dict[str, Any]], route: Route) -> None:
+        self.service = service
+        self.params = params
+        self.mapper = mapper
+        self.id = mapper.id
+        self.core = core
+        self.items = items
+        self.route = route
+        self.events: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.done = asyncio.Event()
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_status = "incomplete"
+        self.cancel_reason = "client_disconnected"
+        self.after_core: Thread | None = None
+        self._changed = asyncio.Condition()
+
+    @property
+    def status(self) -> str:
+        """The response's status now."""
+        if self.final is not None:
+            return str(self.final["status"])
+        return "in_progress" if self.started.done() or not self.params.background else "queued"
+
+    def snapshot(self) -> dict[str, Any]:
+        """The response object now (the final one once done)."""
+        return self.final if self.final is not None else self.mapper.snapshot(self.status)
+
+    async def _publish(self, events: Sequence[dict[str, Any]]) -> None:
+        if not events:
+            return
+        self.events.extend(events)
+        for obs in self.service.observers:
+            for ev in events:
+                try:
+                    obs(self, ev)
+                except Exception:  # an observer never breaks a response
+                    log.exception("server observer failed")
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def follow(self, after: int = -1) -> AsyncIterator[dict[str, Any]]:
+        """Every event with ``sequence_number > after``, as they come, until the terminal one."""
+        i = after + 1
+        while True:
+            while i < len(self.events):
+                yield self.events[i]
+                i += 1
+            if self.done.is_set():
+                return
+            async with self._changed:
+                if i >= len(self.events) and not self.done.is_set():
+                    await self._changed.wait()
+
+    def cancel(self, status: str = "incomplete", reason: str = "client_disconnected") -> None:
+        """Stop the work: the upstream call is closed, running tools cancelled; the response
+        ends ``incomplete`` (or ``cancelled``) with ``reason``."""
+        if self.task is not None and not self.task.done() and not self.done.is_set():
+            self.cancel_status, self.cancel_reason = status, reason
+            self.task.cancel()
+
+    async def wait(self) -> dict[str, Any]:
+        """The final response object (waits for the terminal event)."""
+        await self.done.wait()
+        assert self.final is not None
+        return self.final
+
+
+@attrs.frozen
+class _RouteEngine:
+    route: Route
+    engine: Engine
+    hosted: tuple[Tool, ...]
+
+
+class Responses:
+    """Routes, hosted tools, the store and the running responses (see the module docstring).
+
+    ``tool_types`` maps extra request tool types to translators (the seam for ``mcp``);
+    ``observers`` see every published event; ``chat_options`` give extra
+    :class:`allm.ChatOptions` per call (``(route, params, headers) -> mapping``).
+    Raises :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        store: Store | None = None,
+        tool_types: Mapping[str, ToolTranslator] | None = None,
+        observers: Sequence[RunObserver] = (),
+        chat_options: Sequence[Callable[[Route, CreateParams, Mapping[str, str]], Mapping[str, Any]]] = (),
+    ) -> None:
+        self.config = config
+        self.store = store if store is not None else open_store(config.store_url())
+        self.tool_types = dict(tool_types or {})
+        self.observers = list(observers)
+        self.chat_options = list(chat_options)
+        self.runs: dict[str, Run] = {}
+        self._writes = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        hosted = self._hosted_tools(config)
+        self.routes = [self._build(i, r, hosted) for i, r in enumerate(config.routes)]
+
+    # -- setup
+
+    @staticmethod
+    def _hosted_tools(config: ServerConfig) -> dict[str, Tool]:
+        from ..tools import function_tool
+
+        out: dict[str, Tool] = {}
+        for name, spec in config.tools.items():
+            fn = resolve_callable(spec, key=f"tools.{name}")
+            try:
+                out[name] = function_tool(name=name)(fn)
+            except (AllmError, TypeError, ValueError) as exc:
+                raise ConfigError(f"cannot make a tool of {spec!r}: {exc}", key=f"tools.{name}") from None
+        return out
+
+    @staticmethod
+    def _build(i: int, r: Route, hosted: Mapping[str, Tool]) -> _RouteEngine:
+        try:
+            if r.adapter:
+                adapter = resolve_callable(r.adapter, key=f"routes[{i}].adapter")(**r.options)
+            else:
+                assert r.provider is not None
+                adapter = registry.build(r.provider, base_url=r.base_url, **r.options)
+            mw: list[Any] = []
+            if r.middleware:
+                from ..middleware import from_spec
+
+                mw = list(from_spec(list(r.middleware)))
+            engine = Engine(adapter=adapter, model=r.model, defaults=dict(r.defaults), middleware=mw)
+        except ConfigError:
+            raise
+        except (AllmError, TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot build the route: {exc}", key=f"routes[{i}]") from None
+        names = r.tools if r.tools is not None else tuple(hosted)
+        return _RouteEngine(r, engine, tuple(hosted[n] for n in names))
+
+    def route_for(self, model: str) -> _RouteEngine:
+        """The first route whose ``match`` is found in ``model``; 404 ``model_not_found`` when none."""
+        for re_ in self.routes:
+            if re_.route.pattern.search(model):
+                return re_
+        raise ApiError(404, "not_found", f"no route serves the model {model!r}", code="model_not_found", param="model")
+
+    def models(self) -> list[dict[str, Any]]:
+        """``GET /v1/models`` entries: each route's ``models`` and its fixed ``model``."""
+        seen: dict[str, str] = {}
+        for re_ in self.routes:
+            for m in (*re_.route.models, *((re_.route.model,) if re_.route.model else ())):
+                seen.setdefault(m, re_.route.name)
+        return [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in seen.items()]
+
+    # -- stored responses
+
+    async def load(self, response_id: str) -> dict[str, Any] | None:
+        """The stored record (``{"response", "core", "input_items"}``) or ``None``."""
+        rec = await self.store.aget(NAMESPACE, response_id)
+        if rec is None:
+            return None
+        data: dict[str, Any] = orjson.loads(rec.value)
+        return data
+
+    async def previous_core(self, previous_id: str, cache: Mapping[str, Thread] | None = None) -> Thread:
+        """The conversation after response ``previous_id``: from ``cache`` (a WebSocket's
+        connection-local state), a run of this process that is done, or the store; 400
+        ``previous_response_not_found`` otherwise."""
+        if cache is not None and previous_id in cache:
+            return cache[previous_id]
+        run = self.runs.get(previous_id)
+        if run is not None and run.params.store and run.done.is_set() and run.after_core is not None:
+            return run.after_core
+        data = await self.load(previous_id)
+        if data is None:
+            raise ApiError(400, "invalid_request", f"Previous response with id {previous_id!r} not found.",
+                           code="previous_response_not_found", param="previous_response_id")
+        return codec.from_dict(data["core"], Thread)
+
+    async def delete(self, response_id: str) -> bool:
+        """Delete a stored response (and stop it if running here); whether it existed."""
+        run = self.runs.get(response_id)
+        if run is not None:
+            run.cancel("cancelled", "deleted")
+        return await self.store.adelete(NAMESPACE, response_id)
+
+    async def prune(self) -> list[str]:
+        """Apply the retention limit (``retention_max_age`` / ``retention_max_count``); the ids removed."""
+        c = self.config
+        if c.retention_max_age is None and c.retention_max_count is None:
+            return []
+        return await self.store.aprune(NAMESPACE, max_age=c.retention_max_age, max_count=c.retention_max_count)
+
+    async def _persist(self, run: Run, final: dict[str, Any], terminal: dict[str, Any]) -> None:
+        events = [*run.events, terminal]
+        record = {
+            "response": final,
+            "core": codec.to_dict(run.after_core or run.core),
+            "input_items": run.items,
+        }
+        await self.store.adelete(NAMESPACE, run.id)
+        await self.store.aappend(NAMESPACE, run.id, [orjson.dumps(e) for e in events])
+        await self.store.aput(NAMESPACE, run.id, orjson.dumps(record))
+        self._writes += 1
+        if self._writes % 100 == 0:
+            try:
+                await self.prune()
+            except AllmError:
+                log.exception("pruning stored responses failed")
+
+    # -- creating responses
+
+    async def create(
+        self,
+        params: CreateParams,
+        headers: Mapping[str, str],
+        *,
+        cache: Mapping[str, Thread] | None = None,
+    ) -> Run:
+        """Start a response; return its :class:`Run` once the upstream answered (at once for
+        ``background``). Raises :class:`ApiError`: 400 for a bad request or an unknown
+        ``previous_response_id``, 404 for no route, and the upstream's error mapped
+        (429 rate limited, 502 upstream failure...) when the call failed before its first event.
+        """
+        if params.background and not params.store:
+            raise invalid("background responses must be stored (store: true)", "background")
+        re_ = self.route_for(params.model)
+        core = Thread()
+        if params.previous_response_id:
+            core = await self.previous_core(params.previous_response_id, cache)
+        items = input_items(params)
+        new = items_to_thread(items)
+        core = Thread((*core.messages, *new.messages))
+        tools = client_tools(params, self.tool_types)
+        names = {t.name for t in tools}
+        tools += [t for t in re_.hosted if t.name not in names]
+        thread, req, options = build_call(params, core, tools)
+        if re_.route.model is None:
+            req = attrs.evolve(req, model=params.model)
+        key = self._key(re_.route, headers)
+        if key:
+            options["api_key"] = key
+        for hook in self.chat_options:
+            options.update(hook(re_.route, params, headers))
+        mapper = EventMapper(params, new_id("resp"), _now())
+        run = Run(self, params, mapper, core, items, re_.route)
+        try:
+            from ..driver import astream
+
+            stream = astream(re_.engine, req, **options)
+        except AllmError as exc:
+            raise error_from_allm(exc) from None
+        if params.background:
+            await run._publish(mapper.start("queued"))
+        self.runs[run.id] = run
+        run.task = asyncio.create_task(self._execute(run, stream, len(thread.messages) - len(core.messages)))
+        self._tasks.add(run.task)
+        run.task.add_done_callback(self._tasks.discard)
+        if params.background:
+            return run
+        try:
+            await asyncio.shield(run.started)
+        except ApiError:
+            self.runs.pop(run.id, None)
+            raise
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        return run
+
+    @staticmethod
+    def _key(route: Route, headers: Mapping[str, str]) -> str | None:
+        if route.key_header:
+            v = headers.get(route.key_header.lower())
+            if v:
+                return v[7:] if v.lower().startswith("bearer ") else v
+        if route.api_key_env:
+            return os.environ.get(route.api_key_env) or None
+        return None
+
+    async def _execute(self, run: Run, stream: Any, lead: int) -> None:
+        mapper = run.mapper
+        first = True
+        terminal: list[dict[str, Any]] = []
+        try:
+            try:
+                async for ev in stream:
+                    if first:
+                        first = False
+                        if run.params.background:
+                            await run._publish(mapper.in_progress())
+                        else:
+                            await run._publish(mapper.start())
+                        if not run.started.done():
+                            run.started.set_result(None)
+                    await run._publish(mapper.feed(ev))
+                if first:  # no event at all
+                    await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
+                    if not run.started.done():
+                        run.started.set_result(None)
+                terminal = mapper.finish(now=_now())
+            finally:
+                await stream.aclose()
+        except asyncio.CancelledError:
+            if first and not run.started.done():
+                await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
+                run.started.set_result(None)
+            terminal = mapper.finish(run.cancel_status, run.cancel_reason, now=_now())
+        except AllmError as exc:
+            api = error_from_allm(exc)
+            if first and not run.params.background:
+                self.runs.pop(run.id, None)
+                run.started.set_exception(api)
+                run.started.exception()  # retrieved: the creator re-raises it
+                run.done.set()
+                return
+            if first:
+                await run._publish(mapper.in_progress())
+            mapper.error = {"code": api.code or api.type, "message": api.message}
+            terminal = [mapper.error_event(api), *mapper.finish("failed", now=_now())]
+        except Exception as exc:  # never a hang: any bug ends the response failed
+            log.exception("response %s failed", run.id)
+            api = ApiError(500, "server_error", f"internal error: {type(exc).__name__}", code="server_error")
+            if first and not run.params.background:
+                self.runs.pop(run.id, None)
+                run.started.set_exception(api)
+                run.started.exception()
+                run.done.set()
+                return
+            mapper.error = {"code": "server_error", "message": api.message}
+            terminal = [mapper.error_event(api), *mapper.finish("failed", now=_now())]
+        result = mapper.result
+        if result is not None:
+            run.after_core = Thread(result.thread.messages[lead:])
+        await run._publish(terminal[:-1])
+        final = terminal[-1]["response"]
+        try:
+            if run.params.store:
+                await self._persist(run, final, terminal[-1])
+        except AllmError:
+            log.exception("storing response %s failed", run.id)
+        run.final = final
+        await run._publish(terminal[-1:])
+        run.done.set()
+        async with run._changed:
+            run._changed.notify_all()
+        self.runs.pop(run.id, None)
+
+    async def aclose(self) -> None:
+        """Cancel running responses and close the store."""
+        for run in list(self.runs.values()):
+            run.cancel("incomplete", "server_shutdown")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.aclose()

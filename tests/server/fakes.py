@@ -1,0 +1,43 @@
+"""Scripted Fake models for the server's tests, named in server configs as ``adapter = "tests.server.fakes:NAME"``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allm.providers import Fake
+from allm.testing import auto, reasoning, text, usage
+
+
+def _words(req: Any) -> int:
+    return sum(len(m.text.split()) + 1 for m in req.messages)
+
+
+def suite(**_: Any) -> Fake:
+    """Calls every offered tool once, then answers; counts one token per word."""
+    play = auto(text="Hello there, friend! 1 2 3 4 5")
+
+    def model(req: Any) -> list[Any]:
+        return [*play(req), usage(input_tokens=_words(req), output_tokens=7, cached_input_tokens=0, reasoning_tokens=0)]
+
+    return Fake(function=model)
+
+
+def thinker(**_: Any) -> Fake:
+    """Reasons, then echoes the last user message."""
+
+    def model(req: Any) -> list[Any]:
+        last = req.messages[-1].text if req.messages else ""
+        return [reasoning("thinking it over"), text(f"you said: {last}"),
+                usage(input_tokens=_words(req), output_tokens=3, reasoning_tokens=2)]
+
+    return Fake(function=model)
+
+
+def echo(**_: Any) -> Fake:
+    """Echoes the whole conversation's user texts, joined by ' | ' (to see continuations)."""
+
+    def model(req: Any) -> list[Any]:
+        said = [m.text for m in req.messages if m.role == "user"]
+        return [text(" | ".join(said))]
+
+    return Fake(function=model)

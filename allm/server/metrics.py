@@ -47,6 +47,7 @@ each, or run one worker per port).
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -269,10 +270,12 @@ def instrument_app(
     """``app`` wrapped: ``GET /metrics`` answered from ``metrics`` (a new :class:`ServerMetrics`
     labelling routes from ``config`` by default), every HTTP request counted, and, with
     ``spans`` and the ``otel`` extra, run in a ``SERVER`` span joined to its ``traceparent``
-    (``tracer_provider``: the global one by default). WebSocket and lifespan traffic passes
+    (``tracer_provider``: the global one by default). With ``config.auth_tokens``, ``/metrics``
+    needs one of them as a bearer token like every other path. WebSocket and lifespan traffic passes
     through untouched. The wrapper keeps its :class:`ServerMetrics` as ``.metrics``.
     """
     m = metrics if metrics is not None else ServerMetrics(route_of=route_labeller(config))
+    tokens = [t.encode() for t in getattr(config, "auth_tokens", ()) or ()]
     otel = _load_otel() if spans else None
     peek_limit = int(getattr(config, "max_body_bytes", 0) or 10 * 1024 * 1024)
 
@@ -283,6 +286,9 @@ def instrument_app(
         method: str = scope["method"]
         path = path_template(scope["path"])
         if path == "/metrics" and method == "GET":
+            if tokens and not _authorized(scope, tokens):
+                await app(scope, receive, send)  # the app answers 401
+                return
             body = m.exposition()
             await send(
                 {
@@ -371,6 +377,14 @@ def instrument_app(
 
     asgi.metrics = m  # type: ignore[attr-defined]
     return asgi
+
+
+def _authorized(scope: Scope, tokens: Sequence[bytes]) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            given = value[7:].strip()
+            return any(hmac.compare_digest(given, t) for t in tokens)
+    return False
 
 
 async def _peek_body(receive: Receive, limit: int) -> tuple[Receive, Any, bool]:

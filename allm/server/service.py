@@ -33,6 +33,7 @@ from ..providers import registry
 from ..stores import Store, open_store
 from ..types import Thread, Tool
 from .config import ConfigError, Route, ServerConfig, resolve_callable
+from .stops import first_event_error, outcome
 from .translate import (
     ApiError,
     CreateParams,
@@ -360,6 +361,8 @@ class Responses:
             try:
                 async for ev in stream:
                     if first:
+                        if (stopped := first_event_error(ev)) is not None:
+                            raise stopped
                         first = False
                         if run.params.background:
                             await run._publish(mapper.in_progress())
@@ -372,7 +375,7 @@ class Responses:
                     await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
                     if not run.started.done():
                         run.started.set_result(None)
-                terminal = mapper.finish(now=_now())
+                terminal = mapper.finish(*outcome(mapper), now=_now())
             finally:
                 await stream.aclose()
         except asyncio.CancelledError:

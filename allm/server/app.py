@@ -155,11 +155,12 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
     ``app.state.responses`` (:class:`~allm.server.service.Responses`). Raises
     :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
     """
-    from .extras import with_extras
+    from .extras import install, with_extras
 
     hooks = with_extras(config, hooks or Hooks())
     service = Responses(config, store=store, tool_types=hooks.tool_types, observers=hooks.observers,
                         chat_options=hooks.chat_options)
+    install(service, hooks)
     limit = config.max_body_bytes
 
     def headers_of(request: Request | WebSocket) -> dict[str, str]:

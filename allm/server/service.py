@@ -171,6 +171,8 @@ class Responses:
         self.observers = list(observers)
         self.chat_options = list(chat_options)
         self.runs: dict[str, Run] = {}
+        self.mapper_factory: Callable[[CreateParams, str, int], EventMapper] = EventMapper  # allm.server.extras
+        self.prepare_input: list[Callable[[CreateParams, list[dict[str, Any]], Thread], Any]] = []
         self._writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         hosted = self._hosted_tools(config)
@@ -304,6 +306,8 @@ class Responses:
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id, cache)
         items = input_items(params)
+        for prepare in self.prepare_input:
+            items = await prepare(params, items, core)
         new = items_to_thread(items)
         core = Thread((*core.messages, *new.messages))
         tools = client_tools(params, self.tool_types)
@@ -317,7 +321,7 @@ class Responses:
             options["api_key"] = key
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
-        mapper = EventMapper(params, new_id("resp"), _now())
+        mapper = self.mapper_factory(params, new_id("resp"), _now())
         run = Run(self, params, mapper, core, items, re_.route)
         try:
             from ..driver import astream

@@ -33,3 +33,16 @@ def talker(**_: Any) -> Fake:
         return [text("the secret word "), text("is swordfish"), usage(input_tokens=3, output_tokens=6)]
 
     return Fake(function=model)
+
+
+def weather_caller(**_: Any) -> Fake:
+    """Calls ``weather__get_weather`` for Paris, then says what the tool answered."""
+
+    def model(req: Any) -> list[Any]:
+        last = req.messages[-1]
+        if last.role == "tool":
+            return [text(f"Tool said: {last.text}"), usage(input_tokens=20, output_tokens=8)]
+        return [tool_call("weather__get_weather", {"city": "Paris"}, id=f"call_{next(_ids)}"),
+                usage(input_tokens=12, output_tokens=4)]
+
+    return Fake(function=model)

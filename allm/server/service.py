@@ -334,7 +334,7 @@ class Responses:
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._execute(run, stream, len(thread.messages) - len(core.messages)))
         self._tasks.add(run.task)
-        run.task.add_done_callback(self._tasks.discard)
+        run.task.add_done_callback(lambda task: self._task_done(run, task))
         if params.background:
             return run
         try:
@@ -346,6 +346,20 @@ class Responses:
             run.cancel()
             raise
         return run
+
+    def _task_done(self, run: Run, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a response task failed", exc_info=task.exception())
+        if not run.done.is_set():  # cancelled before it ever ran: end it here
+            mapper = run.mapper
+            start = mapper.start() if not run.params.background else mapper.in_progress()
+            terminal = [*start, *mapper.finish(run.cancel_status, run.cancel_reason, now=_now())]
+            if not run.started.done():
+                run.started.set_result(None)
+            later = asyncio.ensure_future(self._conclude(run, terminal))
+            self._tasks.add(later)
+            later.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def _key(route: Route, headers: Mapping[str, str]) -> str | None:
@@ -413,6 +427,9 @@ class Responses:
         result = mapper.result
         if result is not None:
             run.after_core = Thread(result.thread.messages[lead:])
+        await self._conclude(run, terminal)
+
+    async def _conclude(self, run: Run, terminal: list[dict[str, Any]]) -> None:
         await run._publish(terminal[:-1])
         final = terminal[-1]["response"]
         try:

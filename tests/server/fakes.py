@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from allm.providers import Fake
-from allm.testing import auto, reasoning, text, usage
+from allm.testing import auto, delay, reasoning, text, usage
 
 
 def _words(req: Any) -> int:
@@ -41,3 +41,13 @@ def echo(**_: Any) -> Fake:
         return [text(" | ".join(said))]
 
     return Fake(function=model)
+
+
+def slow(**_: Any) -> Fake:
+    """Starts answering, then waits 30 s (to cancel it)."""
+    return Fake(script=[text("starting"), delay(30.0), text("never")])
+
+
+def drip(**_: Any) -> Fake:
+    """Five words, 20 ms apart."""
+    return Fake(script=[x for w in ("one ", "two ", "three ", "four ", "five") for x in (text(w), delay(0.02))])

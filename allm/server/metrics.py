@@ -144,6 +144,7 @@ class ServerMetrics:
         self.route_of = route_of or (lambda model: "none")
         self.max_models = max_models
         self._models: set[str] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "allm_server_requests", "Responses created.", ("route", "model", "stream"), registry=r
@@ -173,6 +174,14 @@ class ServerMetrics:
             "allm_server_http_requests", "Every HTTP request, by path template.", ("method", "path", "status"), registry=r
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept (a label set is looked up once)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def model_label(self, model: Any) -> str:
         """``model`` as a label value: the name while fewer than ``max_models`` are known, else ``other``."""
         if not isinstance(model, str) or not model:
@@ -187,6 +196,13 @@ class ServerMetrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _tracing() -> bool:
+    """Whether a global tracer provider is set (without one every span is a no-op: skip it)."""
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def _load_otel() -> Any:
@@ -298,7 +314,7 @@ def instrument_app(
                 }
             )
             await send({"type": "http.response.body", "body": body})
-            m.http.labels(method, path, "200").inc()
+            m.child(m.http, method, path, "200").inc()
             return
         start = time.perf_counter()
         watch: _Watch | None = None
@@ -307,8 +323,8 @@ def instrument_app(
             watch = _Watch()
             receive, model, watch.stream = await _peek_body(receive, peek_limit)
             labels = (m.route_of(model) if isinstance(model, str) else "none", m.model_label(model))
-            m.requests.labels(*labels, "true" if watch.stream else "false").inc()
-            m.in_flight.labels(*labels).inc()
+            m.child(m.requests, *labels, "true" if watch.stream else "false").inc()
+            m.child(m.in_flight, *labels).inc()
         status = 500
 
         async def watched_send(message: Message) -> None:
@@ -330,7 +346,7 @@ def instrument_app(
             await send(message)
 
         span = None
-        if otel is not None:
+        if otel is not None and (tracer_provider is not None or _tracing()):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
                        if k in (b"traceparent", b"tracestate", b"baggage")}
             attributes = {"gen_ai.request.model": labels[1]} if labels is not None else None
@@ -347,19 +363,19 @@ def instrument_app(
             raise
         finally:
             end = time.perf_counter()
-            m.http.labels(method, path, str(status)).inc()
+            m.child(m.http, method, path, str(status)).inc()
             if watch is not None and labels is not None:
                 watch.finish_json()
                 stream = "true" if watch.stream else "false"
-                m.in_flight.labels(*labels).dec()
-                m.duration.labels(*labels, stream).observe(end - start)
+                m.child(m.in_flight, *labels).dec()
+                m.child(m.duration, *labels, stream).observe(end - start)
                 if watch.first is not None:
-                    m.ttft.labels(*labels).observe(watch.first - start)
+                    m.child(m.ttft, *labels).observe(watch.first - start)
                 if watch.usage is not None:
                     for direction in ("input", "output"):
                         n = watch.usage.get(f"{direction}_tokens")
                         if isinstance(n, int) and n > 0:
-                            m.tokens.labels(*labels, direction).inc(n)
+                            m.child(m.tokens, *labels, direction).inc(n)
                 if failure is None:
                     if watch.error is not None:
                         failure = watch.error
@@ -368,7 +384,7 @@ def instrument_app(
                     elif watch.stream and not watch.done:
                         failure = "stream_truncated"
                 if failure is not None:
-                    m.errors.labels(*labels, failure).inc()
+                    m.child(m.errors, *labels, failure).inc()
             elif failure is None and status >= 500:
                 failure = f"http_{status}"
             if span is not None:

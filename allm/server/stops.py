@@ -64,7 +64,8 @@ def first_event_error(event: Event) -> AllmError | None:
     retry = stopped.get("retry_after")
     retry_after = float(math.ceil(retry)) if isinstance(retry, (int, float)) and retry > 0 else None
     message = str(stopped.get("message") or "rate limit exceeded")
-    return AdapterError(f"{message} (retry after {retry_after or 0:g} s)", reason="rate_limited", retry_after=retry_after)
+    return AdapterError(f"{message} (retry after {retry_after or 0:g} s)", reason="rate_limited", retry_after=retry_after,
+                        metadata={"middleware": str(stopped.get("middleware") or event.result.halted_reason)})
 
 
 def outcome(mapper: Any) -> tuple[str | None, str | None]:

@@ -274,3 +274,31 @@ def test_metric_names_are_prometheus_safe() -> None:
     text = ServerMetrics().exposition().decode()
     for name in re.findall(r"^# TYPE (\S+)", text, re.M):
         assert name.startswith("allm_server_")
+
+
+async def test_through_create_app_tokens_and_time_to_first_token() -> None:
+    from allm.server import create_app, parse_config
+    from allm.stores import MemoryStore
+
+    config = parse_config("""
+[server]
+store = "memory://"
+
+[[routes]]
+match = "."
+adapter = "tests.server.ops_fakes:talker"
+""")
+    app = create_app(config, store=MemoryStore())
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.post("/v1/responses", json={"model": "talk", "input": "hi"})).status_code == 200
+        assert (await c.post("/v1/responses", json={"model": "talk", "input": "hi", "stream": True})).status_code == 200
+        assert (await c.get("/v1/responses/resp_00000000000000000000000000000000")).status_code == 404
+        m = await scrape(c)
+    labels = {"route": "0:tests.server.ops_fakes:talker", "model": "talk"}
+    assert value(m, "allm_server_tokens_total", **labels, direction="input") == 6
+    assert value(m, "allm_server_tokens_total", **labels, direction="output") == 12
+    assert value(m, "allm_server_time_to_first_token_seconds_count", **labels) == 1
+    assert value(m, "allm_server_request_duration_seconds_count", **labels, stream="false") == 1
+    assert value(m, "allm_server_in_flight", **labels) == 0
+    assert value(m, "allm_server_http_requests_total", method="GET", path="/v1/responses/{id}", status="404") == 1

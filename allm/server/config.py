@@ -55,11 +55,12 @@ class ConfigError(AllmError):
     """A configuration that cannot serve: ``key`` names the bad key (``routes[0].match``),
     ``line`` its line in the file (or ``None``)."""
 
+    reasons = frozenset({"invalid_config"})
     default_reason = "invalid_config"
     reasons = frozenset({"invalid_config"})
 
     def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
-        where = "".join([f"{key}: " if key else "", f"(line {line}) " if line else ""])
+        where = (key or "config") + (f" (line {line})" if line else "") + ": "
         super().__init__(where + message, reason="invalid_config")
         self.key = key
         self.line = line
@@ -82,6 +83,11 @@ class Route:
     - ``tools``: names of hosted tools offered on this route (default: all of ``[tools]``).
     - ``middleware``: allm middleware specs (:func:`allm.middleware.from_spec`) for this route.
     - ``defaults``: request fields used when the request leaves them unset (``{temperature = 0}``).
+    - ``instructions``: a system prompt used when a request gives no ``instructions`` (not
+      echoed in the response object).
+    - ``retry``: :class:`allm.RetryPolicy` fields (``{max_attempts = 1}`` turns retries off).
+    - ``timeouts``: :class:`allm.Timeouts` fields in seconds (``connect``, ``first_event``,
+      ``idle``, ``total``).
     """
 
     match: str
@@ -96,6 +102,9 @@ class Route:
     tools: tuple[str, ...] | None = None
     middleware: tuple[Any, ...] = ()
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    retry: Mapping[str, Any] = attrs.field(factory=dict)
+    timeouts: Mapping[str, Any] = attrs.field(factory=dict)
+    instructions: str | None = None
     pattern: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -327,7 +336,7 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
     if "match" not in r:
         raise bad("a route needs 'match' (a regex searched in the model name; '.' matches all)", None)
     kw: dict[str, Any] = {}
-    for k in ("match", "provider", "base_url", "api_key_env", "key_header", "model", "adapter"):
+    for k in ("match", "provider", "base_url", "api_key_env", "key_header", "model", "adapter", "instructions"):
         if k in r:
             if not isinstance(r[k], str) or not r[k]:
                 raise bad("must be a non-empty string", k)
@@ -358,7 +367,7 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
         unknown = [t for t in kw["tools"] if t not in tool_names]
         if unknown:
             raise bad(f"unknown hosted tool(s) {unknown}; define them under [tools]", "tools")
-    for k in ("options", "defaults"):
+    for k in ("options", "defaults", "retry", "timeouts"):
         if k in r:
             if not isinstance(r[k], Mapping):
                 raise bad("must be a table", k)
@@ -370,6 +379,14 @@ def _route(r: Any, i: int, fail: Callable[..., ConfigError], tool_names: set[str
             Request(**kw["defaults"])
         except (TypeError, ValueError) as exc:
             raise bad(f"not request fields: {exc}", "defaults") from None
+    if "retry" in kw or "timeouts" in kw:
+        from ..policy import RetryPolicy, Timeouts
+
+        for k, cls in (("retry", RetryPolicy), ("timeouts", Timeouts)):
+            try:
+                cls(**kw.get(k, {}))
+            except (TypeError, ValueError) as exc:
+                raise bad(f"not {cls.__name__} fields: {exc}", k) from None
     if "middleware" in r:
         spec = r["middleware"]
         if not isinstance(spec, list):

@@ -8,6 +8,7 @@ it (greedy sampling), with responses stored in SQLite under the data directory.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from .config import ConfigError, Route, ServerConfig, load_config
@@ -18,10 +19,16 @@ _ENV_CONFIG = "ALLM_SERVE_CONFIG"
 _ENV_LOCAL = "ALLM_SERVE_LOCAL_BASE_URL"
 
 
+#: SmolLM2-135M answers short questions sensibly only with a brief system prompt.
+LOCAL_INSTRUCTIONS = "You are a helpful assistant. Be brief."
+
+
 def local_config(base_url: str) -> ServerConfig:
-    """Every model to the local llama-server at ``base_url`` (model ``smollm2``, temperature 0)."""
+    """Every model to the local llama-server at ``base_url`` (model ``smollm2``, temperature 0,
+    :data:`LOCAL_INSTRUCTIONS` when a request gives none)."""
     return ServerConfig(routes=(Route(match=".*", provider="local", base_url=base_url, model="smollm2",
-                                      models=("smollm2",), defaults={"temperature": 0.0}),))
+                                      models=("smollm2",), defaults={"temperature": 0.0},
+                                      instructions=LOCAL_INSTRUCTIONS),))
 
 
 def _config_from_env() -> ServerConfig:
@@ -60,6 +67,9 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         config = local_config(local.base_url)
         env[_ENV_LOCAL] = local.base_url
     config.check_bind(host)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting through SystemExit
+    # lets the finally below stop the local llama-server instead of orphaning it.
+    previous = {sig: signal.signal(sig, _exit) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if workers > 1:
             os.environ.update(env)
@@ -70,6 +80,12 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
 
             uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, ws="websockets")
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if local is not None:
             local.stop()
     return 0
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -206,7 +206,10 @@ class Responses:
                 from ..middleware import from_spec
 
                 mw = list(from_spec(list(r.middleware)))
-            engine = Engine(adapter=adapter, model=r.model, defaults=dict(r.defaults), middleware=mw)
+            from ..policy import RetryPolicy, Timeouts
+
+            engine = Engine(adapter=adapter, model=r.model, defaults=dict(r.defaults), middleware=mw,
+                            retry=RetryPolicy(**r.retry), timeouts=Timeouts(**r.timeouts))
         except ConfigError:
             raise
         except (AllmError, TypeError, ValueError) as exc:
@@ -313,7 +316,7 @@ class Responses:
         tools = client_tools(params, self.tool_types)
         names = {t.name for t in tools}
         tools += [t for t in re_.hosted if t.name not in names]
-        thread, req, options = build_call(params, core, tools)
+        thread, req, options = build_call(params, core, tools, instructions=re_.route.instructions)
         if re_.route.model is None:
             req = attrs.evolve(req, model=params.model)
         key = self._key(re_.route, headers)

@@ -418,19 +418,22 @@ def _tool_choice(tc: Any, names: set[str]) -> str | None:
 
 
 def build_call(
-    params: CreateParams, core: Thread, tools: Sequence[Tool], *, defaults: Mapping[str, Any] | None = None
+    params: CreateParams, core: Thread, tools: Sequence[Tool], *, defaults: Mapping[str, Any] | None = None,
+    instructions: str | None = None,
 ) -> tuple[Thread, Request, dict[str, Any]]:
     """``(thread, request, loop options)`` for :func:`allm.astream`.
 
     ``core`` is the conversation so far (a previous response's thread plus this input);
-    ``instructions`` become a leading system message (not carried to continuations);
+    ``instructions`` (or, when the request has none, the route's ``instructions``) become a
+    leading system message (not carried to continuations);
     ``tools`` are every tool offered (client and hosted). ``max_output_tokens`` is
     ``max_tokens``; ``text.format`` a :class:`~allm.types.ResponseFormat`;
     ``max_tool_calls`` halts the loop once that many tool calls ran.
     """
     msgs = core.messages
-    if params.instructions:
-        msgs = (Message("system", params.instructions), *msgs)
+    system = params.instructions or instructions
+    if system:
+        msgs = (Message("system", system), *msgs)
     thread = Thread(msgs)
     names = {t.name for t in tools}
     fields: dict[str, Any] = dict(defaults or {})
@@ -485,7 +488,8 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
         "input_tokens": i,
         "output_tokens": o,
         "total_tokens": u.total_tokens if u.total_tokens is not None else i + o,
-        "input_tokens_details": {"cached_tokens": u.cached_input_tokens or 0},
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens or 0,
+                                 "cache_write_tokens": u.cache_write_input_tokens or 0},
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens or 0},
     }
 
@@ -759,7 +763,7 @@ class EventMapper:
             assert isinstance(ev, Error)
             api = error_from_allm(ev.error)
             self.error = {"code": api.code or api.type, "message": api.message}
-            return []
+            return [*self.close_open(), self.error_event(api)]
         if t is ChatCompleted:
             assert isinstance(ev, ChatCompleted)
             self.result = ev.result
@@ -813,6 +817,7 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
         input_tokens=s(a.input_tokens, b.input_tokens),
         output_tokens=s(a.output_tokens, b.output_tokens),
         cached_input_tokens=s(a.cached_input_tokens, b.cached_input_tokens),
+        cache_write_input_tokens=s(a.cache_write_input_tokens, b.cache_write_input_tokens),
         reasoning_tokens=s(a.reasoning_tokens, b.reasoning_tokens),
         total_tokens=s(a.total_tokens, b.total_tokens),
     )

@@ -56,7 +56,7 @@ async def test_json_response_has_every_required_field(client: httpx.AsyncClient)
     assert resp["output"][0]["content"][0]["text"] == "Hello there, friend! 1 2 3 4 5"
     u = resp["usage"]
     assert u["input_tokens"] > 0 and u["output_tokens"] == 7 and u["total_tokens"] == u["input_tokens"] + 7
-    assert u["input_tokens_details"] == {"cached_tokens": 0} and u["output_tokens_details"] == {"reasoning_tokens": 0}
+    assert u["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0} and u["output_tokens_details"] == {"reasoning_tokens": 0}
     assert resp["completed_at"] >= resp["created_at"]
 
 

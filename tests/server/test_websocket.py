@@ -1,0 +1,74 @@
+"""WebSocket mode on /v1/responses (Starlette's test client)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.testclient import TestClient
+
+from allm.server import create_app, parse_config
+from allm.stores import MemoryStore
+
+from .conftest import FAKE_CONFIG
+
+
+def turn(ws: Any, **body: Any) -> list[dict[str, Any]]:
+    """Send one response.create; the events until a terminal event or an error envelope."""
+    ws.send_text(orjson.dumps({"type": "response.create", **body}).decode())
+    events = []
+    while True:
+        ev = orjson.loads(ws.receive_text())
+        events.append(ev)
+        if ev["type"] in ("response.completed", "response.failed", "response.incomplete") or (
+            ev["type"] == "error" and "status" in ev
+        ):
+            return events
+
+
+def test_turns_continuations_and_errors() -> None:
+    app = create_app(parse_config(FAKE_CONFIG), store=MemoryStore())
+    with TestClient(app) as client:
+        with client.websocket_connect("/v1/responses") as ws:
+            first = turn(ws, model="echo", input="one", store=False)
+            assert [e["sequence_number"] for e in first] == list(range(len(first)))
+            rid = first[-1]["response"]["id"]
+            second = turn(ws, model="echo", input="two", store=False, previous_response_id=rid)
+            assert second[-1]["response"]["output"][0]["content"][0]["text"] == "one | two"
+            # only the most recent response is kept on the connection
+            stale = turn(ws, model="echo", input="x", store=False, previous_response_id=rid)
+            assert stale[-1]["error"]["code"] == "previous_response_not_found" and stale[-1]["status"] == 400
+            bad = turn(ws, model="echo", input="x", stream=True)
+            assert bad[-1]["status"] == 400 and bad[-1]["error"]["param"] == "stream"
+            ws.send_text("{nope")
+            err = orjson.loads(ws.receive_text())
+            assert err["type"] == "error" and err["error"]["code"] == "invalid_json"
+            stored = turn(ws, model="echo", input="kept")  # store defaults to true
+            kept_id = stored[-1]["response"]["id"]
+        # a stored response continues on another connection (and over HTTP)
+        with client.websocket_connect("/v1/responses") as ws:
+            nxt = turn(ws, model="echo", input="more", previous_response_id=kept_id)
+            assert nxt[-1]["response"]["output"][0]["content"][0]["text"] == "kept | more"
+            assert client.get(f"/v1/responses/{kept_id}").status_code == 200
+
+
+def test_no_route_over_websocket() -> None:
+    cfg = '[server]\nstore = "memory://"\n[[routes]]\nmatch = "^a$"\nprovider = "fake"\n'
+    app = create_app(parse_config(cfg), store=MemoryStore())
+    with TestClient(app) as client, client.websocket_connect("/v1/responses") as ws:
+        ev = turn(ws, model="b", input="x")[-1]
+        assert ev["status"] == 404 and ev["error"]["code"] == "model_not_found"
+        ok = turn(ws, model="a", input="hello")[-1]
+        assert ok["type"] == "response.completed"
+
+
+def test_websocket_needs_the_token_when_auth_is_on() -> None:
+    import pytest
+    from starlette.websockets import WebSocketDisconnect
+
+    app = create_app(parse_config(FAKE_CONFIG + '\n[auth]\ntokens = ["tok-123456"]\n'), store=MemoryStore())
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/v1/responses") as ws:
+            ws.receive_text()
+        with client.websocket_connect("/v1/responses", headers={"authorization": "Bearer tok-123456"}) as ws:
+            assert turn(ws, model="fake", input="hi")[-1]["type"] == "response.completed"

@@ -56,6 +56,7 @@ from tests.server.upstream import Upstream  # noqa: E402
 
 N_TEXT_STREAM = 50
 N_TEXT_POST = 20
+MASTER_KEY = "sk-bench-" + os.urandom(16).hex()  # LiteLLM's proxy refuses to start without one
 
 
 # ------------------------------------------------------------------------------ the client
@@ -247,7 +248,7 @@ def start_litellm(upstream: Upstream, n_text: int) -> tuple[subprocess.Popen[byt
     cfg.write_text("\n".join(lines) + "\n")
     port = free_port()
     log = open(d / "litellm.log", "wb")  # noqa: SIM115
-    env = child_env({"PYTHONPATH": "", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "True"})
+    env = child_env({"LITELLM_MASTER_KEY": MASTER_KEY, "PYTHONPATH": "", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "True"})
     proc = subprocess.Popen([exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             if litellm is None:
                 print("LiteLLM's proxy did not start; measured without it", file=sys.stderr)
             else:
-                auth = b""
+                auth = b"Authorization: Bearer " + MASTER_KEY.encode() + b"\r\n"
                 targets["LiteLLM proxy"] = (
                     Target("LiteLLM proxy", litellm[1], "/v1/chat/completions", chat_body, auth, litellm[0].pid),
                     Target("LiteLLM proxy", litellm[1], "/v1/chat/completions", _model(chat_body, "bench-post"), auth,

@@ -57,7 +57,6 @@ class ConfigError(AllmError):
 
     reasons = frozenset({"invalid_config"})
     default_reason = "invalid_config"
-    reasons = frozenset({"invalid_config"})
 
     def __init__(self, message: str, *, key: str | None = None, line: int | None = None) -> None:
         where = (key or "config") + (f" (line {line})" if line else "") + ": "

@@ -196,14 +196,21 @@ async def sustained(t: Target, rate: float, seconds: float) -> tuple[float, floa
     lat: list[float] = []
     tasks = []
 
+    async def call(c: Conn | None) -> tuple[Conn, int]:
+        if c is None:
+            c = await Conn.open(t.port)
+        status, _ = await c.post(t.path, body, t.headers)
+        return c, status
+
     async def one() -> None:
         nonlocal ok
-        c = free.pop() if free else await Conn.open(t.port)
+        c = free.pop() if free else None
         s = time.perf_counter()
         try:
-            status, _ = await asyncio.wait_for(c.post(t.path, body, t.headers), 10.0)
+            c, status = await asyncio.wait_for(call(c), 10.0)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            c.close()
+            if c is not None:
+                c.close()
             return
         lat.append(time.perf_counter() - s)
         if status == 200:

@@ -56,6 +56,7 @@ __all__ = ["LIST_TTL", "McpTools", "McpEventMapper", "servers_from_config"]
 
 #: Seconds a server's tool list is reused before it is listed again.
 LIST_TTL = 60.0
+_MAX_LISTS = 1024
 _APPROVAL_PREFIX = "mcpr_"
 _SERVER_KEYS = {"url", "command", "headers", "env", "allowed_tools", "require_approval", "timeout"}
 
@@ -189,6 +190,9 @@ class McpTools:
         except MCPError as exc:
             raise ApiError(424, "server_error", f"Error retrieving tool list from MCP server {server.label!r}: {exc.reason}",
                            code="mcp_list_tools_failed", param="tools") from None
+        if len(self._lists) >= _MAX_LISTS:  # one entry per server and header set: drop the stale ones
+            for k in [k for k, (t, _) in self._lists.items() if now - t >= LIST_TTL] or list(self._lists)[: _MAX_LISTS // 2]:
+                self._lists.pop(k, None)
         self._lists[key] = (now, tuple(infos))
         return tuple(infos)
 

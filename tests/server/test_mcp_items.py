@@ -147,6 +147,12 @@ async def test_approval_flow_over_two_requests(client: httpx.AsyncClient, mcp_ht
     assert "sunny" in out[2]["content"][0]["text"]
     assert "response.mcp_call.completed" in [e["type"] for e in events]
 
+    # an approval without the mcp tool it needs
+    alone = await client.post("/v1/responses", json={
+        "model": "m", "previous_response_id": one["id"],
+        "input": [{"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}]})
+    assert alone.status_code == 400 and "needs the mcp tool 'weather'" in alone.json()["error"]["message"]
+
     # the same request cannot be answered twice
     again = await client.post("/v1/responses", json={
         "model": "m", "previous_response_id": events[-1]["response"]["id"], "tools": tools,
@@ -186,6 +192,11 @@ async def test_errors(client: httpx.AsyncClient, mcp_http: HttpServer) -> None:
     r = await client.post("/v1/responses", json={"model": "m", "input": [
         {"type": "mcp_approval_response", "approval_request_id": "nope", "approve": True}]})
     assert r.status_code == 400
+    for bad, param in (({"headers": {"X-N": 1}}, "tools[0].headers"), ({"server_url": 7}, "tools[0].server_url"),
+                       ({"server_label": "bad__label"}, "tools[0]")):
+        r = await client.post("/v1/responses", json={"model": "m", "input": "x", "tools": [{**mcp_tool(mcp_http), **bad}]})
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["error"]["param"] == param
     wrong = {**mcp_tool(mcp_http), "headers": {"Authorization": "Bearer wrong-token-123"}}
     r = await client.post("/v1/responses", json={"model": "m", "input": "x", "tools": [wrong]})
     assert r.status_code == 424, r.text
@@ -198,6 +209,10 @@ def test_config_errors_name_the_key() -> None:
 
     with pytest.raises(ConfigError, match=r"mcp\.weather"):
         parse_config(CONFIG + '\n[mcp.weather]\nallowed_tools = ["x"]\n')
+    with pytest.raises(ConfigError, match=r"mcp\.bad__label"):
+        parse_config(CONFIG + '\n[mcp.bad__label]\nurl = "http://127.0.0.1:1/mcp"\n')
+    with pytest.raises(ConfigError, match=r"mcp\.weather: must be a table"):
+        parse_config(CONFIG + '\n[mcp]\nweather = 1\n')
     with pytest.raises(ConfigError, match=r"mcp\.weather\.colour"):
         parse_config(CONFIG + '\n[mcp.weather]\nurl = "http://127.0.0.1:1/mcp"\ncolour = 1\n')
     cfg = parse_config(CONFIG + '\n[mcp.weather]\nurl = "http://127.0.0.1:1/mcp"\nheaders = {Authorization = "Bearer s3cr3t"}\n')

@@ -197,7 +197,14 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         from .server.serve import serve
     except ImportError as exc:
         raise CliError(f"allm serve needs the server extra (pip install 'allm[server]'): {exc}") from None
-    return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    from .local import LocalServerError
+
+    try:
+        return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    except LocalServerError as exc:
+        raise CliError(f"allm serve with no --config runs the local SmolLM2, which cannot start: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"allm serve: {exc}") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,6 +47,8 @@ from .translate import (
     SSE_DONE,
     ApiError,
     CreateParams,
+    InputItemReader,
+    ItemRewriter,
     ToolTranslator,
     encode_compaction,
     input_items,
@@ -57,9 +60,13 @@ from .translate import (
     usage_object,
 )
 
-__all__ = ["Hooks", "create_app"]
+__all__ = ["WEBSOCKET_MAX_SECONDS", "Hooks", "create_app"]
 
 log = logging.getLogger("allm.server")
+
+#: How long one WebSocket connection may serve turns (the specification's 60 minutes); a
+#: turn sent later gets ``websocket_connection_limit_reached`` and the connection closes.
+WEBSOCKET_MAX_SECONDS = 3600.0
 
 
 @attrs.frozen
@@ -73,7 +80,14 @@ class Hooks:
     - ``tool_types``: request tool ``type`` -> ``tool dict -> [allm.Tool]`` (``"mcp"``).
     - ``chat_options``: ``(route, params, headers) -> mapping`` of extra
       :class:`allm.ChatOptions` for each call (``context``, ``middleware``...).
+    - ``item_rewriters``: ``item -> item`` applied to every output item clients see (an MCP
+      tool's ``function_call`` shown as ``mcp_call``).
+    - ``input_item_types``: input item ``type`` -> ``item -> [standard items]`` (an
+      ``mcp_call`` sent back read as ``function_call`` + ``function_call_output``).
     - ``on_startup`` / ``on_shutdown``: async callables ``(app) -> None``.
+
+    A config's ``[server] hooks = ["module:factory"]`` names functions ``(config) -> Hooks``;
+    :func:`create_app` merges them (in order) with the ``hooks`` it is given (:meth:`merge`).
     """
 
     middleware: Sequence[Middleware] = ()
@@ -81,8 +95,35 @@ class Hooks:
     observers: Sequence[RunObserver] = ()
     tool_types: Mapping[str, ToolTranslator] = attrs.field(factory=dict)
     chat_options: Sequence[Callable[[ConfigRoute, CreateParams, Mapping[str, str]], Mapping[str, Any]]] = ()
+    item_rewriters: Sequence[ItemRewriter] = ()
+    input_item_types: Mapping[str, InputItemReader] = attrs.field(factory=dict)
     on_startup: Sequence[Callable[[Starlette], Any]] = ()
     on_shutdown: Sequence[Callable[[Starlette], Any]] = ()
+
+    @staticmethod
+    def merge(*many: Hooks) -> Hooks:
+        """One :class:`Hooks` with every list concatenated in order (middleware of the first
+        outermost) and the mappings combined (a later one wins per key)."""
+        out: dict[str, Any] = {}
+        for f in attrs.fields(Hooks):
+            values = [getattr(h, f.name) for h in (Hooks(), *many)]
+            if isinstance(values[0], Mapping):
+                merged: dict[str, Any] = {}
+                for v in values:
+                    merged.update(v)
+                out[f.name] = merged
+            else:
+                out[f.name] = tuple(x for v in values for x in v)
+        return Hooks(**out)
+
+
+def _load_hooks(name: str, config: ServerConfig) -> Hooks:
+    from .config import ConfigError, resolve_callable
+
+    made = resolve_callable(name, key="server.hooks")(config)
+    if not isinstance(made, Hooks):
+        raise ConfigError(f"{name!r} returned {type(made).__name__}, not allm.server.Hooks", key="server.hooks")
+    return made
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -157,9 +198,10 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
     """
     from .extras import install, with_extras
 
-    hooks = with_extras(config, hooks or Hooks())
+    hooks = with_extras(config, Hooks.merge(*(_load_hooks(name, config) for name in config.hooks), hooks or Hooks()))
     service = Responses(config, store=store, tool_types=hooks.tool_types, observers=hooks.observers,
-                        chat_options=hooks.chat_options)
+                        chat_options=hooks.chat_options, item_rewriters=hooks.item_rewriters,
+                        input_item_types=hooks.input_item_types)
     install(service, hooks)
     limit = config.max_body_bytes
 
@@ -295,7 +337,7 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
             core = Thread()
             if params.previous_response_id:
                 core = await service.previous_core(params.previous_response_id)
-            new = items_to_thread(input_items(params))
+            new = items_to_thread(input_items(params), service.input_item_types)
             thread = Thread((*core.messages, *new.messages))
         except ApiError as err:
             return _error(err)
@@ -315,10 +357,17 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
         await ws.accept()
         cache: dict[str, Thread] = {}  # connection-local: the most recent response's conversation
         headers = headers_of(ws)
+        opened = time.monotonic()
         try:
             while True:
                 text = await ws.receive_text()
                 previous: str | None = None
+                if time.monotonic() - opened > WEBSOCKET_MAX_SECONDS:
+                    err = ApiError(400, "invalid_request", "the WebSocket connection reached its time limit; open a new one",
+                                   code="websocket_connection_limit_reached")
+                    await ws.send_text(orjson.dumps({"type": "error", "status": err.status, "error": err.payload()}).decode())
+                    await ws.close(1000)
+                    return
                 try:
                     if len(text.encode()) > limit:
                         raise _too_large(limit)
@@ -403,7 +452,5 @@ def _not_found(rid: str) -> ApiError:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())
 

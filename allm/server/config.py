@@ -6,6 +6,7 @@
     store = "sqlite:///var/lib/allm/responses.db"   # default: SQLite in data_dir
     data_dir = "~/.local/share/allm/server"          # default: $XDG_DATA_HOME/allm/server
     max_body_bytes = 10485760                       # 413 above it (default 10 MiB)
+    hooks = ["myapp.server:hooks"]                  # functions (config) -> allm.server.Hooks
     retention_max_age = 2592000                     # seconds a stored response is kept (default: forever)
     retention_max_count = 100000                    # newest responses kept (default: no limit)
 
@@ -77,7 +78,8 @@ class Route:
       ``api_key_env``; never stored, logged or returned).
     - ``model``: the upstream model name (default: the requested name).
     - ``models``: names listed by ``GET /v1/models`` for this route.
-    - ``adapter``: ``"module:callable"`` returning an adapter, instead of ``provider``.
+    - ``adapter``: ``"module:callable"`` (or, from Python, the callable) returning an adapter,
+      instead of ``provider``; called with ``options`` as keyword arguments.
     - ``options``: keyword arguments for the adapter (``registry.build(provider, **options)``).
     - ``tools``: names of hosted tools offered on this route (default: all of ``[tools]``).
     - ``middleware``: allm middleware specs (:func:`allm.middleware.from_spec`) for this route.
@@ -96,7 +98,7 @@ class Route:
     key_header: str | None = None
     model: str | None = None
     models: tuple[str, ...] = ()
-    adapter: str | None = None
+    adapter: str | Callable[..., Any] | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict)
     tools: tuple[str, ...] | None = None
     middleware: tuple[Any, ...] = ()
@@ -112,28 +114,34 @@ class Route:
     @property
     def name(self) -> str:
         """What ``owned_by`` reports: the provider name or the adapter factory."""
-        return self.provider or self.adapter or "custom"
+        if self.provider:
+            return self.provider
+        return self.adapter if isinstance(self.adapter, str) else "custom"
 
 
 @attrs.frozen
 class ServerConfig:
     """The whole configuration (see the module docstring for the TOML spelling).
 
-    ``routes`` in order; ``tools``: hosted tool name -> ``"module:function"``; ``store``:
+    ``routes`` in order; ``tools``: hosted tool name -> ``"module:function"`` (or, from
+    Python, the function; sync or async, its schema from its signature); ``store``:
     a store URL (:func:`allm.stores.open_store`; ``None``: SQLite in ``data_dir``);
     ``auth_tokens``: accepted bearer tokens (empty: no auth, loopback only);
     ``max_body_bytes``: largest request body; ``retention_max_age`` (seconds) and
-    ``retention_max_count``: the stored responses' retention limit.
+    ``retention_max_count``: the stored responses' retention limit; ``hooks``:
+    ``"module:factory"`` names of functions ``(config) -> allm.server.Hooks`` merged into the app
+    (metrics, tracing, extra tool types).
     """
 
     routes: tuple[Route, ...] = ()
-    tools: Mapping[str, str] = attrs.field(factory=dict)
+    tools: Mapping[str, str | Callable[..., Any]] = attrs.field(factory=dict)
     store: str | None = None
     data_dir: str | None = None
     auth_tokens: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY
     retention_max_age: float | None = None
     retention_max_count: int | None = None
+    hooks: tuple[str, ...] = ()
     mcp: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # [mcp.<label>]: allm.server.mcp_items
 
     def store_url(self) -> str:
@@ -215,7 +223,7 @@ class _Lines:
         return start + 1 if table is not None else None
 
 
-_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count"}
+_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count", "hooks"}
 _AUTH_KEYS = {"tokens", "tokens_env"}
 _ROUTE_KEYS = {f.name for f in attrs.fields(Route) if f.init}
 _TOP_KEYS = {"server", "auth", "tools", "routes", "mcp"}
@@ -274,6 +282,11 @@ def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
             raise fail("must be a positive integer", "server.retention_max_count", "server", "retention_max_count")
         kw["retention_max_count"] = v
 
+    if "hooks" in server:
+        v = server["hooks"]
+        if not isinstance(v, list) or not all(isinstance(x, str) and ":" in x for x in v):
+            raise fail('must be a list of "module:factory"', "server.hooks", "server", "hooks")
+        kw["hooks"] = tuple(v)
     auth = data.get("auth", {})
     if not isinstance(auth, Mapping):
         raise fail("must be a table", "auth", None, None)

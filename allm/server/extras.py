@@ -19,13 +19,15 @@ __all__ = ["install", "with_extras"]
 
 def with_extras(config: ServerConfig, hooks: Any) -> Any:
     """``hooks`` with the metrics middleware (innermost of the hooks' middleware, so a
-    caller's own middleware wraps it), the call context and, with the ``mcp`` extra and no
+    caller's own middleware wraps it; ``GET /metrics`` unless the hooks route it themselves),
+    the call context and, with the ``mcp`` extra and no
     ``mcp`` translator of the caller's, the ``mcp`` tool type (its client closed on shutdown)."""
     from .metrics import instrument_app
     from .stops import call_context
 
+    own = any(getattr(r, "path", None) == "/metrics" for r in hooks.routes)  # a /metrics of the caller's wins
     changes: dict[str, Any] = {
-        "middleware": (*hooks.middleware, Middleware(instrument_app, config=config)),
+        "middleware": (*hooks.middleware, Middleware(instrument_app, config=config, serve=not own)),
         "chat_options": (call_context, *hooks.chat_options),
     }
     if "mcp" not in hooks.tool_types and (config.mcp or importlib.util.find_spec("mcp") is not None):

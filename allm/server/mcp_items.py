@@ -305,19 +305,20 @@ class McpTools:
 
     # -- output
 
-    def mapper(self, params: CreateParams, response_id: str, created_at: int) -> EventMapper:
+    def mapper(self, params: CreateParams, response_id: str, created_at: int,
+               rewrite: Sequence[Any] = ()) -> EventMapper:
         """The event mapper of one response (the service's ``mapper_factory``): an
         :class:`McpEventMapper` when the request has ``mcp`` tools or approvals, else the plain one."""
         approved = self._approved.pop(id(params), [])
         servers = [(t, self.server(t)) for t in params.tools if t.get("type") == "mcp"]
         if not servers and not approved:
-            return EventMapper(params, response_id, created_at)
+            return EventMapper(params, response_id, created_at, rewrite)
         shown = attrs.evolve(params, tools=tuple(_redacted(t) if t.get("type") == "mcp" else t for t in params.tools))
         lists = []
         for _, server in servers:
             hit = self._lists.get((server._key(), server.allowed_tools, repr(server.require_approval)))
             lists.append((server, hit[1] if hit else ()))
-        return McpEventMapper(shown, response_id, created_at, lists, approved)
+        return McpEventMapper(shown, response_id, created_at, lists, approved, rewrite)
 
 
 def _calls_in(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -330,8 +331,9 @@ class McpEventMapper(EventMapper):
     ``mcp_approval_request`` for each call of an MCP tool (see the module docstring)."""
 
     def __init__(self, params: CreateParams, response_id: str, created_at: int,
-                 lists: Sequence[tuple[Any, Sequence[Any]]], approved: Sequence[dict[str, Any]] = ()) -> None:
-        super().__init__(params, response_id, created_at)
+                 lists: Sequence[tuple[Any, Sequence[Any]]], approved: Sequence[dict[str, Any]] = (),
+                 rewrite: Sequence[Any] = ()) -> None:
+        super().__init__(params, response_id, created_at, rewrite)
         self._lists = list(lists)
         self._approved_items = [dict(x) for x in approved]
         # qualified name -> (label, tool name, needs approval)

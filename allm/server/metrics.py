@@ -282,13 +282,15 @@ def instrument_app(
     metrics: ServerMetrics | None = None,
     tracer_provider: Any = None,
     spans: bool = True,
+    serve: bool = True,
 ) -> ASGIApp:
     """``app`` wrapped: ``GET /metrics`` answered from ``metrics`` (a new :class:`ServerMetrics`
     labelling routes from ``config`` by default), every HTTP request counted, and, with
     ``spans`` and the ``otel`` extra, run in a ``SERVER`` span joined to its ``traceparent``
     (``tracer_provider``: the global one by default). With ``config.auth_tokens``, ``/metrics``
     needs one of them as a bearer token like every other path. WebSocket and lifespan traffic passes
-    through untouched. The wrapper keeps its :class:`ServerMetrics` as ``.metrics``.
+    through untouched. With ``serve=False`` ``GET /metrics`` is left to the app (which may
+    expose ``.metrics.exposition()`` itself). The wrapper keeps its :class:`ServerMetrics` as ``.metrics``.
     """
     m = metrics if metrics is not None else ServerMetrics(route_of=route_labeller(config))
     tokens = [t.encode() for t in getattr(config, "auth_tokens", ()) or ()]
@@ -301,7 +303,7 @@ def instrument_app(
             return
         method: str = scope["method"]
         path = path_template(scope["path"])
-        if path == "/metrics" and method == "GET":
+        if path == "/metrics" and method == "GET" and serve:
             if tokens and not _authorized(scope, tokens):
                 await app(scope, receive, send)  # the app answers 401
                 return

@@ -67,6 +67,7 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         config = local_config(local.base_url)
         env[_ENV_LOCAL] = local.base_url
     config.check_bind(host)
+    _log_to_stderr(log_level)
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting through SystemExit
     # lets the finally below stop the local llama-server instead of orphaning it.
     previous = {sig: signal.signal(sig, _exit) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -74,17 +75,29 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         if workers > 1:
             os.environ.update(env)
             uvicorn.run("allm.server.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, ws="websockets")
+                        log_level=log_level)
         else:
             from .app import create_app
 
-            uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, ws="websockets")
+            uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if local is not None:
             local.stop()
     return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    """The ``allm.server`` log (dropped settings, failed responses) beside uvicorn's."""
+    import logging
+
+    logger = logging.getLogger("allm.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     allm.server: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
 
 
 def _exit(signum: int, frame: Any) -> None:

@@ -38,6 +38,8 @@ from .translate import (
     ApiError,
     CreateParams,
     EventMapper,
+    InputItemReader,
+    ItemRewriter,
     ToolTranslator,
     build_call,
     client_tools,
@@ -87,6 +89,7 @@ class Run:
         self.cancel_status = "incomplete"
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
+        self.discard = False  # deleted while running: not stored when it ends
         self._changed = asyncio.Condition()
 
     @property
@@ -152,7 +155,9 @@ class Responses:
 
     ``tool_types`` maps extra request tool types to translators (the seam for ``mcp``);
     ``observers`` see every published event; ``chat_options`` give extra
-    :class:`allm.ChatOptions` per call (``(route, params, headers) -> mapping``).
+    :class:`allm.ChatOptions` per call (``(route, params, headers) -> mapping``);
+    ``item_rewriters`` rewrite output items as clients see them; ``input_item_types`` read
+    custom input item types back as standard items.
     Raises :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
     """
 
@@ -164,14 +169,18 @@ class Responses:
         tool_types: Mapping[str, ToolTranslator] | None = None,
         observers: Sequence[RunObserver] = (),
         chat_options: Sequence[Callable[[Route, CreateParams, Mapping[str, str]], Mapping[str, Any]]] = (),
+        item_rewriters: Sequence[ItemRewriter] = (),
+        input_item_types: Mapping[str, InputItemReader] | None = None,
     ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config.store_url())
         self.tool_types = dict(tool_types or {})
         self.observers = list(observers)
         self.chat_options = list(chat_options)
+        self.item_rewriters = tuple(item_rewriters)
+        self.input_item_types = dict(input_item_types or {})
         self.runs: dict[str, Run] = {}
-        self.mapper_factory: Callable[[CreateParams, str, int], EventMapper] = EventMapper  # allm.server.extras
+        self.mapper_factory: Callable[..., EventMapper] = EventMapper  # allm.server.extras
         self.prepare_input: list[Callable[[CreateParams, list[dict[str, Any]], Thread], Any]] = []
         self._writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -186,7 +195,7 @@ class Responses:
 
         out: dict[str, Tool] = {}
         for name, spec in config.tools.items():
-            fn = resolve_callable(spec, key=f"tools.{name}")
+            fn = spec if callable(spec) else resolve_callable(spec, key=f"tools.{name}")
             try:
                 out[name] = function_tool(name=name)(fn)
             except (AllmError, TypeError, ValueError) as exc:
@@ -197,7 +206,8 @@ class Responses:
     def _build(i: int, r: Route, hosted: Mapping[str, Tool]) -> _RouteEngine:
         try:
             if r.adapter:
-                adapter = resolve_callable(r.adapter, key=f"routes[{i}].adapter")(**r.options)
+                factory = r.adapter if callable(r.adapter) else resolve_callable(r.adapter, key=f"routes[{i}].adapter")
+                adapter = factory(**r.options)
             else:
                 assert r.provider is not None
                 adapter = registry.build(r.provider, base_url=r.base_url, **r.options)
@@ -260,8 +270,12 @@ class Responses:
     async def delete(self, response_id: str) -> bool:
         """Delete a stored response (and stop it if running here); whether it existed."""
         run = self.runs.get(response_id)
-        if run is not None:
+        if run is not None and run.params.store:
+            run.discard = True
             run.cancel("cancelled", "deleted")
+            await run.done.wait()
+            await self.store.adelete(NAMESPACE, response_id)
+            return True
         return await self.store.adelete(NAMESPACE, response_id)
 
     async def prune(self) -> list[str]:
@@ -311,7 +325,7 @@ class Responses:
         items = input_items(params)
         for prepare in self.prepare_input:
             items = await prepare(params, items, core)
-        new = items_to_thread(items)
+        new = items_to_thread(items, self.input_item_types)
         core = Thread((*core.messages, *new.messages))
         tools = client_tools(params, self.tool_types)
         names = {t.name for t in tools}
@@ -324,7 +338,11 @@ class Responses:
             options["api_key"] = key
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
-        mapper = self.mapper_factory(params, new_id("resp"), _now())
+        mapper = self.mapper_factory(params, new_id("resp"), _now(), self.item_rewriters)
+        if params.reasoning:
+            mapper.warnings.append("reasoning settings are not passed to the provider by this server")
+        if params.top_logprobs:
+            mapper.warnings.append("top_logprobs is not supported by this server")
         run = Run(self, params, mapper, core, items, re_.route)
         try:
             from ..driver import astream
@@ -433,10 +451,12 @@ class Responses:
         await self._conclude(run, terminal)
 
     async def _conclude(self, run: Run, terminal: list[dict[str, Any]]) -> None:
+        if run.mapper.warnings:
+            log.warning("response %s (route %s): %s", run.id, run.route.name, "; ".join(run.mapper.warnings))
         await run._publish(terminal[:-1])
         final = terminal[-1]["response"]
         try:
-            if run.params.store:
+            if run.params.store and not run.discard:
                 await self._persist(run, final, terminal[-1])
         except AllmError:
             log.exception("storing response %s failed", run.id)

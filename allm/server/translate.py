@@ -53,6 +53,8 @@ __all__ = [
     "ApiError",
     "CreateParams",
     "EventMapper",
+    "InputItemReader",
+    "ItemRewriter",
     "ToolTranslator",
     "build_call",
     "client_tools",
@@ -70,6 +72,10 @@ __all__ = [
 
 #: A translator for a non-function tool type (``{"type": "mcp", ...}`` -> allm tools).
 ToolTranslator = Callable[[Mapping[str, Any]], Sequence[Tool]]
+#: Rewrites an output item as clients see it (``function_call`` of an MCP tool -> ``mcp_call``).
+ItemRewriter = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+#: Reads a custom input item type back as standard items (``mcp_call`` -> ``function_call`` + output).
+InputItemReader = Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
 
 
 def new_id(prefix: str) -> str:
@@ -318,10 +324,20 @@ def decode_compaction(text: Any, where: str) -> Thread:
     return thread
 
 
-def items_to_thread(items: Sequence[Mapping[str, Any]]) -> Thread:
+def items_to_thread(
+    items: Sequence[Mapping[str, Any]], readers: Mapping[str, InputItemReader] | None = None
+) -> Thread:
     """An allm thread from input items (see the module docstring); :class:`ApiError` 400 for
-    an item of the wrong shape. ``item_reference`` items are refused (400)."""
+    an item of the wrong shape. ``readers`` turn custom item types into standard items first.
+    ``item_reference`` items are refused (400)."""
     from ..formats import FormatError, from_openai_responses
+
+    if readers:
+        expanded: list[Mapping[str, Any]] = []
+        for it in items:
+            reader = readers.get(str(it.get("type")))
+            expanded.extend(reader(it) if reader is not None else (it,))
+        items = expanded
 
     messages: list[Message] = []
     segment: list[Mapping[str, Any]] = []
@@ -413,7 +429,7 @@ def _tool_choice(tc: Any, names: set[str]) -> str | None:
             return str(tc["name"])
         if tc.get("type") == "allowed_tools":
             mode = tc.get("mode", "auto")
-            return "required" if mode == "required" else "auto"
+            return str(mode) if mode in ("none", "required") else "auto"
     raise invalid("unsupported tool_choice", "tool_choice")
 
 
@@ -428,13 +444,24 @@ def build_call(
     leading system message (not carried to continuations);
     ``tools`` are every tool offered (client and hosted). ``max_output_tokens`` is
     ``max_tokens``; ``text.format`` a :class:`~allm.types.ResponseFormat`;
-    ``max_tool_calls`` halts the loop once that many tool calls ran.
+    ``max_tool_calls`` halts the loop once that many tool calls ran. An ``allowed_tools``
+    choice offers only the tools it names (the specification's hard constraint).
     """
     msgs = core.messages
     system = params.instructions or instructions
     if system:
         msgs = (Message("system", system), *msgs)
     thread = Thread(msgs)
+    tc_raw = params.tool_choice
+    if isinstance(tc_raw, Mapping) and tc_raw.get("type") == "allowed_tools":
+        allowed = tc_raw.get("tools")
+        if not isinstance(allowed, list) or not all(isinstance(a, Mapping) and isinstance(a.get("name"), str) for a in allowed):
+            raise invalid("allowed_tools.tools must be a list of {type, name}", "tool_choice.tools")
+        keep = {a["name"] for a in allowed}
+        unknown = keep - {t.name for t in tools}
+        if unknown:
+            raise invalid(f"allowed_tools names tools that are not offered: {sorted(unknown)}", "tool_choice.tools")
+        tools = [t for t in tools if t.name in keep]  # enforced: only these can be called
     names = {t.name for t in tools}
     fields: dict[str, Any] = dict(defaults or {})
     fields.update({k: v for k, v in {
@@ -576,8 +603,10 @@ class EventMapper:
     was gathered; ``thread`` is the conversation after the response (from ``ChatCompleted``).
     """
 
-    def __init__(self, params: CreateParams, response_id: str, created_at: int) -> None:
+    def __init__(self, params: CreateParams, response_id: str, created_at: int,
+                 rewrite: Sequence[ItemRewriter] = ()) -> None:
         self.params = params
+        self.rewrite = tuple(rewrite)
         self.id = response_id
         self.created_at = created_at
         self.seq = 0
@@ -605,7 +634,7 @@ class EventMapper:
         if self.warnings:
             meta["allm_warnings"] = "; ".join(self.warnings)
         return response_object(self.params, id=self.id, created_at=self.created_at, status=status,
-                               output=self.output, metadata=meta, **kw)
+                               output=[self._view(i) for i in self.output], metadata=meta, **kw)
 
     def start(self, status: str = "in_progress") -> list[dict[str, Any]]:
         """``response.created`` then ``response.in_progress`` (or ``response.queued``)."""
@@ -618,10 +647,17 @@ class EventMapper:
         """``response.in_progress`` (a queued background response starting)."""
         return [self._ev("response.in_progress", response=self.snapshot("in_progress"))]
 
+    def _view(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``item`` as clients see it (after the ``rewrite`` hooks)."""
+        out = dict(item)
+        for fn in self.rewrite:
+            out = dict(fn(out))
+        return out
+
     def _add_item(self, item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.output.append(item)
         idx = len(self.output) - 1
-        return idx, self._ev("response.output_item.added", output_index=idx, item=dict(item))
+        return idx, self._ev("response.output_item.added", output_index=idx, item=self._view(item))
 
     def _open_text(self, block: str | None) -> list[dict[str, Any]]:
         item = {"type": "message", "id": new_id("msg"), "status": "in_progress", "role": "assistant", "content": []}
@@ -641,7 +677,7 @@ class EventMapper:
         return [
             self._ev("response.output_text.done", item_id=iid, output_index=idx, content_index=0, text=full, logprobs=[]),
             self._ev("response.content_part.done", item_id=iid, output_index=idx, content_index=0, part=part),
-            self._ev("response.output_item.done", output_index=idx, item=dict(item)),
+            self._ev("response.output_item.done", output_index=idx, item=self._view(item)),
         ]
 
     def _open_reasoning(self, block: str | None) -> list[dict[str, Any]]:
@@ -663,7 +699,7 @@ class EventMapper:
         return [
             self._ev("response.reasoning.done", item_id=iid, output_index=idx, content_index=0, text=full),
             self._ev("response.content_part.done", item_id=iid, output_index=idx, content_index=0, part=part),
-            self._ev("response.output_item.done", output_index=idx, item=dict(item)),
+            self._ev("response.output_item.done", output_index=idx, item=self._view(item)),
         ]
 
     def _open_call(self, call_id: str, name: str) -> list[dict[str, Any]]:
@@ -684,7 +720,7 @@ class EventMapper:
             idx, args = self._calls.pop(cid)
             item = self.output[idx]
             item.update(arguments=args, status="incomplete")
-            out.append(self._ev("response.output_item.done", output_index=idx, item=dict(item)))
+            out.append(self._ev("response.output_item.done", output_index=idx, item=self._view(item)))
         return out
 
     # -- the mapping
@@ -742,13 +778,13 @@ class EventMapper:
             idx, _ = self._calls.pop(tc.id)
             item = self.output[idx]
             item.update(arguments=tc.raw_arguments, name=tc.name, status="completed")
-            return [*out, self._ev("response.function_call_arguments.done", item_id=item["id"], output_index=idx, name=tc.name, arguments=tc.raw_arguments), self._ev("response.output_item.done", output_index=idx, item=dict(item))]
+            return [*out, self._ev("response.function_call_arguments.done", item_id=item["id"], output_index=idx, name=tc.name, arguments=tc.raw_arguments), self._ev("response.output_item.done", output_index=idx, item=self._view(item))]
         if t is ToolResultEncoded:
             assert isinstance(ev, ToolResultEncoded)
             item = {"type": "function_call_output", "id": new_id("fco"), "call_id": ev.tool_call_id,
                     "output": ev.content, "status": "completed"}
             idx, added = self._add_item(item)
-            return [added, self._ev("response.output_item.done", output_index=idx, item=dict(item))]
+            return [added, self._ev("response.output_item.done", output_index=idx, item=self._view(item))]
         if t is MessageStarted:
             assert isinstance(ev, MessageStarted)
             self.warnings.extend(w.message or str(w.setting) for w in ev.warnings)

@@ -77,9 +77,10 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 class ServeProcess:
     """``python -m allm serve`` on a free loopback port."""
 
-    def __init__(self, config_path: Path | None, *, env: dict[str, str] | None = None, startup: float = 60.0) -> None:
+    def __init__(self, config_path: Path | None, *, env: dict[str, str] | None = None, startup: float = 60.0,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
-        args = [sys.executable, "-m", "allm", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "allm", "serve", "--port", str(self.port), *extra]
         if config_path is not None:
             args += ["--config", str(config_path)]
         self.log = config_path.with_suffix(".log") if config_path else Path(os.devnull)

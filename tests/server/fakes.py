@@ -45,9 +45,10 @@ def echo(**_: Any) -> Fake:
 
 def slow(**_: Any) -> Fake:
     """Starts answering, then waits 30 s (to cancel it)."""
-    return Fake(script=[text("starting"), delay(30.0), text("never")])
+    return Fake(function=lambda req: [text("starting"), delay(30.0), text("never")])
 
 
 def drip(**_: Any) -> Fake:
     """Five words, 20 ms apart."""
-    return Fake(script=[x for w in ("one ", "two ", "three ", "four ", "five") for x in (text(w), delay(0.02))])
+    entries = [x for w in ("one ", "two ", "three ", "four ", "five") for x in (text(w), delay(0.02))]
+    return Fake(function=lambda req: entries)

@@ -394,3 +394,39 @@ def test_config_without_routes_serves_no_model() -> None:
             assert r.status_code == 404
 
     asyncio.run(run())
+
+
+async def test_dropped_settings_are_reported(client: httpx.AsyncClient) -> None:
+    resp = await create(client, input="x", reasoning={"effort": "low"}, top_logprobs=2, metadata={"mine": "kept"})
+    assert resp["metadata"]["mine"] == "kept"
+    assert "reasoning settings are not passed" in resp["metadata"]["allm_warnings"]
+    assert "top_logprobs" in resp["metadata"]["allm_warnings"]
+    assert resp["reasoning"] == {"effort": "low", "summary": None}
+
+
+async def test_parallel_tool_calls_false_is_accepted(client: httpx.AsyncClient) -> None:
+    resp = await create(client, input="weather?", tools=[WEATHER], parallel_tool_calls=False)
+    assert resp["parallel_tool_calls"] is False
+    assert [o["type"] for o in resp["output"]] == ["function_call"]
+
+
+async def test_deleting_a_running_background_response_stops_and_forgets_it() -> None:
+    cfg = FAKE_CONFIG.replace('adapter = "tests.server.fakes:echo"', 'adapter = "tests.server.fakes:slow"')
+    async with app_client(cfg) as c:
+        body = (await c.post("/v1/responses", json={"model": "echo", "input": "x", "background": True})).json()
+        await asyncio.sleep(0.05)
+        d = await c.delete(f"/v1/responses/{body['id']}")
+        assert d.status_code == 200 and d.json()["deleted"] is True
+        assert (await c.get(f"/v1/responses/{body['id']}")).status_code == 404
+        assert c.app.state.responses.runs == {}  # type: ignore[attr-defined]
+
+
+async def test_allowed_tools_are_enforced(client: httpx.AsyncClient) -> None:
+    other = {**WEATHER, "name": "get_time"}
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_time"}]}
+    resp = await create(client, input="x", tools=[WEATHER, other], tool_choice=choice)
+    assert [o["name"] for o in resp["output"] if o["type"] == "function_call"] == ["get_time"]
+    assert resp["tool_choice"] == choice
+    bad = {**choice, "tools": [{"type": "function", "name": "nope"}]}
+    r = await client.post("/v1/responses", json={"model": "fake", "input": "x", "tools": [WEATHER], "tool_choice": bad})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice.tools"

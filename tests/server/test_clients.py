@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,8 +21,10 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of
 
 
 @pytest.fixture
-def sdk(fake_server: ServeProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{fake_server.url}/v1", api_key="test-key", max_retries=0)
+def sdk(fake_server: ServeProcess) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{fake_server.url}/v1", api_key="test-key", max_retries=0)
+    yield client
+    client.close()
 
 
 def _strict(model: object) -> None:

@@ -129,3 +129,19 @@ def test_serve_refuses_a_public_host_without_auth(tmp_path: Path) -> None:
     p = tmp_path / "s.toml"
     p.write_text('[server]\nstore = "memory://"\n')
     assert main(["serve", "--config", str(p), "--host", "0.0.0.0", "--port", "1"]) == 1
+
+
+def test_serve_reports_a_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from allm.cli import main
+
+    assert main(["serve", "--config", str(tmp_path / "nope.toml"), "--port", "1"]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_serve_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from allm.cli import main
+
+    p = tmp_path / "s.toml"
+    p.write_text('[[routes]]\nmatch = "."\nprovider = "nope"\n')
+    assert main(["serve", "--config", str(p), "--port", "1"]) == 1
+    assert "routes[0].provider (line 3)" in capsys.readouterr().err

@@ -213,3 +213,37 @@ def test_disconnect_mid_stream_closes_upstream_within_one_second(tmp_path: Any, 
         finally:
             server.stop()
 
+
+
+def test_disconnect_cancels_a_running_hosted_tool(tmp_path: Any) -> None:
+    marker = tmp_path / "cancelled"
+    path = tmp_path / "server.toml"
+    path.write_text("""
+[server]
+store = "memory://"
+
+[tools]
+wait_forever = "tests.server.tools:wait_forever"
+
+[[routes]]
+match = "."
+adapter = "tests.server.fakes:suite"
+""")
+    server = ServeProcess(path, env={"SERVER_TEST_CANCELLED": str(marker)})
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            rid = None
+            with c.stream("POST", "/v1/responses", json={"model": "m", "input": "go", "stream": True}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and rid is None:
+                        rid = orjson.loads(line[6:])["response"]["id"]
+                    if "response.output_item.done" in line:  # the function_call is complete; the tool runs
+                        break
+            end = time.monotonic() + 2
+            while not marker.exists() and time.monotonic() < end:
+                time.sleep(0.02)
+            assert marker.read_text() == "a"  # the example argument auto() makes for a string
+            stored = c.get(f"/v1/responses/{rid}").json()
+            assert stored["status"] == "incomplete"
+    finally:
+        server.stop()

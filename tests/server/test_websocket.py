@@ -72,3 +72,14 @@ def test_websocket_needs_the_token_when_auth_is_on() -> None:
             ws.receive_text()
         with client.websocket_connect("/v1/responses", headers={"authorization": "Bearer tok-123456"}) as ws:
             assert turn(ws, model="fake", input="hi")[-1]["type"] == "response.completed"
+
+
+def test_connection_time_limit(monkeypatch: Any) -> None:
+    import allm.server.app as app_module
+
+    app = create_app(parse_config(FAKE_CONFIG), store=MemoryStore())
+    with TestClient(app) as client, client.websocket_connect("/v1/responses") as ws:
+        assert turn(ws, model="fake", input="hi")[-1]["type"] == "response.completed"
+        monkeypatch.setattr(app_module, "WEBSOCKET_MAX_SECONDS", 0.0)
+        ev = turn(ws, model="fake", input="again")[-1]
+        assert ev["error"]["code"] == "websocket_connection_limit_reached"

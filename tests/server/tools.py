@@ -14,3 +14,16 @@ async def slow_echo(text: str) -> str:
     """Wait a little, then return the text."""
     await asyncio.sleep(0.01)
     return text
+
+
+async def wait_forever(tag: str) -> str:
+    """Wait until cancelled; then write ``tag`` to the file named by ``$SERVER_TEST_CANCELLED``."""
+    import os
+
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        with open(os.environ["SERVER_TEST_CANCELLED"], "w") as fh:
+            fh.write(tag)
+        raise
+    return tag

@@ -196,10 +196,13 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
     ``app.state.responses`` (:class:`~allm.server.service.Responses`). Raises
     :class:`~allm.server.config.ConfigError` for a route or tool that cannot be built.
     """
-    hooks = Hooks.merge(*(_load_hooks(name, config) for name in config.hooks), hooks or Hooks())
+    from .extras import install, with_extras
+
+    hooks = with_extras(config, Hooks.merge(*(_load_hooks(name, config) for name in config.hooks), hooks or Hooks()))
     service = Responses(config, store=store, tool_types=hooks.tool_types, observers=hooks.observers,
                         chat_options=hooks.chat_options, item_rewriters=hooks.item_rewriters,
                         input_item_types=hooks.input_item_types)
+    install(service, hooks)
     limit = config.max_body_bytes
 
     def headers_of(request: Request | WebSocket) -> dict[str, str]:

@@ -142,6 +142,7 @@ class ServerConfig:
     retention_max_age: float | None = None
     retention_max_count: int | None = None
     hooks: tuple[str, ...] = ()
+    mcp: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # [mcp.<label>]: allm.server.mcp_items
 
     def store_url(self) -> str:
         """The store URL: ``store``, else ``sqlite:///<data_dir>/responses.db`` (the directory is made)."""
@@ -225,7 +226,7 @@ class _Lines:
 _SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count", "hooks"}
 _AUTH_KEYS = {"tokens", "tokens_env"}
 _ROUTE_KEYS = {f.name for f in attrs.fields(Route) if f.init}
-_TOP_KEYS = {"server", "auth", "tools", "routes"}
+_TOP_KEYS = {"server", "auth", "tools", "routes", "mcp"}
 
 
 def parse_config(text: str, *, source: str = "<config>") -> ServerConfig:
@@ -322,6 +323,14 @@ def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
     for i, r in enumerate(routes_data):
         routes.append(_route(r, i, fail, set(tools)))
     kw["routes"] = tuple(routes)
+    if "mcp" in data:
+        from .mcp_items import servers_from_config
+
+        try:
+            servers_from_config(data["mcp"])
+        except ValueError as exc:
+            raise fail(str(exc), "mcp", "mcp", None) from None
+        kw["mcp"] = dict(data["mcp"])
     return ServerConfig(**kw)
 
 

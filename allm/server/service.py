@@ -33,6 +33,7 @@ from ..providers import registry
 from ..stores import Store, open_store
 from ..types import Thread, Tool
 from .config import ConfigError, Route, ServerConfig, resolve_callable
+from .stops import first_event_error, outcome
 from .translate import (
     ApiError,
     CreateParams,
@@ -179,6 +180,8 @@ class Responses:
         self.item_rewriters = tuple(item_rewriters)
         self.input_item_types = dict(input_item_types or {})
         self.runs: dict[str, Run] = {}
+        self.mapper_factory: Callable[..., EventMapper] = EventMapper  # allm.server.extras
+        self.prepare_input: list[Callable[[CreateParams, list[dict[str, Any]], Thread], Any]] = []
         self._writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         hosted = self._hosted_tools(config)
@@ -320,6 +323,8 @@ class Responses:
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id, cache)
         items = input_items(params)
+        for prepare in self.prepare_input:
+            items = await prepare(params, items, core)
         new = items_to_thread(items, self.input_item_types)
         core = Thread((*core.messages, *new.messages))
         tools = client_tools(params, self.tool_types)
@@ -333,7 +338,7 @@ class Responses:
             options["api_key"] = key
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
-        mapper = EventMapper(params, new_id("resp"), _now(), self.item_rewriters)
+        mapper = self.mapper_factory(params, new_id("resp"), _now(), self.item_rewriters)
         if params.reasoning:
             mapper.warnings.append("reasoning settings are not passed to the provider by this server")
         if params.top_logprobs:
@@ -395,6 +400,8 @@ class Responses:
             try:
                 async for ev in stream:
                     if first:
+                        if (stopped := first_event_error(ev)) is not None:
+                            raise stopped
                         first = False
                         if run.params.background:
                             await run._publish(mapper.in_progress())
@@ -407,7 +414,7 @@ class Responses:
                     await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
                     if not run.started.done():
                         run.started.set_result(None)
-                terminal = mapper.finish(now=_now())
+                terminal = mapper.finish(*outcome(mapper), now=_now())
             finally:
                 await stream.aclose()
         except asyncio.CancelledError:

@@ -142,7 +142,8 @@ def error_from_allm(exc: AllmError) -> ApiError:
     if isinstance(exc, AdapterError):
         headers = {"retry-after": str(int(exc.retry_after + 0.999))} if exc.retry_after else None
         if r == "rate_limited":
-            return ApiError(429, "too_many_requests", f"upstream rate limit: {msg}", code="rate_limit_exceeded", headers=headers)
+            where = "" if exc.metadata.get("middleware") else "upstream rate limit: "  # a route's own limit
+            return ApiError(429, "too_many_requests", f"{where}{msg}", code="rate_limit_exceeded", headers=headers)
         if r in ("invalid_request", "context_length_exceeded", "unsupported_feature", "content_filter"):
             return ApiError(400, "invalid_request", msg, code=r)
         if r == "not_found":

@@ -1,0 +1,96 @@
+"""``kill -9`` of ``allm serve`` during 100 stored streaming responses (SQLite store): after a
+restart on the same data directory, every response whose terminal event reached its client
+is retrievable, whole and with its events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.server.procs import Serve
+from tests.server.upstream import Upstream
+
+N = 100
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    u = Upstream()
+    try:
+        yield u
+    finally:
+        u.stop()
+
+
+def test_kill_9_keeps_every_response_whose_terminal_event_was_sent(upstream: Upstream, tmp_path: Path) -> None:
+    config = f"""
+[server]
+data_dir = "{tmp_path}"
+
+[[routes]]
+match = "."
+provider = "compatible"
+base_url = "{upstream.base_url(1000)}"
+api_key_env = "ALLM_CRASH_UPSTREAM_KEY"
+"""
+    env = {"ALLM_CRASH_UPSTREAM_KEY": "sk-loopback"}
+    server = Serve(config, env=env).start()
+    done: dict[str, dict[str, Any]] = {}  # id -> the terminal event's response
+    started: set[str] = set()
+    killed = asyncio.Event()
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        body = {"model": "crash", "input": f"request {i}", "stream": True}
+        try:
+            async with client.stream("POST", "/v1/responses", json=body) as r:
+                buf = b""
+                async for chunk in r.aiter_bytes():
+                    buf += chunk
+                    while b"\n\n" in buf:
+                        frame, buf = buf.split(b"\n\n", 1)
+                        if not frame.startswith(b"event: "):
+                            continue
+                        ev = orjson.loads(frame.split(b"\ndata: ", 1)[1])
+                        if ev["type"] == "response.created":
+                            started.add(ev["response"]["id"])
+                        elif ev["type"] == "response.completed":
+                            done[ev["response"]["id"]] = ev["response"]
+                            if len(done) >= N // 3 and not killed.is_set():
+                                killed.set()
+                                server.kill()
+        except httpx.HTTPError:
+            pass  # the server died under this stream
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=N)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+            await asyncio.gather(*(one(client, i) for i in range(N)))
+
+    try:
+        asyncio.run(run())
+        assert killed.is_set(), "every response finished before the kill"
+        unfinished = started - set(done)
+        assert unfinished, "the kill came after every stream had ended"
+        restarted = Serve(config, port=server.port, env=env)
+        restarted.dir = server.dir
+        restarted.start()
+        try:
+            for rid, final in done.items():
+                r = httpx.get(f"{restarted.url}/v1/responses/{rid}")
+                assert r.status_code == 200, (rid, r.text)
+                assert r.json() == final
+                replay = httpx.get(f"{restarted.url}/v1/responses/{rid}", params={"stream": "true"})
+                types = [ln[len("event: "):] for ln in replay.text.splitlines() if ln.startswith("event: ")]
+                assert types[0] == "response.created" and types[-1] == "response.completed"
+            print(f"\nkilled with {len(done)} of {N} responses finished and {len(unfinished)} under way; "
+                  f"all {len(done)} retrieved after the restart")
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()

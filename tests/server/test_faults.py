@@ -194,7 +194,7 @@ def test_disconnect_mid_stream_closes_upstream_within_one_second(tmp_path: Any, 
                             rid = orjson.loads(line[6:])["response"]["id"]
                         if "output_text.delta" in line:
                             break
-                    assert upstream.open_connections == 1 and upstream.active == 1
+                    assert upstream.open_connections == 1 and upstream.active == 1, (upstream.opened, upstream.closed, upstream.active, upstream.disconnects, upstream.overtime, server.tail()[-1500:], [(q.method, q.path) for q in upstream.requests])
                     t0 = time.monotonic()
                 # the client's connection is closed here
                 assert upstream.wait_for(lambda: upstream.disconnects == 1 and upstream.active == 0, timeout=1.0)

@@ -25,7 +25,7 @@ import mimetypes
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import attrs
 
@@ -78,6 +78,33 @@ def _as_tuple(value: Iterable[Any] | None) -> tuple[Any, ...]:
 
 def _empty_dict() -> dict[str, Any]:
     return {}
+
+
+_COPIERS: dict[type, Callable[[Any], Any]] = {}
+_V = TypeVar("_V")
+
+
+def replaced(value: _V, **changes: Any) -> _V:
+    """A copy of the frozen value ``value`` with ``changes``, without running its converters,
+    validators or ``__attrs_post_init__`` again: for changes already in their checked form
+    (a :class:`Thread`'s messages into a :class:`Request`...). ``attrs.evolve`` costs several
+    times more, and the tool loop and every ``Thread.add`` make one per turn."""
+    copy = _COPIERS.get(type(value))
+    if copy is None:
+        copy = _COPIERS[type(value)] = _copier(type(value))
+    new = copy(value)
+    for name, v in changes.items():
+        object.__setattr__(new, name, v)
+    return new  # type: ignore[no-any-return]
+
+
+def _copier(cls: type) -> Callable[[Any], Any]:
+    # One straight-line function per class (a loop over the fields costs three times more).
+    names = [a.name for a in attrs.fields(cls)]
+    body = "".join(f"    set_(n, {name!r}, v.{name})\n" for name in names)
+    ns: dict[str, Any] = {"cls": cls, "new": object.__new__, "set_": object.__setattr__}
+    exec(f"def copy(v):\n    n = new(cls)\n{body}    return n\n", ns)
+    return ns["copy"]  # type: ignore[no-any-return]
 
 
 def _invalid(message: str, reason: str = "invalid_request") -> ValidationError:
@@ -566,11 +593,19 @@ class Thread:
 
     def add(self, *messages: Message) -> Thread:
         """A new thread with ``messages`` appended."""
-        return attrs.evolve(self, messages=self.messages + messages)
+        # Only the new messages are checked (this thread's were when it was built): a
+        # thread grown one message at a time stays linear, not quadratic.
+        return self._grown(messages)
 
     def extend(self, messages: Iterable[Message]) -> Thread:
         """A new thread with ``messages`` appended."""
-        return attrs.evolve(self, messages=self.messages + tuple(messages))
+        return self._grown(tuple(messages))
+
+    def _grown(self, new: tuple[Message, ...]) -> Thread:
+        for m in new:
+            if type(m) is not Message:
+                _thread_messages(self.messages + new)  # raises, naming the item's index in the thread
+        return replaced(self, messages=self.messages + new)
 
     def add_user(self, content: str | Part | Sequence[str | Part]) -> Thread:
         """A new thread with a user message appended: text, or parts (see :func:`user`)."""

@@ -53,10 +53,9 @@ from typing import Any, Protocol, TypeVar
 import httpcore
 import httpx
 
-from . import machine as _m
 from .errors import AdapterError, AllmError, scrub
 from .events import Event
-from .machine import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, CallMachine
+from .machine import DONE, DRAIN, MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, RAISE, READ, SLEEP, CallMachine
 from .plan import Plan
 from .policy import Timeouts
 
@@ -511,17 +510,18 @@ def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
                         feed = m.play if plan.call is None else m.feed
                         for chunk in it:
                             evs = feed(chunk, _now())
-                            if m.act == _m.SLEEP:
-                                time.sleep(m.sleep_for)
-                                evs = m.woke(_now())
-                            elif m.act == _m.DRAIN:
-                                _deadline.set(_drain_deadline(m))
-                                with contextlib.suppress(*_NET_ERRORS):
-                                    for _ in it:
-                                        pass
-                                evs = evs + m.eof(_now())
-                            if m.act != _m.READ:
-                                break
+                            if m.act != READ:  # the usual answer is READ: one test per chunk
+                                if m.act == SLEEP:
+                                    time.sleep(m.sleep_for)
+                                    evs = m.woke(_now())
+                                elif m.act == DRAIN:
+                                    _deadline.set(_drain_deadline(m))
+                                    with contextlib.suppress(*_NET_ERRORS):
+                                        for _ in it:
+                                            pass
+                                    evs = evs + m.eof(_now())
+                                if m.act != READ:
+                                    break
                             if evs:
                                 _deadline.set(None)
                                 yield from evs
@@ -534,10 +534,10 @@ def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
             except (*_NET_ERRORS, AllmError) as exc:
                 evs = _failed(m, exc)
             _deadline.set(None)
-            if m.act == _m.DONE:
+            if m.act == DONE:
                 yield from evs
                 return
-            if m.act == _m.RAISE:
+            if m.act == RAISE:
                 assert m.error is not None
                 raise m.error
             if plan.on_retry is not None and m.retry_info is not None:
@@ -587,17 +587,18 @@ async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]
                         feed = m.play if plan.call is None else m.feed
                         async for chunk in it:
                             evs = feed(chunk, _now())
-                            if m.act == _m.SLEEP:
-                                await asyncio.sleep(m.sleep_for)
-                                evs = m.woke(_now())
-                            elif m.act == _m.DRAIN:
-                                _deadline.set(_drain_deadline(m))
-                                with contextlib.suppress(*_NET_ERRORS):
-                                    async for _ in it:
-                                        pass
-                                evs = evs + m.eof(_now())
-                            if m.act != _m.READ:
-                                break
+                            if m.act != READ:  # the usual answer is READ: one test per chunk
+                                if m.act == SLEEP:
+                                    await asyncio.sleep(m.sleep_for)
+                                    evs = m.woke(_now())
+                                elif m.act == DRAIN:
+                                    _deadline.set(_drain_deadline(m))
+                                    with contextlib.suppress(*_NET_ERRORS):
+                                        async for _ in it:
+                                            pass
+                                    evs = evs + m.eof(_now())
+                                if m.act != READ:
+                                    break
                             if evs:
                                 _deadline.set(None)
                                 for ev in evs:
@@ -611,11 +612,11 @@ async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]
             except (*_NET_ERRORS, AllmError) as exc:
                 evs = _failed(m, exc)
             _deadline.set(None)
-            if m.act == _m.DONE:
+            if m.act == DONE:
                 for ev in evs:
                     yield ev
                 return
-            if m.act == _m.RAISE:
+            if m.act == RAISE:
                 assert m.error is not None
                 raise m.error
             if plan.on_retry is not None and m.retry_info is not None:

@@ -7,7 +7,8 @@ in :mod:`allm.loop`.
 - Sync handlers run on a reused, bounded pool of daemon threads (:data:`MAX_WORKERS`; a
   handler abandoned at its timeout does not count against the bound, and its thread ends
   when the handler returns). Under the async driver the awaiting task gets the result
-  through the event loop.
+  through the event loop. Under the sync driver, a step's only call with no timeout runs
+  in the calling thread (no thread switch; it raises or returns exactly as on the pool).
 - Async handlers run on the caller's event loop under the async driver (cancelled at the
   timeout or when the stream is closed). Under the sync driver they run on a pool thread,
   in that thread's own event loop, which is kept for the thread's life (so the handler's
@@ -243,7 +244,9 @@ def run_tool(job: ToolJob, timeout: float | None = None) -> ToolOutcome:
 def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolOutcome, None, None]:
     """Run ``jobs`` concurrently on the pool; yield outcomes as they finish.
 
-    Jobs that failed before running come first, in order. A job still running after
+    A single sync handler with no ``timeout`` runs in the calling thread instead (in a copy
+    of its context, as on the pool): there is no limit to enforce from outside and nothing
+    to overlap with. Jobs that failed before running come first, in order. A job still running after
     ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
     (Python cannot stop a thread) and its eventual result ignored.
     """

@@ -32,12 +32,6 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         self.bytes_seen += len(chunk)
-        if not self._buf and not self._data and self._event is None:
-            # The usual chunk is exactly one whole event (LLM APIs send one per write):
-            # read it with a few slices instead of splitting lines.
-            item = _whole_event(chunk)
-            if item is not None:
-                return [item]
         buf = self._buf + chunk if self._buf else chunk
         if not buf:
             return []
@@ -90,29 +84,3 @@ class SSEDecoder:
                     data.append(b"")
                 # "id" and "retry" fields are not used by any LLM API; ignore them.
         return out
-
-
-def _whole_event(chunk: bytes) -> tuple[str | None, bytes] | None:
-    """``chunk`` as one event when it is exactly ``[event: NAME\\n]data: DATA`` and a blank line
-    (``\\n\\n``, or ``\\r\\n\\r\\n`` without an event line), with no other line break: the
-    same item the line-by-line parser gives. ``None`` for any other shape."""
-    event = None
-    start = 0
-    if chunk.startswith(b"event: "):
-        i = chunk.find(b"\n")
-        name = chunk[7:i]
-        if i < 0 or b"\r" in name:
-            return None
-        event = name.decode("utf-8", "replace")
-        start = i + 1
-    if not chunk.startswith(b"data: ", start):
-        return None
-    if chunk.endswith(b"\n\n"):
-        data = chunk[start + 6 : -2]
-    elif chunk.endswith(b"\r\n\r\n"):
-        data = chunk[start + 6 : -4]
-    else:
-        return None
-    if b"\n" in data or b"\r" in data:
-        return None
-    return event, data

@@ -42,6 +42,7 @@ guards, records and replays traffic under the same retries, deadlines and decode
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import os
@@ -53,10 +54,9 @@ from typing import Any, Protocol, TypeVar
 import httpcore
 import httpx
 
-from . import machine as _m
 from .errors import AdapterError, AllmError, scrub
 from .events import Event
-from .machine import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, CallMachine
+from .machine import DONE, DRAIN, MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, RAISE, READ, SLEEP, CallMachine
 from .plan import Plan
 from .policy import Timeouts
 
@@ -232,7 +232,46 @@ class _AsyncHTTPTransport(httpx.AsyncHTTPTransport):
 _LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
 _lock = threading.Lock()
 _sync_client: httpx.Client | None = None
-_sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+
+class _Slots:
+    """The sync calls' connection gate: ``n`` permits, handed to waiters in FIFO order. Taking
+    a free permit costs one C lock (``threading.BoundedSemaphore`` runs a Python-level
+    condition variable on every call, a few µs per request)."""
+
+    __slots__ = ("_free", "_lock", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._lock = threading.Lock()
+        self._free = n
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+
+    def acquire(self, timeout: float | None) -> bool:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=-1 if timeout is None else timeout):
+            return True  # a release handed its permit over
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return True  # handed over just as the wait timed out: the permit is ours
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
+
+
+_sync_slots = _Slots(MAX_CONNECTIONS)
 
 
 class _LoopPool:
@@ -260,7 +299,7 @@ def _reset_after_fork() -> None:
     global _sync_client, _lock, _sync_slots
     _sync_client = None
     _lock = threading.Lock()
-    _sync_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    _sync_slots = _Slots(MAX_CONNECTIONS)
     _loop_pools.clear()
 
 
@@ -277,16 +316,19 @@ def _slot_timeout() -> float | None:
     return left
 
 
-@contextlib.contextmanager
-def _slot() -> Iterator[None]:
-    """Hold one of the process's :data:`MAX_CONNECTIONS` slots, waiting at most until the deadline."""
-    slots = _sync_slots
-    if not slots.acquire(timeout=_slot_timeout()):
-        raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
-    try:
-        yield
-    finally:
-        slots.release()
+class _slot:  # used as a function: ``with _slot():``
+    """Hold one of the process's :data:`MAX_CONNECTIONS` slots, waiting at most until the deadline.
+    A class, not a generator-based context manager: it is entered once per request."""
+
+    __slots__ = ("_slots",)
+
+    def __enter__(self) -> None:
+        self._slots = slots = _sync_slots
+        if not slots.acquire(_slot_timeout()):
+            raise httpx.PoolTimeout("deadline passed while waiting for a connection slot")
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 @contextlib.asynccontextmanager
@@ -452,10 +494,19 @@ class _Body:
         return b"".join(self.parts)[: self.limit]
 
 
+_timeouts: dict[float | None, httpx.Timeout] = {}
+
+
 def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
     # Reads are bounded by the deadline wrapper; connect/write/pool by ``connect``
-    # (and by the current deadline, through the same wrapper).
-    return httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
+    # (and by the current deadline, through the same wrapper). One value per connect
+    # limit, made once: a call needs it on every request.
+    got = _timeouts.get(t.connect)
+    if got is None:
+        if len(_timeouts) > 64:
+            _timeouts.clear()
+        got = _timeouts[t.connect] = httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
+    return got
 
 
 def _drain_deadline(m: CallMachine) -> float:
@@ -511,17 +562,18 @@ def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
                         feed = m.play if plan.call is None else m.feed
                         for chunk in it:
                             evs = feed(chunk, _now())
-                            if m.act == _m.SLEEP:
-                                time.sleep(m.sleep_for)
-                                evs = m.woke(_now())
-                            elif m.act == _m.DRAIN:
-                                _deadline.set(_drain_deadline(m))
-                                with contextlib.suppress(*_NET_ERRORS):
-                                    for _ in it:
-                                        pass
-                                evs = evs + m.eof(_now())
-                            if m.act != _m.READ:
-                                break
+                            if m.act != READ:  # the usual answer is READ: one test per chunk
+                                if m.act == SLEEP:
+                                    time.sleep(m.sleep_for)
+                                    evs = m.woke(_now())
+                                elif m.act == DRAIN:
+                                    _deadline.set(_drain_deadline(m))
+                                    with contextlib.suppress(*_NET_ERRORS):
+                                        for _ in it:
+                                            pass
+                                    evs = evs + m.eof(_now())
+                                if m.act != READ:
+                                    break
                             if evs:
                                 _deadline.set(None)
                                 yield from evs
@@ -534,10 +586,10 @@ def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
             except (*_NET_ERRORS, AllmError) as exc:
                 evs = _failed(m, exc)
             _deadline.set(None)
-            if m.act == _m.DONE:
+            if m.act == DONE:
                 yield from evs
                 return
-            if m.act == _m.RAISE:
+            if m.act == RAISE:
                 assert m.error is not None
                 raise m.error
             if plan.on_retry is not None and m.retry_info is not None:
@@ -587,17 +639,18 @@ async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]
                         feed = m.play if plan.call is None else m.feed
                         async for chunk in it:
                             evs = feed(chunk, _now())
-                            if m.act == _m.SLEEP:
-                                await asyncio.sleep(m.sleep_for)
-                                evs = m.woke(_now())
-                            elif m.act == _m.DRAIN:
-                                _deadline.set(_drain_deadline(m))
-                                with contextlib.suppress(*_NET_ERRORS):
-                                    async for _ in it:
-                                        pass
-                                evs = evs + m.eof(_now())
-                            if m.act != _m.READ:
-                                break
+                            if m.act != READ:  # the usual answer is READ: one test per chunk
+                                if m.act == SLEEP:
+                                    await asyncio.sleep(m.sleep_for)
+                                    evs = m.woke(_now())
+                                elif m.act == DRAIN:
+                                    _deadline.set(_drain_deadline(m))
+                                    with contextlib.suppress(*_NET_ERRORS):
+                                        async for _ in it:
+                                            pass
+                                    evs = evs + m.eof(_now())
+                                if m.act != READ:
+                                    break
                             if evs:
                                 _deadline.set(None)
                                 for ev in evs:
@@ -611,11 +664,11 @@ async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]
             except (*_NET_ERRORS, AllmError) as exc:
                 evs = _failed(m, exc)
             _deadline.set(None)
-            if m.act == _m.DONE:
+            if m.act == DONE:
                 for ev in evs:
                     yield ev
                 return
-            if m.act == _m.RAISE:
+            if m.act == RAISE:
                 assert m.error is not None
                 raise m.error
             if plan.on_retry is not None and m.retry_info is not None:

@@ -77,7 +77,7 @@ from .tools import (
     as_encoder,
     validate_arguments,
 )
-from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall, user
+from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall, replaced, user
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -363,7 +363,7 @@ class Loop:
             if left is not None and left <= 0 and self.steps and not self.single_step:
                 self._out_of_time()
                 return self.next_action(now)
-            req = attrs.evolve(self.request, messages=self.thread.messages)
+            req = replaced(self.request, messages=self.thread.messages)  # a thread's messages are checked
             mw = self._mw
             if mw is not None and mw.consults_model:
                 self._phase = "consult_model"

@@ -142,6 +142,42 @@ class _FloorParser:
         return "".join(self.parts), "".join(self.args)
 
 
+def _lean_result(provider: str, objs: list[Any], done: bool) -> Result:
+    """The text and tool-call arguments in the decoded events of one stream (the lean floor)."""
+    parts: list[str] = []
+    args: list[str] = []
+    for obj in objs:
+        if provider == "openai":
+            choices = obj["choices"]
+            if choices:
+                delta = choices[0]["delta"]
+                if delta.get("content"):
+                    parts.append(delta["content"])
+                if delta.get("tool_calls") and delta["tool_calls"][0]["function"].get("arguments"):
+                    args.append(delta["tool_calls"][0]["function"]["arguments"])
+        elif provider == "anthropic":
+            if obj["type"] == "content_block_delta":
+                d = obj["delta"]
+                if d["type"] == "text_delta":
+                    parts.append(d["text"])
+                elif d["type"] == "input_json_delta":
+                    args.append(d["partial_json"])
+            elif obj["type"] == "message_stop":
+                done = True
+        else:
+            cand = obj["candidates"][0]
+            for part in cand["content"]["parts"]:
+                if part.get("text"):
+                    parts.append(part["text"])
+                if part.get("functionCall"):
+                    args.append(orjson.dumps(part["functionCall"]["args"]).decode())
+            if "finishReason" in cand:
+                done = True
+    if not done:
+        raise RuntimeError("the stream ended without its terminal marker")
+    return "".join(parts), "".join(args)
+
+
 def _floor_text(provider: str, obj: Any) -> str:
     if provider == "openai":
         return str(obj["choices"][0]["message"]["content"])
@@ -201,6 +237,50 @@ class Floor:
         r = await self._a().post(url, content=orjson.dumps(_payload(provider, False)), headers=_headers(provider, False))
         r.raise_for_status()
         return _floor_text(provider, orjson.loads(r.content))
+
+
+class LeanFloor(Floor):
+    """The plainest correct stream loop: split the buffer on the blank line, take what follows
+    ``data: ``, ``orjson.loads`` it and keep the object; the text and arguments are read out of
+    the kept objects once the stream has ended. Nothing per event but the split and the parse."""
+
+    name = "lean floor"
+
+    def stream(self, provider: str, n_text: int, n_tool: int) -> Result:
+        sep = b"\r\n\r\n" if provider == "gemini" else b"\n\n"
+        objs: list[Any] = []
+        done = False
+        buf = b""
+        url = _url(self.port, provider, n_text, n_tool, True)
+        with self.client.stream("POST", url, content=orjson.dumps(_payload(provider, True)), headers=_headers(provider, True)) as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                *events, buf = (buf + chunk).split(sep)
+                for ev in events:
+                    data = ev[ev.find(b"data: ") + 6 :]
+                    if data == b"[DONE]":
+                        done = True
+                    else:
+                        objs.append(orjson.loads(data))
+        return _lean_result(provider, objs, done)
+
+    async def astream(self, provider: str, n_text: int, n_tool: int) -> Result:
+        sep = b"\r\n\r\n" if provider == "gemini" else b"\n\n"
+        objs: list[Any] = []
+        done = False
+        buf = b""
+        url = _url(self.port, provider, n_text, n_tool, True)
+        async with self._a().stream("POST", url, content=orjson.dumps(_payload(provider, True)), headers=_headers(provider, True)) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_bytes():
+                *events, buf = (buf + chunk).split(sep)
+                for ev in events:
+                    data = ev[ev.find(b"data: ") + 6 :]
+                    if data == b"[DONE]":
+                        done = True
+                    else:
+                        objs.append(orjson.loads(data))
+        return _lean_result(provider, objs, done)
 
 
 # ------------------------------------------------------------------------------ allm
@@ -496,6 +576,7 @@ class LiteLLM:
 LIBRARIES: dict[str, tuple[str, str | None]] = {
     # name -> (class name, the module that must be importable for it to run)
     "floor": ("Floor", None),
+    "floor-lean": ("LeanFloor", None),
     "allm": ("Allm", None),
     "allm-noop": ("AllmNoop", None),
     "allm-otel": ("AllmOtel", "opentelemetry.sdk"),

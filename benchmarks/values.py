@@ -105,23 +105,58 @@ def has_chat() -> bool:
     return hasattr(allm, "chat")
 
 
-def loop_allm_chat(reps: int) -> float:
-    """Seconds per turn of ``allm.chat`` driving ``TURNS`` model calls on the Fake."""
+async def _aadd(args: dict[str, Any]) -> int:
+    return _add(args)
+
+
+#: The tool loop's variants (figure 6): (async driver, async handler, tool_timeout).
+LOOP_VARIANTS: dict[str, tuple[bool, bool, float | None]] = {
+    "sync": (False, False, 30.0),
+    "sync-untimed": (False, False, None),
+    "async": (True, True, 30.0),
+    "async-sync-handler": (True, False, 30.0),
+}
+
+
+def loop_allm_chat(reps: int, variant: str = "sync") -> float:
+    """Seconds per turn of ``allm.chat`` (or ``allm.achat``) driving ``TURNS`` model calls on the
+    Fake, in one of :data:`LOOP_VARIANTS`: the driver, the tool handler (``def`` or ``async def``,
+    both doing nothing but an addition) and ``tool_timeout`` (30 s is the default)."""
+    import asyncio
+
     import allm
     from allm.providers import Fake
 
-    chat: Callable[..., Any] = allm.chat  # type: ignore[attr-defined]
+    asynchronous, async_handler, tool_timeout = LOOP_VARIANTS[variant]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
-    tool = allm.Tool("add", "Add two integers.", schema, handler=_add)
+    tool = allm.Tool("add", "Add two integers.", schema, handler=_aadd if async_handler else _add)
     engines = [allm.Engine(adapter=Fake(scripts=_scripts()), model="fake", tools=(tool,)) for _ in range(reps + 1)]
-    result = chat(engines.pop(), "Add them up.", max_turns=TURNS)
+
+    async def arun(es: list[Any]) -> Any:
+        r = None
+        for e in es:
+            r = await allm.achat(e, "Add them up.", max_turns=TURNS, tool_timeout=tool_timeout)
+        return r
+
+    def run(es: list[Any]) -> Any:
+        if asynchronous:  # a loop of its own, leaving the worker's current loop as it is
+            loop = asyncio.new_event_loop()
+            try:
+                return loop.run_until_complete(arun(es))
+            finally:
+                loop.close()
+        r = None
+        for e in es:
+            r = allm.chat(e, "Add them up.", max_turns=TURNS, tool_timeout=tool_timeout)
+        return r
+
+    result = run([engines.pop()])
     final = result.final_response
     if final is None or final.output_text != f"The total is {TURNS - 1}." or len(result.steps) != TURNS:
         raise RuntimeError(f"allm.chat ended unexpectedly: {result.halted_reason}")
     gc.collect()
     t = time.perf_counter()
-    for e in engines:
-        chat(e, "Add them up.", max_turns=TURNS)
+    run(engines)
     return (time.perf_counter() - t) / (reps * TURNS)
 
 

@@ -144,11 +144,11 @@ class Worker:
         wall, cpu = values.otel_sdk_floor(n)
         return {"seconds": wall, "cpu": cpu}
 
-    def op_loop(self, reps: int) -> dict[str, Any]:
+    def op_loop(self, reps: int, variant: str = "sync") -> dict[str, Any]:
         if self.lib == "floor":
             return {"seconds": values.loop_floor(reps), "kind": "floor"}
         if values.has_chat():
-            return {"seconds": values.loop_allm_chat(reps), "kind": "chat"}
+            return {"seconds": values.loop_allm_chat(reps, variant), "kind": "chat"}
         return {"seconds": values.loop_allm_generate(reps), "kind": "generate"}
 
 

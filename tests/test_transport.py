@@ -257,3 +257,37 @@ async def test_async_idle_deadline(server: LoopbackServer) -> None:
     events = [e async for e in allm.astream_generate(engine_for(server), "hi", timeouts=allm.Timeouts(idle=0.3))]
     assert isinstance(events[-1], Error) and events[-1].error.reason == "timeout"
     assert time.monotonic() - t0 < 2.0
+
+
+def test_the_sync_connection_gate_hands_permits_over_in_order_and_times_out() -> None:
+    import threading as th
+
+    from allm._transport import _Slots
+
+    gate = _Slots(2)
+    assert gate.acquire(None) and gate.acquire(None)
+    assert not gate.acquire(0.05)  # none free: the wait ends at its timeout
+    order: list[int] = []
+
+    def waiter(i: int) -> None:
+        assert gate.acquire(5.0)
+        order.append(i)
+
+    threads = []
+    for i in range(3):
+        t = th.Thread(target=waiter, args=(i,))
+        t.start()
+        threads.append(t)
+        while len(gate._waiters) < i + 1:  # queued in this order
+            time.sleep(0.001)
+    for n in range(1, 4):
+        gate.release()  # one permit: the longest waiter gets it
+        deadline = time.monotonic() + 5
+        while len(order) < n and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2]
+    gate.release()
+    gate.release()
+    assert gate.acquire(None) and gate.acquire(None) and not gate.acquire(0.01)

@@ -25,9 +25,15 @@ from ..events import (
     ToolCallDelta,
     ToolCallStarted,
 )
-from ..types import CallWarning, Message, Part, ReasoningPart, TextPart, ToolCall, Usage
+from ..types import CallWarning, Message, Part, ReasoningPart, TextPart, ToolCall, Usage, unchecked
 
 __all__ = ["Assembler", "parse_arguments"]
+
+# The per-delta events, built by their fields alone (they have no checks to run): a stream
+# makes one per chunk, and attrs' frozen __init__ costs a third more.
+_text_delta = unchecked(TextDelta)
+_tool_call_delta = unchecked(ToolCallDelta)
+_usage_chunk = unchecked(RawChunk)
 
 
 def parse_arguments(raw: str) -> tuple[dict[str, Any], str | None]:
@@ -177,7 +183,7 @@ class Assembler:
                 self._blocks.append(cur)
             self._cur_text = cur
         cur.frags.append(delta)
-        return TextDelta(delta, key)
+        return _text_delta(delta, key)
 
     # -- reasoning
 
@@ -269,7 +275,7 @@ class Assembler:
             return []
         t.frags.append(delta)
         assert t.id is not None
-        return [ToolCallDelta(t.id, delta, t.index)]
+        return [_tool_call_delta(t.id, delta, t.index)]
 
     def has_tool(self, key: object) -> bool:
         t = self._tools.get(key)
@@ -333,7 +339,7 @@ class Assembler:
             self.usage = usage
         else:
             self.usage = cur.merge(usage)
-        return RawChunk(None, usage)
+        return _usage_chunk(None, usage)
 
     def finish(
         self,

@@ -21,7 +21,7 @@ import orjson
 
 from ...errors import AdapterError
 from ...events import Error, Event, RawChunk
-from ...types import CallWarning, Usage
+from ...types import CallWarning, Usage, unchecked
 from .._wire import SSEStreamDecoder, body_events, malformed, usage_count
 from ..assembler import Assembler
 from .errors import PROVIDER, error_from_object
@@ -99,9 +99,11 @@ def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Us
     """
     get = u.get
     prompt, tool, cand, thoughts, cached, total = map(get, _COUNTS)
-    if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN or any(
-        v is not None and v < 0 for v in (prompt, tool, cand, thoughts, cached, total)
-    ):
+    # Every stream chunk carries usage, so the check is cheap: ints or None (bools excluded
+    # by type), and no negative one (a bitwise OR of ints is negative when one of them is).
+    if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN or (
+        (prompt or 0) | (tool or 0) | (cand or 0) | (thoughts or 0) | (cached or 0) | (total or 0)
+    ) < 0:
         bad: dict[str, Any] = {}
         prompt, tool, cand, thoughts, cached, total = [usage_count(u, k, bad) for k in _COUNTS]
         if bad:
@@ -111,8 +113,11 @@ def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Us
             inp = None if bad.keys() & {"promptTokenCount", "toolUsePromptTokenCount"} else _add(prompt, tool)
             out = None if bad.keys() & {"candidatesTokenCount", "thoughtsTokenCount"} else _add(cand, thoughts)
             return Usage(inp, out, cached, None, thoughts, total)
-    # Every stream chunk carries usage: built positionally, the cheapest way.
-    return Usage(_add(prompt, tool), _add(cand, thoughts), cached, None, thoughts, total)
+    # The counters are checked above: built without Usage's own check.
+    return _usage(_add(prompt, tool), _add(cand, thoughts), cached, None, thoughts, total)
+
+
+_usage = unchecked(Usage)
 
 
 class _Reader:
@@ -175,7 +180,11 @@ class _Reader:
             if not isinstance(parts, list):
                 raise TypeError("content.parts is not a list")
             for part in parts:
-                self._part(part, out)
+                text = part.get("text") if type(part) is dict and len(part) == 1 else None
+                if type(text) is str and text and self._open == "text":
+                    out.append(asm.text(text))  # the usual part, one more piece of the open text
+                else:
+                    self._part(part, out)
             fr = cand.get("finishReason")
             if fr:
                 self.finish = str(fr)

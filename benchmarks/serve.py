@@ -349,11 +349,21 @@ async def measure(targets: dict[str, tuple[Target, Target]], quick: bool) -> dic
     return res
 
 
+def _uvicorn_stack() -> str:
+    """The event loop and HTTP parser uvicorn picks by itself in this environment."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
 def report(res: dict[str, Any], names: list[str], quick: bool, load: tuple[float, float] = (0.0, 0.0)) -> str:
     out = ["## Server", ""]
     out.append(f"`python -m benchmarks.serve{' --quick' if quick else ''}` on {platform.node() or 'this machine'} "
                f"({os.cpu_count()} cores, Python {platform.python_version()}), everything on loopback: the raw "
-               f"upstream, `allm serve` (one process, `store: false`), LiteLLM's proxy (one worker). Streams carry "
+               f"upstream, `allm serve` (one process, `store: false`, uvicorn on {_uvicorn_stack()}), LiteLLM's proxy "
+               "(one worker). Streams carry "
                f"{N_TEXT_STREAM} text deltas; non-streamed answers {N_TEXT_POST}. The client is a raw asyncio "
                "HTTP/1.1 client with one keep-alive connection per concurrent client. The machine's 1-minute load "
                f"average was {load[0]:.1f} at the start and {load[1]:.1f} at the end (other work shares its cores): "

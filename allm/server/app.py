@@ -170,6 +170,59 @@ class _Limits:
         await self.app(scope, receive, send)
 
 
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+
+
+class _EventStream(Response):
+    """A run's events as SSE: every event already published goes out in one write (each
+    frame whole, in ``sequence_number`` order, none skipped), then ``data: [DONE]`` with the
+    terminal event. The client going away stops the stream and, with ``cancel_on_close``,
+    the run."""
+
+    def __init__(self, run: Run, after: int, cancel_on_close: bool) -> None:
+        self.run, self.after, self.cancel_on_close = run, after, cancel_on_close
+        self.status_code = 200
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        run = self.run
+        finished = False
+        pump = asyncio.ensure_future(self._pump(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                pump.result()  # the stream's own error, if any
+                finished = True
+        finally:
+            for t in (pump, gone):
+                if not t.done():
+                    t.cancel()
+            if not finished:
+                await asyncio.gather(pump, return_exceptions=True)
+                if self.cancel_on_close:
+                    run.cancel()
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        async for batch in self.run.follow_batches(self.after):
+            body = b"".join([sse(ev) for ev in batch])
+            if self.run.done.is_set() and batch[-1] is self.run.events[-1]:
+                await send({"type": "http.response.body", "body": body + SSE_DONE, "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": SSE_DONE, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "invalid_request", f"the request body is larger than {limit} bytes", code="request_too_large")
 
@@ -231,20 +284,8 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
                                     "code": code, "response_id": final["id"]}}, status)
         return _json(final)
 
-    def _stream(run: Run, after: int, *, cancel_on_close: bool) -> StreamingResponse:
-        async def frames() -> AsyncIterator[bytes]:
-            finished = False
-            try:
-                async for ev in run.follow(after):
-                    yield sse(ev)
-                finished = True
-                yield SSE_DONE
-            finally:
-                if not finished and cancel_on_close:
-                    run.cancel()
-
-        return StreamingResponse(frames(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    def _stream(run: Run, after: int, *, cancel_on_close: bool) -> Response:
+        return _EventStream(run, after, cancel_on_close)
 
     async def _stored_replay(response_id: str, after: int) -> AsyncIterator[bytes]:
         raw = await service.store.aread(NAMESPACE, response_id, after + 1 if after >= 0 else 0)

@@ -9,6 +9,7 @@
     hooks = ["myapp.server:hooks"]                  # functions (config) -> allm.server.Hooks
     retention_max_age = 2592000                     # seconds a stored response is kept (default: forever)
     retention_max_count = 100000                    # newest responses kept (default: no limit)
+    access_log = true                               # uvicorn's line per request (default: off)
 
     [auth]
     tokens = ["secret-1"]                           # bearer tokens clients send
@@ -130,7 +131,8 @@ class ServerConfig:
     ``max_body_bytes``: largest request body; ``retention_max_age`` (seconds) and
     ``retention_max_count``: the stored responses' retention limit; ``hooks``:
     ``"module:factory"`` names of functions ``(config) -> allm.server.Hooks`` merged into the app
-    (metrics, tracing, extra tool types).
+    (metrics, tracing, extra tool types); ``access_log``: whether ``allm serve`` logs a line per
+    request (off by default: ``GET /metrics`` counts requests without a write per request).
     """
 
     routes: tuple[Route, ...] = ()
@@ -142,6 +144,7 @@ class ServerConfig:
     retention_max_age: float | None = None
     retention_max_count: int | None = None
     hooks: tuple[str, ...] = ()
+    access_log: bool = False
     mcp: Mapping[str, Any] = attrs.field(factory=dict, repr=False)  # [mcp.<label>]: allm.server.mcp_items
 
     def store_url(self) -> str:
@@ -223,7 +226,7 @@ class _Lines:
         return start + 1 if table is not None else None
 
 
-_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count", "hooks"}
+_SERVER_KEYS = {"store", "data_dir", "max_body_bytes", "retention_max_age", "retention_max_count", "hooks", "access_log"}
 _AUTH_KEYS = {"tokens", "tokens_env"}
 _ROUTE_KEYS = {f.name for f in attrs.fields(Route) if f.init}
 _TOP_KEYS = {"server", "auth", "tools", "routes", "mcp"}
@@ -281,6 +284,11 @@ def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
         if type(v) is not int or v < 1:
             raise fail("must be a positive integer", "server.retention_max_count", "server", "retention_max_count")
         kw["retention_max_count"] = v
+    if "access_log" in server:
+        v = server["access_log"]
+        if type(v) is not bool:
+            raise fail("must be true or false", "server.access_log", "server", "access_log")
+        kw["access_log"] = v
 
     if "hooks" in server:
         v = server["hooks"]

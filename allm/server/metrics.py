@@ -243,21 +243,30 @@ class _Watch:
         if self.stream:
             if self.first is None and _DELTA in body:
                 self.first = now
-            if body.startswith(_TERMINAL):
-                _, _, data = body.partition(b"\ndata: ")
-                try:
-                    self.terminal(orjson.loads(data).get("response"))
-                except (orjson.JSONDecodeError, AttributeError):
-                    self.done = True
-            elif body.startswith(b"event: error\n") and self.error is None:
-                _, _, data = body.partition(b"\ndata: ")
-                try:
-                    err = orjson.loads(data).get("error") or {}
-                    self.error = _code(err.get("code") or err.get("type") or "error")
-                except (orjson.JSONDecodeError, AttributeError):
-                    self.error = "error"
+            if b"\n\nevent: " in body:  # several whole frames in one write
+                for frame in body.split(b"\n\n"):
+                    if frame.startswith(_TERMINAL) or frame.startswith(b"event: error\n"):
+                        self._frame(frame)
+                return
+            self._frame(body)
         elif self.json_body is not None:
             self.json_body.append(body)
+
+    def _frame(self, body: bytes) -> None:
+        """One whole SSE frame: the terminal event's usage and status, an error event's code."""
+        if body.startswith(_TERMINAL):
+            _, _, data = body.partition(b"\ndata: ")
+            try:
+                self.terminal(orjson.loads(data).get("response"))
+            except (orjson.JSONDecodeError, AttributeError):
+                self.done = True
+        elif body.startswith(b"event: error\n") and self.error is None:
+            _, _, data = body.partition(b"\ndata: ")
+            try:
+                err = orjson.loads(data).get("error") or {}
+                self.error = _code(err.get("code") or err.get("type") or "error")
+            except (orjson.JSONDecodeError, AttributeError):
+                self.error = "error"
 
     def finish_json(self) -> None:
         if self.json_body is None:

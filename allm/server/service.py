@@ -90,7 +90,7 @@ class Run:
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
         self.discard = False  # deleted while running: not stored when it ends
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def status(self) -> str:
@@ -103,7 +103,14 @@ class Run:
         """The response object now (the final one once done)."""
         return self.final if self.final is not None else self.mapper.snapshot(self.status)
 
-    async def _publish(self, events: Sequence[dict[str, Any]]) -> None:
+    def _wake(self) -> None:
+        """Resume every follower waiting for events."""
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _push(self, events: Sequence[dict[str, Any]]) -> None:
         if not events:
             return
         self.events.extend(events)
@@ -113,21 +120,35 @@ class Run:
                     obs(self, ev)
                 except Exception:  # an observer never breaks a response
                     log.exception("server observer failed")
-        async with self._changed:
-            self._changed.notify_all()
+        if self._waiters:
+            self._wake()
+
+    async def follow_batches(self, after: int = -1) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events with ``sequence_number > after`` as lists of every event published since the
+        last list (in order, none missed or repeated), as they come, until the terminal one."""
+        i = after + 1
+        while True:
+            n = len(self.events)
+            if i < n:
+                batch = self.events[i:n]
+                i = n
+                yield batch
+                continue
+            if self.done.is_set():
+                return
+            w = asyncio.get_running_loop().create_future()
+            self._waiters.append(w)
+            try:
+                await w
+            finally:
+                if not w.done():
+                    w.cancel()
 
     async def follow(self, after: int = -1) -> AsyncIterator[dict[str, Any]]:
         """Every event with ``sequence_number > after``, as they come, until the terminal one."""
-        i = after + 1
-        while True:
-            while i < len(self.events):
-                yield self.events[i]
-                i += 1
-            if self.done.is_set():
-                return
-            async with self._changed:
-                if i >= len(self.events) and not self.done.is_set():
-                    await self._changed.wait()
+        async for batch in self.follow_batches(after):
+            for ev in batch:
+                yield ev
 
     def cancel(self, status: str = "incomplete", reason: str = "client_disconnected") -> None:
         """Stop the work: the upstream call is closed, running tools cancelled; the response
@@ -351,7 +372,7 @@ class Responses:
         except AllmError as exc:
             raise error_from_allm(exc) from None
         if params.background:
-            await run._publish(mapper.start("queued"))
+            run._push(mapper.start("queued"))
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._execute(run, stream, len(thread.messages) - len(core.messages)))
         self._tasks.add(run.task)
@@ -404,14 +425,14 @@ class Responses:
                             raise stopped
                         first = False
                         if run.params.background:
-                            await run._publish(mapper.in_progress())
+                            run._push(mapper.in_progress())
                         else:
-                            await run._publish(mapper.start())
+                            run._push(mapper.start())
                         if not run.started.done():
                             run.started.set_result(None)
-                    await run._publish(mapper.feed(ev))
+                    run._push(mapper.feed(ev))
                 if first:  # no event at all
-                    await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
+                    run._push(mapper.start() if not run.params.background else mapper.in_progress())
                     if not run.started.done():
                         run.started.set_result(None)
                 terminal = mapper.finish(*outcome(mapper), now=_now())
@@ -419,7 +440,7 @@ class Responses:
                 await stream.aclose()
         except asyncio.CancelledError:
             if first and not run.started.done():
-                await run._publish(mapper.start() if not run.params.background else mapper.in_progress())
+                run._push(mapper.start() if not run.params.background else mapper.in_progress())
                 run.started.set_result(None)
             terminal = mapper.finish(run.cancel_status, run.cancel_reason, now=_now())
         except AllmError as exc:
@@ -431,7 +452,7 @@ class Responses:
                 run.done.set()
                 return
             if first:
-                await run._publish(mapper.in_progress())
+                run._push(mapper.in_progress())
             mapper.error = {"code": api.code or api.type, "message": api.message}
             terminal = [mapper.error_event(api), *mapper.finish("failed", now=_now())]
         except Exception as exc:  # never a hang: any bug ends the response failed
@@ -453,7 +474,7 @@ class Responses:
     async def _conclude(self, run: Run, terminal: list[dict[str, Any]]) -> None:
         if run.mapper.warnings:
             log.warning("response %s (route %s): %s", run.id, run.route.name, "; ".join(run.mapper.warnings))
-        await run._publish(terminal[:-1])
+        run._push(terminal[:-1])
         final = terminal[-1]["response"]
         try:
             if run.params.store and not run.discard:
@@ -461,10 +482,9 @@ class Responses:
         except AllmError:
             log.exception("storing response %s failed", run.id)
         run.final = final
-        await run._publish(terminal[-1:])
+        run._push(terminal[-1:])
         run.done.set()
-        async with run._changed:
-            run._changed.notify_all()
+        run._wake()
         self.runs.pop(run.id, None)
 
     async def aclose(self) -> None:

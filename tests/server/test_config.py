@@ -15,6 +15,7 @@ store = "sqlite:///tmp/x.db"
 max_body_bytes = 1000
 retention_max_age = 3600
 retention_max_count = 50
+access_log = true
 
 [auth]
 tokens = ["a-token"]
@@ -45,6 +46,7 @@ def test_the_documented_spelling() -> None:
     c = parse_config(GOOD)
     assert c.store == "sqlite:///tmp/x.db" and c.max_body_bytes == 1000
     assert c.retention_max_age == 3600.0 and c.retention_max_count == 50
+    assert c.access_log is True and ServerConfig().access_log is False
     assert c.auth_tokens == ("a-token",)
     assert c.tools == {"add": "tests.server.tools:add"}
     r0, r1 = c.routes
@@ -79,6 +81,7 @@ def test_load_config_reads_a_file(tmp_path: Path) -> None:
     ('[[routes]]\nmatch = "."\nprovider = "fake"\nbase_url = "http://x"\n', "routes[0].base_url", 4),
     ('[server]\n\nmax_body_bytes = -1\n', "server.max_body_bytes", 3),
     ('[server]\nstore = "ftp://x"\n', "server.store", 2),
+    ('[server]\naccess_log = "yes"\n', "server.access_log", 2),
     ('[server]\nport = 1\n', "server.port", 2),
     ('[auth]\ntokens = "abc"\n', "auth.tokens", 2),
     ('[tools]\nadd = "no_colon"\n', "tools.add", 2),

@@ -52,8 +52,8 @@ api_key_env = "ALLM_CRASH_UPSTREAM_KEY"
                 buf = b""
                 async for chunk in r.aiter_bytes():
                     buf += chunk
-                    while b"\n\n" in buf:
-                        frame, buf = buf.split(b"\n\n", 1)
+                    *frames, buf = buf.split(b"\n\n")  # whole frames (a write may hold many); the rest waits
+                    for frame in frames:
                         if not frame.startswith(b"event: "):
                             continue
                         ev = orjson.loads(frame.split(b"\ndata: ", 1)[1])
@@ -70,7 +70,11 @@ api_key_env = "ALLM_CRASH_UPSTREAM_KEY"
     async def run() -> None:
         limits = httpx.Limits(max_connections=N)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
-            await asyncio.gather(*(one(client, i) for i in range(N)))
+            tasks = []
+            for i in range(N):  # staggered: streams start and end all along, so some are under way at the kill
+                tasks.append(asyncio.create_task(one(client, i)))
+                await asyncio.sleep(0.004)
+            await asyncio.gather(*tasks)
 
     try:
         asyncio.run(run())

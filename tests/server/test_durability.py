@@ -46,12 +46,20 @@ def test_kill_9_keeps_every_response_whose_terminal_event_was_sent(tmp_path: Pat
 
     async def load() -> None:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            tasks = [asyncio.create_task(one(http, i)) for i in range(100)]
+            tasks: list[asyncio.Task[None]] = []
+
+            async def start() -> None:  # staggered, so the streams end over a second, not all at once
+                for i in range(100):
+                    tasks.append(asyncio.create_task(one(http, i)))
+                    await asyncio.sleep(0.01)
+
+            starter = asyncio.create_task(start())
             deadline = asyncio.get_running_loop().time() + 20
             while len(finished) < 30 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.001)
             server.proc.send_signal(signal.SIGKILL)
-            await asyncio.gather(*tasks, return_exceptions=True)
+            starter.cancel()
+            await asyncio.gather(starter, *tasks, return_exceptions=True)
 
     try:
         asyncio.run(load())

@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from ..providers.gemini.encode import find_call
+from ..providers.gemini.encode import find_call, gemini_meta, sent_id
 from ..types import Image, ImagePart, Message, Part, ReasoningPart, TextPart, Thread, ToolCall
 from ._base import (
     FormatError,
@@ -69,17 +69,6 @@ _NAME = "Gemini"
 
 
 # ------------------------------------------------------------------------------ export
-
-
-def _gemini_meta(tc: ToolCall) -> Mapping[str, Any]:
-    g = tc.metadata.get(FORMAT) if tc.metadata else None
-    return g if isinstance(g, Mapping) else {}
-
-
-def _issued_id(tc: ToolCall) -> str | None:
-    """The call's id when Gemini issued it (``metadata["gemini"]["id"] == id``): sent back."""
-    gid = _gemini_meta(tc).get("id")
-    return tc.id if isinstance(gid, str) and gid == tc.id else None
 
 
 def _image(p: ImagePart, where: str, report: Report) -> dict[str, Any] | None:
@@ -140,10 +129,10 @@ def _parts(m: Message, where: str, report: Report) -> list[dict[str, Any]]:
 
 
 def _function_call(tc: ToolCall, where: str, report: Report) -> dict[str, Any]:
-    g = _gemini_meta(tc)
+    g = gemini_meta(tc)
     fc: dict[str, Any] = {"name": tc.name, "args": call_arguments(tc, where, _NAME, report)}
     kept: dict[str, Any] = {}
-    issued = _issued_id(tc)
+    issued = sent_id(tc)
     if issued is not None:
         fc["id"] = kept["id"] = issued
     d: dict[str, Any] = {"functionCall": fc}
@@ -226,7 +215,7 @@ def to_gemini(
             if g is not None and (not isinstance(g, Mapping) or set(g) - {"response_object"}):
                 report.add("unsupported_field", where, f"message metadata gemini {g!r} is not kept by {_NAME}")
             fr: dict[str, Any] = {"name": name, "response": _response(m, where, report)}
-            issued = _issued_id(tc) if tc is not None else None
+            issued = sent_id(tc) if tc is not None else None
             if issued is not None:
                 fr["id"] = issued
                 if tc in pending:
@@ -257,7 +246,7 @@ def to_gemini(
             for k, tc in enumerate(m.tool_calls):
                 parts.append(_function_call(tc, f"{where}.tool_calls[{k}]", report))
                 # An import names a call Gemini gave no id call_<content>_<n>.
-                ids_dropped = ids_dropped or (_issued_id(tc) is None and tc.id != f"call_{len(contents)}_{k}")
+                ids_dropped = ids_dropped or (sent_id(tc) is None and tc.id != f"call_{len(contents)}_{k}")
             role = "model"
         if not parts:
             report.add("unsupported_content", where, f"an empty {m.role} message is not written to {_NAME}")
@@ -382,7 +371,7 @@ def _model_in(ci: int, parts: Sequence[Any], where: str, report: Report) -> Mess
                 first = calls[0]
                 calls[0] = ToolCall(
                     first.id, first.name, first.arguments, first.raw_arguments, None,
-                    {FORMAT: {**_gemini_meta(first), "thought_signature": sig}},
+                    {FORMAT: {**gemini_meta(first), "thought_signature": sig}},
                 )
                 signed[0] = True
             else:

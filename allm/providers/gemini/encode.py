@@ -49,8 +49,10 @@ __all__ = [
     "encode_tool",
     "encode_tool_choice",
     "find_call",
+    "gemini_meta",
     "merge",
     "model_path",
+    "sent_id",
 ]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -84,14 +86,14 @@ def bare_model(model: str) -> str:
 # ------------------------------------------------------------------------------ contents
 
 
-def _gemini_meta(tc: ToolCall) -> Mapping[str, Any]:
+def gemini_meta(tc: ToolCall) -> Mapping[str, Any]:
     g = tc.metadata.get(PROVIDER) if tc.metadata else None
     return g if isinstance(g, Mapping) else {}
 
 
-def _sent_id(tc: ToolCall) -> str | None:
+def sent_id(tc: ToolCall) -> str | None:
     """The id to send back on ``functionCall``/``functionResponse``: only one Gemini issued."""
-    gid = _gemini_meta(tc).get("id")
+    gid = gemini_meta(tc).get("id")
     return tc.id if isinstance(gid, str) and gid == tc.id else None
 
 
@@ -150,11 +152,11 @@ def _model_parts(m: Message, i: int, warnings: list[CallWarning]) -> list[dict[s
             out.append(_inline(p, f"messages[{i}]", warnings))
     for tc in m.tool_calls:
         fc: dict[str, Any] = {"name": tc.name, "args": dict(tc.arguments)}
-        sent = _sent_id(tc)
+        sent = sent_id(tc)
         if sent is not None:
             fc["id"] = sent
         d = {"functionCall": fc}
-        sig = _gemini_meta(tc).get("thought_signature")
+        sig = gemini_meta(tc).get("thought_signature")
         if isinstance(sig, str) and sig:
             d["thoughtSignature"] = sig
         out.append(d)
@@ -200,7 +202,7 @@ def encode_contents(
                     reason="invalid_message",
                 )
             fr: dict[str, Any] = {"name": name, "response": {"error" if m.is_error else "output": m.text}}
-            sent = _sent_id(tc) if tc is not None else None
+            sent = sent_id(tc) if tc is not None else None
             if sent is not None:
                 fr["id"] = sent
             if tool_turn is None:

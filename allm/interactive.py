@@ -265,14 +265,16 @@ class Terminal:
             self.convs.send(self.session, text, api_key=self.engines.api_key)
             started = False
             while True:
+                # The keyboard is looked at before every update, not only when the reply
+                # pauses: a model streaming steadily must still be cancellable with /c.
+                self._keys_during_turn()
                 if self.cancel_requested.is_set():
                     self.cancel_requested.clear()
                     self.convs.interrupt(self.session)
                 try:
                     upd = sub.get(timeout=POLL)
                 except AllmError as exc:
-                    if exc.reason == "timeout":  # nothing new: look at the keyboard
-                        self._keys_during_turn()
+                    if exc.reason == "timeout":  # nothing new
                         continue
                     raise
                 if isinstance(upd, MessageStarted):

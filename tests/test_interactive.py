@@ -499,3 +499,30 @@ def test_c_and_ctrl_c_cancel_a_reply_and_close_the_upstream(terminal: Callable[.
         ("user", "Another story", False), ("assistant", "Once upon a time", True),
         ("user", "Something quick", False), ("assistant", "Quick answer.", False),
     ]
+
+
+def test_c_cancels_a_reply_that_streams_without_a_pause(terminal: Callable[..., Screen]) -> None:
+    """A reply whose chunks arrive more often than the terminal's poll interval (every 10 ms
+    for a minute): /c still cancels it at once and the server sees its connection closed."""
+    import asyncio
+
+    from tests.loopback import Req, Writer, chat_chunks, serve
+
+    async def answer(req: Req, w: Writer) -> None:
+        await w.start_stream()
+        for c in chat_chunks([f"w{i} " for i in range(6000)], done=False):
+            await w.chunk(c)
+            await asyncio.sleep(0.01)
+
+    with serve(answer) as server:
+        args = ("--provider", "compatible", "--base-url", server.url + "/v1", "--model", "m", "--api-key", "sk-loopback-0123456789")
+        s = terminal(*args, "--session", "steady")
+        s.wait_for(r"new session 'steady'")
+        s.type("Go on and on")
+        s.type("/s")
+        s.wait_for(r"assistant> w0 w1 w2")
+        s.type("/c")
+        screen = s.wait_for(r"\(cancelled\)\s*you>$", timeout=20)
+        assert "w5999" not in screen
+        assert server.wait_for(lambda: server.disconnects == 1 and server.open_connections == 0, 10)
+        _quit(s)

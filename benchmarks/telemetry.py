@@ -48,6 +48,7 @@ from allm import telemetry
 from allm.events import TextDelta
 from allm.providers import Fake
 from allm.testing import finish, tool_call, usage
+from benchmarks.values import otel_sdk_call
 
 TURNS = 10
 VARIANTS = ("off", "no-op", "otel")
@@ -143,43 +144,16 @@ class Variants:
 
 def sdk_floor() -> Callable[[], None]:
     """One model call's worth of OpenTelemetry SDK work, with no allm code (set up as ``otel``)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-    from opentelemetry.trace import SpanKind
-
-    class Drop(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tp = TracerProvider()
-    tp.add_span_processor(BatchSpanProcessor(Drop()))
-    tracer = tp.get_tracer("floor")
-    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
-    duration, ttfc, tokens = (meter.create_histogram(name) for name in ("d", "t", "u"))
-    start = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "fake", "gen_ai.request.model": "fake-1",
-        "allm.request_id": "x" * 22, "gen_ai.request.stream": True,
-    }
-    end = {
-        "gen_ai.response.id": "fake-1", "gen_ai.response.model": "fake-1", "gen_ai.response.finish_reasons": ("stop",),
-        "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2, "gen_ai.response.time_to_first_chunk": 0.001,
-    }
-    metric = {k: start[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")}
-    metric["gen_ai.response.model"] = "fake-1"
-    inp, out = {**metric, "gen_ai.token.type": "input"}, {**metric, "gen_ai.token.type": "output"}
-
-    def one() -> None:
-        span = tracer.start_span("chat fake-1", kind=SpanKind.CLIENT, attributes=start)
-        span.set_attributes(end)
-        span.end()
-        duration.record(0.01, metric)
-        ttfc.record(0.001, metric)
-        tokens.record(3, inp)
-        tokens.record(2, out)
-
-    return one
+    return otel_sdk_call(
+        {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "fake", "gen_ai.request.model": "fake-1",
+            "allm.request_id": "x" * 22, "gen_ai.request.stream": True,
+        },
+        {
+            "gen_ai.response.id": "fake-1", "gen_ai.response.model": "fake-1", "gen_ai.response.finish_reasons": ("stop",),
+            "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2, "gen_ai.response.time_to_first_chunk": 0.001,
+        },
+    )
 
 
 # ------------------------------------------------------------------------------ timing

@@ -218,12 +218,11 @@ def loop_floor(reps: int) -> float:
 # ------------------------------------------------------------------------------ figure 7: the OpenTelemetry SDK alone
 
 
-def otel_sdk_floor(n: int) -> tuple[float, float]:
-    """Seconds per call of what the OpenTelemetry SDK itself costs for one model call, with no
-    allm code: one span started with a call's start attributes, given its end attributes and
-    ended, and the call's four histogram records (duration, time to first chunk, input and output
-    tokens), on a tracer provider and meter provider set up as figure 7's (see ``AllmOtel``):
-    ``(wall seconds, CPU seconds)``."""
+def otel_sdk_call(start: dict[str, Any], end: dict[str, Any]) -> Callable[[], None]:
+    """What the OpenTelemetry SDK itself does for one model call, with no allm code: one span
+    started with the call's ``start`` attributes, given its ``end`` attributes and ended, and the
+    call's four histogram records (duration, time to first chunk, input and output tokens), on a
+    tracer provider and meter provider set up as figure 7's (see ``AllmOtel``)."""
     from collections.abc import Sequence
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -241,27 +240,39 @@ def otel_sdk_floor(n: int) -> tuple[float, float]:
     tracer = tp.get_tracer("floor")
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("floor")
     duration, ttfc, tokens = (meter.create_histogram(name) for name in ("d", "t", "u"))
-    start = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
-        "server.address": "127.0.0.1", "server.port": 8080, "allm.request_id": "x" * 22, "gen_ai.request.stream": True,
-        "gen_ai.request.max_tokens": 64,
-    }
-    end = {
-        "gen_ai.response.id": "chatcmpl-1", "gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.finish_reasons": ("stop",),
-        "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 60, "gen_ai.response.time_to_first_chunk": 0.001,
-    }
-    metric = {k: start[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address", "server.port")}
-    metric["gen_ai.response.model"] = "gpt-4o-mini"
+    keys = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address", "server.port")
+    metric = {k: start[k] for k in keys if k in start}
+    metric["gen_ai.response.model"] = end["gen_ai.response.model"]
+    inp, out = {**metric, "gen_ai.token.type": "input"}, {**metric, "gen_ai.token.type": "output"}
+    n_in, n_out = end["gen_ai.usage.input_tokens"], end["gen_ai.usage.output_tokens"]
+    name = f"chat {start['gen_ai.request.model']}"
 
     def one() -> None:
-        span = tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start)
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=start)
         span.set_attributes(end)
         span.end()
         duration.record(0.01, metric)
         ttfc.record(0.001, metric)
-        tokens.record(10, {**metric, "gen_ai.token.type": "input"})
-        tokens.record(60, {**metric, "gen_ai.token.type": "output"})
+        tokens.record(n_in, inp)
+        tokens.record(n_out, out)
 
+    return one
+
+
+def otel_sdk_floor(n: int) -> tuple[float, float]:
+    """Seconds per call of :func:`otel_sdk_call` for a streamed OpenAI call:
+    ``(wall seconds, CPU seconds)``."""
+    one = otel_sdk_call(
+        {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+            "server.address": "127.0.0.1", "server.port": 8080, "allm.request_id": "x" * 22, "gen_ai.request.stream": True,
+            "gen_ai.request.max_tokens": 64,
+        },
+        {
+            "gen_ai.response.id": "chatcmpl-1", "gen_ai.response.model": "gpt-4o-mini", "gen_ai.response.finish_reasons": ("stop",),
+            "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 60, "gen_ai.response.time_to_first_chunk": 0.001,
+        },
+    )
     for _ in range(50):
         one()
     gc.collect()

@@ -248,6 +248,15 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     return parse_config(p.read_text(encoding="utf-8"), source=str(p))
 
 
+# The [server] table's scalar settings: (key, check, what the error says, conversion).
+_SCALARS: tuple[tuple[str, Callable[[Any], bool], str, Callable[[Any], Any]], ...] = (
+    ("max_body_bytes", lambda v: type(v) is int and v >= 1, "must be a positive integer (bytes)", int),
+    ("retention_max_age", lambda v: type(v) in (int, float) and v > 0, "must be a positive number of seconds", float),
+    ("retention_max_count", lambda v: type(v) is int and v >= 1, "must be a positive integer", int),
+    ("access_log", lambda v: type(v) is bool, "must be true or false", bool),
+)
+
+
 def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
     def fail(msg: str, key: str, table: str | None = None, name: str | None = None, index: int | None = None) -> ConfigError:
         return ConfigError(msg, key=key, line=lines.of(table, name, index))
@@ -269,26 +278,12 @@ def _from_data(data: Mapping[str, Any], lines: _Lines) -> ServerConfig:
             kw[k] = server[k]
     if "store" in kw and not re.match(r"^(memory|sqlite|redis|rediss)://", kw["store"]):
         raise fail("must be a store URL (memory://, sqlite:///path.db, redis://host:port/db)", "server.store", "server", "store")
-    if "max_body_bytes" in server:
-        v = server["max_body_bytes"]
-        if type(v) is not int or v < 1:
-            raise fail("must be a positive integer (bytes)", "server.max_body_bytes", "server", "max_body_bytes")
-        kw["max_body_bytes"] = v
-    if "retention_max_age" in server:
-        v = server["retention_max_age"]
-        if type(v) not in (int, float) or v <= 0:
-            raise fail("must be a positive number of seconds", "server.retention_max_age", "server", "retention_max_age")
-        kw["retention_max_age"] = float(v)
-    if "retention_max_count" in server:
-        v = server["retention_max_count"]
-        if type(v) is not int or v < 1:
-            raise fail("must be a positive integer", "server.retention_max_count", "server", "retention_max_count")
-        kw["retention_max_count"] = v
-    if "access_log" in server:
-        v = server["access_log"]
-        if type(v) is not bool:
-            raise fail("must be true or false", "server.access_log", "server", "access_log")
-        kw["access_log"] = v
+    for k, ok, msg, convert in _SCALARS:
+        if k in server:
+            v = server[k]
+            if not ok(v):
+                raise fail(msg, f"server.{k}", "server", k)
+            kw[k] = convert(v)
 
     if "hooks" in server:
         v = server["hooks"]

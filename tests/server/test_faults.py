@@ -191,7 +191,11 @@ def test_disconnect_mid_stream_closes_upstream_within_one_second(tmp_path: Any, 
             with httpx.Client(base_url=server.url, timeout=10) as c:
                 rid = None
                 with c.stream("POST", "/v1/responses", json={"model": "m", "input": "hi", "stream": True}) as r:
-                    for line in r.iter_lines():
+                    # The line iterator is held: leaving a `for` over a temporary generator closes it
+                    # at once, and with it the connection, so the server could see the client go
+                    # before the check below runs.
+                    lines = r.iter_lines()
+                    for line in lines:
                         if line.startswith("data: ") and rid is None:
                             rid = orjson.loads(line[6:])["response"]["id"]
                         if "output_text.delta" in line:

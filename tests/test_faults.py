@@ -247,7 +247,9 @@ def expect_raised(reason: str, attempts: int, within: float | None = None, statu
         assert o.raised is not None and o.events == [], (o.raised, o.events)
         assert isinstance(o.raised, AdapterError) and o.raised.reason == reason, repr(o.raised)
         assert status is None or o.raised.status == status
-        assert len(ctx.server.requests) == attempts and len(o.retries) == attempts - 1
+        assert len(o.retries) == attempts - 1, o.retries
+        # an attempt ended by a deadline may reach the server's count a little after it ended
+        assert ctx.server.wait_for(lambda: len(ctx.server.requests) == attempts), ctx.server.requests
         if within is not None:
             assert o.elapsed < within, f"took {o.elapsed:.2f}s, limit {within}s"
         assert KEY not in str(o.raised) and KEY not in repr(o.raised)
@@ -651,7 +653,8 @@ def _check_body(kind: str, wire: Wire, o: Outcome, server: LoopbackServer) -> No
             assert o.retries[0].reason == "timeout" and TIGHT <= o.elapsed < TIGHT + SLACK
     elif kind == "stall_mid_body_always":
         assert isinstance(o.raised, AdapterError) and o.raised.reason == "timeout" and "first-event" in o.raised.message
-        assert len(server.requests) == 3 and 3 * TIGHT <= o.elapsed < 3 * TIGHT + SLACK  # retried, each attempt bounded
+        assert 3 * TIGHT <= o.elapsed < 3 * TIGHT + SLACK  # retried, each attempt bounded
+        assert server.wait_for(lambda: len(server.requests) == 3), server.requests
     elif kind == "garbage":
         assert isinstance(o.raised, AdapterError) and o.raised.reason == "malformed_response"
         assert len(server.requests) == 1
@@ -691,10 +694,13 @@ def _check_list(kind: str, result: list[str] | AllmError, elapsed: float, server
     assert isinstance(result, AdapterError), result
     want = {"stall": "timeout", "reset_always": "network_error", "garbage": "malformed_response"}[kind]
     assert result.reason == want, repr(result)
+    # The loopback server counts a request when it has read it, which on a loaded machine can
+    # be after the client's deadline has already ended that attempt: wait for the count.
     if kind == "stall":
-        assert len(server.requests) == 2 and elapsed < 2 * TIGHT + SLACK
+        assert elapsed < 2 * TIGHT + SLACK
+        assert server.wait_for(lambda: len(server.requests) == 2, timeout=5.0), server.requests
     if kind == "reset_always":
-        assert len(server.requests) == 2
+        assert server.wait_for(lambda: len(server.requests) == 2, timeout=5.0), server.requests
 
 
 @pytest.mark.parametrize("kind", LIST_FAULTS)

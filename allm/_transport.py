@@ -308,12 +308,13 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
     end-of-stream (``b""``) as its anyio backend, without a task checkpoint and a cancel scope
     per read and write."""
 
-    __slots__ = ("_closed", "_conn", "_transport")
+    __slots__ = ("_closed", "_conn", "_poll", "_transport")
 
     def __init__(self, transport: asyncio.Transport, conn: _Conn) -> None:
         self._transport = transport
         self._conn = conn
         self._closed = False
+        self._poll: Any = None  # select.poll on the socket, made on the first readability check
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         c = self._conn
@@ -382,8 +383,18 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         t = self._transport
         if info == "is_readable":
+            # httpcore asks this of every idle connection each time its pool assigns one.
             c = self._conn
-            return bool(c.chunks) or c.eof or c.lost or _socket_readable(t.get_extra_info("socket"))
+            if c.chunks or c.eof or c.lost or self._closed:
+                return True
+            if self._poll is None:
+                sock = t.get_extra_info("socket")
+                fd = -1 if sock is None else sock.fileno()
+                if fd < 0:
+                    return True
+                self._poll = select.poll()
+                self._poll.register(fd, select.POLLIN)
+            return bool(self._poll.poll(0))
         if info == "ssl_object":
             return t.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -393,17 +404,6 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "socket":
             return t.get_extra_info("socket")
         return None
-
-
-def _socket_readable(sock: Any) -> bool:
-    """Whether reading ``sock`` would return at once (data or its end), as httpcore checks a pooled
-    connection before reusing it."""
-    fd = None if sock is None else sock.fileno()
-    if fd is None or fd < 0:
-        return True
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
 
 
 class _AsyncioBackend(httpcore.AsyncNetworkBackend):

@@ -37,6 +37,8 @@ class Recorder:
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
         self.ssl: ssl.SSLContext | None = None
+        self.close_after = False  # close each connection once it has answered (no keep-alive)
+        self.connections = 0
 
     async def start(self) -> Recorder:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
@@ -49,6 +51,7 @@ class Recorder:
         return f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await r.readuntil(b"\r\n\r\n")
@@ -61,6 +64,8 @@ class Recorder:
                 self.requests.append(head + body)
                 w.write(self.answer)
                 await w.drain()
+                if self.close_after:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
@@ -190,6 +195,20 @@ async def test_a_proxy_in_the_environment_is_not_used_either_way(monkeypatch: py
         eng = engine(rec.url)
         direct, through_httpx = await both_ways(lambda: allm.agenerate(eng, "hi"), rec)
         assert direct == through_httpx and direct.startswith(b"POST /v1/chat/completions ")
+    finally:
+        await rec.stop()
+
+
+async def test_a_pooled_connection_the_server_closed_is_not_reused(fresh_pool: None) -> None:
+    rec = Recorder(sse_answer())
+    rec.close_after = True
+    await rec.start()
+    try:
+        eng = engine(rec.url)  # one attempt: a stale connection would fail the call
+        for _ in range(3):
+            assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+            await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
+        assert rec.connections == 3
     finally:
         await rec.stop()
 

@@ -4,7 +4,7 @@ Checked against a raw asyncio server that records each request's bytes: the requ
 same, byte for byte, as the one httpx's client sends (the path a hook takes); compressed
 bodies are decoded; cookies are kept as the client keeps them; a proxy in the environment
 is not used on either path; TLS connects (and refuses an untrusted certificate)
-on the asyncio backend.
+on the asyncio backend; many calls at once share the pool within its keep-alive limit.
 """
 
 from __future__ import annotations
@@ -209,6 +209,21 @@ async def test_a_pooled_connection_the_server_closed_is_not_reused(fresh_pool: N
             assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
             await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
         assert rec.connections == 3
+    finally:
+        await rec.stop()
+
+
+async def test_many_calls_at_once_share_the_pool_within_its_keep_alive_limit(fresh_pool: None) -> None:
+    rec = await Recorder(sse_answer()).start()
+    try:
+        eng = engine(rec.url)
+        pool = _transport.async_client()._transport._pool  # type: ignore[attr-defined]
+        for n in (150, 30):
+            results = await asyncio.gather(*(allm.agenerate(eng, "hi") for _ in range(n)))
+            assert all(r.output_text == "Hello" for r in results)
+            open_ = [c for c in pool.connections if not c.is_closed()]
+            assert 0 < len(open_) <= 100 and all(c.is_idle() for c in open_)  # the keep-alive limit
+        assert rec.connections <= 150 + 30 and len(rec.requests) == 180
     finally:
         await rec.stop()
 

@@ -21,6 +21,12 @@ deadline (first event, idle gap, total), so a stream that goes silent ends with 
 typed timeout, and one that drips bytes without completing an event cannot extend
 its idle deadline.
 
+The async shell sends a call straight to its client's httpcore pool, with the request httpx's
+client would build (the same bytes on the wire; a hook, cookies the client keeps, or a URL
+httpx must handle take the client itself), and its connections run on a network backend of
+asyncio transports (the errors of httpcore's anyio backend, without a task checkpoint and a
+cancel scope per socket operation). A request's head and body go out in one write.
+
 Concurrency: a process makes at most :data:`MAX_CONNECTIONS` HTTP exchanges at once
 (per event loop for async calls). A call beyond that waits its turn in a FIFO queue
 of our own (httpcore's pool queue costs time quadratic in its length), and that wait
@@ -45,7 +51,11 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import logging
 import os
+import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -144,19 +154,50 @@ class _Backend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+#: A request head is held back for the body that follows it up to this size, so both go out
+#: in one socket write (each write is a system call; on loopback it wakes the server).
+_JOIN_LIMIT = 64 * 1024
+
+
 class _AStream(httpcore.AsyncNetworkStream):
-    __slots__ = ("_inner",)
+    """The deadline-aware async stream. httpcore writes a request's head, then its body: the
+    head is held (while small) and sent with the body in one write, or before the first read;
+    a write error while flushing it before a read is passed over as httpcore passes over one
+    while sending a request (the server may have answered and closed), and the read reports
+    the connection's state."""
+
+    __slots__ = ("_held", "_held_timeout", "_inner")
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        self._held: bytes | None = None
+        self._held_timeout: float | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(httpcore.WriteError):
+                await self._inner.write(held, _remaining(self._held_timeout, httpcore.WriteTimeout))
         return await self._inner.read(max_bytes, _remaining(timeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(buffer) <= _JOIN_LIMIT:
+                await self._inner.write(held + buffer, _remaining(timeout, httpcore.WriteTimeout))
+                return
+            await self._inner.write(held, _remaining(self._held_timeout, httpcore.WriteTimeout))
+        elif len(buffer) <= _JOIN_LIMIT:
+            _remaining(timeout, httpcore.WriteTimeout)  # a passed deadline fails here, as the write would
+            self._held, self._held_timeout = buffer, timeout
+            return
         await self._inner.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
 
     async def aclose(self) -> None:
+        self._held = None
         await self._inner.aclose()
 
     async def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.AsyncNetworkStream:
@@ -181,6 +222,218 @@ class _ABackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+# ------------------------------------------------------------------------------ the asyncio network backend
+
+
+#: Bytes buffered from a connection before it stops reading from the socket until they are read.
+_READ_BUFFER = 1 << 20
+
+
+class _Conn(asyncio.Protocol):
+    """One connection's received bytes, end of stream, loss and write flow control."""
+
+    __slots__ = ("buffered", "chunks", "drained", "eof", "error", "loop", "lost", "paused", "reading", "transport", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.eof = False
+        self.lost = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused = False
+        self.reading = True
+        self.drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > _READ_BUFFER and self.reading and self.transport is not None:
+            self.reading = False
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        d, self.drained = self.drained, None
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def _wake(self) -> None:
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], timeout: float | None) -> None:
+    if timeout is None:
+        await fut
+        return
+    timer = loop.call_later(timeout, _expire, fut)
+    try:
+        await fut
+    finally:
+        timer.cancel()
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """httpcore's network stream straight on an asyncio transport: the same errors (``ReadError``,
+    ``ReadTimeout``, ``WriteError``, ``WriteTimeout``, ``ConnectError``, ``ConnectTimeout``) and
+    end-of-stream (``b""``) as its anyio backend, without a task checkpoint and a cancel scope
+    per read and write."""
+
+    __slots__ = ("_closed", "_conn", "_poll", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, conn: _Conn) -> None:
+        self._transport = transport
+        self._conn = conn
+        self._closed = False
+        self._poll: Any = None  # select.poll on the socket, made on the first readability check
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        c = self._conn
+        if not c.chunks:
+            if self._closed:
+                raise httpcore.ReadError()
+            if not (c.eof or c.lost):
+                fut = c.waiter = c.loop.create_future()
+                try:
+                    await _wait(c.loop, fut, timeout)
+                except TimeoutError:
+                    raise httpcore.ReadTimeout() from None
+                finally:
+                    c.waiter = None
+            if not c.chunks:
+                if self._closed or c.error is not None:
+                    raise httpcore.ReadError()
+                return b""  # the end of the stream
+        chunk = c.chunks.popleft()
+        if len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            c.chunks.appendleft(rest)
+        c.buffered -= len(chunk)
+        if not c.reading and c.buffered <= _READ_BUFFER // 2 and not c.lost:
+            c.reading = True
+            self._transport.resume_reading()
+        return chunk
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        c = self._conn
+        if self._closed or c.lost or self._transport.is_closing():
+            raise httpcore.WriteError()
+        self._transport.write(buffer)
+        if c.paused:
+            fut = c.drained = c.loop.create_future()
+            try:
+                await _wait(c.loop, fut, timeout)
+            except TimeoutError:
+                raise httpcore.WriteTimeout() from None
+            if c.lost:
+                raise httpcore.WriteError()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        c = self._conn
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await c.loop.start_tls(self._transport, c, ssl_context, server_hostname=server_hostname)
+        except TimeoutError:
+            self._transport.abort()
+            raise httpcore.ConnectTimeout() from None
+        except (OSError, ssl.SSLError) as exc:
+            self._transport.abort()
+            raise httpcore.ConnectError(exc) from exc
+        if transport is None:
+            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        c.transport = transport
+        return _AsyncioStream(transport, c)
+
+    def get_extra_info(self, info: str) -> Any:
+        t = self._transport
+        if info == "is_readable":
+            # httpcore asks this of every idle connection each time its pool assigns one.
+            c = self._conn
+            if c.chunks or c.eof or c.lost or self._closed:
+                return True
+            if self._poll is None:
+                sock = t.get_extra_info("socket")
+                fd = -1 if sock is None else sock.fileno()
+                if fd < 0:
+                    return True
+                self._poll = select.poll()
+                self._poll.register(fd, select.POLLIN)
+            return bool(self._poll.poll(0))
+        if info == "ssl_object":
+            return t.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return t.get_extra_info("sockname")
+        if info == "server_addr":
+            return t.get_extra_info("peername")
+        if info == "socket":
+            return t.get_extra_info("socket")
+        return None
+
+
+class _AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """TCP connections as :class:`_AsyncioStream`; Unix sockets and sleeps by httpcore's own backend."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, conn = await loop.create_connection(
+                    lambda: _Conn(loop), host, port, local_addr=(local_address, 0) if local_address else None)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout() from None
+        except socket.gaierror as exc:
+            raise httpcore.ConnectError(exc) from exc
+        except OSError as exc:
+            raise httpcore.ConnectError("All connection attempts failed") from exc
+        sock = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return _AsyncioStream(transport, conn)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return await self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 # ------------------------------------------------------------------------------ exchange hook
@@ -276,15 +529,20 @@ _sync_slots = _Slots(MAX_CONNECTIONS)
 
 class _LoopPool:
     """One event loop's client and connection gate, closed when the loop shuts down its async
-    generators (``asyncio.run`` does) through a parked generator registered with that loop."""
+    generators (``asyncio.run`` does) through a parked generator registered with that loop.
+    ``core`` is the client's httpcore pool, which :func:`_aopen` calls directly."""
 
-    __slots__ = ("client", "closer", "loop", "slots")
+    __slots__ = ("client", "closer", "core", "defaults", "direct", "loop", "slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         transport = _AsyncHTTPTransport(limits=_LIMITS)
-        _wrap_pool(transport, _ABackend)
+        _wrap_pool(transport, lambda inner: _ABackend(_AsyncioBackend(inner)))
         self.loop = loop
         self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
+        self.core: httpcore.AsyncConnectionPool = transport._pool
+        self.defaults: list[tuple[bytes, bytes]] = list(self.client.headers.raw)
+        # A client that routes by URL (mounted transports) is used only through httpx.
+        self.direct = getattr(self.client, "_mounts", None) == {}
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.closer: Any = None
 
@@ -495,6 +753,7 @@ class _Body:
 
 
 _timeouts: dict[float | None, httpx.Timeout] = {}
+_timeout_dicts: dict[float | None, dict[str, float | None]] = {}
 
 
 def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
@@ -507,6 +766,68 @@ def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
             _timeouts.clear()
         got = _timeouts[t.connect] = httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
     return got
+
+
+def _timeout_extension(t: Timeouts) -> dict[str, float | None]:
+    """What httpx hands httpcore for :func:`_httpx_timeout` (``request.extensions["timeout"]``)."""
+    got = _timeout_dicts.get(t.connect)
+    if got is None:
+        if len(_timeout_dicts) > 64:
+            _timeout_dicts.clear()
+        got = _timeout_dicts[t.connect] = _httpx_timeout(t).as_dict()
+    return got
+
+
+#: Parsed request URLs: ``url -> (httpcore URL, Host header value)`` (http and https only).
+_urls: dict[str, tuple[httpcore.URL, bytes]] = {}
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+_httpx_log = logging.getLogger("httpx")
+
+
+def _target(url: str) -> tuple[httpcore.URL, bytes] | None:
+    """``url`` as httpx sends it (raises httpx's ``InvalidURL``); ``None`` for a scheme other than
+    http or https (httpx then refuses it, as before) or a URL with credentials (httpx turns them
+    into an ``Authorization`` header)."""
+    got = _urls.get(url)
+    if got is None:
+        u = httpx.URL(url)
+        if u.scheme not in ("http", "https") or not u.host or u.userinfo:
+            return None
+        if len(_urls) > 256:
+            _urls.clear()
+        got = _urls[url] = (httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path), u.netloc)
+    return got
+
+
+def _request_headers(pool: _LoopPool, host: bytes, method: str, headers: Mapping[str, str],
+                     body: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The header list httpx's ``AsyncClient.stream`` would send: ``Host`` (and ``Content-Length: 0``
+    for a body method without a body), the client's defaults not overridden, ``headers`` in their
+    order, then the body's ``Content-Length``. Names and values are ASCII, as httpx requires."""
+    lower = {k.lower() for k in headers}
+    first: list[tuple[bytes, bytes]] = [] if "host" in lower else [(b"Host", host)]
+    raw = [kv for kv in pool.defaults if kv[0].decode().lower() not in lower]
+    raw += [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
+    if "content-length" not in lower and "transfer-encoding" not in lower:
+        if body:
+            raw.append((b"Content-Length", str(len(body)).encode()))
+        elif method in _BODY_METHODS:
+            first.append((b"Content-Length", b"0"))
+    return first + raw
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """An httpcore response body as httpx's stream, to decode a ``Content-Encoding``."""
+
+    def __init__(self, resp: httpcore.Response) -> None:
+        self._resp = resp
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._resp.aiter_stream():
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
 
 
 def _drain_deadline(m: CallMachine) -> float:
@@ -613,10 +934,34 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
     if plan.respond:
         yield 200, {}, _aplay(iter((plan.adapter.respond(call),)))
         return
-    timeout = _httpx_timeout(plan.timeouts)
     pool = _loop_pool()
-    async with _aslot(pool.slots), pool.client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-        yield resp.status_code, resp.headers, resp.aiter_bytes()
+    target = _target(call.url) if pool.direct and _hook is None and not pool.client.cookies else None
+    if target is None:
+        timeout = _httpx_timeout(plan.timeouts)
+        async with _aslot(pool.slots), pool.client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+            yield resp.status_code, resp.headers, resp.aiter_bytes()
+        return
+    # Straight to the client's httpcore pool: the same request bytes, connections, deadlines and
+    # errors as through httpx's client, without its per-request layers (a hook, kept cookies or
+    # another scheme take the path above).
+    url, host = target
+    request = httpcore.Request(call.method, url, headers=_request_headers(pool, host, call.method, plan.headers, call.body),
+                               content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
+    async with _aslot(pool.slots):
+        core = await pool.core.handle_async_request(request)
+        try:
+            headers = httpx.Headers(core.headers)
+            if _httpx_log.isEnabledFor(logging.INFO) or "set-cookie" in headers or "content-encoding" in headers:
+                resp = httpx.Response(core.status, headers=core.headers, stream=_Chunks(core), extensions=core.extensions,
+                                      request=httpx.Request(call.method, call.url))
+                pool.client.cookies.extract_cookies(resp)
+                _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
+                                resp.status_code, resp.reason_phrase)
+                yield core.status, headers, resp.aiter_bytes()
+            else:
+                yield core.status, headers, core.aiter_stream()
+        finally:
+            await core.aclose()
 
 
 async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]:

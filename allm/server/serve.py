@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import ConfigError, Route, ServerConfig, load_config
 
-__all__ = ["app_from_env", "local_config", "serve"]
+__all__ = ["app_from_env", "http_protocol", "local_config", "serve"]
 
 _ENV_CONFIG = "ALLM_SERVE_CONFIG"
 _ENV_LOCAL = "ALLM_SERVE_LOCAL_BASE_URL"
@@ -77,19 +77,31 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         if workers > 1:
             os.environ.update(env)
             uvicorn.run("allm.server.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, access_log=config.access_log)
+                        log_level=log_level, access_log=config.access_log, http=http_protocol())
         else:
             from .app import create_app
 
             app = create_app(config)
             _freeze_heap()
-            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=config.access_log)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=config.access_log,
+                        http=http_protocol())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if local is not None:
             local.stop()
     return 0
+
+
+def http_protocol() -> Any:
+    """The HTTP/1.1 protocol uvicorn serves with: with httptools installed,
+    :class:`allm.server._protocol.HttpProtocol` (each response's head and first body bytes in
+    one socket write); without it, uvicorn's own choice (``"auto"``)."""
+    try:
+        from ._protocol import HttpProtocol
+    except ImportError:
+        return "auto"
+    return HttpProtocol
 
 
 def _freeze_heap() -> None:

@@ -1,0 +1,275 @@
+"""The async shell's request path straight to the httpcore pool, on its asyncio network backend.
+
+Checked against a raw asyncio server that records each request's bytes: the request is the
+same, byte for byte, as the one httpx's client sends (the path a hook takes); compressed
+bodies are decoded; cookies are kept as the client keeps them; a proxy in the environment
+is not used on either path; TLS connects (and refuses an untrusted certificate)
+on the asyncio backend; many calls at once share the pool within its keep-alive limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+import allm
+from allm import _transport
+from allm.providers import OpenAICompatible
+from tests.loopback import chat_chunks
+
+FAST = allm.RetryPolicy(max_attempts=1)
+
+
+class Recorder:
+    """One loopback HTTP/1.1 server answering every request with ``answer`` and keeping its bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.ssl: ssl.SSLContext | None = None
+        self.close_after = False  # close each connection once it has answered (no keep-alive)
+        self.connections = 0
+
+    async def start(self) -> Recorder:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        scheme = "https" if self.ssl else "http"
+        return f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await r.readexactly(length)
+                self.requests.append(head + body)
+                w.write(self.answer)
+                await w.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            w.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def sse_answer(extra: bytes = b"") -> bytes:
+    body = b"".join(chat_chunks(["Hel", "lo"])) + b"data: [DONE]\n\n"
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def json_answer(obj: object, extra: bytes = b"") -> bytes:
+    body = orjson.dumps(obj)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class PassThrough:
+    """An exchange hook that sends every request as it is: the path through httpx's client."""
+
+    def handle(self, request: httpx.Request, send: Callable[[httpx.Request], httpx.Response]) -> httpx.Response:
+        return send(request)
+
+    async def ahandle(self, request: httpx.Request, send: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> httpx.Response:
+        return await send(request)
+
+
+@pytest.fixture
+async def fresh_pool() -> AsyncIterator[None]:
+    await _transport.aclose()
+    yield
+    await _transport.aclose()
+
+
+def engine(url: str, **headers: str) -> allm.Engine:
+    return allm.Engine(adapter=OpenAICompatible(url, headers=headers), model="m", retry=FAST)
+
+
+async def both_ways(call: Callable[[], Awaitable[object]], rec: Recorder) -> tuple[bytes, bytes]:
+    """The bytes of ``call``'s request sent directly, then through httpx's client."""
+    assert _transport._loop_pool().direct
+    await call()
+    previous = _transport.set_exchange_hook(PassThrough())
+    try:
+        await call()
+    finally:
+        _transport.set_exchange_hook(previous)
+    assert len(rec.requests) == 2
+    return rec.requests[0], rec.requests[1]
+
+
+async def test_a_streamed_call_sends_the_bytes_httpx_sends(fresh_pool: None) -> None:
+    rec = await Recorder(sse_answer()).start()
+    try:
+        eng = engine(rec.url, **{"X-Tenant": "t1", "user-agent": "custom/1", "ACCEPT": "text/event-stream"})
+        direct, through_httpx = await both_ways(lambda: allm.agenerate(eng, "hi", api_key="sk-abc"), rec)
+        assert direct == through_httpx
+        assert b"user-agent: custom/1\r\n" in direct and b"python-httpx" not in direct
+        assert direct.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+    finally:
+        await rec.stop()
+
+
+async def test_a_bodiless_call_sends_the_bytes_httpx_sends(fresh_pool: None) -> None:
+    rec = await Recorder(json_answer({"object": "list", "data": [{"id": "a"}, {"id": "b"}]})).start()
+    try:
+        eng = engine(rec.url)
+        direct, through_httpx = await both_ways(lambda: allm.alist_models(eng, api_key="sk-abc"), rec)
+        assert direct == through_httpx and direct.startswith(b"GET /v1/models HTTP/1.1\r\n")
+        assert b"content-length" not in direct.lower()
+        assert await allm.alist_models(eng) == ["a", "b"]
+    finally:
+        await rec.stop()
+
+
+async def test_a_gzip_body_is_decoded(fresh_pool: None) -> None:
+    body = gzip.compress(orjson.dumps({"object": "list", "data": [{"id": "zipped"}]}))
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    rec = await Recorder(answer).start()
+    try:
+        assert await allm.alist_models(engine(rec.url)) == ["zipped"]
+    finally:
+        await rec.stop()
+
+
+async def test_a_corrupt_gzip_body_is_a_malformed_response(fresh_pool: None) -> None:
+    body = b"not gzip at all"
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    rec = await Recorder(answer).start()
+    try:
+        with pytest.raises(allm.AdapterError) as info:
+            await allm.alist_models(engine(rec.url))
+        assert info.value.reason == "malformed_response"
+    finally:
+        await rec.stop()
+
+
+async def test_cookies_are_kept_and_sent_as_httpx_keeps_them(fresh_pool: None) -> None:
+    rec = await Recorder(json_answer({"object": "list", "data": []}, b"Set-Cookie: session=s1; Path=/\r\n")).start()
+    try:
+        eng = engine(rec.url)
+        await allm.alist_models(eng)
+        assert b"cookie" not in rec.requests[0].lower()
+        await allm.alist_models(eng)
+        assert b"\r\nCookie: session=s1\r\n" in rec.requests[1]
+    finally:
+        await rec.stop()
+
+
+async def test_a_proxy_in_the_environment_is_not_used_either_way(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    # The pool's client is made with its own transport, so httpx reads no proxy from the
+    # environment: both paths connect straight to the server, as before.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    await _transport.aclose()
+    rec = await Recorder(sse_answer()).start()
+    try:
+        eng = engine(rec.url)
+        direct, through_httpx = await both_ways(lambda: allm.agenerate(eng, "hi"), rec)
+        assert direct == through_httpx and direct.startswith(b"POST /v1/chat/completions ")
+    finally:
+        await rec.stop()
+
+
+async def test_a_pooled_connection_the_server_closed_is_not_reused(fresh_pool: None) -> None:
+    rec = Recorder(sse_answer())
+    rec.close_after = True
+    await rec.start()
+    try:
+        eng = engine(rec.url)  # one attempt: a stale connection would fail the call
+        for _ in range(3):
+            assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+            await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
+        assert rec.connections == 3
+    finally:
+        await rec.stop()
+
+
+async def test_many_calls_at_once_share_the_pool_within_its_keep_alive_limit(fresh_pool: None) -> None:
+    rec = await Recorder(sse_answer()).start()
+    try:
+        eng = engine(rec.url)
+        pool = _transport.async_client()._transport._pool  # type: ignore[attr-defined]
+        for n in (150, 30):
+            results = await asyncio.gather(*(allm.agenerate(eng, "hi") for _ in range(n)))
+            assert all(r.output_text == "Hello" for r in results)
+            open_ = [c for c in pool.connections if not c.is_closed()]
+            assert 0 < len(open_) <= 100 and all(c.is_idle() for c in open_)  # the keep-alive limit
+        assert rec.connections <= 150 + 30 and len(rec.requests) == 180
+    finally:
+        await rec.stop()
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_tls_on_the_asyncio_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    pytest.importorskip("cryptography")
+    cert_file, key_file = _certificate(tmp_path)
+    rec = Recorder(sse_answer())
+    rec.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    rec.ssl.load_cert_chain(cert_file, key_file)
+    await rec.start()
+    try:
+        # Not trusted: the handshake fails as a network error.
+        with pytest.raises(allm.AdapterError) as info:
+            await allm.agenerate(engine(rec.url), "hi")
+        assert info.value.reason == "network_error" and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+        # Trusted (httpx reads SSL_CERT_FILE when its pool is made): the call goes through, reusing its connection.
+        await _transport.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        eng = engine(rec.url)
+        for _ in range(3):
+            assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+        assert len(rec.requests) == 3
+        conns = [c for c in _transport.async_client()._transport._pool.connections if not c.is_closed()]  # type: ignore[attr-defined]
+        assert len(conns) == 1
+    finally:
+        await rec.stop()

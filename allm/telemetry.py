@@ -262,10 +262,9 @@ class Op:
         self.watch: _Watch | None = None
         self.started: Record | None = None
 
-    def _emit(self, phase: str, fields: dict[str, Any] | None) -> Record:
-        d = self.base.copy()
-        if fields:
-            d.update(fields)
+    def _send(self, phase: str, d: dict[str, Any]) -> Record:
+        # ``d`` is the record's own dict (a copy of ``base`` plus the phase's fields, taken as
+        # is): one dict per record, no field copied twice.
         d["phase"] = phase
         d["time"] = _wall()
         rec: Record = _make(d)
@@ -278,42 +277,45 @@ class Op:
 
     def start(self) -> None:
         self.t0 = _now()
-        self.started = self._emit("start", None)
+        self.started = self._send("start", self.base.copy())
 
     def _ended(self, fields: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The end record's dict (``None`` if the operation already ended)."""
         if self.done:
             return None
         self.done = True
-        out = {"duration": _now() - self.t0, "attempts": self.attempts}
+        d = self.base.copy()
+        d["duration"] = _now() - self.t0
+        d["attempts"] = self.attempts
         if self.first is not None:
-            out["time_to_first_event"] = self.first - self.t0
+            d["time_to_first_event"] = self.first - self.t0
         if fields:
-            out.update(fields)
-        return out
+            d.update(fields)
+        return d
 
     def stop(self, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            self._emit("stop", ended)
+        d = self._ended(fields)
+        if d is not None:
+            self._send("stop", d)
 
     def fail(self, error: BaseException, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            ended.update(_error_fields(error))
-            self._emit("exception", ended)
+        d = self._ended(fields)
+        if d is not None:
+            _error_fields(error, d)
+            self._send("exception", d)
 
     def cancel(self, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            ended["cancelled"] = True
-            self._emit("stop", ended)
+        d = self._ended(fields)
+        if d is not None:
+            d["cancelled"] = True
+            self._send("stop", d)
 
     def retried(self, info: RetryInfo) -> None:
         self.attempts = info.attempt + 1
-        fields = _error_fields(info.error)
-        fields["attempt"] = info.attempt
-        fields["retry_delay"] = info.delay
-        self._emit("retry", fields)
+        d = _error_fields(info.error, self.base.copy())
+        d["attempt"] = info.attempt
+        d["retry_delay"] = info.delay
+        self._send("retry", d)
 
     def activate(self) -> Callable[[], None]:
         """Make this the current operation in this context, and let handlers do the same."""
@@ -364,9 +366,12 @@ def _handler_failed(h: Handler, record: Record, exc: Exception) -> None:
     )
 
 
-def _error_fields(error: BaseException) -> dict[str, Any]:
-    reason = error.reason if isinstance(error, AllmError) else type(error).__name__
-    return {"error_reason": reason, "error_type": type(error).__name__, "error": error}
+def _error_fields(error: BaseException, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with ``error``'s fields."""
+    d["error_reason"] = error.reason if isinstance(error, AllmError) else type(error).__name__
+    d["error_type"] = type(error).__name__
+    d["error"] = error
+    return d
 
 
 _make: Any = None  # allm._records.make and Lazy, imported with the first operation observed
@@ -445,13 +450,15 @@ def planned(plan: Plan) -> None:
 
 def _planned(op: Op, plan: Plan) -> None:
     user = plan.on_retry
+    if user is None:
+        plan.on_retry = op.retried  # the usual case: no closure made per call
+    else:
 
-    def on_retry(info: RetryInfo) -> None:
-        op.retried(info)
-        if user is not None:
+        def on_retry(info: RetryInfo) -> None:
+            op.retried(info)
             user(info)
 
-    plan.on_retry = on_retry
+        plan.on_retry = on_retry
     base = op.base
     if base.get("provider") is None:
         base["provider"] = plan.provider
@@ -602,6 +609,88 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
         _ran_out(op, w)
     finally:
         _close_events(events)
+
+
+def _collected(c: Any) -> dict[str, Any]:
+    """The end fields of a model call folded by the ``Collector`` ``c`` (what :class:`_Watch`
+    gathers from a stream nobody folds: the same events, read once, by the fold)."""
+    done = c.completed
+    return {
+        "response_id": c.id,
+        "response_model": c.model,
+        "usage": c.usage,
+        "finish_reason": done.finish_reason if done is not None else None,
+        "output": done.message if done is not None else None,
+    }
+
+
+def _folded(op: Op, c: Any) -> None:
+    fields = _collected(c)
+    if c.error is not None:
+        op.fail(c.error.error, fields)
+    else:
+        op.stop(fields)
+
+
+def fold(op: Op | None, events: Iterator[Any], collector: Any) -> None:
+    """Hook of :func:`allm.generate` (while :data:`active`): ``events`` (the shell's) folded
+    into ``collector`` (a :class:`~allm.fold.Collector`), as the operation ``op``. The
+    collector sees every event already, so the call's facts are read from it at the end:
+    no layer is added per event (unlike :func:`observe`)."""
+    apply = collector.apply
+    if op is None:
+        try:
+            for ev in events:
+                apply(ev)
+        finally:
+            _close_events(events)
+        return
+    op.start()
+    try:
+        for ev in events:
+            op.first = _now()
+            apply(ev)
+            break
+        for ev in events:
+            apply(ev)
+    except BaseException as exc:
+        _close_events(events)  # the response is closed before the call is recorded as over
+        op.fail(exc, _collected(collector))
+        raise
+    finally:
+        _close_events(events)
+    _folded(op, collector)
+
+
+async def afold(op: Op | None, events: AsyncIterator[Any], collector: Any) -> None:
+    """The async twin of :func:`fold` (cancellation of the task is ``cancelled``)."""
+    import asyncio
+
+    apply = collector.apply
+    if op is None:
+        try:
+            async for ev in events:
+                apply(ev)
+        finally:
+            await _aclose_events(events)
+        return
+    op.start()
+    try:
+        async for ev in events:
+            if op.first is None:
+                op.first = _now()
+            apply(ev)
+    except asyncio.CancelledError:
+        await _aclose_events(events)
+        op.cancel(_collected(collector))
+        raise
+    except BaseException as exc:
+        await _aclose_events(events)
+        op.fail(exc, _collected(collector))
+        raise
+    finally:
+        await _aclose_events(events)
+    _folded(op, collector)
 
 
 def _close_events(events: Any) -> None:

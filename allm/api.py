@@ -178,7 +178,9 @@ def open_stream(
     ``kind`` and ``request_id``: what telemetry records call it)."""
     from ._transport import run
 
-    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe))
+    # ``direct`` while a handler listens: the observing layer (or the shell) closes the response
+    # itself, so a for loop needs no closing wrapper around it, one layer less per event
+    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe), direct=_tel.active)
 
 
 def open_astream(

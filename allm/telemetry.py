@@ -267,7 +267,8 @@ class Op:
         # is): one dict per record, no field copied twice.
         d["phase"] = phase
         d["time"] = _wall()
-        rec: Record = _make(d)
+        rec: Record = _new(_Record)  # _records.make, inlined: a record per phase of every operation
+        _set(rec, "__dict__", d)
         for h in self._hs:
             try:
                 h(rec)
@@ -343,8 +344,10 @@ class Op:
                     u()
                 except Exception:
                     logger("allm.telemetry").error("telemetry handler failed to deactivate", exc_info=True)
-            with contextlib.suppress(ValueError):
+            try:  # noqa: SIM105  (not contextlib.suppress: three calls more after every tool run)
                 _current.reset(token)
+            except ValueError:  # undone in another context
+                pass
 
         return undo_all
 
@@ -374,15 +377,18 @@ def _error_fields(error: BaseException, d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-_make: Any = None  # allm._records.make and Lazy, imported with the first operation observed
+_make: Any = None  # allm._records.make, Record and Lazy, imported with the first operation observed
+_Record: Any = None
 _Lazy: Any = None
+_new = object.__new__
+_set = object.__setattr__
 
 
 def _load_records() -> None:
-    global _make, _Lazy
-    from ._records import Lazy, make
+    global _make, _Record, _Lazy
+    from ._records import Lazy, Record, make
 
-    _make, _Lazy = make, Lazy
+    _make, _Record, _Lazy = make, Record, Lazy
 
 
 def _start_op(kind: str, base: dict[str, Any]) -> Op | None:

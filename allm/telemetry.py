@@ -321,22 +321,30 @@ class Op:
     def activate(self) -> Callable[[], None]:
         """Make this the current operation in this context, and let handlers do the same."""
         token = _current.set(self)
-        undos: list[Callable[[], None]] = []
         acts = _activators(self._hs)
-        if acts:
-            rec = self.started
-            if rec is None:
-                d = self.base.copy()
-                d["phase"] = "start"
-                rec = _make(d)
-            for h, act in acts:
-                try:
-                    undo = act(rec)
-                except Exception:
-                    logger("allm.telemetry").error("telemetry handler %r failed to activate", h, exc_info=True)
-                    continue
-                if undo is not None:
-                    undos.append(undo)
+        if not acts:  # the usual case (no handler makes anything current): only this to undo
+
+            def reset() -> None:
+                try:  # noqa: SIM105  (not contextlib.suppress: three calls more after every tool run)
+                    _current.reset(token)
+                except ValueError:  # undone in another context
+                    pass
+
+            return reset
+        undos: list[Callable[[], None]] = []
+        rec = self.started
+        if rec is None:
+            d = self.base.copy()
+            d["phase"] = "start"
+            rec = _make(d)
+        for h, act in acts:
+            try:
+                undo = act(rec)
+            except Exception:
+                logger("allm.telemetry").error("telemetry handler %r failed to activate", h, exc_info=True)
+                continue
+            if undo is not None:
+                undos.append(undo)
 
         def undo_all() -> None:
             for u in reversed(undos):
@@ -352,9 +360,19 @@ class Op:
         return undo_all
 
 
+_last_activators: tuple[Any, list[Any]] = ((), [])
+
+
 def _activators(hs: tuple[Handler, ...]) -> list[tuple[Handler, Callable[[Record], Any]]]:
-    """The handlers of ``hs`` that have an ``activate`` method."""
-    return [(h, act) for h in hs if (act := getattr(h, "activate", None)) is not None]
+    """The handlers of ``hs`` that have an ``activate`` method (kept for the last ``hs`` seen:
+    an operation's handlers are usually the very tuple of the global ones)."""
+    global _last_activators
+    last = _last_activators
+    if last[0] is hs:
+        return last[1]
+    acts = [(h, act) for h in hs if (act := getattr(h, "activate", None)) is not None]
+    _last_activators = (hs, acts)
+    return acts
 
 
 def _handler_failed(h: Handler, record: Record, exc: Exception) -> None:
@@ -391,13 +409,14 @@ def _load_records() -> None:
     _make, _Record, _Lazy = make, Record, Lazy
 
 
-def _start_op(kind: str, base: dict[str, Any]) -> Op | None:
+def _start_op(kind: str, base: dict[str, Any], parent: Op | None) -> Op | None:
+    """A new operation inside ``parent`` (``None`` with no handler here)."""
     hs = _global + _scoped.get()
     if not hs:
         return None
     if _make is None:
         _load_records()
-    return Op(kind, hs, _current.get(), base)
+    return Op(kind, hs, parent, base)
 
 
 @contextlib.contextmanager
@@ -577,6 +596,7 @@ def open_model_call(
             "model": req.model,
             "request": req,
         },
+        parent,
     )
     plan = prepare(engine, req, resolved=True, **options)
     if op is not None:
@@ -791,6 +811,7 @@ def _chat_op(loop: Any, single_step: bool) -> Op | None:
             # the request as sent first, built only if a handler reads it
             "request": _Lazy(lambda: attrs.evolve(request, messages=thread.messages)),
         },
+        _current.get(),
     )
     if op is not None:
         op.loop = loop
@@ -942,6 +963,7 @@ def start_tool(job: ToolJob) -> Op | None:
             "tool_call_id": call.id,
             "tool_arguments": call.arguments,
         },
+        parent,
     )
     if op is not None:
         op.start()
@@ -985,7 +1007,7 @@ def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs
         if isinstance(req, Request):
             base["request"] = req
     base["model"] = model or getattr(engine, "model", None)
-    return _start_op(kind, base)
+    return _start_op(kind, base, _current.get())
 
 
 @contextlib.contextmanager

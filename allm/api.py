@@ -178,7 +178,9 @@ def open_stream(
     ``kind`` and ``request_id``: what telemetry records call it)."""
     from ._transport import run
 
-    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe))
+    # ``direct`` while a handler listens: the observing layer (or the shell) closes the response
+    # itself, so a for loop needs no closing wrapper around it, one layer less per event
+    return EventStream(_events(engine, request, options, resolved, kind, request_id, run, _tel.observe), direct=_tel.active)
 
 
 def open_astream(
@@ -222,6 +224,12 @@ def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOpt
     output and ``metadata["error"]``.
     """
     collector = Collector(new_request_id())
+    if _tel.active:  # observed as it is folded: no layer per event (see telemetry.fold)
+        from ._transport import run
+
+        plan, op = _tel.open_model_call(engine, request, options, False, "generate", collector.request_id, prepare, resolve_request)
+        _tel.fold(op, run(plan), collector)
+        return collector.response()
     apply = collector.apply
     for ev in open_stream(engine, request, options, kind="generate", request_id=collector.request_id):
         apply(ev)
@@ -231,6 +239,12 @@ def generate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOpt
 async def agenerate(engine: Engine, request: RequestLike, **options: Unpack[GenerateOptions]) -> Response:
     """The async twin of :func:`generate`: a fold over :func:`astream_generate`."""
     collector = Collector(new_request_id())
+    if _tel.active:  # as in generate
+        from ._transport import arun
+
+        plan, op = _tel.open_model_call(engine, request, options, False, "generate", collector.request_id, prepare, resolve_request)
+        await _tel.afold(op, arun(plan), collector)
+        return collector.response()
     events = open_astream(engine, request, options, kind="generate", request_id=collector.request_id)
     response: Response = await afold(collector, events)
     return response

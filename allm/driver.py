@@ -231,7 +231,7 @@ def _open_loop(
         drive: Any = _adrive if asynchronous else _drive
         observe: Any = _tel.aobserve_chat if asynchronous else _tel.observe_chat
         events = observe(loop, single_step, lambda: drive(loop, first, open_call(first) if type(first) is CallModel else None, open_call))
-        return AsyncEventStream(events) if asynchronous else EventStream(events)
+        return AsyncEventStream(events) if asynchronous else EventStream(events, direct=True)  # see EventStream
     pending = open_call(first) if type(first) is CallModel else None
     if asynchronous:
         return AsyncEventStream(_adrive(loop, first, pending, open_call))

@@ -318,7 +318,7 @@ class OpenTelemetry:
         if a:
             span.set_attributes(a)
         span.end()
-        if self.metrics:
+        if self.metrics and _metered(self.duration):
             self._record_metrics(r)
 
     # -- metrics
@@ -349,6 +349,14 @@ class OpenTelemetry:
                 self.tokens.record(u.input_tokens, points[2])
             if u.output_tokens is not None and r.kind != "count_tokens":
                 self.tokens.record(u.output_tokens, points[3])
+
+
+def _metered(histogram: Any) -> bool:
+    """Whether ``histogram`` records anywhere: not with no meter provider set (the API's
+    proxy, with no real instrument behind it yet) or a no-op one. Checked per operation,
+    since a meter provider may be set after :func:`instrument`."""
+    real = getattr(histogram, "_real_instrument", histogram)
+    return real is not None and not isinstance(real, otel_metrics.NoOpHistogram)
 
 
 def _bounded(cache: dict[Any, Any], limit: int = 1024) -> dict[Any, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 
@@ -14,14 +15,26 @@ __all__ = ["AsyncEventStream", "EventStream"]
 class EventStream:
     """A lazy stream of events. Iterate it; leaving a ``for`` loop over it (``break``,
     ``return``, an exception), ``close()`` or leaving a ``with`` block closes the HTTP
-    response at once. To pause and resume, pull events with ``next()`` instead."""
+    response at once. To pause and resume, pull events with ``next()`` instead.
 
-    __slots__ = ("_gen",)
+    ``direct``: ``gen`` is a generator that closes what it reads when it is itself closed
+    (an observed call's or chat's: allm's own). The first ``for`` loop then iterates it
+    directly, the stream keeping only a weak reference to it, so that leaving the loop early
+    still closes it at once, with no wrapping layer per event (the observing layer stands in
+    for it)."""
 
-    def __init__(self, gen: Iterator[Event]) -> None:
+    __slots__ = ("_direct", "_gen")
+
+    def __init__(self, gen: Iterator[Event], *, direct: bool = False) -> None:
         self._gen = gen
+        self._direct = direct
 
     def __iter__(self) -> Iterator[Event]:
+        if self._direct:
+            self._direct = False
+            gen = self._gen
+            self._gen = _Taken(gen)
+            return gen
         return _closing(self._gen)
 
     def __next__(self) -> Event:
@@ -37,6 +50,31 @@ class EventStream:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class _Taken:
+    """What a stream keeps of the generator a ``for`` loop took from it: a weak reference, so
+    that the loop dropping it closes it (it then ends here too)."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, gen: Iterator[Event]) -> None:
+        self._ref = weakref.ref(gen)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        gen = self._ref()
+        if gen is None:
+            raise StopIteration
+        return next(gen)
+
+    def close(self) -> None:
+        gen = self._ref()
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
 
 
 def _closing(gen: Iterator[Event]) -> Iterator[Event]:

@@ -262,13 +262,13 @@ class Op:
         self.watch: _Watch | None = None
         self.started: Record | None = None
 
-    def _emit(self, phase: str, fields: dict[str, Any] | None) -> Record:
-        d = self.base.copy()
-        if fields:
-            d.update(fields)
+    def _send(self, phase: str, d: dict[str, Any]) -> Record:
+        # ``d`` is the record's own dict (a copy of ``base`` plus the phase's fields, taken as
+        # is): one dict per record, no field copied twice.
         d["phase"] = phase
         d["time"] = _wall()
-        rec: Record = _make(d)
+        rec: Record = _new(_Record)  # _records.make, inlined: a record per phase of every operation
+        _set(rec, "__dict__", d)
         for h in self._hs:
             try:
                 h(rec)
@@ -278,62 +278,73 @@ class Op:
 
     def start(self) -> None:
         self.t0 = _now()
-        self.started = self._emit("start", None)
+        self.started = self._send("start", self.base.copy())
 
     def _ended(self, fields: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The end record's dict (``None`` if the operation already ended)."""
         if self.done:
             return None
         self.done = True
-        out = {"duration": _now() - self.t0, "attempts": self.attempts}
+        d = self.base.copy()
+        d["duration"] = _now() - self.t0
+        d["attempts"] = self.attempts
         if self.first is not None:
-            out["time_to_first_event"] = self.first - self.t0
+            d["time_to_first_event"] = self.first - self.t0
         if fields:
-            out.update(fields)
-        return out
+            d.update(fields)
+        return d
 
     def stop(self, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            self._emit("stop", ended)
+        d = self._ended(fields)
+        if d is not None:
+            self._send("stop", d)
 
     def fail(self, error: BaseException, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            ended.update(_error_fields(error))
-            self._emit("exception", ended)
+        d = self._ended(fields)
+        if d is not None:
+            _error_fields(error, d)
+            self._send("exception", d)
 
     def cancel(self, fields: dict[str, Any] | None = None) -> None:
-        ended = self._ended(fields)
-        if ended is not None:
-            ended["cancelled"] = True
-            self._emit("stop", ended)
+        d = self._ended(fields)
+        if d is not None:
+            d["cancelled"] = True
+            self._send("stop", d)
 
     def retried(self, info: RetryInfo) -> None:
         self.attempts = info.attempt + 1
-        fields = _error_fields(info.error)
-        fields["attempt"] = info.attempt
-        fields["retry_delay"] = info.delay
-        self._emit("retry", fields)
+        d = _error_fields(info.error, self.base.copy())
+        d["attempt"] = info.attempt
+        d["retry_delay"] = info.delay
+        self._send("retry", d)
 
     def activate(self) -> Callable[[], None]:
         """Make this the current operation in this context, and let handlers do the same."""
         token = _current.set(self)
-        undos: list[Callable[[], None]] = []
         acts = _activators(self._hs)
-        if acts:
-            rec = self.started
-            if rec is None:
-                d = self.base.copy()
-                d["phase"] = "start"
-                rec = _make(d)
-            for h, act in acts:
-                try:
-                    undo = act(rec)
-                except Exception:
-                    logger("allm.telemetry").error("telemetry handler %r failed to activate", h, exc_info=True)
-                    continue
-                if undo is not None:
-                    undos.append(undo)
+        if not acts:  # the usual case (no handler makes anything current): only this to undo
+
+            def reset() -> None:
+                try:  # noqa: SIM105  (not contextlib.suppress: three calls more after every tool run)
+                    _current.reset(token)
+                except ValueError:  # undone in another context
+                    pass
+
+            return reset
+        undos: list[Callable[[], None]] = []
+        rec = self.started
+        if rec is None:
+            d = self.base.copy()
+            d["phase"] = "start"
+            rec = _make(d)
+        for h, act in acts:
+            try:
+                undo = act(rec)
+            except Exception:
+                logger("allm.telemetry").error("telemetry handler %r failed to activate", h, exc_info=True)
+                continue
+            if undo is not None:
+                undos.append(undo)
 
         def undo_all() -> None:
             for u in reversed(undos):
@@ -341,15 +352,27 @@ class Op:
                     u()
                 except Exception:
                     logger("allm.telemetry").error("telemetry handler failed to deactivate", exc_info=True)
-            with contextlib.suppress(ValueError):
+            try:  # noqa: SIM105  (not contextlib.suppress: three calls more after every tool run)
                 _current.reset(token)
+            except ValueError:  # undone in another context
+                pass
 
         return undo_all
 
 
+_last_activators: tuple[Any, list[Any]] = ((), [])
+
+
 def _activators(hs: tuple[Handler, ...]) -> list[tuple[Handler, Callable[[Record], Any]]]:
-    """The handlers of ``hs`` that have an ``activate`` method."""
-    return [(h, act) for h in hs if (act := getattr(h, "activate", None)) is not None]
+    """The handlers of ``hs`` that have an ``activate`` method (kept for the last ``hs`` seen:
+    an operation's handlers are usually the very tuple of the global ones)."""
+    global _last_activators
+    last = _last_activators
+    if last[0] is hs:
+        return last[1]
+    acts = [(h, act) for h in hs if (act := getattr(h, "activate", None)) is not None]
+    _last_activators = (hs, acts)
+    return acts
 
 
 def _handler_failed(h: Handler, record: Record, exc: Exception) -> None:
@@ -364,29 +387,36 @@ def _handler_failed(h: Handler, record: Record, exc: Exception) -> None:
     )
 
 
-def _error_fields(error: BaseException) -> dict[str, Any]:
-    reason = error.reason if isinstance(error, AllmError) else type(error).__name__
-    return {"error_reason": reason, "error_type": type(error).__name__, "error": error}
+def _error_fields(error: BaseException, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with ``error``'s fields."""
+    d["error_reason"] = error.reason if isinstance(error, AllmError) else type(error).__name__
+    d["error_type"] = type(error).__name__
+    d["error"] = error
+    return d
 
 
-_make: Any = None  # allm._records.make and Lazy, imported with the first operation observed
+_make: Any = None  # allm._records.make, Record and Lazy, imported with the first operation observed
+_Record: Any = None
 _Lazy: Any = None
+_new = object.__new__
+_set = object.__setattr__
 
 
 def _load_records() -> None:
-    global _make, _Lazy
-    from ._records import Lazy, make
+    global _make, _Record, _Lazy
+    from ._records import Lazy, Record, make
 
-    _make, _Lazy = make, Lazy
+    _make, _Record, _Lazy = make, Record, Lazy
 
 
-def _start_op(kind: str, base: dict[str, Any]) -> Op | None:
+def _start_op(kind: str, base: dict[str, Any], parent: Op | None) -> Op | None:
+    """A new operation inside ``parent`` (``None`` with no handler here)."""
     hs = _global + _scoped.get()
     if not hs:
         return None
     if _make is None:
         _load_records()
-    return Op(kind, hs, _current.get(), base)
+    return Op(kind, hs, parent, base)
 
 
 @contextlib.contextmanager
@@ -445,13 +475,15 @@ def planned(plan: Plan) -> None:
 
 def _planned(op: Op, plan: Plan) -> None:
     user = plan.on_retry
+    if user is None:
+        plan.on_retry = op.retried  # the usual case: no closure made per call
+    else:
 
-    def on_retry(info: RetryInfo) -> None:
-        op.retried(info)
-        if user is not None:
+        def on_retry(info: RetryInfo) -> None:
+            op.retried(info)
             user(info)
 
-    plan.on_retry = on_retry
+        plan.on_retry = on_retry
     base = op.base
     if base.get("provider") is None:
         base["provider"] = plan.provider
@@ -564,6 +596,7 @@ def open_model_call(
             "model": req.model,
             "request": req,
         },
+        parent,
     )
     plan = prepare(engine, req, resolved=True, **options)
     if op is not None:
@@ -602,6 +635,88 @@ def observe(op: Op, events: Iterator[Any]) -> Iterator[Any]:
         _ran_out(op, w)
     finally:
         _close_events(events)
+
+
+def _collected(c: Any) -> dict[str, Any]:
+    """The end fields of a model call folded by the ``Collector`` ``c`` (what :class:`_Watch`
+    gathers from a stream nobody folds: the same events, read once, by the fold)."""
+    done = c.completed
+    return {
+        "response_id": c.id,
+        "response_model": c.model,
+        "usage": c.usage,
+        "finish_reason": done.finish_reason if done is not None else None,
+        "output": done.message if done is not None else None,
+    }
+
+
+def _folded(op: Op, c: Any) -> None:
+    fields = _collected(c)
+    if c.error is not None:
+        op.fail(c.error.error, fields)
+    else:
+        op.stop(fields)
+
+
+def fold(op: Op | None, events: Iterator[Any], collector: Any) -> None:
+    """Hook of :func:`allm.generate` (while :data:`active`): ``events`` (the shell's) folded
+    into ``collector`` (a :class:`~allm.fold.Collector`), as the operation ``op``. The
+    collector sees every event already, so the call's facts are read from it at the end:
+    no layer is added per event (unlike :func:`observe`)."""
+    apply = collector.apply
+    if op is None:
+        try:
+            for ev in events:
+                apply(ev)
+        finally:
+            _close_events(events)
+        return
+    op.start()
+    try:
+        for ev in events:
+            op.first = _now()
+            apply(ev)
+            break
+        for ev in events:
+            apply(ev)
+    except BaseException as exc:
+        _close_events(events)  # the response is closed before the call is recorded as over
+        op.fail(exc, _collected(collector))
+        raise
+    finally:
+        _close_events(events)
+    _folded(op, collector)
+
+
+async def afold(op: Op | None, events: AsyncIterator[Any], collector: Any) -> None:
+    """The async twin of :func:`fold` (cancellation of the task is ``cancelled``)."""
+    import asyncio
+
+    apply = collector.apply
+    if op is None:
+        try:
+            async for ev in events:
+                apply(ev)
+        finally:
+            await _aclose_events(events)
+        return
+    op.start()
+    try:
+        async for ev in events:
+            if op.first is None:
+                op.first = _now()
+            apply(ev)
+    except asyncio.CancelledError:
+        await _aclose_events(events)
+        op.cancel(_collected(collector))
+        raise
+    except BaseException as exc:
+        await _aclose_events(events)
+        op.fail(exc, _collected(collector))
+        raise
+    finally:
+        await _aclose_events(events)
+    _folded(op, collector)
 
 
 def _close_events(events: Any) -> None:
@@ -696,6 +811,7 @@ def _chat_op(loop: Any, single_step: bool) -> Op | None:
             # the request as sent first, built only if a handler reads it
             "request": _Lazy(lambda: attrs.evolve(request, messages=thread.messages)),
         },
+        _current.get(),
     )
     if op is not None:
         op.loop = loop
@@ -847,6 +963,7 @@ def start_tool(job: ToolJob) -> Op | None:
             "tool_call_id": call.id,
             "tool_arguments": call.arguments,
         },
+        parent,
     )
     if op is not None:
         op.start()
@@ -890,7 +1007,7 @@ def _exchange_op(kind: str, operation: str | None, args: tuple[Any, ...], kwargs
         if isinstance(req, Request):
             base["request"] = req
     base["model"] = model or getattr(engine, "model", None)
-    return _start_op(kind, base)
+    return _start_op(kind, base, _current.get())
 
 
 @contextlib.contextmanager

@@ -21,7 +21,10 @@ Cases (each checked for its result before it is timed):
 - ``stream``: one ``allm.stream_generate`` of ``--events`` text deltas on the Fake, read to
   the end: microseconds per event, and the variant's percentage over ``off`` per event;
 - ``loop``: a 10-turn tool loop (``allm.chat``: nine tool calls, then the answer):
-  microseconds per turn (one model call and one tool run).
+  microseconds per turn (one model call and one tool run);
+- ``short``: the ``stream`` case with a tenth of the deltas. A stream's figure per event
+  includes its call's own cost (its records, its span) shared among its events; the slope
+  between ``short`` and ``stream`` (fastest rounds) is the cost of one more event alone.
 
 Every round runs the variants of a case in a new random order; a figure is the median of the
 rounds (the min-max spread is shown). The cost columns subtract ``off``'s median.
@@ -80,6 +83,9 @@ class Cases:
         self.plain = allm.Engine(adapter=Fake(function=lambda r: ["Hel", "lo", usage(3, 2)]), model="fake-1")
         deltas = ["x"] * events
         self.streamer = allm.Engine(adapter=Fake(function=lambda r: [*deltas, usage(3, events)]), model="fake-1")
+        self.short_events = max(1, events // 10)
+        few = deltas[: self.short_events]
+        self.shorter = allm.Engine(adapter=Fake(function=lambda r: [*few, usage(3, len(few))]), model="fake-1")
         schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
         tool = allm.Tool("add", "Add two integers.", schema, handler=_add)
         self.looper = allm.Engine(adapter=Fake(function=_loop_reply), model="fake-1", tools=(tool,))
@@ -90,12 +96,18 @@ class Cases:
             raise RuntimeError(r.output_text)
 
     def stream(self) -> None:
+        self._stream(self.streamer, self.events)
+
+    def short(self) -> None:
+        self._stream(self.shorter, self.short_events)
+
+    def _stream(self, engine: allm.Engine, events: int) -> None:
         n = 0
-        for ev in allm.stream_generate(self.streamer, "hi"):
+        for ev in allm.stream_generate(engine, "hi"):
             if type(ev) is TextDelta:
                 n += 1
-        if n != self.events:
-            raise RuntimeError(f"{n} deltas, not {self.events}")
+        if n != events:
+            raise RuntimeError(f"{n} deltas, not {events}")
 
     def loop(self) -> None:
         r = allm.chat(self.looper, "Add them up.", max_turns=TURNS)
@@ -176,7 +188,7 @@ def run(rounds: int, events: int, reps: dict[str, int], seed: int | None = None)
     cases = Cases(events)
     variants = Variants()
     floor = sdk_floor()
-    fns = {"generate": cases.generate, "stream": cases.stream, "loop": cases.loop}
+    fns = {"generate": cases.generate, "stream": cases.stream, "short": cases.short, "loop": cases.loop}
     samples: dict[str, dict[str, list[tuple[float, float]]]] = {c: {v: [] for v in (*VARIANTS, "sdk")} for c in fns}
     try:
         for v in VARIANTS:  # warm every path once, checking the results
@@ -198,7 +210,7 @@ def run(rounds: int, events: int, reps: dict[str, int], seed: int | None = None)
                         samples[case][v].append(_time(fn, reps[case]))
     finally:
         variants.close()
-    return {"samples": samples, "events": events, "turns": TURNS, "rounds": rounds, "reps": reps}
+    return {"samples": samples, "events": events, "short_events": cases.short_events, "turns": TURNS, "rounds": rounds, "reps": reps}
 
 
 def summarize(result: dict[str, Any], clock: str = "cpu") -> dict[str, dict[str, float]]:
@@ -206,8 +218,9 @@ def summarize(result: dict[str, Any], clock: str = "cpu") -> dict[str, dict[str,
     or ``wall``): per case and variant, ``us`` (median µs per call, per event or per turn),
     ``cost_us`` and ``pct`` (over ``off``'s median), ``cost_lo_us`` and ``pct_lo`` (the
     fastest round over ``off``'s fastest: the steadier figure on a loaded machine),
-    ``lo``/``hi`` (the rounds' spread, µs)."""
-    per = {"generate": 1, "stream": result["events"], "loop": result["turns"]}
+    ``lo``/``hi`` (the rounds' spread, µs); and ``slope/{variant}``: ``us`` per event with the
+    call's own cost taken out (fastest ``stream`` and ``short`` rounds), ``cost_us``, ``pct``."""
+    per = {"generate": 1, "stream": result["events"], "short": result["short_events"], "loop": result["turns"]}
     i = 0 if clock == "wall" else 1
     out: dict[str, dict[str, float]] = {}
     for case, by_variant in result["samples"].items():
@@ -226,11 +239,21 @@ def summarize(result: dict[str, Any], clock: str = "cpu") -> dict[str, dict[str,
                 row["cost_lo_us"] = min(xs) - off_lo
                 row["pct_lo"] = 100 * (min(xs) - off_lo) / off_lo
             out[f"{case}/{v}"] = row
+    n, k = result["events"], result["short_events"]
+    if n > k:
+        for v in VARIANTS:
+            long_, short = out[f"stream/{v}"]["lo"] * n, out[f"short/{v}"]["lo"] * k  # µs per call
+            out[f"slope/{v}"] = {"us": (long_ - short) / (n - k)}
+        off_slope = out["slope/off"]["us"]
+        for v in VARIANTS:
+            row = out[f"slope/{v}"]
+            row["cost_us"] = row["us"] - off_slope
+            row["pct"] = 100 * row["cost_us"] / off_slope
     return out
 
 
 def table(result: dict[str, Any]) -> str:
-    unit = {"generate": "call", "stream": "event", "loop": "turn"}
+    unit = {"generate": "call", "stream": "event", "short": "event", "loop": "turn"}
     lines = [
         f"Telemetry cost on the Fake: {result['rounds']} interleaved rounds, median (min-max) µs; "
         f"stream of {result['events']} deltas, loop of {result['turns']} turns; reps per sample {result['reps']}",
@@ -244,7 +267,7 @@ def table(result: dict[str, Any]) -> str:
             "| case | variant | µs per unit: median (min-max) | over off, medians: µs (%) | over off, fastest rounds: µs (%) |",
             "|---|---|---|---|---|",
         ]
-        for case in ("generate", "stream", "loop"):
+        for case in ("generate", "stream", "short", "loop"):
             for v in (*VARIANTS, "sdk"):
                 row = s.get(f"{case}/{v}")
                 if row is None:
@@ -252,6 +275,13 @@ def table(result: dict[str, Any]) -> str:
                 label = "SDK alone (one call's span + 4 histogram records)" if v == "sdk" else v
                 over = " | " if v == "sdk" else f"{row['cost_us']:+.2f} ({row['pct']:+.1f}%) | {row['cost_lo_us']:+.2f} ({row['pct_lo']:+.1f}%)"
                 lines.append(f"| {case} (per {unit[case]}) | {label} | {row['us']:.2f} ({row['lo']:.2f}-{row['hi']:.2f}) | {over} |")
+        for v in VARIANTS:
+            row = s.get(f"slope/{v}")
+            if row is not None:
+                lines.append(
+                    f"| stream, one more event (the call's own cost taken out: {result['events']} vs "
+                    f"{result['short_events']} deltas, fastest rounds) | {v} | {row['us']:.3f} | | {row['cost_us']:+.3f} ({row['pct']:+.1f}%) |"
+                )
         otel, sdk = s.get("generate/otel"), s.get("generate/sdk")
         if otel is not None and sdk is not None:
             lines.append(
@@ -270,9 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the raw samples and the figures as JSON")
     args = ap.parse_args(argv)
     if args.quick:
-        rounds, events, reps = 2, 100, {"generate": 20, "stream": 2, "loop": 2}
+        rounds, events, reps = 2, 100, {"generate": 20, "stream": 2, "short": 10, "loop": 2}
     else:
-        rounds, events, reps = 15, 2000, {"generate": 200, "stream": 5, "loop": 20}
+        rounds, events, reps = 15, 2000, {"generate": 200, "stream": 5, "short": 40, "loop": 20}
     rounds = args.rounds or rounds
     events = args.events or events
     load = os.getloadavg()

@@ -16,14 +16,20 @@ def test_a_quick_run_reports_every_case_and_variant(capsys: pytest.CaptureFixtur
         for variant in ("off", "no-op", "otel"):
             assert out.count(f"| {case} (per {unit}) | {variant} |") == 2  # CPU and wall tables
     assert "SDK alone" in out and "allm's share" in out
+    assert out.count("| stream, one more event") == 6  # each variant's slope, in both tables
     assert not telemetry.active  # every variant detached its handler
 
 
 def test_figures_are_per_unit() -> None:
-    result = bench.run(1, 10, {"generate": 2, "stream": 1, "loop": 1}, seed=1)
+    result = bench.run(1, 10, {"generate": 2, "stream": 1, "short": 1, "loop": 1}, seed=1)
     figures = bench.summarize(result)
-    assert set(figures) == {f"{c}/{v}" for c in ("generate", "stream", "loop") for v in ("off", "no-op", "otel")} | {"generate/sdk"}
+    cases = ("generate", "stream", "short", "loop", "slope")
+    assert set(figures) == {f"{c}/{v}" for c in cases for v in ("off", "no-op", "otel")} | {"generate/sdk"}
     s = result["samples"]
+    assert figures["short/off"]["us"] == pytest.approx(s["short"]["off"][0][1] * 1e6)  # one delta per short call
+    long_, short = s["stream"]["otel"][0][1] * 1e6, s["short"]["otel"][0][1] * 1e6
+    assert figures["slope/otel"]["us"] == pytest.approx((long_ - short) / 9)
+    assert figures["slope/off"]["cost_us"] == 0
     assert figures["stream/off"]["us"] == pytest.approx(s["stream"]["off"][0][1] * 1e6 / 10)
     assert figures["loop/otel"]["us"] == pytest.approx(s["loop"]["otel"][0][1] * 1e6 / bench.TURNS)
     assert figures["generate/off"]["cost_us"] == 0 and figures["generate/off"]["pct"] == 0

@@ -310,6 +310,39 @@ def test_spans_only() -> None:
     assert [s.name for s in o.spans()] == ["chat fake-1"] and o.metrics() == {}
 
 
+def test_no_meter_provider_skips_metric_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the API's no-op meter provider, or its proxy before a real provider is set, the
+    # metric points are not even built; once the proxy gets a real meter, they are recorded.
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.metrics._internal import _ProxyMeter
+
+    built: list[str] = []
+    real = allm.otel.OpenTelemetry._record_metrics
+
+    def counting(self: allm.otel.OpenTelemetry, r: telemetry.Record) -> None:
+        built.append(r.kind)
+        real(self, r)
+
+    monkeypatch.setattr(allm.otel.OpenTelemetry, "_record_metrics", counting)
+    o = Otel()
+    noop = allm.otel.OpenTelemetry(tracer_provider=o.tracer_provider, meter_provider=NoOpMeterProvider())
+    with telemetry.scope(noop):
+        allm.generate(engine(["x", usage(1, 1)]), "hi")
+    assert [s.name for s in o.spans()] == ["chat fake-1"] and built == []
+
+    proxy = _ProxyMeter("allm")
+    monkeypatch.setattr(allm.otel.otel_metrics, "get_meter", lambda *a, **k: proxy)
+    late = allm.otel.OpenTelemetry(tracer_provider=o.tracer_provider)
+    with telemetry.scope(late):
+        allm.generate(engine(["x", usage(1, 1)]), "hi")
+    assert built == [] and len(o.spans()) == 2
+    proxy.on_set_meter_provider(o.meter_provider)
+    with telemetry.scope(late):
+        allm.generate(engine(["x", usage(1, 1)]), "hi")
+    assert built == ["generate"]
+    assert [p[2] for p in o.points("gen_ai.client.operation.duration")] == [1]
+
+
 def test_provider_names() -> None:
     assert allm.otel.PROVIDER_NAMES["gemini"] == "gcp.gemini"
 

@@ -181,6 +181,29 @@ def test_async_model_calls(records: Records) -> None:
     assert records[3].cancelled and records[5].cancelled
 
 
+def test_cancelled_agenerate_and_generate_facts(records: Records) -> None:
+    # generate reads its call's facts from its own fold: the same as a stream's watch gives
+    async def main() -> None:
+        task = asyncio.ensure_future(allm.agenerate(engine(["a", delay(30), "b"]), "x"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert phases(records) == [("generate", "start"), ("generate", "stop")]
+    assert records[1].cancelled and records[1].time_to_first_event is not None
+    records.clear()
+    script = ["Hel", "lo", usage(3, 2)]
+    resp = allm.generate(engine(script), "x")
+    for _ev in allm.stream_generate(engine(script), "x"):
+        pass
+    gen, stream = records.one("generate", "stop"), records.one("stream", "stop")
+    for r in (gen, stream):
+        assert (r.response_id, r.response_model, r.usage, r.finish_reason) == (resp.id, resp.model, resp.usage, "stop")
+        assert r.output == resp.message and not r.cancelled and r.attempts == 1
+
+
 # ------------------------------------------------------------------------------ the tool loop
 
 

@@ -23,6 +23,7 @@ timeout is set, and a worker always reports back, whatever its handler does.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import contextvars
@@ -250,16 +251,45 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
     ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
     (Python cannot stop a thread) and its eventual result ignored.
     """
-    if timeout is None and len(jobs) == 1:
+    if len(jobs) == 1:
         job = jobs[0]
         if job.error is None and job.tool is not None and not _is_async(job.tool.handler):
-            # One sync handler with no time limit: nothing needs another thread (no timeout
-            # to enforce from outside, no other call to overlap with), so it runs here,
-            # sparing the pool's two thread switches (about 20 µs per call).
-            return _inline(job)
+            if timeout is None:
+                # One sync handler with no time limit: nothing needs another thread (no
+                # timeout to enforce from outside, no other call to overlap with), so it runs
+                # here, sparing the pool's two thread switches (about 20 µs per call).
+                return _inline(job)
+            if not _tel.active:
+                return _pooled(job, timeout)
     if not _tel.active:
         return _run_jobs(jobs, timeout, None)
     return _observed_jobs(jobs, timeout)
+
+
+def _pooled(job: ToolJob, timeout: float) -> Generator[ToolOutcome, None, None]:
+    # The usual step (one sync call under a timeout) without _run_jobs' bookkeeping for many:
+    # the worker hands its result over with one lock, which the caller waits on. The two
+    # thread switches remain (a sync handler cannot be stopped in the caller's thread).
+    done = _thread.allocate_lock()
+    done.acquire()
+    got: list[tuple[bool, Any]] = []
+
+    def deliver(ok: bool, value: Any) -> None:
+        got.append((ok, value))
+        done.release()
+
+    ticket = _pool.submit(_call_sync(job, timeout), deliver)
+    if not done.acquire(True, min(timeout, threading.TIMEOUT_MAX)):
+        _pool.abandon(ticket)
+        yield _timed_out(job.call, timeout)
+        return
+    ok, value = got[0]
+    if ok:
+        yield ToolOutcome(job.call, value)
+    elif isinstance(value, _Expired):
+        yield _timed_out(job.call, timeout)
+    else:
+        yield _raised(job.call, value)
 
 
 def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:

@@ -306,6 +306,30 @@ def test_run_tools_timeout_and_prefailed_first() -> None:
     assert "0.2 s" in outs[1].error.message
 
 
+def test_one_sync_call_under_a_timeout_on_the_pool() -> None:
+    """The usual step (one sync handler, a timeout): its value, its error, its timeout."""
+
+    def raises_timeout(args: Any) -> Any:
+        raise TimeoutError("the handler's own")
+
+    async def late() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    [ok] = R.run_tools([job(sleepy("quick", 0.0, {"v": 1}))], timeout=5.0)
+    assert ok.error is None and ok.value == {"v": 1}
+    [own] = R.run_tools([job(allm.tool("own", handler=raises_timeout))], timeout=5.0)
+    assert own.error is not None and own.error.reason == "handler_raised"
+    assert own.error.message == "TimeoutError: the handler's own"
+    t0 = time.monotonic()
+    [slow] = R.run_tools([job(sleepy("slow", 2.0))], timeout=0.2)
+    assert time.monotonic() - t0 < 1.0
+    assert slow.error is not None and slow.error.reason == "timeout" and "0.2 s" in slow.error.message
+    # A sync function returning a coroutine: settled on the worker, within the same timeout.
+    [coro] = R.run_tools([job(allm.tool("coro", handler=lambda a: late()))], timeout=0.2)
+    assert coro.error is not None and coro.error.reason == "timeout"
+
+
 def test_run_tools_async_handler_timeout_is_enforced_inside() -> None:
     async def slow(args: Any) -> str:
         await asyncio.sleep(5)

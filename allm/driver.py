@@ -97,7 +97,7 @@ def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, R
 
 def _setup(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> tuple[Loop, CallModel | Consult, dict[str, Any]]:
+) -> tuple[Loop, CallModel | Consult, dict[str, Any], Thread]:
     unknown = set(options) - _CHAT_OPTIONS
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.ChatOptions")
@@ -129,7 +129,7 @@ def _setup(
     if type(first) is Consult:  # middleware look first: pre-flight errors still raise now
         assert first.request is not None
         prepare(engine, first.request, resolved=True, **gen)
-    return loop, first, gen
+    return loop, first, gen, thread
 
 
 def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) -> Callable[[CallModel], Any]:
@@ -223,28 +223,29 @@ async def _adrive(
 def _open_loop(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool, asynchronous: bool
 ) -> Any:
-    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``."""
-    loop, first, gen = _setup(engine, request, options, single_step)
+    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``, and
+    the thread it starts from."""
+    loop, first, gen, thread = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
     if _tel.active:  # the chat as one operation, its calls and tools inside it
         drive: Any = _adrive if asynchronous else _drive
         observe: Any = _tel.aobserve_chat if asynchronous else _tel.observe_chat
         events = observe(loop, single_step, lambda: drive(loop, first, open_call(first) if type(first) is CallModel else None, open_call))
-        return AsyncEventStream(events) if asynchronous else EventStream(events)
+        return (AsyncEventStream(events) if asynchronous else EventStream(events)), thread
     pending = open_call(first) if type(first) is CallModel else None
     if asynchronous:
-        return AsyncEventStream(_adrive(loop, first, pending, open_call))
-    return EventStream(_drive(loop, first, pending, open_call))
+        return AsyncEventStream(_adrive(loop, first, pending, open_call)), thread
+    return EventStream(_drive(loop, first, pending, open_call)), thread
 
 
 def _start(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> EventStream:
-    events: EventStream = _open_loop(engine, request, options, single_step, False)
+    events: EventStream = _open_loop(engine, request, options, single_step, False)[0]
     return events
 
 
 def _astart(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> AsyncEventStream:
-    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)
+    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)[0]
     return events
 
 
@@ -302,13 +303,15 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
     ``tool_error``, ``manual_tool_calls``, ``time_budget``, a handler's own reason or a
     middleware's: see :mod:`allm.middleware`).
     """
-    with stream(engine, request, **options) as events:
-        return ChatCollector(_as_thread(request)[0]).fold(events)
+    events, thread = _open_loop(engine, request, options, False, False)
+    with events:
+        return ChatCollector(thread).fold(events)
 
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
-    result: ChatResult = await afold(ChatCollector(_as_thread(request)[0]), astream(engine, request, **options))
+    events, thread = _open_loop(engine, request, options, False, True)
+    result: ChatResult = await afold(ChatCollector(thread), events)
     return result
 
 

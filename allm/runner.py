@@ -27,6 +27,7 @@ import _thread
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import os
 import queue
@@ -79,11 +80,23 @@ def _args(job: ToolJob) -> tuple[Any, ...]:
 
 
 def _is_async(handler: Any) -> bool:
+    try:
+        return _is_async_kept(handler)
+    except TypeError:  # an unhashable callable object
+        return _is_async_now(handler)
+
+
+def _is_async_now(handler: Any) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
     if inspect.isroutine(handler):
         return False
     return inspect.iscoroutinefunction(type(handler).__call__)  # an object with an async __call__
+
+
+# Kept per handler, as handler_arity is: asked on every call, and inspect's answer takes
+# several calls to reach.
+_is_async_kept = functools.lru_cache(maxsize=1024)(_is_async_now)
 
 
 async def _settle(value: Any) -> Any:
@@ -300,7 +313,7 @@ def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
             # function returning a coroutine) is settled on a pool thread's own event loop,
             # since this thread may be running one.
             value = contextvars.copy_context().run(_call_handler, job, op)
-            if inspect.isawaitable(value):
+            if type(value) not in _PLAIN and inspect.isawaitable(value):
                 value = _settle_on_pool(value)
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C lands in this thread, not the handler's own
@@ -312,6 +325,10 @@ def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
     finally:
         if op is not None:
             op.cancel()  # a no-op for a run that ended
+
+
+# Results that are never awaitable: most handlers return one, and isawaitable's ABC check costs more.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
 
 def _call_handler(job: ToolJob, op: _tel.Op | None) -> Any:

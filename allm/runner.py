@@ -433,7 +433,37 @@ async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
         op.cancel()  # a no-op unless the task was cancelled
 
 
-async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
+class _InContext:
+    """Awaits ``coro`` with each of its steps run in ``ctx``: what a task does for the
+    coroutine it runs, without creating one (nor the two turns of the event loop that
+    starting it and waking its awaiter take)."""
+
+    __slots__ = ("coro", "ctx")
+
+    def __init__(self, ctx: contextvars.Context, coro: Any) -> None:
+        self.ctx = ctx
+        self.coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run, coro = self.ctx.run, self.coro
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                step = run(coro.send, sent) if thrown is None else run(coro.throw, thrown)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                sent, thrown = (yield step), None
+            except GeneratorExit:
+                run(coro.close)
+                raise
+            except BaseException as exc:  # thrown into this await (a cancellation): the coroutine's to handle
+                sent, thrown = None, exc
+
+
+async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> ToolOutcome:
+    """``here``: in the calling task, in a copy of its context (else in the task's own)."""
     assert job.tool is not None and job.tool.handler is not None
     handler = job.tool.handler
 
@@ -447,7 +477,7 @@ async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
         return await _settle(await fut)
 
     try:
-        value = await _within(call(), timeout)
+        value = await _within(_InContext(contextvars.copy_context(), call()) if here else call(), timeout)
     except _Expired:
         assert timeout is not None
         if ticket is not None:
@@ -459,13 +489,19 @@ async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
 
 
 async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
-    """The async twin of :func:`run_tools`: async handlers run as tasks, sync ones on the pool.
+    """The async twin of :func:`run_tools`: async handlers run as tasks (a step's only call in
+    the calling task, in a copy of its context), sync ones on the pool.
 
     Closing the generator (or cancelling its task) cancels the handlers still running.
     """
     for job in jobs:
         if job.error is not None:
             yield _tel.tool_done(_tel.start_tool(job), ToolOutcome(job.call, error=job.error)) if _tel.active else ToolOutcome(job.call, error=job.error)
+    if len(jobs) == 1 and jobs[0].error is None and not _tel.active and asyncio.current_task() is not None:
+        # The usual step, one call: awaited in this task (cancelled with it, as its own task
+        # would be), sparing a task and two turns of the event loop.
+        yield await _arun_job(jobs[0], timeout, here=True)
+        return
     tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
     try:
         if len(tasks) == 1:  # the usual step: one call, no need for as_completed's machinery

@@ -155,7 +155,7 @@ def _drive(loop: Loop, action: Any, first: EventStream | None, open_call: Callab
                 s, pending = pending or open_call(action), None
                 apply = loop.sink()
                 try:
-                    for ev in s:
+                    for ev in s._gen:  # the stream's own events: closed below, so no closing wrapper
                         apply(ev)
                         yield ev
                 except AllmError as exc:
@@ -193,7 +193,7 @@ async def _adrive(
                 s, pending = pending or open_call(action), None
                 apply = loop.sink()
                 try:
-                    async for ev in s:
+                    async for ev in s._gen:  # as in _drive
                         apply(ev)
                         yield ev
                 except AllmError as exc:

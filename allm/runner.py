@@ -33,15 +33,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Sequence
+from typing import Any, Protocol
 
 from . import telemetry as _tel
 from .errors import ToolError
 from .tools import ToolJob, ToolOutcome, handler_arity
 from .types import ToolCall
 
-__all__ = ["MAX_WORKERS", "arun_tools", "run_tool", "run_tools"]
+__all__ = ["MAX_WORKERS", "ToolOutcomes", "arun_tools", "run_tool", "run_tools"]
 
 #: Threads running sync handlers at once (more calls wait for a free one, within their timeout).
 MAX_WORKERS = 64
@@ -488,20 +488,57 @@ async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> 
     return ToolOutcome(job.call, value)
 
 
-async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
-    """The async twin of :func:`run_tools`: async handlers run as tasks (a step's only call in
-    the calling task, in a copy of its context), sync ones on the pool.
+class ToolOutcomes(Protocol):
+    """What :func:`arun_tools` returns: an async iterator of outcomes, with ``aclose()``."""
 
-    Closing the generator (or cancelling its task) cancels the handlers still running.
+    def __aiter__(self) -> AsyncIterator[ToolOutcome]: ...
+
+    def __anext__(self) -> Awaitable[ToolOutcome]: ...
+
+    def aclose(self) -> Awaitable[None]: ...
+
+
+def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> ToolOutcomes:
+    """The async twin of :func:`run_tools`: async handlers run as tasks (a step's only call in
+    the calling task, in a copy of its context), sync ones on the pool. An async iterator with
+    ``aclose()``.
+
+    Closing it (or cancelling its task) cancels the handlers still running.
     """
-    for job in jobs:
-        if job.error is not None:
-            yield _tel.tool_done(_tel.start_tool(job), ToolOutcome(job.call, error=job.error)) if _tel.active else ToolOutcome(job.call, error=job.error)
     if len(jobs) == 1 and jobs[0].error is None and not _tel.active and asyncio.current_task() is not None:
         # The usual step, one call: awaited in this task (cancelled with it, as its own task
         # would be), sparing a task and two turns of the event loop.
-        yield await _arun_job(jobs[0], timeout, here=True)
-        return
+        return _One(jobs[0], timeout)
+    return _arun_jobs(jobs, timeout)
+
+
+class _One:
+    """The outcome of one job run in the calling task, as an async iterator: a plain class, not
+    an async generator, which the event loop would track (and untrack) on every step."""
+
+    __slots__ = ("job", "timeout")
+
+    def __init__(self, job: ToolJob, timeout: float | None) -> None:
+        self.job: ToolJob | None = job
+        self.timeout = timeout
+
+    def __aiter__(self) -> _One:
+        return self
+
+    async def __anext__(self) -> ToolOutcome:
+        job, self.job = self.job, None
+        if job is None:
+            raise StopAsyncIteration
+        return await _arun_job(job, self.timeout, here=True)
+
+    async def aclose(self) -> None:
+        self.job = None
+
+
+async def _arun_jobs(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
+    for job in jobs:
+        if job.error is not None:
+            yield _tel.tool_done(_tel.start_tool(job), ToolOutcome(job.call, error=job.error)) if _tel.active else ToolOutcome(job.call, error=job.error)
     tasks = [asyncio.ensure_future(_arun_one(job, timeout)) for job in jobs if job.error is None]
     try:
         if len(tasks) == 1:  # the usual step: one call, no need for as_completed's machinery

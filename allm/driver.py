@@ -311,8 +311,7 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
     events, thread = _open_loop(engine, request, options, False, True)
-    result: ChatResult = await afold(ChatCollector(thread), events)
-    return result
+    return await ChatCollector(thread).afold(events)
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:

@@ -434,25 +434,21 @@ async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
 
 
 class _InContext:
-    """Awaits ``coro`` with each of its steps run in ``ctx``: what a task does for the
-    coroutine it runs, without creating one (nor the two turns of the event loop that
-    starting it and waking its awaiter take)."""
+    """Awaits the rest of ``coro``, whose first step yielded ``first``, with each step run in
+    ``ctx``: what a task does for the coroutine it runs, without creating one (nor the two
+    turns of the event loop that starting it and waking its awaiter take)."""
 
-    __slots__ = ("coro", "ctx")
+    __slots__ = ("coro", "ctx", "first")
 
-    def __init__(self, ctx: contextvars.Context, coro: Any) -> None:
+    def __init__(self, ctx: contextvars.Context, coro: Any, first: Any) -> None:
         self.ctx = ctx
         self.coro = coro
+        self.first = first
 
     def __await__(self) -> Generator[Any, Any, Any]:
         run, coro = self.ctx.run, self.coro
-        sent: Any = None
-        thrown: BaseException | None = None
+        step = self.first
         while True:
-            try:
-                step = run(coro.send, sent) if thrown is None else run(coro.throw, thrown)
-            except StopIteration as stop:
-                return stop.value
             try:
                 sent, thrown = (yield step), None
             except GeneratorExit:
@@ -460,6 +456,37 @@ class _InContext:
                 raise
             except BaseException as exc:  # thrown into this await (a cancellation): the coroutine's to handle
                 sent, thrown = None, exc
+            try:
+                step = run(coro.send, sent) if thrown is None else run(coro.throw, thrown)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _here(coro: Any, timeout: float | None) -> Any:
+    """Await ``coro`` in this task, in a copy of its context, within ``timeout`` seconds.
+
+    Its first step runs at once; only if it suspends does the rest run under an asyncio
+    timeout, whose deadline counts from before that step. asyncio cancels a coroutine only
+    where it suspends, so one that finishes in its first step (a handler that awaits
+    nothing) could not have timed out, and needs no timer.
+    """
+    ctx = contextvars.copy_context()
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    try:
+        first = ctx.run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value
+    rest = _InContext(ctx, coro, first)
+    if deadline is None:
+        return await rest
+    cm = asyncio.timeout_at(deadline)
+    try:
+        async with cm:
+            return await rest
+    except TimeoutError:
+        if cm.expired():
+            raise _Expired from None
+        raise
 
 
 async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> ToolOutcome:
@@ -477,7 +504,7 @@ async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> 
         return await _settle(await fut)
 
     try:
-        value = await _within(_InContext(contextvars.copy_context(), call()) if here else call(), timeout)
+        value = await (_here(call(), timeout) if here else _within(call(), timeout))
     except _Expired:
         assert timeout is not None
         if ticket is not None:

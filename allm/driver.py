@@ -304,14 +304,14 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
     middleware's: see :mod:`allm.middleware`).
     """
     events, thread = _open_loop(engine, request, options, False, False)
-    with events:
-        return ChatCollector(thread).fold(events)
+    with events:  # closes the events on the way out, so the fold reads them without a wrapper
+        return ChatCollector(thread).fold(events._gen)
 
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
     events, thread = _open_loop(engine, request, options, False, True)
-    return await ChatCollector(thread).afold(events)
+    return await ChatCollector(thread).afold(events._gen)  # which closes them, as the stream would
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:

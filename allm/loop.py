@@ -518,9 +518,10 @@ class Loop:
                 pending=calls,
             )
             return
-        unknown = [c for c in calls if c.name not in self.tools]
-        if unknown:
-            c = unknown[0]
+        tools = self.tools
+        for c in calls:
+            if c.name in tools:
+                continue
             offered = ", ".join(sorted(self.tools)) or "none"
             err = EngineError(
                 f"the model called the tool {c.name!r}, which was not offered (offered: {offered})",
@@ -565,7 +566,9 @@ class Loop:
         if self._phase != "running":
             raise RuntimeError("tool_done() without a pending RunTools")
         call = outcome.call
-        if call.id in self._done or all(j.call.id != call.id for j in self._jobs):
+        jobs = self._jobs
+        ours = jobs[0].call.id == call.id if len(jobs) == 1 else any(j.call.id == call.id for j in jobs)
+        if call.id in self._done or not ours:
             raise RuntimeError(f"tool_done() for an unexpected call {call.id!r}")
         out: list[Event] = [_execution_completed(call.id, call.name, outcome.value, outcome.error)]
         try:

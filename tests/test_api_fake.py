@@ -414,11 +414,12 @@ _plain_entries = st.lists(
 @given(_plain_entries, st.integers(0, 3))
 @settings(max_examples=400, deadline=None)
 def test_a_plain_reply_gives_the_assemblers_events(script: list[Any], index: int) -> None:
+    from allm.providers._fake_plain import play_plain
     from allm.providers._fake_script import as_entries
 
     entries = as_entries(script, "script")
     direct, assembled = Fake(script=[]), Fake(script=[])
-    got = list(direct._plain(entries, index, "m"))
+    got = list(play_plain(entries, index, "m", direct._next_tool_id))
     want = list(assembled._assembled(entries, index, "m"))
     assert got == want
     assert [type(e) for e in got] == [type(e) for e in want]
@@ -431,5 +432,5 @@ def test_the_fake_plays_plain_replies_directly() -> None:
     fake = Fake(script=[])
     plain = as_entries(["Hi", tool_call("add", {"a": 1}), finish()], "s")
     other = as_entries(["Hi", usage(input_tokens=1)], "s")
-    assert fake._play(plain, 0, "m").__name__ == "_plain"  # type: ignore[attr-defined]
+    assert fake._play(plain, 0, "m").__name__ == "play_plain"  # type: ignore[attr-defined]
     assert fake._play(other, 0, "m").__name__ == "_assembled"  # type: ignore[attr-defined]

@@ -67,30 +67,9 @@ import orjson
 
 from .. import codec
 from ..errors import AdapterError, ValidationError, from_status
-from ..events import (
-    Error,
-    Event,
-    MessageCompleted,
-    MessageStarted,
-    RawChunk,
-    TextCompleted,
-    TextDelta,
-    ToolCallCompleted,
-    ToolCallDelta,
-    ToolCallStarted,
-)
-from ..types import (
-    Embeddings,
-    GeneratedImage,
-    Image,
-    ImageRequest,
-    ImageResponse,
-    Message,
-    Request,
-    ToolCall,
-    Usage,
-    unchecked,
-)
+from ..events import Error, Event, RawChunk
+from ..types import Embeddings, GeneratedImage, Image, ImageRequest, ImageResponse, Request, Usage
+from ._fake_plain import is_plain, play_plain
 from ._fake_script import (
     FINISH_REASONS,
     DelayEntry,
@@ -112,22 +91,11 @@ from ._fake_script import (
 )
 from ._threads import check_request
 from ._wire import load_json, model_ids, token_count
-from .assembler import Assembler, parse_arguments
+from .assembler import Assembler
 from .base import Delay, HttpCall
 
 # The script entries (TextEntry, ToolCallEntry...) live in ._fake_script and stay importable here.
 __all__ = ["EmbedRequest", "Fake"]
-
-# The values of a plain reply, built by their fields (each in the form their checks give).
-_message_started = unchecked(MessageStarted)
-_text_delta = unchecked(TextDelta)
-_text_completed = unchecked(TextCompleted)
-_tool_call_started = unchecked(ToolCallStarted)
-_tool_call_delta = unchecked(ToolCallDelta)
-_tool_call_completed = unchecked(ToolCallCompleted)
-_message_completed = unchecked(MessageCompleted)
-_tool_call = unchecked(ToolCall)
-_message = unchecked(Message)
 
 
 @attrs.frozen
@@ -260,60 +228,9 @@ class Fake:
             return f"call_{self._tool_ids}"
 
     def _play(self, entries: list[Entry], index: int, model: str) -> Iterator[Event | Delay]:
-        for e in entries:
-            t = type(e)
-            if t is FinishEntry:
-                break
-            if (t is not TextEntry and t is not ToolCallEntry) or (t is ToolCallEntry and not e.name):  # type: ignore[union-attr]
-                return self._assembled(entries, index, model)
-        return self._plain(entries, index, model)
-
-    def _plain(self, entries: list[Entry], index: int, model: str) -> Iterator[Event]:
-        """The events :meth:`_assembled` gives for a reply of text and named tool calls (up to a
-        finish), built directly: the tool loop's usual reply, a quarter of the cost. The
-        values are the Assembler's, field for field (tests compare the two)."""
-        yield _message_started(f"fake-{index + 1}", model, ())
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        ids: set[str] = set()
-        finish = raw_finish = "stop"
-        for e in entries:
-            t = type(e)
-            if t is TextEntry:
-                assert isinstance(e, TextEntry)
-                texts.append(e.text)
-                yield _text_delta(e.text, None)
-            elif t is ToolCallEntry:
-                assert isinstance(e, ToolCallEntry)
-                raw = e.raw_arguments
-                if raw is None:
-                    raw = orjson.dumps(dict(e.arguments or {})).decode()
-                call_id = e.id or self._next_tool_id()
-                if call_id in ids:  # a repeated id gets a suffix, as the Assembler gives it
-                    n = 2
-                    while f"{call_id}_{n}" in ids:
-                        n += 1
-                    call_id = f"{call_id}_{n}"
-                ids.add(call_id)
-                i = len(calls)
-                yield _tool_call_started(call_id, e.name, i)
-                if raw:
-                    yield _tool_call_delta(call_id, raw, i)
-                args, err = parse_arguments(raw)
-                call = _tool_call(call_id, e.name, args, raw or "{}", err, {})
-                calls.append(call)
-                yield _tool_call_completed(call, i)
-            else:
-                assert isinstance(e, FinishEntry)
-                finish = e.reason if e.reason in FINISH_REASONS else "other"
-                raw_finish = e.reason
-                break
-        content = ""
-        if texts:
-            content = "".join(texts)
-            yield _text_completed(content, None)
-        message = _message("assistant", content, tuple(calls), None, None, False, {})
-        yield _message_completed(message, "tool_calls" if calls else finish, raw_finish, None, {})
+        if is_plain(entries):  # the usual reply, built directly (the same values)
+            return play_plain(entries, index, model, self._next_tool_id)
+        return self._assembled(entries, index, model)
 
     def _assembled(self, entries: list[Entry], index: int, model: str) -> Iterator[Event | Delay]:
         asm = Assembler("fake")

@@ -97,7 +97,7 @@ def _as_thread(request: RequestLike | tuple[Thread, Request]) -> tuple[Thread, R
 
 def _setup(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool
-) -> tuple[Loop, CallModel | Consult, dict[str, Any]]:
+) -> tuple[Loop, CallModel | Consult, dict[str, Any], Thread]:
     unknown = set(options) - _CHAT_OPTIONS
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; see allm.ChatOptions")
@@ -129,7 +129,7 @@ def _setup(
     if type(first) is Consult:  # middleware look first: pre-flight errors still raise now
         assert first.request is not None
         prepare(engine, first.request, resolved=True, **gen)
-    return loop, first, gen
+    return loop, first, gen, thread
 
 
 def _opener(engine: Engine, gen: Mapping[str, Any], opener: Callable[..., Any]) -> Callable[[CallModel], Any]:
@@ -155,7 +155,7 @@ def _drive(loop: Loop, action: Any, first: EventStream | None, open_call: Callab
                 s, pending = pending or open_call(action), None
                 apply = loop.sink()
                 try:
-                    for ev in s:
+                    for ev in s._gen:  # the stream's own events: closed below, so no closing wrapper
                         apply(ev)
                         yield ev
                 except AllmError as exc:
@@ -193,7 +193,7 @@ async def _adrive(
                 s, pending = pending or open_call(action), None
                 apply = loop.sink()
                 try:
-                    async for ev in s:
+                    async for ev in s._gen:  # as in _drive
                         apply(ev)
                         yield ev
                 except AllmError as exc:
@@ -223,28 +223,29 @@ async def _adrive(
 def _open_loop(
     engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool, asynchronous: bool
 ) -> Any:
-    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``."""
-    loop, first, gen = _setup(engine, request, options, single_step)
+    """The events of a chat (or a step) as an ``EventStream``, or an ``AsyncEventStream``, and
+    the thread it starts from."""
+    loop, first, gen, thread = _setup(engine, request, options, single_step)
     open_call = _opener(engine, gen, open_astream if asynchronous else open_stream)
     # Opened now so that pre-flight errors (no key, no model) raise at call time.
     if _tel.active:  # the chat as one operation, its calls and tools inside it
         drive: Any = _adrive if asynchronous else _drive
         observe: Any = _tel.aobserve_chat if asynchronous else _tel.observe_chat
         events = observe(loop, single_step, lambda: drive(loop, first, open_call(first) if type(first) is CallModel else None, open_call))
-        return AsyncEventStream(events) if asynchronous else EventStream(events, direct=True)  # see EventStream
+        return (AsyncEventStream(events) if asynchronous else EventStream(events, direct=True)), thread  # see EventStream
     pending = open_call(first) if type(first) is CallModel else None
     if asynchronous:
-        return AsyncEventStream(_adrive(loop, first, pending, open_call))
-    return EventStream(_drive(loop, first, pending, open_call))
+        return AsyncEventStream(_adrive(loop, first, pending, open_call)), thread
+    return EventStream(_drive(loop, first, pending, open_call)), thread
 
 
 def _start(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> EventStream:
-    events: EventStream = _open_loop(engine, request, options, single_step, False)
+    events: EventStream = _open_loop(engine, request, options, single_step, False)[0]
     return events
 
 
 def _astart(engine: Engine, request: RequestLike | tuple[Thread, Request], options: Mapping[str, Any], single_step: bool) -> AsyncEventStream:
-    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)
+    events: AsyncEventStream = _open_loop(engine, request, options, single_step, True)[0]
     return events
 
 
@@ -302,14 +303,15 @@ def chat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -
     ``tool_error``, ``manual_tool_calls``, ``time_budget``, a handler's own reason or a
     middleware's: see :mod:`allm.middleware`).
     """
-    with stream(engine, request, **options) as events:
-        return ChatCollector(_as_thread(request)[0]).fold(events)
+    events, thread = _open_loop(engine, request, options, False, False)
+    with events:  # closes the events on the way out, so the fold reads them without a wrapper
+        return ChatCollector(thread).fold(events._gen)
 
 
 async def achat(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> ChatResult:
     """The async twin of :func:`chat`: the fold of :func:`astream`."""
-    result: ChatResult = await afold(ChatCollector(_as_thread(request)[0]), astream(engine, request, **options))
-    return result
+    events, thread = _open_loop(engine, request, options, False, True)
+    return await ChatCollector(thread).afold(events._gen)  # which closes them, as the stream would
 
 
 def step(engine: Engine, request: RequestLike, **options: Unpack[ChatOptions]) -> Step:

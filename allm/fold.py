@@ -295,8 +295,56 @@ class ChatCollector(_LoopFold):
             self._call_seen = True
 
     def fold(self, events: Iterable[Event]) -> ChatResult:
-        chat: ChatResult = super().fold(events)
-        return chat
+        # apply() inlined, with a call's events kept aside and folded only when they are
+        # needed: a chat that ends with its ChatCompleted (the usual end) needs none of them.
+        held: list[Event] = []
+        try:
+            for ev in events:
+                t = type(ev)
+                if t is StepCompleted:
+                    self.steps.append(ev.step)  # type: ignore[union-attr]
+                    self._call = Collector()
+                    self._call_seen = False
+                    held.clear()
+                elif t is ChatCompleted:
+                    self.chat = ev.result  # type: ignore[union-attr]
+                else:
+                    held.append(ev)
+                    self._call_seen = True
+        finally:
+            self._settle(held)
+        return self.result()
+
+    async def afold(self, events: AsyncIterable[Event]) -> ChatResult:
+        """:meth:`fold` over an async stream; closes ``events`` (an ``AsyncEventStream``) when
+        done or stopped, as :func:`afold` does."""
+        held: list[Event] = []
+        try:
+            async for ev in events:
+                t = type(ev)
+                if t is StepCompleted:
+                    self.steps.append(ev.step)  # type: ignore[union-attr]
+                    self._call = Collector()
+                    self._call_seen = False
+                    held.clear()
+                elif t is ChatCompleted:
+                    self.chat = ev.result  # type: ignore[union-attr]
+                else:
+                    held.append(ev)
+                    self._call_seen = True
+        finally:
+            self._settle(held)
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return self.result()
+
+    def _settle(self, held: list[Event]) -> None:
+        # The kept events of the last call, folded when the result needs them (no ChatCompleted).
+        if self.chat is None:
+            apply = self._call.apply
+            for ev in held:
+                apply(ev)
 
     def result(self) -> ChatResult:
         if self.chat is not None:

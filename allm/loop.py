@@ -77,7 +77,7 @@ from .tools import (
     as_encoder,
     validate_arguments,
 )
-from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall, replaced, user
+from .types import ChatResult, Message, Request, Response, Step, Thread, Tool, ToolCall, replaced, unchecked, user
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -257,6 +257,19 @@ class Finish:
 
 Action = CallModel | RunTools | Consult | Finish
 
+# A turn's values built by their fields, skipping attrs' checks: every field below is already in
+# its checked form (a str content, tuples of checked values), and these are made on every turn.
+_call_model = unchecked(CallModel)
+_run_tools = unchecked(RunTools)
+_tool_job = unchecked(ToolJob)
+_tool_context = unchecked(ToolContext)
+_execution_started = unchecked(ToolExecutionStarted)
+_execution_completed = unchecked(ToolExecutionCompleted)
+_result_encoded = unchecked(ToolResultEncoded)
+_step_completed = unchecked(StepCompleted)
+_step = unchecked(Step)
+_message = unchecked(Message)
+
 
 def question_message(question: str, tool_call_id: str | None, choices: Iterable[str] = ()) -> Message:
     """The assistant message that puts a handler's question to the user."""
@@ -393,15 +406,17 @@ class Loop:
             return self.next_action(now)
         if phase == "tools":
             self._phase = "running"
-            self._events.extend(ToolExecutionStarted(j.call.id, j.call.name, j.call.arguments) for j in self._jobs)
+            for j in self._jobs:
+                c = j.call
+                self._events.append(_execution_started(c.id, c.name, c.arguments))
             timeout = self.policy.tool_timeout
             left = self._left(now)
             if left is not None:
                 timeout = max(left, 1e-3) if timeout is None else max(min(timeout, left), 1e-3)
-            return RunTools(self._flush(), self._jobs, timeout)
+            return _run_tools(self._flush(), self._jobs, timeout)
         if phase == "running":
-            missing = [j.call.id for j in self._jobs if j.call.id not in self._done]
-            if missing:
+            if len(self._done) != len(self._jobs):  # tool_done() takes only this batch's calls, once each
+                missing = [j.call.id for j in self._jobs if j.call.id not in self._done]
                 raise RuntimeError(f"next_action() before every tool call finished (waiting for {missing})")
             self._end_tools()
             return self.next_action(now)
@@ -503,9 +518,10 @@ class Loop:
                 pending=calls,
             )
             return
-        unknown = [c for c in calls if c.name not in self.tools]
-        if unknown:
-            c = unknown[0]
+        tools = self.tools
+        for c in calls:
+            if c.name in tools:
+                continue
             offered = ", ".join(sorted(self.tools)) or "none"
             err = EngineError(
                 f"the model called the tool {c.name!r}, which was not offered (offered: {offered})",
@@ -524,7 +540,7 @@ class Loop:
         jobs = []
         for c in self._auto:
             t = self.tools[c.name]
-            ctx = ToolContext(c, self.context, self.session_id, response.request_id, self.engine)
+            ctx = _tool_context(c, self.context, self.session_id, response.request_id, self.engine)
             err2: ToolError | None
             refused = refusals.get(c.id) if refusals else None
             if refused is not None:
@@ -540,7 +556,7 @@ class Loop:
                 )
             else:
                 err2 = validate_arguments(t, c)
-            jobs.append(ToolJob(c, t, ctx, err2))
+            jobs.append(_tool_job(c, t, ctx, err2))
         self._jobs = tuple(jobs)
         self._phase = "tools"
 
@@ -550,9 +566,11 @@ class Loop:
         if self._phase != "running":
             raise RuntimeError("tool_done() without a pending RunTools")
         call = outcome.call
-        if call.id in self._done or all(j.call.id != call.id for j in self._jobs):
+        jobs = self._jobs
+        ours = jobs[0].call.id == call.id if len(jobs) == 1 else any(j.call.id == call.id for j in jobs)
+        if call.id in self._done or not ours:
             raise RuntimeError(f"tool_done() for an unexpected call {call.id!r}")
-        out: list[Event] = [ToolExecutionCompleted(call.id, call.name, outcome.value, outcome.error)]
+        out: list[Event] = [_execution_completed(call.id, call.name, outcome.value, outcome.error)]
         try:
             error = outcome.error
             value = outcome.value
@@ -585,7 +603,7 @@ class Loop:
                 content, error = self._encode(call, value)
                 if error is None:
                     self._done[call.id] = self._tool_message(call, content)
-                    out.append(ToolResultEncoded(call.id, content))
+                    out.append(_result_encoded(call.id, content, False))
                     return out
             # A tool error: apply on_tool_error, then encode the error (or the replacement) for the model.
             decision, meta = self._decide(call, error)
@@ -593,12 +611,12 @@ class Loop:
                 content, enc_err = self._encode(call, meta.pop("replacement"))
                 if enc_err is None:
                     self._done[call.id] = self._tool_message(call, content)
-                    out.append(ToolResultEncoded(call.id, content))
+                    out.append(_result_encoded(call.id, content, False))
                     return out
                 error, decision = enc_err, "halt"
             content = self._encode_error(call, error)
             self._done[call.id] = self._tool_message(call, content, is_error=True)
-            out.append(ToolResultEncoded(call.id, content, is_error=True))
+            out.append(_result_encoded(call.id, content, True))
             if decision == "halt" and self._halt is None:
                 self._halt = ("tool_error", call, {"halt_tool_call_id": call.id, "error": error, **meta})
             return out
@@ -619,7 +637,7 @@ class Loop:
         events = self._flush()
         if self._mw is not None:
             self._mw.run.turn = len(self.steps)
-        return CallModel(events, req, len(self.steps), timeouts)
+        return _call_model(events, req, len(self.steps), timeouts)
 
     def _runnable(self, response: Response) -> tuple[ToolCall, ...]:
         """The tool calls of ``response`` that the loop would run (those ``before_tool`` sees)."""
@@ -703,7 +721,8 @@ class Loop:
 
     @staticmethod
     def _tool_message(call: ToolCall, content: str, *, is_error: bool = False) -> Message:
-        return Message("tool", content, tool_call_id=call.id, name=call.name, is_error=is_error)
+        # As Message("tool", ...) stores it: a str subclass's text as a plain str.
+        return _message("tool", content if type(content) is str else str(content), (), call.id, call.name, is_error, {})
 
     def _encode(self, call: ToolCall, value: Any) -> tuple[str, ToolError | None]:
         try:
@@ -778,7 +797,7 @@ class Loop:
         tool_results: tuple[Message, ...] = (),
     ) -> None:
         assert self._response is not None
-        step = Step(
+        step = _step(
             self._response,
             thread,
             tool_results,
@@ -790,7 +809,7 @@ class Loop:
         )
         self.thread = thread
         self.steps.append(step)
-        self._events.append(StepCompleted(step))
+        self._events.append(_step_completed(step))
         if self.single_step:
             self._finish(step)
             return

@@ -23,23 +23,25 @@ timeout is set, and a worker always reports back, whatever its handler does.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import os
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Sequence
+from typing import Any, Protocol
 
 from . import telemetry as _tel
 from .errors import ToolError
 from .tools import ToolJob, ToolOutcome, handler_arity
 from .types import ToolCall
 
-__all__ = ["MAX_WORKERS", "arun_tools", "run_tool", "run_tools"]
+__all__ = ["MAX_WORKERS", "ToolOutcomes", "arun_tools", "run_tool", "run_tools"]
 
 #: Threads running sync handlers at once (more calls wait for a free one, within their timeout).
 MAX_WORKERS = 64
@@ -78,11 +80,23 @@ def _args(job: ToolJob) -> tuple[Any, ...]:
 
 
 def _is_async(handler: Any) -> bool:
+    try:
+        return _is_async_kept(handler)
+    except TypeError:  # an unhashable callable object
+        return _is_async_now(handler)
+
+
+def _is_async_now(handler: Any) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
     if inspect.isroutine(handler):
         return False
     return inspect.iscoroutinefunction(type(handler).__call__)  # an object with an async __call__
+
+
+# Kept per handler, as handler_arity is: asked on every call, and inspect's answer takes
+# several calls to reach.
+_is_async_kept = functools.lru_cache(maxsize=1024)(_is_async_now)
 
 
 async def _settle(value: Any) -> Any:
@@ -250,16 +264,45 @@ def run_tools(jobs: Sequence[ToolJob], timeout: float | None) -> Generator[ToolO
     ``timeout`` seconds is reported as a ``timeout`` error; its thread is abandoned
     (Python cannot stop a thread) and its eventual result ignored.
     """
-    if timeout is None and len(jobs) == 1:
+    if len(jobs) == 1:
         job = jobs[0]
         if job.error is None and job.tool is not None and not _is_async(job.tool.handler):
-            # One sync handler with no time limit: nothing needs another thread (no timeout
-            # to enforce from outside, no other call to overlap with), so it runs here,
-            # sparing the pool's two thread switches (about 20 µs per call).
-            return _inline(job)
+            if timeout is None:
+                # One sync handler with no time limit: nothing needs another thread (no
+                # timeout to enforce from outside, no other call to overlap with), so it runs
+                # here, sparing the pool's two thread switches (about 20 µs per call).
+                return _inline(job)
+            if not _tel.active:
+                return _pooled(job, timeout)
     if not _tel.active:
         return _run_jobs(jobs, timeout, None)
     return _observed_jobs(jobs, timeout)
+
+
+def _pooled(job: ToolJob, timeout: float) -> Generator[ToolOutcome, None, None]:
+    # The usual step (one sync call under a timeout) without _run_jobs' bookkeeping for many:
+    # the worker hands its result over with one lock, which the caller waits on. The two
+    # thread switches remain (a sync handler cannot be stopped in the caller's thread).
+    done = _thread.allocate_lock()
+    done.acquire()
+    got: list[tuple[bool, Any]] = []
+
+    def deliver(ok: bool, value: Any) -> None:
+        got.append((ok, value))
+        done.release()
+
+    ticket = _pool.submit(_call_sync(job, timeout), deliver)
+    if not done.acquire(True, min(timeout, threading.TIMEOUT_MAX)):
+        _pool.abandon(ticket)
+        yield _timed_out(job.call, timeout)
+        return
+    ok, value = got[0]
+    if ok:
+        yield ToolOutcome(job.call, value)
+    elif isinstance(value, _Expired):
+        yield _timed_out(job.call, timeout)
+    else:
+        yield _raised(job.call, value)
 
 
 def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
@@ -270,7 +313,7 @@ def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
             # function returning a coroutine) is settled on a pool thread's own event loop,
             # since this thread may be running one.
             value = contextvars.copy_context().run(_call_handler, job, op)
-            if inspect.isawaitable(value):
+            if type(value) not in _PLAIN and inspect.isawaitable(value):
                 value = _settle_on_pool(value)
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C lands in this thread, not the handler's own
@@ -282,6 +325,10 @@ def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
     finally:
         if op is not None:
             op.cancel()  # a no-op for a run that ended
+
+
+# Results that are never awaitable: most handlers return one, and isawaitable's ABC check costs more.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
 
 def _call_handler(job: ToolJob, op: _tel.Op | None) -> Any:
@@ -386,7 +433,64 @@ async def _arun_one(job: ToolJob, timeout: float | None) -> ToolOutcome:
         op.cancel()  # a no-op unless the task was cancelled
 
 
-async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
+class _InContext:
+    """Awaits the rest of ``coro``, whose first step yielded ``first``, with each step run in
+    ``ctx``: what a task does for the coroutine it runs, without creating one (nor the two
+    turns of the event loop that starting it and waking its awaiter take)."""
+
+    __slots__ = ("coro", "ctx", "first")
+
+    def __init__(self, ctx: contextvars.Context, coro: Any, first: Any) -> None:
+        self.ctx = ctx
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run, coro = self.ctx.run, self.coro
+        step = self.first
+        while True:
+            try:
+                sent, thrown = (yield step), None
+            except GeneratorExit:
+                run(coro.close)
+                raise
+            except BaseException as exc:  # thrown into this await (a cancellation): the coroutine's to handle
+                sent, thrown = None, exc
+            try:
+                step = run(coro.send, sent) if thrown is None else run(coro.throw, thrown)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _here(coro: Any, timeout: float | None) -> Any:
+    """Await ``coro`` in this task, in a copy of its context, within ``timeout`` seconds.
+
+    Its first step runs at once; only if it suspends does the rest run under an asyncio
+    timeout, whose deadline counts from before that step. asyncio cancels a coroutine only
+    where it suspends, so one that finishes in its first step (a handler that awaits
+    nothing) could not have timed out, and needs no timer.
+    """
+    ctx = contextvars.copy_context()
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    try:
+        first = ctx.run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value
+    rest = _InContext(ctx, coro, first)
+    if deadline is None:
+        return await rest
+    cm = asyncio.timeout_at(deadline)
+    try:
+        async with cm:
+            return await rest
+    except TimeoutError:
+        if cm.expired():
+            raise _Expired from None
+        raise
+
+
+async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> ToolOutcome:
+    """``here``: in the calling task, in a copy of its context (else in the task's own)."""
     assert job.tool is not None and job.tool.handler is not None
     handler = job.tool.handler
 
@@ -400,7 +504,7 @@ async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
         return await _settle(await fut)
 
     try:
-        value = await _within(call(), timeout)
+        value = await (_here(call(), timeout) if here else _within(call(), timeout))
     except _Expired:
         assert timeout is not None
         if ticket is not None:
@@ -411,11 +515,54 @@ async def _arun_job(job: ToolJob, timeout: float | None) -> ToolOutcome:
     return ToolOutcome(job.call, value)
 
 
-async def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
-    """The async twin of :func:`run_tools`: async handlers run as tasks, sync ones on the pool.
+class ToolOutcomes(Protocol):
+    """What :func:`arun_tools` returns: an async iterator of outcomes, with ``aclose()``."""
 
-    Closing the generator (or cancelling its task) cancels the handlers still running.
+    def __aiter__(self) -> AsyncIterator[ToolOutcome]: ...
+
+    def __anext__(self) -> Awaitable[ToolOutcome]: ...
+
+    def aclose(self) -> Awaitable[None]: ...
+
+
+def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> ToolOutcomes:
+    """The async twin of :func:`run_tools`: async handlers run as tasks (a step's only call in
+    the calling task, in a copy of its context), sync ones on the pool. An async iterator with
+    ``aclose()``.
+
+    Closing it (or cancelling its task) cancels the handlers still running.
     """
+    if len(jobs) == 1 and jobs[0].error is None and not _tel.active and asyncio.current_task() is not None:
+        # The usual step, one call: awaited in this task (cancelled with it, as its own task
+        # would be), sparing a task and two turns of the event loop.
+        return _One(jobs[0], timeout)
+    return _arun_jobs(jobs, timeout)
+
+
+class _One:
+    """The outcome of one job run in the calling task, as an async iterator: a plain class, not
+    an async generator, which the event loop would track (and untrack) on every step."""
+
+    __slots__ = ("job", "timeout")
+
+    def __init__(self, job: ToolJob, timeout: float | None) -> None:
+        self.job: ToolJob | None = job
+        self.timeout = timeout
+
+    def __aiter__(self) -> _One:
+        return self
+
+    async def __anext__(self) -> ToolOutcome:
+        job, self.job = self.job, None
+        if job is None:
+            raise StopAsyncIteration
+        return await _arun_job(job, self.timeout, here=True)
+
+    async def aclose(self) -> None:
+        self.job = None
+
+
+async def _arun_jobs(jobs: Sequence[ToolJob], timeout: float | None) -> AsyncGenerator[ToolOutcome, None]:
     for job in jobs:
         if job.error is not None:
             yield _tel.tool_done(_tel.start_tool(job), ToolOutcome(job.call, error=job.error)) if _tel.active else ToolOutcome(job.call, error=job.error)

@@ -49,6 +49,7 @@ __all__ = [
     "jsonschema_module",
     "model_fields",
     "optional_validator",
+    "plainly_valid",
     "require_jsonschema",
     "schema_for",
     "schema_problem",
@@ -570,6 +571,102 @@ def optional_validator(schema: Mapping[str, Any], *, unchecked: str, stacklevel:
             )
         return None
     return validator(schema)
+
+
+# The keywords :func:`plainly_valid` reads, and those that assert nothing (annotations, and
+# ``format``, which a validator made without a format checker ignores). Any other key in a
+# schema sends the value to jsonschema.
+_PLAIN_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "enum", "const", "items",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+        "minItems", "maxItems", "format", "title", "description", "default", "examples",
+        "$comment", "deprecated", "readOnly", "writeOnly",
+    }
+)  # fmt: skip
+# The JSON type of each plain value's exact Python type (``bool`` is not an ``int`` here).
+_JSON_KINDS: dict[type, str] = {
+    dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"
+}
+
+
+def plainly_valid(schema: Any, instance: Any) -> bool:
+    """Whether ``instance`` certainly satisfies ``schema`` as a draft 2020-12 :func:`validator`
+    checks it; ``False`` means "not known here" (ask the validator), not "invalid".
+
+    It reads ``type``, ``properties``, ``required``, ``additionalProperties``, ``enum``,
+    ``const``, ``items`` and the length and range bounds of plain values (``dict``, ``list``,
+    ``str``, ``int``, ``float``, ``bool``, ``None``); any other keyword (``$ref``,
+    ``anyOf``, ``pattern``, ``$schema``...) or value answers ``False``. Needs no jsonschema,
+    and is several times quicker than a validator on the small objects tool calls send.
+    """
+    if schema is True:
+        return True
+    if type(schema) is not dict or not _PLAIN_KEYWORDS.issuperset(schema):
+        return False
+    kind = _JSON_KINDS.get(type(instance))
+    if kind is None:
+        return False
+    want = schema.get("type")
+    if want is not None and not _of_type(want, kind):
+        return False
+    if "enum" in schema:
+        options = schema["enum"]
+        if type(options) is not list or not any(_same(o, instance) for o in options):
+            return False
+    if "const" in schema and not _same(schema["const"], instance):
+        return False
+    if kind == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        required = schema.get("required", ())
+        if type(props) is not dict or type(required) not in (list, tuple):
+            return False
+        for key in required:
+            if type(key) is not str or key not in instance:
+                return False
+        for key, value in instance.items():
+            sub = props.get(key) if type(key) is str else None
+            if sub is None:
+                if type(key) is not str or (extra is not True and not plainly_valid(extra, value)):
+                    return False
+            elif not plainly_valid(sub, value):
+                return False
+    elif kind == "string":
+        return _within(schema, len(instance), "minLength", "maxLength")
+    elif kind == "array":
+        if not _within(schema, len(instance), "minItems", "maxItems"):
+            return False
+        items = schema.get("items", True)
+        if items is not True:
+            return all(plainly_valid(items, x) for x in instance)
+    elif kind != "null" and kind != "boolean":  # a number
+        return _within(schema, instance, "minimum", "maximum") and _within(
+            schema, instance, "exclusiveMinimum", "exclusiveMaximum", exclusive=True
+        )
+    return True
+
+
+def _of_type(want: Any, kind: str) -> bool:
+    if want == kind or (want == "number" and kind == "integer"):
+        return True
+    return type(want) is list and any(w == kind or (w == "number" and kind == "integer") for w in want)
+
+
+def _same(option: Any, instance: Any) -> bool:
+    # Equal and of the same plain type (so True is not 1); anything else is left to jsonschema.
+    return type(option) is type(instance) and type(instance) in (str, int, float, bool, type(None)) and option == instance
+
+
+def _within(schema: dict[str, Any], n: Any, low: str, high: str, *, exclusive: bool = False) -> bool:
+    lo = schema.get(low)
+    hi = schema.get(high)
+    for bound in (lo, hi):
+        if bound is not None and type(bound) not in (int, float):
+            return False
+    if exclusive:
+        return (lo is None or n > lo) and (hi is None or n < hi)
+    return (lo is None or n >= lo) and (hi is None or n <= hi)
 
 
 def _quoted(error: Any) -> str:

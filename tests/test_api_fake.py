@@ -7,6 +7,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import allm
 from allm.events import (
@@ -388,3 +390,47 @@ def test_completed_events_expose_tool_call_fields() -> None:
     assert isinstance(list(allm.stream_generate(fake_engine(["x"]), "x"))[-1], MessageCompleted)
     assert isinstance(Error(allm.AdapterError("x")).error, allm.AllmError)
     assert TextCompleted("a").id is None
+
+
+# ------------------------------------------------------------------------------ plain replies
+
+
+_plain_entries = st.lists(
+    st.one_of(
+        st.builds(allm.testing.text, st.sampled_from(["", "Hi", " there", "é"])),
+        st.builds(
+            lambda name, args, id, raw: tool_call(name, args, id=id, raw_arguments=raw),
+            st.sampled_from(["add", "get_weather"]),
+            st.none() | st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3) | st.text(max_size=3), max_size=2),
+            st.none() | st.sampled_from(["", "call_1", "call_2", "x"]),
+            st.none() | st.sampled_from(["", "{", "[1]", '{"a": 1}', "  "]),
+        ),
+        st.builds(finish, st.sampled_from(["stop", "tool_calls", "length", "weird"])),
+    ),
+    max_size=5,
+)
+
+
+@given(_plain_entries, st.integers(0, 3))
+@settings(max_examples=400, deadline=None)
+def test_a_plain_reply_gives_the_assemblers_events(script: list[Any], index: int) -> None:
+    from allm.providers._fake_plain import play_plain
+    from allm.providers._fake_script import as_entries
+
+    entries = as_entries(script, "script")
+    direct, assembled = Fake(script=[]), Fake(script=[])
+    got = list(play_plain(entries, index, "m", direct._next_tool_id))
+    want = list(assembled._assembled(entries, index, "m"))
+    assert got == want
+    assert [type(e) for e in got] == [type(e) for e in want]
+    assert direct._tool_ids == assembled._tool_ids  # the same automatic ids were drawn
+
+
+def test_the_fake_plays_plain_replies_directly() -> None:
+    from allm.providers._fake_script import as_entries
+
+    fake = Fake(script=[])
+    plain = as_entries(["Hi", tool_call("add", {"a": 1}), finish()], "s")
+    other = as_entries(["Hi", usage(input_tokens=1)], "s")
+    assert fake._play(plain, 0, "m").__name__ == "play_plain"  # type: ignore[attr-defined]
+    assert fake._play(other, 0, "m").__name__ == "_assembled"  # type: ignore[attr-defined]

@@ -197,6 +197,26 @@ def test_chat_is_the_fold_of_stream() -> None:
         assert r.thread == r1.thread and r.halted_reason == r1.halted_reason and len(r.steps) == len(r1.steps)
 
 
+def test_a_chat_stopped_anywhere_folds_as_event_by_event() -> None:
+    """ChatCollector.fold (and afold) keep a call's events aside until the end: every prefix of
+    a chat's stream folds to what applying its events one by one gives."""
+    scripts = ([tool_call("get_weather", {"city": "Oslo"}, id="a")], ["Cold ", "and dark."])
+    thread = allm.Thread((allm.user("Oslo?"),))
+    events = list(allm.stream(engine(*scripts), "Oslo?"))
+
+    async def aiter(evs: list[E.Event]) -> Any:
+        for ev in evs:
+            yield ev
+
+    for n in range(len(events) + 1):
+        one_by_one = allm.ChatCollector(thread)
+        for ev in events[:n]:
+            one_by_one.apply(ev)
+        want = one_by_one.result()
+        assert allm.ChatCollector(thread).fold(events[:n]) == want
+        assert asyncio.run(allm.ChatCollector(thread).afold(aiter(events[:n]))) == want
+
+
 # ------------------------------------------------------------------------------ ask_user with parallel tools
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import allm
 from allm import schema as S
@@ -268,3 +270,86 @@ def test_importing_allm_does_not_load_jsonschema() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------ the quick check
+
+
+_KINDS = ["object", "array", "string", "integer", "number", "boolean", "null"]
+_scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from([0.0, 1.0, 1.5, -2.5]) | st.sampled_from(["", "a", "ab", "abc"])
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3), max_leaves=8)
+
+
+def _schemas(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keyword = st.one_of(
+        st.tuples(st.just("type"), st.sampled_from(_KINDS) | st.lists(st.sampled_from(_KINDS), min_size=1, max_size=3)),
+        st.tuples(st.just("properties"), st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3)),
+        st.tuples(st.just("required"), st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True)),
+        st.tuples(st.just("additionalProperties"), st.booleans() | inner),
+        st.tuples(st.just("enum"), st.lists(_scalars, min_size=1, max_size=4)),
+        st.tuples(st.just("const"), _scalars),
+        st.tuples(st.just("items"), st.booleans() | inner),
+        st.tuples(st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]), st.integers(-3, 3) | st.sampled_from([0.5, -1.5])),
+        st.tuples(st.sampled_from(["minLength", "maxLength", "minItems", "maxItems"]), st.integers(0, 3)),
+        st.tuples(st.sampled_from(["description", "title", "format"]), st.sampled_from(["x", "date-time", "email"])),
+        # Keywords the quick check leaves to jsonschema.
+        st.tuples(st.sampled_from(["pattern", "minProperties", "uniqueItems", "$ref"]), st.sampled_from(["^a", 1, True, "#"])),
+    )
+    return st.lists(keyword, max_size=4).map(dict)
+
+
+_any_schemas = st.recursive(st.just({}) | st.booleans().map(lambda b: {"type": "string"} if b else {}), _schemas, max_leaves=6)
+
+
+@given(_any_schemas, _values)
+@settings(max_examples=1500, deadline=None)
+def test_what_the_quick_check_passes_jsonschema_passes(schema: dict[str, Any], value: Any) -> None:
+    if S.plainly_valid(schema, value):
+        errors = [e.message for e in S.validator(schema).iter_errors(value)]
+        assert errors == [], (schema, value)
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}, {"a": 1, "b": 2}),
+        ({"type": "object", "properties": {"x": {"type": "number", "minimum": 0}}, "required": ["x"], "additionalProperties": False}, {"x": 2}),
+        ({"type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": ["integer", "null"]}}}, {"unit": "c", "days": None}),
+        ({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2}}}, {"tags": ["a", "bc"]}),
+        ({"type": "object", "properties": {"p": {"type": "object", "additionalProperties": {"type": "boolean"}}}}, {"p": {"k": True}}),
+    ],
+)
+def test_the_quick_check_passes_plain_tool_arguments(schema: dict[str, Any], value: Any) -> None:
+    assert S.plainly_valid(schema, value)
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "object", "properties": {"a": {"type": "integer"}}}, {"a": True}),  # a bool is not an integer
+        ({"type": "object", "properties": {"a": {"type": "integer"}}}, {"a": 1.0}),  # valid, but left to jsonschema
+        ({"type": "object", "properties": {"a": {"enum": [1]}}}, {"a": True}),
+        ({"type": "object", "required": ["a"]}, {}),
+        ({"type": "object", "additionalProperties": False}, {"a": 1}),
+        ({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}, {"a": "x"}),  # pattern: jsonschema's
+        ({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}, {}),
+        ({"type": "object", "properties": {"a": {}}}, {"a": object()}),  # not a JSON value
+    ],
+)
+def test_the_quick_check_leaves_the_rest_to_jsonschema(schema: dict[str, Any], value: Any) -> None:
+    assert not S.plainly_valid(schema, value)
+
+
+def test_tool_argument_errors_read_the_same_after_the_quick_check() -> None:
+    t = allm.tool(
+        "f",
+        schema={"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"], "additionalProperties": False},
+        handler=lambda a: a,
+    )
+    assert T.validate_arguments(t, ToolCall("c", "f", {"n": 2})) is None
+    assert T.validate_arguments(t, ToolCall("c", "f", {"n": 1.0})) is None  # jsonschema's answer: 1.0 is an integer
+    err = T.validate_arguments(t, ToolCall("c", "f", {"n": 0, "m": True}))
+    assert err is not None and err.message == (
+        "the arguments of f do not match its schema: at the arguments: Additional properties are not allowed "
+        "('m' was unexpected); at 'n': 0 is less than the minimum of 1"
+    )

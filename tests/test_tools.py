@@ -306,6 +306,79 @@ def test_run_tools_timeout_and_prefailed_first() -> None:
     assert "0.2 s" in outs[1].error.message
 
 
+def test_one_sync_call_under_a_timeout_on_the_pool() -> None:
+    """The usual step (one sync handler, a timeout): its value, its error, its timeout."""
+
+    def raises_timeout(args: Any) -> Any:
+        raise TimeoutError("the handler's own")
+
+    async def late() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    [ok] = R.run_tools([job(sleepy("quick", 0.0, {"v": 1}))], timeout=5.0)
+    assert ok.error is None and ok.value == {"v": 1}
+    [own] = R.run_tools([job(allm.tool("own", handler=raises_timeout))], timeout=5.0)
+    assert own.error is not None and own.error.reason == "handler_raised"
+    assert own.error.message == "TimeoutError: the handler's own"
+    t0 = time.monotonic()
+    [slow] = R.run_tools([job(sleepy("slow", 2.0))], timeout=0.2)
+    assert time.monotonic() - t0 < 1.0
+    assert slow.error is not None and slow.error.reason == "timeout" and "0.2 s" in slow.error.message
+    # A sync function returning a coroutine: settled on the worker, within the same timeout.
+    [coro] = R.run_tools([job(allm.tool("coro", handler=lambda a: late()))], timeout=0.2)
+    assert coro.error is not None and coro.error.reason == "timeout"
+
+
+def test_one_async_call_runs_in_the_callers_task_in_a_copy_of_its_context() -> None:
+    """The usual async step (one call) is awaited without a task of its own: still in a copy
+    of the caller's context, still within its timeout, still cancelled with the caller."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+    cancelled = asyncio.Event()
+
+    async def sets(args: Any) -> str:
+        seen.append(var.get())
+        var.set("handler")
+        await asyncio.sleep(0)
+        seen.append(var.get())
+        return "ok"
+
+    async def hangs(args: Any) -> str:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            cancelled.set()
+        return "late"
+
+    async def own_timeout(args: Any) -> str:
+        raise TimeoutError("the handler's own")
+
+    async def outcomes(t: allm.Tool, timeout: float | None) -> list[T.ToolOutcome]:
+        return [o async for o in R.arun_tools([job(t)], timeout)]
+
+    async def main() -> None:
+        var.set("caller")
+        [ok] = await outcomes(allm.tool("sets", handler=sets), 5.0)
+        assert ok.value == "ok" and seen == ["caller", "handler"] and var.get() == "caller"
+        t0 = time.monotonic()
+        [slow] = await outcomes(allm.tool("hangs", handler=hangs), 0.2)
+        assert time.monotonic() - t0 < 1.0 and cancelled.is_set()
+        assert slow.error is not None and slow.error.reason == "timeout" and "0.2 s" in slow.error.message
+        [own] = await outcomes(allm.tool("own", handler=own_timeout), 5.0)
+        assert own.error is not None and own.error.reason == "handler_raised"
+        assert own.error.message == "TimeoutError: the handler's own"
+        cancelled.clear()
+        task = asyncio.ensure_future(outcomes(allm.tool("hangs", handler=hangs), None))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cancelled.is_set()
+
+    asyncio.run(main())
+
+
 def test_run_tools_async_handler_timeout_is_enforced_inside() -> None:
     async def slow(args: Any) -> str:
         await asyncio.sleep(5)

@@ -69,6 +69,7 @@ from .. import codec
 from ..errors import AdapterError, ValidationError, from_status
 from ..events import Error, Event, RawChunk
 from ..types import Embeddings, GeneratedImage, Image, ImageRequest, ImageResponse, Request, Usage
+from ._fake_plain import is_plain, play_plain
 from ._fake_script import (
     FINISH_REASONS,
     DelayEntry,
@@ -227,6 +228,11 @@ class Fake:
             return f"call_{self._tool_ids}"
 
     def _play(self, entries: list[Entry], index: int, model: str) -> Iterator[Event | Delay]:
+        if is_plain(entries):  # the usual reply, built directly (the same values)
+            return play_plain(entries, index, model, self._next_tool_id)
+        return self._assembled(entries, index, model)
+
+    def _assembled(self, entries: list[Entry], index: int, model: str) -> Iterator[Event | Delay]:
         asm = Assembler("fake")
         yield from asm.start(f"fake-{index + 1}", model)
         tool_n = 0
@@ -240,8 +246,6 @@ class Fake:
                 tool_n += 1
                 raw = e.raw_arguments
                 if raw is None:
-                    import orjson
-
                     raw = orjson.dumps(dict(e.arguments or {})).decode()
                 yield from asm.tool_call(key, id=e.id or self._next_tool_id(), name=e.name)
                 yield from asm.tool_arguments(key, raw)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import string
 
 import pytest
 
@@ -135,3 +137,25 @@ def test_fake_tool_call_ids_are_already_deterministic() -> None:
         return [c.id for c in allm.chat(engine, "go").steps[0].response.tool_calls]
 
     assert run() == run() == ["call_1", "call_2"]
+
+
+def test_request_ids_stay_unique_across_fork_and_a_seeded_random() -> None:
+    from allm import ids
+
+    random.seed(7)  # a program seeding the shared generator does not make ids repeat
+    first = [ids.new_request_id() for _ in range(50)]
+    random.seed(7)
+    again = [ids.new_request_id() for _ in range(50)]
+    assert len(set(first + again)) == 100
+    assert all(len(i) == 22 and set(i) <= set(string.ascii_letters + string.digits + "-_") for i in first)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws the ids the parent draws next, were the sequence shared
+        os.write(w, " ".join(ids.new_request_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        child = f.read().split()
+    parent = [ids.new_request_id() for _ in range(20)]
+    assert len(child) == 20 and not set(child) & set(parent)

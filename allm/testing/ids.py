@@ -2,7 +2,8 @@
 
 allm makes two kinds of random ids: a request id per model call (``Response.request_id``,
 22 URL-safe characters) and a session id (``Session.id``, ``ses_`` and 16 characters).
-Both take their random bytes from one source, ``allm.ids.random_bytes`` (``os.urandom``).
+Both take their random bytes from one source, ``allm.ids.random_bytes`` (by default
+``os.urandom``; request ids then come from a generator of the process's own seeded from it).
 :func:`deterministic_ids` swaps in a seeded generator, so the same test makes the same
 ids run after run (same shapes as real ones, all distinct within the run).
 

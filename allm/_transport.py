@@ -22,8 +22,8 @@ typed timeout, and one that drips bytes without completing an event cannot exten
 its idle deadline.
 
 The async shell sends a call straight to its client's httpcore pool, with the request httpx's
-client would build (the same bytes on the wire; a hook, cookies the client keeps, or a URL
-httpx must handle take the client itself), and its connections run on a network backend of
+client would build (the same bytes on the wire; a hook or a URL httpx must handle take the
+client itself), and its connections run on a network backend of
 asyncio transports (the errors of httpcore's anyio backend, without a task checkpoint and a
 cancel scope per socket operation). A request's head and body go out in one write.
 
@@ -51,6 +51,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import http.cookiejar
 import logging
 import os
 import select
@@ -482,6 +483,13 @@ class _AsyncHTTPTransport(httpx.AsyncHTTPTransport):
         return await (send(request) if hook is None else hook.ahandle(request, send))
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps nothing. The pooled clients serve every caller of the process (one
+    engine, many tenants): a cookie one provider response sets must not ride on another
+    caller's requests."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 _LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=100, keepalive_expiry=30.0)
 _lock = threading.Lock()
 _sync_client: httpx.Client | None = None
@@ -538,7 +546,7 @@ class _LoopPool:
         transport = _AsyncHTTPTransport(limits=_LIMITS)
         _wrap_pool(transport, lambda inner: _ABackend(_AsyncioBackend(inner)))
         self.loop = loop
-        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
+        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False, cookies=_no_cookies())
         self.core: httpcore.AsyncConnectionPool = transport._pool
         self.defaults: list[tuple[bytes, bytes]] = list(self.client.headers.raw)
         # A client that routes by URL (mounted transports) is used only through httpx.
@@ -622,7 +630,7 @@ def sync_client() -> httpx.Client:
             if c is None or c.is_closed:
                 transport = _HTTPTransport(limits=_LIMITS)
                 _wrap_pool(transport, _Backend)
-                c = _sync_client = httpx.Client(transport=transport, timeout=None, follow_redirects=False)
+                c = _sync_client = httpx.Client(transport=transport, timeout=None, follow_redirects=False, cookies=_no_cookies())
     return c
 
 
@@ -935,15 +943,15 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
         yield 200, {}, _aplay(iter((plan.adapter.respond(call),)))
         return
     pool = _loop_pool()
-    target = _target(call.url) if pool.direct and _hook is None and not pool.client.cookies else None
+    target = _target(call.url) if pool.direct and _hook is None else None
     if target is None:
         timeout = _httpx_timeout(plan.timeouts)
         async with _aslot(pool.slots), pool.client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
             yield resp.status_code, resp.headers, resp.aiter_bytes()
         return
     # Straight to the client's httpcore pool: the same request bytes, connections, deadlines and
-    # errors as through httpx's client, without its per-request layers (a hook, kept cookies or
-    # another scheme take the path above).
+    # errors as through httpx's client, without its per-request layers (a hook or another
+    # scheme takes the path above).
     url, host = target
     request = httpcore.Request(call.method, url, headers=_request_headers(pool, host, call.method, plan.headers, call.body),
                                content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
@@ -951,10 +959,9 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
         core = await pool.core.handle_async_request(request)
         try:
             headers = httpx.Headers(core.headers)
-            if _httpx_log.isEnabledFor(logging.INFO) or "set-cookie" in headers or "content-encoding" in headers:
+            if _httpx_log.isEnabledFor(logging.INFO) or "content-encoding" in headers:
                 resp = httpx.Response(core.status, headers=core.headers, stream=_Chunks(core), extensions=core.extensions,
                                       request=httpx.Request(call.method, call.url))
-                pool.client.cookies.extract_cookies(resp)
                 _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
                                 resp.status_code, resp.reason_phrase)
                 yield core.status, headers, resp.aiter_bytes()

@@ -112,10 +112,16 @@ class _Expired(Exception):
 async def _within(coro: Any, timeout: float | None) -> Any:
     if timeout is None:
         return await coro
-    cm = asyncio.timeout(timeout)
+    return await _by(coro, asyncio.get_running_loop().time() + timeout)
+
+
+async def _by(awaitable: Any, deadline: float) -> Any:
+    """``awaitable``'s result, or :class:`_Expired` once the loop's clock passes ``deadline``
+    (a ``TimeoutError`` the awaitable raises itself is passed on as it is)."""
+    cm = asyncio.timeout_at(deadline)
     try:
         async with cm:
-            return await coro
+            return await awaitable
     except TimeoutError:
         if cm.expired():
             raise _Expired from None
@@ -479,14 +485,7 @@ async def _here(coro: Any, timeout: float | None) -> Any:
     rest = _InContext(ctx, coro, first)
     if deadline is None:
         return await rest
-    cm = asyncio.timeout_at(deadline)
-    try:
-        async with cm:
-            return await rest
-    except TimeoutError:
-        if cm.expired():
-            raise _Expired from None
-        raise
+    return await _by(rest, deadline)
 
 
 async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> ToolOutcome:

@@ -807,14 +807,14 @@ def _target(url: str) -> tuple[httpcore.URL, bytes] | None:
     return got
 
 
-def _request_headers(pool: _LoopPool, host: bytes, method: str, headers: Mapping[str, str],
+def _request_headers(defaults: list[tuple[bytes, bytes]], host: bytes, method: str, headers: Mapping[str, str],
                      body: bytes | None) -> list[tuple[bytes, bytes]]:
     """The header list httpx's ``AsyncClient.stream`` would send: ``Host`` (and ``Content-Length: 0``
     for a body method without a body), the client's defaults not overridden, ``headers`` in their
     order, then the body's ``Content-Length``. Names and values are ASCII, as httpx requires."""
     lower = {k.lower() for k in headers}
     first: list[tuple[bytes, bytes]] = [] if "host" in lower else [(b"Host", host)]
-    raw = [kv for kv in pool.defaults if kv[0].decode().lower() not in lower]
+    raw = [kv for kv in defaults if kv[0].decode().lower() not in lower]
     raw += [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
     if "content-length" not in lower and "transfer-encoding" not in lower:
         if body:
@@ -836,6 +836,35 @@ class _Chunks(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._resp.aclose()
+
+
+class _SyncChunks(httpx.SyncByteStream):
+    """The sync twin of :class:`_Chunks`."""
+
+    def __init__(self, resp: httpcore.Response) -> None:
+        self._resp = resp
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._resp.iter_stream()
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+_sync_direct: tuple[httpx.Client, httpcore.ConnectionPool, list[tuple[bytes, bytes]]] | None = None
+
+
+def _sync_core(client: httpx.Client) -> tuple[httpcore.ConnectionPool, list[tuple[bytes, bytes]]] | None:
+    """The sync client's httpcore pool and default headers, or ``None`` when the client routes by
+    URL (mounted transports) and is used only through httpx."""
+    global _sync_direct
+    d = _sync_direct
+    if d is None or d[0] is not client:
+        transport = getattr(client, "_transport", None)
+        if getattr(client, "_mounts", None) != {} or not isinstance(transport, _HTTPTransport):
+            return None
+        d = _sync_direct = (client, transport._pool, list(client.headers.raw))
+    return d[1], d[2]
 
 
 def _drain_deadline(m: CallMachine) -> float:
@@ -860,9 +889,33 @@ def _open(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
     if plan.respond:
         yield 200, {}, iter((plan.adapter.respond(call),))
         return
-    timeout = _httpx_timeout(plan.timeouts)
-    with _slot(), sync_client().stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
-        yield resp.status_code, resp.headers, resp.iter_bytes()
+    client = sync_client()
+    core_pool = _sync_core(client) if _hook is None else None
+    target = _target(call.url) if core_pool is not None else None
+    if core_pool is None or target is None:
+        timeout = _httpx_timeout(plan.timeouts)
+        with _slot(), client.stream(call.method, call.url, headers=plan.headers, content=call.body, timeout=timeout) as resp:
+            yield resp.status_code, resp.headers, resp.iter_bytes()
+        return
+    # As the async shell's: straight to the client's httpcore pool, the same request bytes.
+    pool, defaults = core_pool
+    url, host = target
+    request = httpcore.Request(call.method, url, headers=_request_headers(defaults, host, call.method, plan.headers, call.body),
+                               content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
+    with _slot():
+        core = pool.handle_request(request)
+        try:
+            headers = httpx.Headers(core.headers)
+            if _httpx_log.isEnabledFor(logging.INFO) or "content-encoding" in headers:
+                resp = httpx.Response(core.status, headers=core.headers, stream=_SyncChunks(core), extensions=core.extensions,
+                                      request=httpx.Request(call.method, call.url))
+                _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
+                                resp.status_code, resp.reason_phrase)
+                yield core.status, headers, resp.iter_bytes()
+            else:
+                yield core.status, headers, core.iter_stream()
+        finally:
+            core.close()
 
 
 def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
@@ -953,7 +1006,7 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
     # errors as through httpx's client, without its per-request layers (a hook or another
     # scheme takes the path above).
     url, host = target
-    request = httpcore.Request(call.method, url, headers=_request_headers(pool, host, call.method, plan.headers, call.body),
+    request = httpcore.Request(call.method, url, headers=_request_headers(pool.defaults, host, call.method, plan.headers, call.body),
                                content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
     async with _aslot(pool.slots):
         core = await pool.core.handle_async_request(request)

@@ -1,4 +1,4 @@
-"""The async shell's request path straight to the httpcore pool, on its asyncio network backend.
+"""The shells' request path straight to the httpcore pool (async: on its asyncio network backend).
 
 Checked against a raw asyncio server that records each request's bytes: the request is the
 same, byte for byte, as the one httpx's client sends (the path a hook takes); compressed
@@ -170,6 +170,51 @@ async def test_a_corrupt_gzip_body_is_a_malformed_response(fresh_pool: None) -> 
         assert info.value.reason == "malformed_response"
     finally:
         await rec.stop()
+
+
+async def test_sync_calls_send_the_bytes_httpx_sends_and_read_gzip(fresh_pool: None) -> None:
+    """The sync shell takes the same straight road: a streamed call's and a model list's request
+    bytes equal what httpx's client sends (through a hook), a gzip body is decoded and a
+    corrupt one is a malformed response."""
+    assert _transport._sync_core(_transport.sync_client()) is not None
+    rec = await Recorder(sse_answer()).start()
+    try:
+        eng = engine(rec.url, **{"X-Tenant": "t1", "user-agent": "custom/1"})
+        assert (await asyncio.to_thread(allm.generate, eng, "hi", api_key="sk-abc")).output_text == "Hello"
+        previous = _transport.set_exchange_hook(PassThrough())
+        try:
+            await asyncio.to_thread(allm.generate, eng, "hi", api_key="sk-abc")
+        finally:
+            _transport.set_exchange_hook(previous)
+        assert len(rec.requests) == 2 and rec.requests[0] == rec.requests[1]
+        assert b"user-agent: custom/1\r\n" in rec.requests[0]
+    finally:
+        await rec.stop()
+    rec = await Recorder(json_answer({"object": "list", "data": [{"id": "a"}]})).start()
+    try:
+        await asyncio.to_thread(allm.list_models, engine(rec.url))
+        previous = _transport.set_exchange_hook(PassThrough())
+        try:
+            await asyncio.to_thread(allm.list_models, engine(rec.url))
+        finally:
+            _transport.set_exchange_hook(previous)
+        assert rec.requests[0] == rec.requests[1] and rec.requests[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
+    finally:
+        await rec.stop()
+    for body, want in ((gzip.compress(orjson.dumps({"object": "list", "data": [{"id": "zipped"}]})), ["zipped"]),
+                       (b"not gzip at all", None)):
+        answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        rec = await Recorder(answer).start()
+        try:
+            if want is not None:
+                assert await asyncio.to_thread(allm.list_models, engine(rec.url)) == want
+            else:
+                with pytest.raises(allm.AdapterError) as info:
+                    await asyncio.to_thread(allm.list_models, engine(rec.url))
+                assert info.value.reason == "malformed_response"
+        finally:
+            await rec.stop()
 
 
 async def test_no_cookie_is_kept_from_one_call_for_the_next(fresh_pool: None) -> None:

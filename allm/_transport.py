@@ -21,11 +21,11 @@ deadline (first event, idle gap, total), so a stream that goes silent ends with 
 typed timeout, and one that drips bytes without completing an event cannot extend
 its idle deadline.
 
-The async shell sends a call straight to its client's httpcore pool, with the request httpx's
+Both shells send a call straight to their client's httpcore pool, with the request httpx's
 client would build (the same bytes on the wire; a hook or a URL httpx must handle take the
-client itself), and its connections run on a network backend of
-asyncio transports (the errors of httpcore's anyio backend, without a task checkpoint and a
-cancel scope per socket operation). A request's head and body go out in one write.
+client itself). The async shell's connections run on a network backend of asyncio
+transports (the errors of httpcore's anyio backend, without a task checkpoint and a cancel
+scope per socket operation), and a request's head and body go out in one write.
 
 Concurrency: a process makes at most :data:`MAX_CONNECTIONS` HTTP exchanges at once
 (per event loop for async calls). A call beyond that waits its turn in a FIFO queue

@@ -70,6 +70,7 @@ from .events import Event
 from .machine import DONE, DRAIN, MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, MAX_EVENT_BYTES, RAISE, READ, SLEEP, CallMachine
 from .plan import Plan
 from .policy import Timeouts
+from .providers.base import HttpCall
 
 __all__ = [
     "ExchangeHook",
@@ -824,6 +825,30 @@ def _request_headers(defaults: list[tuple[bytes, bytes]], host: bytes, method: s
     return first + raw
 
 
+def _core_request(defaults: list[tuple[bytes, bytes]], target: tuple[httpcore.URL, bytes], plan: Plan) -> httpcore.Request:
+    """The httpcore request of ``plan``'s call: the bytes httpx's client would send."""
+    call = plan.call
+    assert call is not None
+    url, host = target
+    return httpcore.Request(call.method, url, headers=_request_headers(defaults, host, call.method, plan.headers, call.body),
+                            content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
+
+
+def _needs_httpx(headers: httpx.Headers) -> bool:
+    """Whether an answer is read through an httpx response: to decode its ``Content-Encoding``,
+    or to write httpx's INFO log line of it, for a program that shows it."""
+    return _httpx_log.isEnabledFor(logging.INFO) or "content-encoding" in headers
+
+
+def _httpx_response(core: httpcore.Response, stream: httpx.SyncByteStream | httpx.AsyncByteStream, call: HttpCall) -> httpx.Response:
+    """``core`` as the httpx response its client would give (decoding its body), logged as httpx logs it."""
+    resp = httpx.Response(core.status, headers=core.headers, stream=stream, extensions=core.extensions,
+                          request=httpx.Request(call.method, call.url))
+    _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
+                    resp.status_code, resp.reason_phrase)
+    return resp
+
+
 class _Chunks(httpx.AsyncByteStream):
     """An httpcore response body as httpx's stream, to decode a ``Content-Encoding``."""
 
@@ -899,19 +924,12 @@ def _open(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
         return
     # As the async shell's: straight to the client's httpcore pool, the same request bytes.
     pool, defaults = core_pool
-    url, host = target
-    request = httpcore.Request(call.method, url, headers=_request_headers(defaults, host, call.method, plan.headers, call.body),
-                               content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
     with _slot():
-        core = pool.handle_request(request)
+        core = pool.handle_request(_core_request(defaults, target, plan))
         try:
             headers = httpx.Headers(core.headers)
-            if _httpx_log.isEnabledFor(logging.INFO) or "content-encoding" in headers:
-                resp = httpx.Response(core.status, headers=core.headers, stream=_SyncChunks(core), extensions=core.extensions,
-                                      request=httpx.Request(call.method, call.url))
-                _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
-                                resp.status_code, resp.reason_phrase)
-                yield core.status, headers, resp.iter_bytes()
+            if _needs_httpx(headers):
+                yield core.status, headers, _httpx_response(core, _SyncChunks(core), call).iter_bytes()
             else:
                 yield core.status, headers, core.iter_stream()
         finally:
@@ -1005,19 +1023,12 @@ async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], Asyn
     # Straight to the client's httpcore pool: the same request bytes, connections, deadlines and
     # errors as through httpx's client, without its per-request layers (a hook or another
     # scheme takes the path above).
-    url, host = target
-    request = httpcore.Request(call.method, url, headers=_request_headers(pool.defaults, host, call.method, plan.headers, call.body),
-                               content=call.body or b"", extensions={"timeout": _timeout_extension(plan.timeouts)})
     async with _aslot(pool.slots):
-        core = await pool.core.handle_async_request(request)
+        core = await pool.core.handle_async_request(_core_request(pool.defaults, target, plan))
         try:
             headers = httpx.Headers(core.headers)
-            if _httpx_log.isEnabledFor(logging.INFO) or "content-encoding" in headers:
-                resp = httpx.Response(core.status, headers=core.headers, stream=_Chunks(core), extensions=core.extensions,
-                                      request=httpx.Request(call.method, call.url))
-                _httpx_log.info('HTTP Request: %s %s "%s %d %s"', call.method, resp.request.url, resp.http_version,
-                                resp.status_code, resp.reason_phrase)
-                yield core.status, headers, resp.aiter_bytes()
+            if _needs_httpx(headers):
+                yield core.status, headers, _httpx_response(core, _Chunks(core), call).aiter_bytes()
             else:
                 yield core.status, headers, core.aiter_stream()
         finally:

@@ -62,6 +62,16 @@ def _raised(call: ToolCall, exc: BaseException) -> ToolOutcome:
     return ToolOutcome(call, error=err)
 
 
+def _reported(call: ToolCall, ok: bool, value: Any, timeout: float) -> ToolOutcome:
+    """The outcome of what a pool worker delivered: ``(True, result)``, or ``(False, exception)``
+    (the runner's own :class:`_Expired` is the ``timeout`` error)."""
+    if ok:
+        return ToolOutcome(call, value)
+    if isinstance(value, _Expired):
+        return _timed_out(call, timeout)
+    return _raised(call, value)
+
+
 def _timed_out(call: ToolCall, timeout: float) -> ToolOutcome:
     return ToolOutcome(
         call,
@@ -302,13 +312,7 @@ def _pooled(job: ToolJob, timeout: float) -> Generator[ToolOutcome, None, None]:
         _pool.abandon(ticket)
         yield _timed_out(job.call, timeout)
         return
-    ok, value = got[0]
-    if ok:
-        yield ToolOutcome(job.call, value)
-    elif isinstance(value, _Expired):
-        yield _timed_out(job.call, timeout)
-    else:
-        yield _raised(job.call, value)
+    yield _reported(job.call, *got[0], timeout)
 
 
 def _inline(job: ToolJob) -> Generator[ToolOutcome, None, None]:
@@ -379,12 +383,7 @@ def _run_jobs(jobs: Sequence[ToolJob], timeout: float | None, ops: list[_tel.Op 
             continue
 
         def deliver(ok: bool, value: Any, i: int = i, job: ToolJob = job) -> None:
-            if ok:
-                results.put((i, ToolOutcome(job.call, value)))
-            elif isinstance(value, _Expired):
-                results.put((i, _timed_out(job.call, timeout or 0.0)))
-            else:
-                results.put((i, _raised(job.call, value)))
+            results.put((i, _reported(job.call, ok, value, timeout or 0.0)))
 
         running[i] = (job, pool.submit(_call_sync(job, timeout, ops[i] if ops else None), deliver))
     while running:

@@ -23,7 +23,7 @@ from ..events import (
 )
 from ..types import Message, ToolCall, unchecked
 from ._fake_script import FINISH_REASONS, Entry, FinishEntry, TextEntry, ToolCallEntry
-from .assembler import parse_arguments
+from .assembler import distinct_id, parse_arguments
 
 __all__ = ["is_plain", "play_plain"]
 
@@ -69,13 +69,7 @@ def play_plain(entries: list[Entry], index: int, model: str, next_tool_id: Calla
             raw = e.raw_arguments
             if raw is None:
                 raw = orjson.dumps(dict(e.arguments or {})).decode()
-            call_id = e.id or next_tool_id()
-            if call_id in ids:  # a repeated id gets a suffix, as the Assembler gives it
-                n = 2
-                while f"{call_id}_{n}" in ids:
-                    n += 1
-                call_id = f"{call_id}_{n}"
-            ids.add(call_id)
+            call_id = distinct_id(e.id or next_tool_id(), ids)  # a repeated id gets a suffix, as in the Assembler
             i = len(calls)
             yield _tool_call_started(call_id, e.name, i)
             if raw:

@@ -27,7 +27,7 @@ from ..events import (
 )
 from ..types import CallWarning, Message, Part, ReasoningPart, TextPart, ToolCall, Usage, unchecked
 
-__all__ = ["Assembler", "parse_arguments"]
+__all__ = ["Assembler", "distinct_id", "parse_arguments"]
 
 # The per-delta events, built by their fields alone (they have no checks to run): a stream
 # makes one per chunk, and attrs' frozen __init__ costs a third more.
@@ -105,6 +105,16 @@ class _Tool:
 
 _Block = _Text | _Reasoning | _Tool
 
+
+def distinct_id(call_id: str, seen: set[str]) -> str:
+    """``call_id``, or ``call_id_2``, ``_3``... when a call of the message already has it; added to ``seen``."""
+    if call_id in seen:
+        n = 2
+        while f"{call_id}_{n}" in seen:
+            n += 1
+        call_id = f"{call_id}_{n}"
+    seen.add(call_id)
+    return call_id
 
 class Assembler:
     """Builds events and the final message from a provider's deltas.
@@ -248,12 +258,7 @@ class Assembler:
     def _start_tool(self, t: _Tool) -> list[Event]:
         t.started = True
         assert t.id is not None and t.name is not None
-        if t.id in self._tool_ids:
-            base, n = t.id, 2
-            while f"{base}_{n}" in self._tool_ids:
-                n += 1
-            t.id = f"{base}_{n}"
-        self._tool_ids.add(t.id)
+        t.id = distinct_id(t.id, self._tool_ids)
         out: list[Event] = [ToolCallStarted(t.id, t.name, t.index)]
         if t.pending:
             joined = "".join(t.pending)

@@ -204,7 +204,13 @@ async def test_in_flight_counts_a_stream_while_it_runs(served: str) -> None:
             during = await scrape(c)
             async for _ in chunks:
                 pass
+        # The gauge falls when the server has finished the response, which may
+        # be just after the client has read its last byte: wait for it, bounded.
+        deadline = time.monotonic() + 5
         after = await scrape(c)
+        while value(after, "allm_server_in_flight", route="1:fake", model="gpt-y") != 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            after = await scrape(c)
     assert value(during, "allm_server_in_flight", route="1:fake", model="gpt-y") == 1
     assert value(after, "allm_server_in_flight", route="1:fake", model="gpt-y") == 0
 

@@ -243,3 +243,21 @@ def chat_chunks(texts: list[str], *, usage: bool = True, done: bool = True, mode
     if done:
         out.append(b"data: [DONE]\n\n")
     return out
+
+
+def chat_completion(text: str, *, model: str = "m", completion_tokens: int = 1) -> bytes:
+    """An OpenAI Chat Completions JSON body (not streamed) answering ``text``."""
+    import orjson
+
+    return orjson.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens, "total_tokens": 5 + completion_tokens},
+    })
+
+
+def streamed(req: Req) -> bool:
+    """Whether the request body asked for a stream (``"stream": true``)."""
+    import orjson
+
+    return bool(orjson.loads(req.body).get("stream"))

@@ -357,6 +357,12 @@ class Responses:
         key = self._key(re_.route, headers)
         if key:
             options["api_key"] = key
+        if not params.stream and not params.background:
+            # Nobody can watch this response's events as they come (its id is known only
+            # when it is done): ask the provider for one JSON body, decoded into the same
+            # events. A background response keeps the provider's stream, which
+            # GET /v1/responses/{id}?stream=true follows.
+            options["http_streaming"] = False
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
         mapper = self.mapper_factory(params, new_id("resp"), _now(), self.item_rewriters)

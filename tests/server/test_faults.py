@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.loopback import LoopbackServer, Req, Writer, chat_chunks, serve
+from tests.loopback import LoopbackServer, Req, Writer, chat_chunks, chat_completion, serve, streamed
 
 from .conftest import ServeProcess, app_client
 from .test_app import parse_sse
@@ -42,6 +42,14 @@ def upstream() -> Iterator[LoopbackServer]:
         yield server
 
 
+async def wait_done(c: httpx.AsyncClient, rid: str) -> dict[str, Any]:
+    """A background response, once ended: its stream followed to the end, then read back."""
+    events, done = parse_sse((await c.get(f"/v1/responses/{rid}", params={"stream": "true"})).content)
+    assert done and events[-1]["type"] in ("response.completed", "response.failed", "response.incomplete")
+    body: dict[str, Any] = (await c.get(f"/v1/responses/{rid}")).json()
+    return body
+
+
 async def post(c: httpx.AsyncClient, **body: Any) -> httpx.Response:
     return await c.post("/v1/responses", json={"model": "m", "input": "hi", **body})
 
@@ -50,6 +58,9 @@ async def test_a_healthy_upstream_streams_through(upstream: LoopbackServer, monk
     monkeypatch.setenv("SERVER_TEST_UPSTREAM_KEY", "sk-upstream-env-key-0001")
 
     async def ok(req: Req, w: Writer) -> None:
+        if not streamed(req):
+            await w.respond(200, chat_completion("Hello", completion_tokens=2))
+            return
         await w.start_stream()
         for c in chat_chunks(["Hel", "lo"]):
             await w.chunk(c)
@@ -63,15 +74,24 @@ async def test_a_healthy_upstream_streams_through(upstream: LoopbackServer, monk
         assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hello"
         assert events[-1]["response"]["usage"]["input_tokens"] == 5
         assert upstream.requests[-1].headers["authorization"] == "Bearer sk-upstream-env-key-0001"
-        # the caller's own key, from the route's key_header, wins; it is never echoed or stored
+        assert orjson.loads(upstream.requests[-1].body)["stream"] is True
+        # the caller's own key, from the route's key_header, wins; it is never echoed or stored.
+        # Not streamed to the client: the upstream is asked for one JSON body.
         r = await c.post("/v1/responses", json={"model": "m", "input": "hi"}, headers={"x-upstream-key": "sk-caller-key-000002"})
         assert r.status_code == 200
+        assert not orjson.loads(upstream.requests[-1].body).get("stream")
+        assert r.json()["output"][0]["content"][0]["text"] == "Hello" and r.json()["usage"]["output_tokens"] == 2
         assert upstream.requests[-1].headers["authorization"] == "Bearer sk-caller-key-000002"
         assert b"sk-caller" not in r.content
         service = c.app.state.responses  # type: ignore[attr-defined]
         rid = r.json()["id"]
         assert b"sk-caller" not in service.store.get("responses", rid).value
         assert not any(b"sk-" in item for item in service.store.read("responses", rid))
+        # in the background, the upstream streams (GET ?stream=true can follow the response)
+        r2 = await c.post("/v1/responses", json={"model": "m", "input": "hi", "background": True})
+        assert r2.status_code == 200
+        final = await wait_done(c, r2.json()["id"])
+        assert final["status"] == "completed" and orjson.loads(upstream.requests[-1].body)["stream"] is True
 
 
 @pytest.mark.parametrize(("status", "want_status", "want_code"), [
@@ -116,6 +136,12 @@ async def test_upstream_stall_before_first_event_is_a_timeout(upstream: Loopback
 
 async def test_upstream_stall_mid_stream_is_response_failed(upstream: LoopbackServer) -> None:
     async def stall_mid(req: Req, w: Writer) -> None:
+        if not streamed(req):
+            body = chat_completion("partial")
+            await w.raw(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                        + body[:10])
+            await asyncio.sleep(30)
+            return
         await w.start_stream()
         await w.chunk(chat_chunks(["partial"])[0])
         await asyncio.sleep(30)
@@ -132,11 +158,15 @@ async def test_upstream_stall_mid_stream_is_response_failed(upstream: LoopbackSe
         final = events[-1]["response"]
         assert final["status"] == "failed" and final["error"]["code"] == "upstream_timeout"
         assert final["output"][0]["content"][0]["text"] == "partial"  # the partial output is kept
-        # not streamed: a spec-shaped error naming the stored response
+        # in the background: the response ends failed, stored, with its partial output
+        r = await post(c, background=True)
+        final = await wait_done(c, r.json()["id"])
+        assert final["status"] == "failed" and final["error"]["code"] == "upstream_timeout"
+        assert final["output"][0]["content"][0]["text"] == "partial"
+        # not streamed: the upstream's one JSON body stalls half sent, a spec-shaped 504
         r = await post(c)
         assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
-        stored = (await c.get(f"/v1/responses/{r.json()['error']['response_id']}")).json()
-        assert stored["status"] == "failed"
+        assert time.monotonic() - t0 < 10
 
 
 async def test_upstream_reset_mid_stream_is_response_failed(upstream: LoopbackServer) -> None:

@@ -22,11 +22,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -86,6 +88,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """On Linux, when started from the main thread: a ``preexec_fn`` asking the kernel to send
+    the child ``SIGTERM`` when this process ends, however it ends (``kill -9`` included), so a
+    killed ``allm serve`` never leaves its ``llama-server`` running. (The kernel ties the signal
+    to the thread that started the child, so a worker thread's child is left without it.)"""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 class LocalServer:
@@ -167,7 +193,8 @@ class LocalServer:
         # Its own session: a Ctrl-C typed in the caller's terminal is the caller's to handle
         # (allm chat -i cancels a reply with it), not a signal that stops the server.
         self._proc = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_dies_with_parent(),
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

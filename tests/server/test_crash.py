@@ -5,6 +5,10 @@ is retrievable, whole and with its events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +106,51 @@ api_key_env = "ALLM_CRASH_UPSTREAM_KEY"
             restarted.stop()
     finally:
         server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
+def test_kill_9_of_the_default_server_stops_its_llama_server(tmp_path: Path) -> None:
+    """``allm serve`` with no config starts llama-server; ``kill -9`` of ``allm serve`` ends it too."""
+    from allm.local import LocalServer, LocalServerError
+
+    from .conftest import ServeProcess
+
+    try:
+        LocalServer()
+    except LocalServerError as exc:
+        if os.environ.get("ALLM_REQUIRE_LIVE") == "1":
+            raise
+        pytest.skip(f"local llama-server unavailable: {exc}")
+    _orphans: list[int] = []
+    server = ServeProcess(None, env={"XDG_DATA_HOME": str(tmp_path)}, startup=180)
+    try:
+        (child,) = _children(server.proc.pid)
+        _orphans.append(child)
+        assert "llama-server" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "llama-server outlived its killed allm serve"
+    finally:
+        server.stop()
+        for pid in _orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

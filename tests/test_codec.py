@@ -10,6 +10,7 @@ import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import allm
 from allm import codec
@@ -34,6 +35,26 @@ def test_json_round_trip_is_lossless(value: Any) -> None:
 @given(s.values)
 def test_pickle_round_trip_is_lossless(value: Any) -> None:
     assert pickle.loads(pickle.dumps(value)) == value
+
+
+@settings(max_examples=100, deadline=None)
+@given(s.threads, st.integers(0, pickle.HIGHEST_PROTOCOL))
+def test_threads_pickle_at_every_protocol(thread: allm.Thread, protocol: int) -> None:
+    back = pickle.loads(pickle.dumps(thread, protocol))
+    assert back == thread and type(back) is allm.Thread
+    assert all(type(m) is allm.Message for m in back.messages)
+
+
+@attrs.frozen
+class _TaggedThread(allm.Thread):
+    tag: str = ""
+
+
+def test_a_thread_subclass_pickles_with_its_own_fields() -> None:
+    t = _TaggedThread([allm.user("hi"), allm.assistant("", [allm.ToolCall("c1", "f", {"a": 1})])], {"k": 1}, "x")
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        back = pickle.loads(pickle.dumps(t, protocol))
+        assert back == t and type(back) is _TaggedThread and back.tag == "x"
 
 
 @settings(max_examples=100, deadline=None)

@@ -421,7 +421,7 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
                     if previous and not params.store and previous not in cache:
                         raise ApiError(400, "invalid_request", f"Previous response with id {previous!r} not found.",
                                        code="previous_response_not_found", param="previous_response_id")
-                    run = await service.create(params, headers, cache=cache)
+                    run = await service.create(params, headers, cache=cache, live=True)
                 except ApiError as err:
                     if previous:
                         cache.pop(previous, None)

@@ -331,9 +331,12 @@ class Responses:
         headers: Mapping[str, str],
         *,
         cache: Mapping[str, Thread] | None = None,
+        live: bool = False,
     ) -> Run:
         """Start a response; return its :class:`Run` once the upstream answered (at once for
-        ``background``). Raises :class:`ApiError`: 400 for a bad request or an unknown
+        ``background``). ``live``: the caller sends the events on as they come whatever
+        ``stream`` says (a WebSocket); a response that is neither ``live``, streamed nor in
+        the background asks the provider for one JSON body (the same events). Raises :class:`ApiError`: 400 for a bad request or an unknown
         ``previous_response_id``, 404 for no route, and the upstream's error mapped
         (429 rate limited, 502 upstream failure...) when the call failed before its first event.
         """
@@ -357,7 +360,7 @@ class Responses:
         key = self._key(re_.route, headers)
         if key:
             options["api_key"] = key
-        if not params.stream and not params.background:
+        if not (live or params.stream or params.background):
             # Nobody can watch this response's events as they come (its id is known only
             # when it is done): ask the provider for one JSON body, decoded into the same
             # events. A background response keeps the provider's stream, which

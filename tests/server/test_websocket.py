@@ -83,3 +83,50 @@ def test_connection_time_limit(monkeypatch: Any) -> None:
         monkeypatch.setattr(app_module, "WEBSOCKET_MAX_SECONDS", 0.0)
         ev = turn(ws, model="fake", input="again")[-1]
         assert ev["error"]["code"] == "websocket_connection_limit_reached"
+
+
+def test_a_websocket_turn_streams_from_the_provider() -> None:
+    """A WebSocket sends events as they come: the upstream is asked for a stream, and the first
+    delta reaches the client while the upstream has not finished."""
+    import asyncio
+    import threading
+
+    from tests.loopback import Req, Writer, chat_chunks, serve
+
+    seen_first = threading.Event()
+
+    async def upstream_answer(req: Req, w: Writer) -> None:
+        chunks = chat_chunks(["Hel", "lo"])
+        await w.start_stream()
+        await w.chunk(chunks[0])
+        for _ in range(500):  # until the client has the first delta (at most 5 s)
+            if seen_first.is_set():
+                break
+            await asyncio.sleep(0.01)
+        for c in chunks[1:]:
+            await w.chunk(c)
+        await w.end_stream()
+
+    with serve(upstream_answer) as upstream:
+        cfg = f"""
+[server]
+store = "memory://"
+
+[[routes]]
+match = "."
+provider = "compatible"
+base_url = "{upstream.url}/v1"
+"""
+        app = create_app(parse_config(cfg), store=MemoryStore())
+        with TestClient(app) as client, client.websocket_connect("/v1/responses") as ws:
+            ws.send_text(orjson.dumps({"type": "response.create", "model": "m", "input": "hi"}).decode())
+            while True:
+                ev = orjson.loads(ws.receive_text())
+                if ev["type"] == "response.output_text.delta" and not seen_first.is_set():
+                    assert ev["delta"] == "Hel"
+                    assert len(upstream.requests) == 1 and upstream.requests[0].body and b'"stream":true' in upstream.requests[0].body
+                    seen_first.set()
+                if ev["type"] in ("response.completed", "response.failed", "error"):
+                    break
+            assert seen_first.is_set() and ev["type"] == "response.completed"
+            assert ev["response"]["output"][0]["content"][0]["text"] == "Hello"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from allm.local import free_port
+from allm.local import LocalServer, LocalServerError, free_port
 from allm.server import ServerConfig, create_app, parse_config
 from allm.stores import MemoryStore
 
@@ -131,3 +131,14 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProce
         yield server
     finally:
         server.stop()
+
+
+def need_local_model() -> None:
+    """Skip unless the local llama-server and SmolLM2 are installed (``allm serve`` with no
+    config starts them); with ``ALLM_REQUIRE_LIVE=1`` their absence fails instead."""
+    try:
+        LocalServer()
+    except LocalServerError as exc:
+        if os.environ.get("ALLM_REQUIRE_LIVE") == "1":
+            raise
+        pytest.skip(f"local llama-server unavailable: {exc}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import RIG, ServeProcess
+from .conftest import RIG, ServeProcess, need_local_model
 
 ALL_IDS = [
     "basic-response", "assistant-phase", "response-output-phase-schema", "streaming-response", "websocket-response",
@@ -88,14 +88,7 @@ def test_smollm2_route(tmp_path: Path) -> None:
     and the suite gives each WebSocket turn only 30 s when all 17 run at once.
     """
     _rig_available()
-    from allm.local import LocalServer, LocalServerError
-
-    try:
-        LocalServer()
-    except LocalServerError as exc:
-        if os.environ.get("ALLM_REQUIRE_LIVE") == "1":
-            raise
-        pytest.skip(f"local llama-server unavailable: {exc}")
+    need_local_model()
     server = ServeProcess(None, env={"XDG_DATA_HOME": str(tmp_path)}, startup=180)
     try:
         results: dict[str, Any] = {}

@@ -127,16 +127,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
 def test_kill_9_of_the_default_server_stops_its_llama_server(tmp_path: Path) -> None:
     """``allm serve`` with no config starts llama-server; ``kill -9`` of ``allm serve`` ends it too."""
-    from allm.local import LocalServer, LocalServerError
+    from .conftest import ServeProcess, need_local_model
 
-    from .conftest import ServeProcess
-
-    try:
-        LocalServer()
-    except LocalServerError as exc:
-        if os.environ.get("ALLM_REQUIRE_LIVE") == "1":
-            raise
-        pytest.skip(f"local llama-server unavailable: {exc}")
+    need_local_model()
     _orphans: list[int] = []
     server = ServeProcess(None, env={"XDG_DATA_HOME": str(tmp_path)}, startup=180)
     try:

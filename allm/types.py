@@ -696,7 +696,7 @@ def _thread_from_rows(rows: Iterable[tuple[Any, ...]], metadata: Mapping[str, An
     return thread
 
 
-_make_thread = _picklable(unchecked(Thread), "_make_thread")
+_make_thread = unchecked(Thread)
 
 
 # --------------------------------------------------------------------------- request

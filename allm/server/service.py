@@ -336,9 +336,11 @@ class Responses:
         """Start a response; return its :class:`Run` once the upstream answered (at once for
         ``background``). ``live``: the caller sends the events on as they come whatever
         ``stream`` says (a WebSocket); a response that is neither ``live``, streamed nor in
-        the background asks the provider for one JSON body (the same events). Raises :class:`ApiError`: 400 for a bad request or an unknown
-        ``previous_response_id``, 404 for no route, and the upstream's error mapped
-        (429 rate limited, 502 upstream failure...) when the call failed before its first event.
+        the background asks the provider for one JSON body (the same events).
+
+        Raises :class:`ApiError`: 400 for a bad request or an unknown ``previous_response_id``,
+        404 for no route, and the upstream's error mapped (429 rate limited, 502 upstream
+        failure...) when the call failed before its first event.
         """
         if params.background and not params.store:
             raise invalid("background responses must be stored (store: true)", "background")

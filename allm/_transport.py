@@ -544,10 +544,15 @@ class _LoopPool:
     __slots__ = ("client", "closer", "core", "defaults", "direct", "loop", "slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        transport = _AsyncHTTPTransport(limits=_LIMITS)
-        _wrap_pool(transport, lambda inner: _ABackend(_AsyncioBackend(inner)))
+        def make(proxy: httpx.Proxy | None = None) -> _AsyncHTTPTransport:
+            t = _AsyncHTTPTransport(limits=_LIMITS, proxy=proxy)
+            _wrap_pool(t, lambda inner: _ABackend(_AsyncioBackend(inner)))
+            return t
+
+        transport = make()
         self.loop = loop
-        self.client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False, cookies=_no_cookies())
+        self.client = httpx.AsyncClient(transport=transport, mounts=_proxy_mounts(make), timeout=None,
+                                        follow_redirects=False, cookies=_no_cookies())
         self.core: httpcore.AsyncConnectionPool = transport._pool
         self.defaults: list[tuple[bytes, bytes]] = list(self.client.headers.raw)
         # A client that routes by URL (mounted transports) is used only through httpx.
@@ -629,10 +634,26 @@ def sync_client() -> httpx.Client:
         with _lock:
             c = _sync_client
             if c is None or c.is_closed:
-                transport = _HTTPTransport(limits=_LIMITS)
-                _wrap_pool(transport, _Backend)
-                c = _sync_client = httpx.Client(transport=transport, timeout=None, follow_redirects=False, cookies=_no_cookies())
+                def make(proxy: httpx.Proxy | None = None) -> _HTTPTransport:
+                    t = _HTTPTransport(limits=_LIMITS, proxy=proxy)
+                    _wrap_pool(t, _Backend)
+                    return t
+
+                c = _sync_client = httpx.Client(transport=make(), mounts=_proxy_mounts(make), timeout=None,
+                                                follow_redirects=False, cookies=_no_cookies())
     return c
+
+
+def _proxy_mounts(make: Callable[[httpx.Proxy], T]) -> dict[str, T | None]:
+    """The proxies the environment names when a pooled client is made (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``, read as httpx reads them for its own
+    clients), each a transport from ``make`` so the exchange hook sees every request. Empty
+    when none is set: then calls go straight to the client's connection pool."""
+    try:
+        from httpx._utils import get_environment_proxies
+    except ImportError:  # pragma: no cover - an httpx that moved it: no proxies, as before
+        return {}
+    return {pattern: None if url is None else make(httpx.Proxy(url)) for pattern, url in get_environment_proxies().items()}
 
 
 async def _park(pool: _LoopPool) -> AsyncGenerator[None, None]:

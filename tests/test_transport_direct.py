@@ -2,8 +2,8 @@
 
 Checked against a raw asyncio server that records each request's bytes: the request is the
 same, byte for byte, as the one httpx's client sends (the path a hook takes); compressed
-bodies are decoded; no cookie is kept from one call for the next; a proxy in the environment
-is not used on either path; TLS connects (and refuses an untrusted certificate)
+bodies are decoded; no cookie is kept from one call for the next; a proxy the environment
+names carries both shells' calls (through httpx's client, where the hook sees them); TLS connects (and refuses an untrusted certificate)
 on the asyncio backend; many calls at once share the pool within its keep-alive limit.
 """
 
@@ -240,19 +240,91 @@ async def test_no_cookie_is_kept_from_one_call_for_the_next(fresh_pool: None) ->
         await rec.stop()
 
 
-async def test_a_proxy_in_the_environment_is_not_used_either_way(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
-    # The pool's client is made with its own transport, so httpx reads no proxy from the
-    # environment: both paths connect straight to the server, as before.
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+class Counting(PassThrough):
+    """A pass-through exchange hook that counts the requests it sees."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def handle(self, request: httpx.Request, send: Callable[[httpx.Request], httpx.Response]) -> httpx.Response:
+        self.seen.append(str(request.url))
+        return send(request)
+
+    async def ahandle(self, request: httpx.Request, send: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> httpx.Response:
+        self.seen.append(str(request.url))
+        return await send(request)
+
+
+async def _with_proxy_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], body: Callable[[], Awaitable[None]]) -> None:
+    """``body`` with ``env`` set and both pooled clients made anew from it, then both dropped."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     await _transport.aclose()
-    rec = await Recorder(sse_answer()).start()
+    _transport.close()
     try:
-        eng = engine(rec.url)
-        direct, through_httpx = await both_ways(lambda: allm.agenerate(eng, "hi"), rec)
-        assert direct == through_httpx and direct.startswith(b"POST /v1/chat/completions ")
+        await body()
+    finally:
+        for name in env:
+            monkeypatch.delenv(name, raising=False)
+        await _transport.aclose()
+        _transport.close()
+
+
+async def test_a_proxy_in_the_environment_carries_sync_and_async_calls(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    # The "proxy" is the recorder: it answers the absolute-form request a client sends a
+    # forwarding proxy, so the call succeeds only through it (the provider's host does not exist).
+    proxy = await Recorder(sse_answer()).start()
+    eng = engine("http://provider.invalid/v1")
+
+    async def body() -> None:
+        hook = Counting()
+        assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+        assert (await asyncio.to_thread(allm.generate, eng, "hi")).output_text == "Hello"
+        previous = _transport.set_exchange_hook(hook)
+        try:
+            assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+            assert (await asyncio.to_thread(allm.generate, eng, "hi")).output_text == "Hello"
+        finally:
+            _transport.set_exchange_hook(previous)
+        assert hook.seen == ["http://provider.invalid/v1/chat/completions"] * 2  # the hook sees proxied calls
+        assert len(proxy.requests) == 4
+        assert all(r.startswith(b"POST http://provider.invalid/v1/chat/completions HTTP/1.1\r\n") for r in proxy.requests)
+
+    try:
+        await _with_proxy_env(monkeypatch, {"HTTP_PROXY": proxy.url.removesuffix("/v1")}, body)
+    finally:
+        await proxy.stop()
+
+
+async def test_no_proxy_hosts_are_called_directly(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    rec = await Recorder(sse_answer()).start()
+    eng = engine(rec.url)
+
+    async def body() -> None:
+        assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+        assert (await asyncio.to_thread(allm.generate, eng, "hi")).output_text == "Hello"
+        assert len(rec.requests) == 2 and all(r.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for r in rec.requests)
+
+    try:  # the proxy's port has nothing listening: a call sent to it would fail
+        await _with_proxy_env(monkeypatch, {"ALL_PROXY": "http://127.0.0.1:9", "NO_PROXY": "localhost,127.0.0.1"}, body)
     finally:
         await rec.stop()
+
+
+async def test_without_a_proxy_in_the_environment_calls_take_the_straight_road(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    async def body() -> None:
+        assert _transport._loop_pool().direct
+        assert _transport._sync_core(_transport.sync_client()) is not None
+
+    await _with_proxy_env(monkeypatch, {}, body)
+
+    async def proxied() -> None:
+        assert not _transport._loop_pool().direct
+        assert _transport._sync_core(_transport.sync_client()) is None
+
+    await _with_proxy_env(monkeypatch, {"HTTPS_PROXY": "http://127.0.0.1:9"}, proxied)
 
 
 async def test_a_pooled_connection_the_server_closed_is_not_reused(fresh_pool: None) -> None:

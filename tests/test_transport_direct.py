@@ -3,7 +3,8 @@
 Checked against a raw asyncio server that records each request's bytes: the request is the
 same, byte for byte, as the one httpx's client sends (the path a hook takes); compressed
 bodies are decoded; no cookie is kept from one call for the next; a proxy the environment
-names carries both shells' calls (through httpx's client, where the hook sees them); TLS connects (and refuses an untrusted certificate)
+names carries both shells' calls (through httpx's client, where the hook sees them), https
+through a CONNECT tunnel; TLS connects (and refuses an untrusted certificate)
 on the asyncio backend; many calls at once share the pool within its keep-alive limit.
 """
 
@@ -296,6 +297,78 @@ async def test_a_proxy_in_the_environment_carries_sync_and_async_calls(monkeypat
         await _with_proxy_env(monkeypatch, {"HTTP_PROXY": proxy.url.removesuffix("/v1")}, body)
     finally:
         await proxy.stop()
+
+
+class ConnectProxy:
+    """A loopback HTTPS proxy: answers ``CONNECT host:port`` and pipes the tunnel's bytes both ways."""
+
+    def __init__(self) -> None:
+        self.connects: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> ConnectProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            head = await r.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n", 1)[0]
+            self.connects.append(line)
+            host, _, port = line.split()[1].decode().rpartition(":")
+            ur, uw = await asyncio.open_connection(host, int(port))
+            w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await w.drain()
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(pipe(r, uw), pipe(ur, w), return_exceptions=True)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_https_calls_tunnel_through_the_environments_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    pytest.importorskip("cryptography")
+    cert_file, key_file = _certificate(tmp_path)
+    rec = Recorder(sse_answer())
+    rec.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    rec.ssl.load_cert_chain(cert_file, key_file)
+    await rec.start()
+    proxy = await ConnectProxy().start()
+    eng = engine(rec.url)
+    port = rec.url.split(":")[2].split("/")[0]
+
+    async def body() -> None:
+        for _ in range(2):
+            assert (await allm.agenerate(eng, "hi")).output_text == "Hello"
+            assert (await asyncio.to_thread(allm.generate, eng, "hi")).output_text == "Hello"
+        assert len(rec.requests) == 4 and all(r.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for r in rec.requests)
+        # one tunnel per pool (sync, async), each kept and reused for the second call
+        assert proxy.connects == [f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()] * 2
+
+    try:
+        await _with_proxy_env(monkeypatch, {"HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(cert_file)}, body)
+    finally:
+        await proxy.stop()
+        await rec.stop()
 
 
 async def test_no_proxy_hosts_are_called_directly(monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:

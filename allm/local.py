@@ -91,10 +91,11 @@ def free_port() -> int:
 
 
 def _dies_with_parent() -> Callable[[], None] | None:
-    """On Linux, when started from the main thread: a ``preexec_fn`` asking the kernel to send
-    the child ``SIGTERM`` when this process ends, however it ends (``kill -9`` included), so a
-    killed ``allm serve`` never leaves its ``llama-server`` running. (The kernel ties the signal
-    to the thread that started the child, so a worker thread's child is left without it.)"""
+    """On Linux, when started from the main thread: a ``preexec_fn`` asking the kernel to kill
+    the child (``SIGKILL``: it serves only this process, so there is nothing to end gracefully)
+    when this process ends, however it ends (``kill -9`` included), so a killed ``allm serve``
+    never leaves its ``llama-server`` running. (The kernel ties the signal to the thread that
+    started the child, so a worker thread's child is left without it.)"""
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
     import ctypes
@@ -107,9 +108,9 @@ def _dies_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def arm() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the request was made
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     return arm
 

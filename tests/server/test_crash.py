@@ -138,7 +138,7 @@ def test_kill_9_of_the_default_server_stops_its_llama_server(tmp_path: Path) -> 
         assert "llama-server" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # bounded; on a quiet machine it is gone at once
         while _alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(child), "llama-server outlived its killed allm serve"

@@ -17,6 +17,7 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Self
 
 import httpx
 import orjson
@@ -30,26 +31,45 @@ from tests.loopback import chat_chunks
 FAST = allm.RetryPolicy(max_attempts=1)
 
 
-class Recorder:
-    """One loopback HTTP/1.1 server answering every request with ``answer`` and keeping its bytes."""
+class Loopback:
+    """A server on a free loopback port (TLS with ``ssl``); ``_serve`` answers each connection."""
 
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
-        self.requests: list[bytes] = []
+    def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.ssl: ssl.SSLContext | None = None
-        self.close_after = False  # close each connection once it has answered (no keep-alive)
-        self.connections = 0
 
-    async def start(self) -> Recorder:
+    async def start(self) -> Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
         return self
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+class Recorder(Loopback):
+    """One loopback HTTP/1.1 server answering every request with ``answer`` and keeping its bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.close_after = False  # close each connection once it has answered (no keep-alive)
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
         scheme = "https" if self.ssl else "http"
-        return f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -71,11 +91,6 @@ class Recorder:
             pass
         finally:
             w.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 def sse_answer(extra: bytes = b"") -> bytes:
@@ -299,21 +314,16 @@ async def test_a_proxy_in_the_environment_carries_sync_and_async_calls(monkeypat
         await proxy.stop()
 
 
-class ConnectProxy:
+class ConnectProxy(Loopback):
     """A loopback HTTPS proxy: answers ``CONNECT host:port`` and pipes the tunnel's bytes both ways."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.connects: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> ConnectProxy:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
@@ -339,22 +349,11 @@ class ConnectProxy:
         finally:
             w.close()
 
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
 
 async def test_https_calls_tunnel_through_the_environments_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
-    pytest.importorskip("cryptography")
-    cert_file, key_file = _certificate(tmp_path)
-    rec = Recorder(sse_answer())
-    rec.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    rec.ssl.load_cert_chain(cert_file, key_file)
-    await rec.start()
+    rec, cert_file = await _tls_recorder(tmp_path)
     proxy = await ConnectProxy().start()
     eng = engine(rec.url)
-    port = rec.url.split(":")[2].split("/")[0]
 
     async def body() -> None:
         for _ in range(2):
@@ -362,7 +361,7 @@ async def test_https_calls_tunnel_through_the_environments_proxy(tmp_path: Path,
             assert (await asyncio.to_thread(allm.generate, eng, "hi")).output_text == "Hello"
         assert len(rec.requests) == 4 and all(r.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for r in rec.requests)
         # one tunnel per pool (sync, async), each kept and reused for the second call
-        assert proxy.connects == [f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()] * 2
+        assert proxy.connects == [f"CONNECT 127.0.0.1:{rec.port} HTTP/1.1".encode()] * 2
 
     try:
         await _with_proxy_env(monkeypatch, {"HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(cert_file)}, body)
@@ -451,13 +450,18 @@ def _certificate(tmp: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-async def test_tls_on_the_asyncio_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+async def _tls_recorder(tmp: Path) -> tuple[Recorder, Path]:
+    """A started TLS :class:`Recorder` with a self-signed certificate, and the certificate's file."""
     pytest.importorskip("cryptography")
-    cert_file, key_file = _certificate(tmp_path)
+    cert_file, key_file = _certificate(tmp)
     rec = Recorder(sse_answer())
     rec.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     rec.ssl.load_cert_chain(cert_file, key_file)
-    await rec.start()
+    return await rec.start(), cert_file
+
+
+async def test_tls_on_the_asyncio_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool: None) -> None:
+    rec, cert_file = await _tls_recorder(tmp_path)
     try:
         # Not trusted: the handshake fails as a network error.
         with pytest.raises(allm.AdapterError) as info:

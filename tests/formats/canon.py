@@ -44,13 +44,26 @@ def _call(tc: ToolCall, formats: set[str]) -> tuple[Any, ...]:
 
 
 def _rename_ids(msgs: list[dict[str, Any]]) -> None:
-    names: dict[str, str] = {}
+    # Every call is numbered by appearance, a repeated id too (an import names each call
+    # anew); the results of an id take its calls' numbers in order (an import pairs them by
+    # order), the last again for any further result; an id no call has gets one number.
+    numbers: dict[str, list[str]] = {}
+    n = 0
     for m in msgs:
         for c in m["tool_calls"]:
-            c[0] = names.setdefault(c[0], f"id{len(names)}")
+            numbers.setdefault(c[0], []).append(f"id{n}")
+            c[0] = f"id{n}"
+            n += 1
+    answered: dict[str, int] = {}
     for m in msgs:
-        if m["tool_call_id"] is not None:
-            m["tool_call_id"] = names.setdefault(m["tool_call_id"], f"id{len(names)}")
+        i = m["tool_call_id"]
+        if i is not None:
+            if i not in numbers:
+                numbers[i] = [f"id{n}"]
+                n += 1
+            k = answered.get(i, 0)
+            answered[i] = k + 1
+            m["tool_call_id"] = numbers[i][min(k, len(numbers[i]) - 1)]
 
 
 def canon(thread: Thread, formats: Iterable[str] = (), *, rename_ids: bool = False) -> Any:

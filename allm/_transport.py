@@ -926,15 +926,45 @@ def _drain_deadline(m: CallMachine) -> float:
 # every branch is an answer of the machine (``m.act``) performed, nothing is decided here.
 
 
-@contextlib.contextmanager
-def _open(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
+_Opened = tuple[int, Mapping[str, str], Any]
+
+
+class _Ready:
+    """The response of a local adapter or of ``respond``, open from the start: the context
+    manager :func:`_open` and :func:`_aopen` give for it. A plain class, not a generator
+    context manager, because a tool loop on the Fake opens one per turn (a generator and its
+    manager cost as much as the rest of the opening)."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self, items: Any) -> None:
+        self.opened: _Opened = (200, {}, items)
+
+    def __enter__(self) -> _Opened:
+        return self.opened
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> _Opened:
+        return self.opened
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _open(plan: Plan) -> contextlib.AbstractContextManager[_Opened]:
     if plan.call is None:
-        yield 200, {}, plan.adapter.open(plan.request)
-        return
-    call = plan.call
+        return _Ready(plan.adapter.open(plan.request))
     if plan.respond:
-        yield 200, {}, iter((plan.adapter.respond(call),))
-        return
+        return _Ready(iter((plan.adapter.respond(plan.call),)))
+    return _open_http(plan)
+
+
+@contextlib.contextmanager
+def _open_http(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[Any]]]:
+    call = plan.call
+    assert call is not None
     client = sync_client()
     core_pool = _sync_core(client) if _hook is None else None
     target = _target(call.url) if core_pool is not None else None
@@ -1025,15 +1055,18 @@ async def _aplay(items: Iterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-@contextlib.asynccontextmanager
-async def _aopen(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], AsyncIterator[Any]]]:
+def _aopen(plan: Plan) -> contextlib.AbstractAsyncContextManager[_Opened]:
     if plan.call is None:
-        yield 200, {}, _aplay(plan.adapter.open(plan.request))
-        return
-    call = plan.call
+        return _Ready(_aplay(plan.adapter.open(plan.request)))
     if plan.respond:
-        yield 200, {}, _aplay(iter((plan.adapter.respond(call),)))
-        return
+        return _Ready(_aplay(iter((plan.adapter.respond(plan.call),))))
+    return _aopen_http(plan)
+
+
+@contextlib.asynccontextmanager
+async def _aopen_http(plan: Plan) -> AsyncIterator[tuple[int, Mapping[str, str], AsyncIterator[Any]]]:
+    call = plan.call
+    assert call is not None
     pool = _loop_pool()
     target = _target(call.url) if pool.direct and _hook is None else None
     if target is None:

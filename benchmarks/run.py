@@ -573,8 +573,18 @@ class Suite:
             "async-sync-handler": "`allm.achat`, a `def` handler, default `tool_timeout` (on the thread pool)",
         }
         rows = [(Row("floor", "loop", "floor: a loop over plain dicts"), {"op": "loop", "reps": max(s.loop_reps, 50)})]
+        # What handing each call to another thread costs by itself (the default tool_timeout's
+        # price for a `def` handler): the floor loop with that one change, not a floor for ratios.
+        handoffs = [
+            (Row("floor", "loop", "floor + the handler on a `ThreadPoolExecutor` thread (`submit().result(timeout=30)`)"),
+             {"op": "loop", "reps": max(s.loop_reps, 50), "handoff": "thread"}),
+            (Row("floor", "loop", "floor + the handler on a thread from an event loop "
+                                  "(`await asyncio.wait_for(loop.run_in_executor(...), 30)`)"),
+             {"op": "loop", "reps": max(s.loop_reps, 50), "handoff": "asyncio"}),
+        ]
         rows += [(Row("allm", "loop", f"allm: {label}", note=v), {"op": "loop", "reps": s.loop_reps, "variant": v})
                  for v, label in variants.items()]
+        rows[1:1] = handoffs
         kinds: set[str] = set()
         for _ in range(s.rounds):
             order = list(rows)
@@ -588,7 +598,7 @@ class Suite:
             what = ("`allm.chat` (and `allm.achat`) runs a 10-turn tool loop on the Fake (9 tool calls, then an "
                     "answer); the tool adds two integers")
         else:
-            for row, _ in rows[1:]:
+            for row, _ in rows[1 + len(handoffs):]:
                 row.label = "allm: 10 `allm.generate` calls on the Fake (stand-in, see above)"
             what = ("**Stand-in:** `allm.chat` (the tool loop) is not on this branch yet, so this measures "
                     "a 10-call Fake `generate` sequence driven by hand (tool run and result appended per turn). "
@@ -606,6 +616,9 @@ class Suite:
         self.sections.append(
             f"## 6. Tool loop: 10 turns\n\n{what}. The floor is the least any loop does per turn "
             "(take the scripted reply dict, append it, run the handler, append the JSON result). "
+            "The two `floor +` rows are that loop with the handler run on another thread, as a loop must "
+            "run a `def` handler it can give up on at its timeout (a thread cannot be stopped from "
+            "outside): no loop that switches threads per call runs faster than they do. "
             f"Median of {s.rounds} samples. Target: at least {LOOP_TARGET:,} turns/s.\n\n" + "\n".join(lines)
         )
 

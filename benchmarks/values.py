@@ -187,9 +187,16 @@ def loop_allm_generate(reps: int) -> float:
     return (time.perf_counter() - t) / (reps * TURNS)
 
 
-def loop_floor(reps: int) -> float:
+def loop_floor(reps: int, handoff: str | None = None) -> float:
     """The least a loop does per turn: take the scripted reply (a dict), append it, run the
-    handler, append the JSON result. Seconds per turn."""
+    handler, append the JSON result. Seconds per turn.
+
+    ``handoff`` runs the handler on another thread, as any loop must that can give up on a
+    ``def`` handler at its timeout (a thread cannot be stopped from outside): ``"thread"``
+    submits it to a ``ThreadPoolExecutor`` and waits for the result with a timeout;
+    ``"asyncio"`` awaits ``loop.run_in_executor`` under ``asyncio.wait_for`` in an event loop."""
+    if handoff is not None:
+        return _loop_floor_handoff(reps, handoff)
     replies: list[dict[str, Any]] = [
         {"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{i}", "name": "add", "arguments": {"a": i, "b": 1}}]}
         for i in range(TURNS - 1)
@@ -213,6 +220,64 @@ def loop_floor(reps: int) -> float:
     if run() != f"The total is {TURNS - 1}.":
         raise RuntimeError("the floor loop ended unexpectedly")
     return _per_op(run, reps) / TURNS
+
+
+def _loop_floor_handoff(reps: int, handoff: str) -> float:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    replies: list[dict[str, Any]] = [
+        {"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{i}", "name": "add", "arguments": {"a": i, "b": 1}}]}
+        for i in range(TURNS - 1)
+    ]
+    replies.append({"role": "assistant", "content": f"The total is {TURNS - 1}."})
+    tools = {"add": _add}
+    pool = ThreadPoolExecutor(4)
+
+    def run() -> str:
+        thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
+        for turn in range(TURNS):
+            msg = dict(replies[turn])
+            thread.append(msg)
+            calls = msg.get("tool_calls")
+            if not calls:
+                return str(msg["content"])
+            for c in calls:
+                out = pool.submit(tools[c["name"]], c["arguments"]).result(timeout=30.0)
+                thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
+        raise RuntimeError("the loop did not finish")
+
+    async def arun() -> str:
+        loop = asyncio.get_running_loop()
+        thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
+        for turn in range(TURNS):
+            msg = dict(replies[turn])
+            thread.append(msg)
+            calls = msg.get("tool_calls")
+            if not calls:
+                return str(msg["content"])
+            for c in calls:
+                out = await asyncio.wait_for(loop.run_in_executor(pool, tools[c["name"]], c["arguments"]), 30.0)
+                thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
+        raise RuntimeError("the loop did not finish")
+
+    try:
+        if handoff == "thread":
+            once = run
+        elif handoff == "asyncio":
+            ev = asyncio.new_event_loop()
+
+            def once() -> str:
+                return ev.run_until_complete(arun())
+        else:
+            raise ValueError(f"unknown handoff {handoff!r}")
+        if once() != f"The total is {TURNS - 1}.":
+            raise RuntimeError("the floor loop ended unexpectedly")
+        return _per_op(once, reps) / TURNS
+    finally:
+        if handoff == "asyncio":
+            ev.close()
+        pool.shutdown()
 
 
 # ------------------------------------------------------------------------------ figure 7: the OpenTelemetry SDK alone

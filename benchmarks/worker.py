@@ -144,9 +144,9 @@ class Worker:
         wall, cpu = values.otel_sdk_floor(n)
         return {"seconds": wall, "cpu": cpu}
 
-    def op_loop(self, reps: int, variant: str = "sync") -> dict[str, Any]:
+    def op_loop(self, reps: int, variant: str = "sync", handoff: str | None = None) -> dict[str, Any]:
         if self.lib == "floor":
-            return {"seconds": values.loop_floor(reps), "kind": "floor"}
+            return {"seconds": values.loop_floor(reps, handoff), "kind": "floor"}
         if values.has_chat():
             return {"seconds": values.loop_allm_chat(reps, variant), "kind": "chat"}
         return {"seconds": values.loop_allm_generate(reps), "kind": "generate"}

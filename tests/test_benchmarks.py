@@ -113,8 +113,20 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
             assert f"| allm · {provider} · {mode} |" in text
     assert "| `import allm` |" in text
     assert "| floor: orjson / pickle of plain dicts |" in text
+    for row in ("| floor + the handler on a `ThreadPoolExecutor` thread", "| floor + the handler on a thread from an event loop"):
+        line = next(line for line in text.splitlines() if line.startswith(row))
+        assert "error" not in line and "x |" in line, line
     assert "Failures" not in text
     assert "| stream · OpenAI chat · sync |" in text and "the OpenTelemetry SDK alone" in text
     # Every allm row carries a ratio to the floor.
     allm_rows = [line for line in text.splitlines() if line.startswith("| allm")]
     assert allm_rows and all("x |" in line for line in allm_rows)
+
+
+def test_the_handoff_floor_runs_each_way_and_refuses_another() -> None:
+    from benchmarks import values
+
+    for handoff in ("thread", "asyncio"):
+        assert 0 < values.loop_floor(2, handoff) < 1
+    with pytest.raises(ValueError, match="unknown handoff"):
+        values.loop_floor(2, "process")

@@ -41,13 +41,17 @@ Spans: with the ``otel`` extra installed, each request runs inside a ``SERVER`` 
 nest under it. The span gets ``http.response.status_code``, ``gen_ai.request.model`` and,
 on failure, ``error.type`` (the same code as the metric).
 
-One process, one registry: under ``allm serve --workers N`` each worker counts apart (scrape
-each, or run one worker per port).
+Several processes: under ``allm serve --workers N`` the workers keep their counts in one
+directory (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``: the one the
+environment names, else a temporary one made and removed by ``allm serve``), and whichever
+worker answers ``GET /metrics`` reports the sum over all of them; ``in_flight`` sums the
+live workers only. With that variable set, a single process reports from the directory too.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -64,6 +68,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The directory prometheus_client's multiprocess mode keeps every process's counts in.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Seconds: loopback calls take milliseconds, hosted models tens of seconds.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -152,7 +159,9 @@ class ServerMetrics:
         self.errors = Counter(
             "allm_server_errors", "Responses that failed, by error code.", ("route", "model", "type"), registry=r
         )
-        self.in_flight = Gauge("allm_server_in_flight", "Responses under way.", ("route", "model"), registry=r)
+        self.in_flight = Gauge(
+            "allm_server_in_flight", "Responses under way.", ("route", "model"), registry=r, multiprocess_mode="livesum"
+        )
         self.duration = Histogram(
             "allm_server_request_duration_seconds",
             "Request start to the last byte of the answer (seconds).",
@@ -194,7 +203,14 @@ class ServerMetrics:
         return model
 
     def exposition(self) -> bytes:
-        """The registry in the Prometheus text format."""
+        """The registry in the Prometheus text format; with ``PROMETHEUS_MULTIPROC_DIR`` set,
+        the counts of every process writing to that directory, summed."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

@@ -7,13 +7,17 @@ it (greedy sampling), with responses stored in SQLite under the data directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .config import ConfigError, Route, ServerConfig, load_config
 
-__all__ = ["app_from_env", "http_protocol", "local_config", "serve"]
+__all__ = ["app_from_env", "http_protocol", "local_config", "serve", "shared_metrics"]
 
 _ENV_CONFIG = "ALLM_SERVE_CONFIG"
 _ENV_LOCAL = "ALLM_SERVE_LOCAL_BASE_URL"
@@ -76,8 +80,9 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
     try:
         if workers > 1:
             os.environ.update(env)
-            uvicorn.run("allm.server.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, access_log=config.access_log, http=http_protocol())
+            with shared_metrics():
+                uvicorn.run("allm.server.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
+                            log_level=log_level, access_log=config.access_log, http=http_protocol())
         else:
             from .app import create_app
 
@@ -91,6 +96,28 @@ def serve(config_path: str | None = None, *, host: str = "127.0.0.1", port: int 
         if local is not None:
             local.stop()
     return 0
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[str]:
+    """The directory the worker processes started inside keep their Prometheus counts in
+    (``PROMETHEUS_MULTIPROC_DIR``, see :mod:`allm.server.metrics`), so any worker's ``/metrics``
+    reports them all. The environment's own directory when it names one (left as it is:
+    clearing it between runs is its owner's business); else a new temporary directory,
+    removed, and the variable unset, on exit."""
+    from .metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="allm-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def http_protocol() -> Any:

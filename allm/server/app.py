@@ -42,7 +42,7 @@ from ..stores import Store
 from ..types import Thread
 from .config import Route as ConfigRoute
 from .config import ServerConfig
-from .service import NAMESPACE, Responses, Run, RunObserver
+from .service import RUNNING, Responses, Run, RunObserver
 from .translate import (
     SSE_DONE,
     ApiError,
@@ -288,8 +288,8 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
         return _EventStream(run, after, cancel_on_close)
 
     async def _stored_replay(response_id: str, after: int) -> AsyncIterator[bytes]:
-        raw = await service.store.aread(NAMESPACE, response_id, after + 1 if after >= 0 else 0)
-        for item in raw:
+        # The stored log, and what a response running in another process adds to it.
+        async for item in service.follow_stored(response_id, max(after, -1)):
             yield b"event: " + str(orjson.loads(item)["type"]).encode() + b"\ndata: " + bytes(item) + b"\n\n"
         yield SSE_DONE
 
@@ -328,7 +328,11 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
                 return _error(_not_found(rid))
             if not data["response"].get("background"):
                 return _error(invalid("only background responses can be cancelled", "response_id"))
-            return _json(data["response"])  # already finished: returned as it is
+            if data["response"].get("status") in RUNNING:  # running in another process: asked to stop
+                data = await service.cancel_elsewhere(rid)
+                if data is None:
+                    return _error(_not_found(rid))
+            return _json(data["response"])  # ended: returned as it is
         if not run.params.background:
             return _error(invalid("only background responses can be cancelled", "response_id"))
         run.cancel("cancelled", "cancelled")

@@ -12,11 +12,22 @@ Stored layout (namespace ``responses``, one key per response id): the record is 
 ``{"response", "core", "input_items", "events"}`` where ``core`` is the conversation after
 the response without its ``instructions`` (:mod:`allm.codec` form), which a continuation
 by ``previous_response_id`` extends; the log holds the streamed events, one JSON each.
+
+A background response in a store other processes may share (any but ``memory://``: several
+``allm serve`` workers or servers on one SQLite file or Redis) is visible to them while it
+runs: its record (``{"response", "input_items", "running": true}``, no ``core`` yet) is
+written before ``create`` returns, and every :data:`SHARE_EVERY` seconds the owning process
+appends the new events to the log and rewrites the record (a conditional write on its
+version). Another process answers ``GET`` from it, follows the log for
+``GET ?stream=true``, asks for a cancel through namespace ``responses.cancel`` (which the
+owner reads on its next visit), and deletes it by deleting the record (the owner's next
+write then fails, and it stops the response without storing it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -28,9 +39,10 @@ import orjson
 
 from .. import codec
 from ..engine import Engine
-from ..errors import AllmError
+from ..errors import AllmError, StoreError
 from ..providers import registry
 from ..stores import Store, open_store
+from ..stores.memory import MemoryStore
 from ..types import Thread, Tool
 from .config import ConfigError, Route, ServerConfig, resolve_callable
 from .stops import first_event_error, outcome
@@ -50,11 +62,19 @@ from .translate import (
     new_id,
 )
 
-__all__ = ["NAMESPACE", "Responses", "Run", "RunObserver"]
+__all__ = ["CANCELS", "NAMESPACE", "RUNNING", "SHARE_EVERY", "Responses", "Run", "RunObserver"]
 
 log = logging.getLogger("allm.server")
 
 NAMESPACE = "responses"
+#: Cancel requests for background responses running in another process (key: the response id).
+CANCELS = "responses.cancel"
+#: Seconds between the visits of a shared background response to the store.
+SHARE_EVERY = 0.25
+#: The types of the events that end a response.
+_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: The statuses of a response that has not ended.
+RUNNING = frozenset({"queued", "in_progress"})
 #: Called with (run, event) for every event a run publishes (metrics, tracing...).
 RunObserver = Callable[["Run", Mapping[str, Any]], None]
 
@@ -90,6 +110,10 @@ class Run:
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
         self.discard = False  # deleted while running: not stored when it ends
+        self.concluding = False  # storing its end: no longer cancelled
+        self.sharer: asyncio.Task[None] | None = None  # its visits to a shared store
+        self.stop_sharing = asyncio.Event()
+        self.shared_events = 0  # events already in the store's log
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -153,7 +177,7 @@ class Run:
     def cancel(self, status: str = "incomplete", reason: str = "client_disconnected") -> None:
         """Stop the work: the upstream call is closed, running tools cancelled; the response
         ends ``incomplete`` (or ``cancelled``) with ``reason``."""
-        if self.task is not None and not self.task.done() and not self.done.is_set():
+        if self.task is not None and not self.task.done() and not self.done.is_set() and not self.concluding:
             self.cancel_status, self.cancel_reason = status, reason
             self.task.cancel()
 
@@ -205,6 +229,8 @@ class Responses:
         self.prepare_input: list[Callable[[CreateParams, list[dict[str, Any]], Thread], Any]] = []
         self._writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Whether other processes may read this store (see the module docstring).
+        self.shared = not isinstance(self.store, MemoryStore)
         hosted = self._hosted_tools(config)
         self.routes = [self._build(i, r, hosted) for i, r in enumerate(config.routes)]
 
@@ -286,7 +312,46 @@ class Responses:
         if data is None:
             raise ApiError(400, "invalid_request", f"Previous response with id {previous_id!r} not found.",
                            code="previous_response_not_found", param="previous_response_id")
+        if "core" not in data:  # a background response still running (in another process)
+            raise ApiError(400, "invalid_request", f"Previous response with id {previous_id!r} has not finished.",
+                           code="previous_response_not_finished", param="previous_response_id")
         return codec.from_dict(data["core"], Thread)
+
+    async def cancel_elsewhere(self, response_id: str, wait: float = 10.0) -> dict[str, Any] | None:
+        """Ask the process running background response ``response_id`` to cancel it (see the
+        module docstring); the stored record once it has ended, or as it is after ``wait``
+        seconds (its process may be gone); ``None`` when it was deleted meanwhile."""
+        await self.store.aput(CANCELS, response_id, b"1")
+        deadline = time.monotonic() + wait
+        while True:
+            data = await self.load(response_id)
+            if data is None or data["response"].get("status") not in RUNNING or time.monotonic() >= deadline:
+                return data
+            await asyncio.sleep(0.05)
+
+    async def follow_stored(self, response_id: str, after: int = -1, idle: float = 30.0) -> AsyncIterator[bytes]:
+        """The stored events after ``after`` (JSON each), and, while the response runs in
+        another process, those it adds, until the terminal one; stops when the record is
+        deleted or has not changed for ``idle`` seconds (its process is gone)."""
+        i = after + 1
+        while True:
+            items = await self.store.aread(NAMESPACE, response_id, i)
+            for item in items:
+                yield item
+            i += len(items)
+            if items and orjson.loads(items[-1]).get("type") in _TERMINAL_EVENTS:
+                return
+            rec = await self.store.aget(NAMESPACE, response_id)
+            if rec is None:
+                return
+            if not orjson.loads(rec.value).get("running"):
+                rest = await self.store.aread(NAMESPACE, response_id, i)  # written just before the record
+                for item in rest:
+                    yield item
+                return
+            if time.time() - rec.updated_at > idle:
+                return
+            await asyncio.sleep(SHARE_EVERY / 2)
 
     async def delete(self, response_id: str) -> bool:
         """Delete a stored response (and stop it if running here); whether it existed."""
@@ -313,9 +378,16 @@ class Responses:
             "core": codec.to_dict(run.after_core or run.core),
             "input_items": run.items,
         }
-        await self.store.adelete(NAMESPACE, run.id)
-        await self.store.aappend(NAMESPACE, run.id, [orjson.dumps(e) for e in events])
-        await self.store.aput(NAMESPACE, run.id, orjson.dumps(record))
+        if run.sharer is not None:
+            # Its record and the first events are in the store already, read by other
+            # processes: the rest of the log, then the final record over the running one.
+            await self.store.aappend(NAMESPACE, run.id, [orjson.dumps(e) for e in events[run.shared_events:]])
+            await self.store.aput(NAMESPACE, run.id, orjson.dumps(record))
+            await self.store.adelete(CANCELS, run.id)
+        else:
+            await self.store.adelete(NAMESPACE, run.id)
+            await self.store.aappend(NAMESPACE, run.id, [orjson.dumps(e) for e in events])
+            await self.store.aput(NAMESPACE, run.id, orjson.dumps(record))
         self._writes += 1
         if self._writes % 100 == 0:
             try:
@@ -384,11 +456,17 @@ class Responses:
             raise error_from_allm(exc) from None
         if params.background:
             run._push(mapper.start("queued"))
+            if self.shared:
+                version = await self._share(run, None)
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._execute(run, stream, len(thread.messages) - len(core.messages)))
         self._tasks.add(run.task)
         run.task.add_done_callback(lambda task: self._task_done(run, task))
         if params.background:
+            if self.shared:
+                run.sharer = asyncio.create_task(self._keep_sharing(run, version))
+                self._tasks.add(run.sharer)
+                run.sharer.add_done_callback(self._tasks.discard)
             return run
         try:
             await asyncio.shield(run.started)
@@ -399,6 +477,40 @@ class Responses:
             run.cancel()
             raise
         return run
+
+    async def _share(self, run: Run, version: int | None) -> int:
+        """Write ``run``'s new events and its running record (``version``: the record's last
+        version, ``None`` for the first write); the new version. Raises
+        :class:`~allm.errors.StoreError` ``version_conflict`` when another process deleted it."""
+        n = len(run.events)
+        if n > run.shared_events:
+            await self.store.aappend(NAMESPACE, run.id, [orjson.dumps(e) for e in run.events[run.shared_events:n]])
+            run.shared_events = n
+        record = {"response": run.snapshot(), "input_items": run.items, "running": True}
+        return await self.store.aput(NAMESPACE, run.id, orjson.dumps(record), expect=version if version is not None else 0)
+
+    async def _keep_sharing(self, run: Run, version: int) -> None:
+        """Every :data:`SHARE_EVERY` seconds until ``run`` concludes: a cancel asked by another
+        process cancels it, a deleted record stops it unstored, else its record is rewritten."""
+        while not run.concluding:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop_sharing.wait(), SHARE_EVERY)
+            if run.concluding:
+                return
+            try:
+                if await self.store.aget(CANCELS, run.id) is not None:
+                    run.cancel("cancelled", "cancelled")
+                    return
+                if run.concluding:
+                    return
+                version = await self._share(run, version)
+            except StoreError as exc:
+                if exc.reason != "version_conflict":
+                    log.warning("sharing response %s failed: %s", run.id, exc.message)
+                    continue
+                run.discard = True  # deleted by another process
+                run.cancel("cancelled", "deleted")
+                return
 
     def _task_done(self, run: Run, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -483,6 +595,10 @@ class Responses:
         await self._conclude(run, terminal)
 
     async def _conclude(self, run: Run, terminal: list[dict[str, Any]]) -> None:
+        run.concluding = True
+        if run.sharer is not None and not run.sharer.done():
+            run.stop_sharing.set()
+            await asyncio.wait([run.sharer])  # a visit under way ends first (its writes come before the last ones)
         if run.mapper.warnings:
             log.warning("response %s (route %s): %s", run.id, run.route.name, "; ".join(run.mapper.warnings))
         run._push(terminal[:-1])
@@ -490,6 +606,8 @@ class Responses:
         try:
             if run.params.store and not run.discard:
                 await self._persist(run, final, terminal[-1])
+            elif run.sharer is not None:  # deleted while running: no cancel request outlives it
+                await self.store.adelete(CANCELS, run.id)
         except AllmError:
             log.exception("storing response %s failed", run.id)
         run.final = final

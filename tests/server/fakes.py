@@ -52,3 +52,9 @@ def drip(**_: Any) -> Fake:
     """Five words, 20 ms apart."""
     entries = [x for w in ("one ", "two ", "three ", "four ", "five") for x in (text(w), delay(0.02))]
     return Fake(function=lambda req: entries)
+
+
+def ticker(**_: Any) -> Fake:
+    """Twenty numbered words, 60 ms apart (about 1.2 s: long enough to watch from elsewhere)."""
+    entries = [x for i in range(20) for x in (text(f"w{i} "), delay(0.06))]
+    return Fake(function=lambda req: entries)

@@ -1,0 +1,189 @@
+"""Background responses running in one server process, seen, followed, cancelled, deleted and
+continued from another process sharing the store (SQLite or Redis)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.redis_server import redis_server  # noqa: F401  (the session-scoped fixture)
+
+from .conftest import ServeProcess
+
+WORDS = "".join(f"w{i} " for i in range(20))
+
+
+def _config(store: str) -> str:
+    return f"""
+[server]
+store = "{store}"
+
+[[routes]]
+match = "^tick"
+adapter = "tests.server.fakes:ticker"
+
+[[routes]]
+match = "^slow"
+adapter = "tests.server.fakes:slow"
+
+[[routes]]
+match = "."
+adapter = "tests.server.fakes:echo"
+"""
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two ``allm serve`` processes on one store: A runs the responses, B is the other process."""
+    if request.param == "sqlite":
+        store = f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        server = request.getfixturevalue("redis_server")
+        store = server.url + f"?prefix=shared{time.monotonic_ns()}:"
+    path = tmp_path / "server.toml"
+    path.write_text(_config(store))
+    a, b = ServeProcess(path), ServeProcess(path)
+    try:
+        with httpx.Client(base_url=a.url, timeout=30) as ha, httpx.Client(base_url=b.url, timeout=30) as hb:
+            yield ha, hb
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _start(http: httpx.Client, model: str, text: str = "go") -> str:
+    r = http.post("/v1/responses", json={"model": model, "input": text, "background": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] in ("queued", "in_progress")
+    return str(r.json()["id"])
+
+
+def _until(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def _events(http: httpx.Client, rid: str, after: int = -1) -> list[dict[str, Any]]:
+    out = []
+    with http.stream("GET", f"/v1/responses/{rid}", params={"stream": "true", "starting_after": str(after)}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def test_another_process_sees_it_running_and_follows_its_events(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = pair
+    rid = _start(a, "tick")
+    seen = b.get(f"/v1/responses/{rid}")  # at once: written before create answered
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["id"] == rid and seen.json()["status"] in ("queued", "in_progress")
+    assert b.get(f"/v1/responses/{rid}/input_items").json()["data"][0]["content"][0]["text"] == "go"
+    events = _events(b, rid)  # followed from B while A produces them
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == WORDS
+    assert events == _events(a, rid)  # the same log as the owner's
+    tail = _events(b, rid, after=events[-4]["sequence_number"])
+    assert tail == events[-3:]
+    done = b.get(f"/v1/responses/{rid}").json()
+    assert done["status"] == "completed" and done["output"][0]["content"][0]["text"] == WORDS
+    assert done == a.get(f"/v1/responses/{rid}").json()
+
+
+def test_a_continuation_waits_for_the_end(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = pair
+    rid = _start(a, "tick")
+    early = b.post("/v1/responses", json={"model": "echo", "input": "next", "previous_response_id": rid})
+    assert early.status_code == 400 and early.json()["error"]["code"] == "previous_response_not_finished"
+    assert _until(lambda: b.get(f"/v1/responses/{rid}").json()["status"] == "completed")
+    later = b.post("/v1/responses", json={"model": "echo", "input": "next", "previous_response_id": rid})
+    assert later.status_code == 200 and later.json()["output"][0]["content"][0]["text"] == "go | next"
+
+
+def test_another_process_cancels_it(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = pair
+    rid = _start(a, "slow")
+    assert _until(lambda: b.get(f"/v1/responses/{rid}").json()["status"] == "in_progress")
+    started = time.monotonic()
+    r = b.post(f"/v1/responses/{rid}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
+    assert time.monotonic() - started < 5  # the owner reads the request on its next visit
+    assert a.get(f"/v1/responses/{rid}").json()["status"] == "cancelled"
+    events = _events(b, rid)
+    assert events[-1]["type"] == "response.incomplete" and events[-1]["response"]["status"] == "cancelled"
+    assert b.post(f"/v1/responses/{rid}/cancel").json()["status"] == "cancelled"  # ended: as it is
+
+
+def test_another_process_deletes_it_and_it_stays_deleted(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = pair
+    rid = _start(a, "slow")
+    assert _until(lambda: b.get(f"/v1/responses/{rid}").json()["status"] == "in_progress")
+    r = b.delete(f"/v1/responses/{rid}")
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    # The owner notices on its next visit and stops the response without storing it.
+    assert _until(lambda: a.get(f"/v1/responses/{rid}").status_code == 404)
+    time.sleep(1.0)
+    for http in (a, b):
+        assert http.get(f"/v1/responses/{rid}").status_code == 404
+    assert b.post(f"/v1/responses/{rid}/cancel").status_code == 404
+
+
+class _FlakyStore:
+    """A SQLite store whose rewrites of a running record fail ``fails`` times (``unavailable``)."""
+
+    def __init__(self, path: Path, fails: int) -> None:
+        from allm.stores.sqlite import SQLiteStore
+
+        self.inner = SQLiteStore(str(path))
+        self.fails = fails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def aput(self, namespace: str, key: str, value: bytes, *, expect: int | None = None) -> int:
+        from allm.errors import StoreError
+
+        if namespace == "responses" and expect not in (None, 0) and self.fails > 0:
+            self.fails -= 1
+            raise StoreError("the store is away", reason="unavailable")
+        return await self.inner.aput(namespace, key, value, expect=expect)
+
+
+async def test_a_failed_visit_is_logged_and_the_response_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from .conftest import app_client
+
+    store = _FlakyStore(tmp_path / "r.db", fails=2)
+    async with app_client(_config("memory://"), store=store) as c:
+        r = await c.post("/v1/responses", json={"model": "tick", "input": "go", "background": True})
+        rid = r.json()["id"]
+        for _ in range(200):
+            done = (await c.get(f"/v1/responses/{rid}")).json()
+            if done["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    assert done["output"][0]["content"][0]["text"] == WORDS
+    assert store.fails == 0
+    assert [m for m in caplog.messages if f"sharing response {rid} failed" in m and "the store is away" in m]
+    from allm.stores.sqlite import SQLiteStore
+
+    again = SQLiteStore(str(tmp_path / "r.db"))  # the server closed its own at shutdown
+    record = again.get("responses", rid)
+    again.close()
+    assert record is not None
+    stored = json.loads(record.value)
+    assert stored["response"]["status"] == "completed" and "running" not in stored and "core" in stored

@@ -62,7 +62,7 @@ from .translate import (
     new_id,
 )
 
-__all__ = ["CANCELS", "NAMESPACE", "RUNNING", "SHARE_EVERY", "Responses", "Run", "RunObserver"]
+__all__ = ["CANCELS", "NAMESPACE", "RUNNING", "SHARE_EVERY", "STALE_AFTER", "Responses", "Run", "RunObserver"]
 
 log = logging.getLogger("allm.server")
 
@@ -71,6 +71,8 @@ NAMESPACE = "responses"
 CANCELS = "responses.cancel"
 #: Seconds between the visits of a shared background response to the store.
 SHARE_EVERY = 0.25
+#: Seconds without a visit after which a running background response's process is taken as gone.
+STALE_AFTER = 10.0
 #: The types of the events that end a response.
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 #: The statuses of a response that has not ended.
@@ -292,11 +294,19 @@ class Responses:
     # -- stored responses
 
     async def load(self, response_id: str) -> dict[str, Any] | None:
-        """The stored record (``{"response", "core", "input_items"}``) or ``None``."""
+        """The stored record (``{"response", "core", "input_items"}``) or ``None``.
+
+        The record of a background response still running elsewhere whose process has not
+        rewritten it for :data:`STALE_AFTER` seconds is answered ``failed`` (``server_error``):
+        that process is gone (the stored record itself is left as it is)."""
         rec = await self.store.aget(NAMESPACE, response_id)
         if rec is None:
             return None
         data: dict[str, Any] = orjson.loads(rec.value)
+        if data.get("running") and time.time() - rec.updated_at > STALE_AFTER and response_id not in self.runs:
+            message = "the server process running this response stopped before it ended"
+            data["response"] = {**data["response"], "status": "failed",
+                                "error": {"code": "server_error", "message": message}}
         return data
 
     async def previous_core(self, previous_id: str, cache: Mapping[str, Thread] | None = None) -> Thread:
@@ -329,7 +339,7 @@ class Responses:
                 return data
             await asyncio.sleep(0.05)
 
-    async def follow_stored(self, response_id: str, after: int = -1, idle: float = 30.0) -> AsyncIterator[bytes]:
+    async def follow_stored(self, response_id: str, after: int = -1, idle: float = STALE_AFTER) -> AsyncIterator[bytes]:
         """The stored events after ``after`` (JSON each), and, while the response runs in
         another process, those it adds, until the terminal one; stops when the record is
         deleted or has not changed for ``idle`` seconds (its process is gone)."""

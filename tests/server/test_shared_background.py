@@ -187,3 +187,28 @@ async def test_a_failed_visit_is_logged_and_the_response_goes_on(tmp_path: Path,
     assert record is not None
     stored = json.loads(record.value)
     assert stored["response"]["status"] == "completed" and "running" not in stored and "core" in stored
+
+
+def test_a_response_whose_process_died_is_answered_failed(tmp_path: Path) -> None:
+    import signal
+
+    path = tmp_path / "server.toml"
+    path.write_text(_config(f"sqlite:///{tmp_path / 'r.db'}"))
+    a, b = ServeProcess(path), ServeProcess(path)
+    try:
+        with httpx.Client(base_url=a.url, timeout=30) as ha, httpx.Client(base_url=b.url, timeout=30) as hb:
+            rid = _start(ha, "slow")
+            assert _until(lambda: hb.get(f"/v1/responses/{rid}").json()["status"] == "in_progress")
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(10)
+            killed = time.monotonic()
+            assert hb.get(f"/v1/responses/{rid}").json()["status"] == "in_progress"  # not yet: 10 s of grace
+            events = _events(hb, rid)  # the follower's stream ends once the record is stale
+            assert 8 < time.monotonic() - killed < 20
+            assert events and events[-1]["type"] != "response.completed"
+            got = hb.get(f"/v1/responses/{rid}").json()
+            assert got["status"] == "failed" and got["error"]["code"] == "server_error"
+            assert hb.post(f"/v1/responses/{rid}/cancel").json()["status"] == "failed"  # at once: nothing to stop
+    finally:
+        a.stop()
+        b.stop()

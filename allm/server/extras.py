@@ -22,12 +22,14 @@ def with_extras(config: ServerConfig, hooks: Any) -> Any:
     caller's own middleware wraps it; ``GET /metrics`` unless the hooks route it themselves),
     the call context and, with the ``mcp`` extra and no
     ``mcp`` translator of the caller's, the ``mcp`` tool type (its client closed on shutdown)."""
-    from .metrics import instrument_app
+    from .metrics import ServerMetrics, instrument_app, route_labeller
     from .stops import call_context
 
     own = any(getattr(r, "path", None) == "/metrics" for r in hooks.routes)  # a /metrics of the caller's wins
+    metrics = ServerMetrics(route_of=route_labeller(config))
     changes: dict[str, Any] = {
-        "middleware": (*hooks.middleware, Middleware(instrument_app, config=config, serve=not own)),
+        "middleware": (*hooks.middleware, Middleware(instrument_app, config=config, metrics=metrics, serve=not own)),
+        "observers": (*hooks.observers, metrics.observe_socket),  # WebSocket turns: not seen by the middleware
         "chat_options": (call_context, *hooks.chat_options),
     }
     if "mcp" not in hooks.tool_types and (config.mcp or importlib.util.find_spec("mcp") is not None):

@@ -31,6 +31,10 @@ then ``other``):
                                                               ``other`` for unknown paths), ``status``
 =================================================  =========  ===================================
 
+Responses made on a WebSocket (``/v1/responses`` in WebSocket mode) count in the same
+metrics as streamed ones (``stream="true"``), through :meth:`ServerMetrics.observe_socket`,
+a server event observer; a turn refused before its response starts is not counted.
+
 No key, header, prompt or output text is ever a label: the labels are the route, the model
 name, fixed words and status codes. Error ``type`` values are the server's own codes,
 reduced to ``[a-z0-9_]`` and 48 characters.
@@ -77,6 +81,7 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
+_TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _DELTA = b".delta\ndata:"
 _CODE = re.compile(r"[^a-z0-9_]+")
 _ID = re.compile(r"^[A-Za-z]+_[A-Za-z0-9]{8,}$")
@@ -152,6 +157,7 @@ class ServerMetrics:
         self.max_models = max_models
         self._models: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._sockets: dict[str, list[Any]] = {}  # WebSocket responses under way: labels, start, first delta
         r = self.registry
         self.requests = Counter(
             "allm_server_requests", "Responses created.", ("route", "model", "stream"), registry=r
@@ -201,6 +207,42 @@ class ServerMetrics:
             return "other"
         self._models.add(model)
         return model
+
+    def observe_socket(self, run: Any, event: Mapping[str, Any]) -> None:
+        """A server ``RunObserver`` counting the responses made on a WebSocket (runs whose
+        ``live`` is set; HTTP ones are counted by :func:`instrument_app`): each counts in
+        ``requests`` (``stream="true"``), ``in_flight``, ``duration`` (first event to the
+        terminal one), ``ttft``, ``tokens`` and, when it fails, ``errors``. A turn refused
+        before its response starts is not counted."""
+        if not getattr(run, "live", False):
+            return
+        now = time.perf_counter()
+        kind = event.get("type")
+        state = self._sockets.get(run.id)
+        if state is None:
+            model = getattr(getattr(run, "params", None), "model", None)
+            labels = (self.route_of(model) if isinstance(model, str) else "none", self.model_label(model))
+            state = self._sockets[run.id] = [labels, now, None]
+            self.child(self.requests, *labels, "true").inc()
+            self.child(self.in_flight, *labels).inc()
+        labels = state[0]
+        if state[2] is None and isinstance(kind, str) and kind.endswith(".delta"):
+            state[2] = now
+            self.child(self.ttft, *labels).observe(now - state[1])
+        if kind not in _TERMINAL_TYPES:
+            return
+        del self._sockets[run.id]
+        self.child(self.in_flight, *labels).dec()
+        self.child(self.duration, *labels, "true").observe(now - state[1])
+        watch = _Watch()
+        watch.terminal(event.get("response"))
+        if watch.usage is not None:
+            for direction in ("input", "output"):
+                n = watch.usage.get(f"{direction}_tokens")
+                if isinstance(n, int) and n > 0:
+                    self.child(self.tokens, *labels, direction).inc(n)
+        if watch.error is not None:
+            self.child(self.errors, *labels, watch.error).inc()
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format; with ``PROMETHEUS_MULTIPROC_DIR`` set,

@@ -111,6 +111,7 @@ class Run:
         self.cancel_status = "incomplete"
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
+        self.live = False  # its events go out as they come whatever `stream` says (a WebSocket turn)
         self.discard = False  # deleted while running: not stored when it ends
         self.concluding = False  # storing its end: no longer cancelled
         self.sharer: asyncio.Task[None] | None = None  # its visits to a shared store
@@ -458,6 +459,7 @@ class Responses:
         if params.top_logprobs:
             mapper.warnings.append("top_logprobs is not supported by this server")
         run = Run(self, params, mapper, core, items, re_.route)
+        run.live = live
         try:
             from ..driver import astream
 

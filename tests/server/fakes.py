@@ -58,3 +58,10 @@ def ticker(**_: Any) -> Fake:
     """Twenty numbered words, 60 ms apart (about 1.2 s: long enough to watch from elsewhere)."""
     entries = [x for i in range(20) for x in (text(f"w{i} "), delay(0.06))]
     return Fake(function=lambda req: entries)
+
+
+def breaks(**_: Any) -> Fake:
+    """Starts answering, then the provider fails mid-stream."""
+    from allm.testing import error
+
+    return Fake(function=lambda req: [text("half"), error("provider_unavailable", "the upstream went away")])

@@ -130,3 +130,33 @@ base_url = "{upstream.url}/v1"
                     break
             assert seen_first.is_set() and ev["type"] == "response.completed"
             assert ev["response"]["output"][0]["content"][0]["text"] == "Hello"
+
+
+def test_websocket_turns_are_counted_in_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = FAKE_CONFIG.replace('[[routes]]\nmatch = "."', '[[routes]]\nmatch = "^breaks"\nadapter = "tests.server.fakes:breaks"\n\n[[routes]]\nmatch = "."', 1)
+    app = create_app(parse_config(config), store=MemoryStore())
+    with TestClient(app) as client:
+        with client.websocket_connect("/v1/responses") as ws:
+            ok = turn(ws, model="fake", input="one")
+            assert ok[-1]["type"] == "response.completed"
+            broken = turn(ws, model="breaks", input="two")
+            assert broken[-1]["type"] == "response.failed"
+            refused = turn(ws, model="fake", input="x", stream=True)  # refused before it starts: not counted
+            assert refused[-1]["type"] == "error"
+        text = client.get("/metrics").text
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def total(name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in found.items() if n == name and labels.items() <= dict(ls).items())
+
+    assert total("allm_server_requests_total", stream="true") == 2
+    assert total("allm_server_requests_total", model="fake") == 1 and total("allm_server_requests_total", model="breaks") == 1
+    assert total("allm_server_in_flight") == 0
+    assert total("allm_server_request_duration_seconds_count", stream="true") == 2
+    assert total("allm_server_time_to_first_token_seconds_count") == 2
+    assert total("allm_server_tokens_total", model="fake", direction="output") == 7
+    assert total("allm_server_errors_total", model="breaks") == 1
+    assert total("allm_server_errors_total", model="fake") == 0

@@ -501,7 +501,28 @@ def build_call(
             return ran >= _limit
 
         options["halt_when"] = halt
+        options["middleware"] = [ToolCallLimit(limit)]
     return thread, req, options
+
+
+class ToolCallLimit:
+    """The tool loop's middleware for ``max_tool_calls``: the calls past ``limit`` in one
+    response (several in the turn that reaches it) are refused, their handlers never run
+    (the specification: further calls are ignored). Their ``function_call_output`` says so."""
+
+    name = "max_tool_calls"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def before_tool(self, run: Any, call: Any) -> Any:
+        from ..middleware import Refuse
+
+        ran = run.state.get(self.name, 0)
+        if ran >= self.limit:
+            return Refuse(f"max_tool_calls is {self.limit}: this call was not run", {"max_tool_calls": self.limit})
+        run.state[self.name] = ran + 1
+        return None
 
 
 # ------------------------------------------------------------------------------ the response

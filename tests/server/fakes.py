@@ -65,3 +65,15 @@ def breaks(**_: Any) -> Fake:
     from allm.testing import error
 
     return Fake(function=lambda req: [text("half"), error("provider_unavailable", "the upstream went away")])
+
+
+def triple(**_: Any) -> Fake:
+    """Calls ``add`` three times in one turn, then answers."""
+    from allm.testing import tool_call
+
+    def model(req: Any) -> list[Any]:
+        if any(m.role == "tool" for m in req.messages):
+            return [text("added")]
+        return [tool_call("add", {"a": i, "b": 1}, id=f"call_{i}") for i in range(3)]
+
+    return Fake(function=model)

@@ -430,3 +430,21 @@ async def test_allowed_tools_are_enforced(client: httpx.AsyncClient) -> None:
     bad = {**choice, "tools": [{"type": "function", "name": "nope"}]}
     r = await client.post("/v1/responses", json={"model": "fake", "input": "x", "tools": [WEATHER], "tool_choice": bad})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice.tools"
+
+
+async def test_max_tool_calls_refuses_the_calls_past_it_in_one_turn() -> None:
+    from . import tools
+
+    cfg = FAKE_CONFIG.replace('add = "tests.server.tools:add"', 'add = "tests.server.tools:counted_add"')
+    cfg = cfg.replace('[[routes]]\nmatch = "^hosted"', '[[routes]]\nmatch = "^triple"\nadapter = "tests.server.fakes:triple"\ntools = ["add"]\n\n[[routes]]\nmatch = "^hosted"', 1)
+    async with app_client(cfg) as c:
+        tools.COUNTED.clear()
+        resp = await create(c, model="triple", input="add", max_tool_calls=2)
+        assert tools.COUNTED == [(0, 1), (1, 1)]  # the third call's handler never ran
+        outputs = {o["call_id"]: o["output"] for o in resp["output"] if o["type"] == "function_call_output"}
+        assert outputs["call_0"] == "1" and outputs["call_1"] == "2"
+        assert "max_tool_calls is 2: this call was not run" in outputs["call_2"]
+        assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_tool_calls"}
+        tools.COUNTED.clear()
+        free = await create(c, model="triple", input="add")
+        assert len(tools.COUNTED) == 3 and free["status"] == "completed"

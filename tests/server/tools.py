@@ -27,3 +27,13 @@ async def wait_forever(tag: str) -> str:
             fh.write(tag)
         raise
     return tag
+
+
+#: The arguments of every ``counted_add`` call in this process.
+COUNTED: list[tuple[int, int]] = []
+
+
+def counted_add(a: int, b: int) -> int:
+    """Add two integers, remembering the call in :data:`COUNTED`."""
+    COUNTED.append((a, b))
+    return a + b

@@ -50,14 +50,9 @@ from .translate import (
     InputItemReader,
     ItemRewriter,
     ToolTranslator,
-    encode_compaction,
-    input_items,
     invalid,
-    items_to_thread,
-    new_id,
     parse_create,
     sse,
-    usage_object,
 )
 
 __all__ = ["WEBSOCKET_MAX_SECONDS", "Hooks", "create_app"]
@@ -379,18 +374,11 @@ def create_app(config: ServerConfig, *, store: Store | None = None, hooks: Hooks
                 raise invalid("'model' is required (a string)", "model", "missing_required_parameter")
             service.route_for(model)
             params = parse_create({**body, "stream": None, "background": None})
-            core = Thread()
-            if params.previous_response_id:
-                core = await service.previous_core(params.previous_response_id)
-            new = items_to_thread(input_items(params), service.input_item_types)
-            thread = Thread((*core.messages, *new.messages))
+            return _json(await service.compact(params, request.headers))
         except ApiError as err:
             return _error(err)
         except AllmError as exc:
             return _error(invalid(exc.message, "input"))
-        item = {"type": "compaction", "id": new_id("cmp"), "encrypted_content": encode_compaction(thread)}
-        return _json({"id": new_id("resp"), "object": "response.compaction", "created_at": _now(),
-                      "output": [item], "usage": usage_object(None)})
 
     async def models(request: Request) -> Response:
         return _json({"object": "list", "data": service.models()})

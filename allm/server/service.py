@@ -55,11 +55,15 @@ from .translate import (
     ToolTranslator,
     build_call,
     client_tools,
+    encode_compaction,
     error_from_allm,
     input_items,
     invalid,
     items_to_thread,
+    kept_item,
     new_id,
+    transcript,
+    usage_object,
 )
 
 __all__ = ["CANCELS", "NAMESPACE", "RUNNING", "SHARE_EVERY", "STALE_AFTER", "Responses", "Run", "RunObserver"]
@@ -71,6 +75,14 @@ NAMESPACE = "responses"
 CANCELS = "responses.cancel"
 #: Seconds between the visits of a shared background response to the store.
 SHARE_EVERY = 0.25
+#: The summary call's instructions (``POST /v1/responses/compact``).
+COMPACT_INSTRUCTIONS = (
+    "You compact conversations. Summarise the conversation you are given so that it can go on "
+    "without it: keep every fact, decision, name, number, tool result and open question a later "
+    "turn needs, and what the assistant already said or did. Write only the summary."
+)
+#: How the summary starts, as the assistant message a compaction item reads back as.
+SUMMARY_PREFIX = "Summary of the conversation so far: "
 #: Seconds without a visit after which a running background response's process is taken as gone.
 STALE_AFTER = 10.0
 #: The types of the events that end a response.
@@ -405,6 +417,52 @@ class Responses:
                 await self.prune()
             except AllmError:
                 log.exception("pruning stored responses failed")
+
+    # -- compaction
+
+    async def compact(self, params: CreateParams, headers: Mapping[str, str]) -> dict[str, Any]:
+        """``POST /v1/responses/compact``: the conversation (``previous_response_id``'s, then
+        ``input``) as a shorter window. User and system messages are kept as they are (message
+        items); everything else (assistant answers, tool calls and results, reasoning) is
+        summarised by the route's model into one ``compaction`` item, which reads back as one
+        assistant message. With nothing to summarise, no model is called (the item is empty).
+        ``usage`` is the summary call's.
+
+        Raises :class:`ApiError`: 404 no route, 400 a bad input or an unknown or unfinished
+        ``previous_response_id``, and the upstream's error mapped when the summary call fails.
+        """
+        from ..api import agenerate
+        from ..types import Message, Request
+
+        re_ = self.route_for(params.model)
+        core = Thread()
+        if params.previous_response_id:
+            core = await self.previous_core(params.previous_response_id)
+        new = items_to_thread(input_items(params), self.input_item_types)
+        thread = Thread((*core.messages, *new.messages))
+        kept = [m for m in thread.messages if m.role in ("user", "system")]
+        packed, usage = Thread(), None
+        if len(kept) < len(thread.messages):
+            req = Request((Message("system", COMPACT_INSTRUCTIONS), Message("user", transcript(thread))))
+            if re_.route.model is None:
+                req = attrs.evolve(req, model=params.model)
+            options: dict[str, Any] = {}
+            key = self._key(re_.route, headers)
+            if key:
+                options["api_key"] = key
+            try:
+                summary = await agenerate(re_.engine, req, **options)
+            except AllmError as exc:
+                raise error_from_allm(exc) from None
+            failed = summary.metadata.get("error") if summary.finish_reason == "error" else None
+            if isinstance(failed, AllmError):  # the stream failed part-way: no half summary
+                raise error_from_allm(failed)
+            usage = summary.usage
+            packed = Thread((Message("assistant", SUMMARY_PREFIX + (summary.output_text or "").strip()),))
+        output = [kept_item(m) for m in kept]
+        output.append({"type": "compaction", "id": new_id("cmp"), "encrypted_content": encode_compaction(packed)})
+        return {"id": new_id("resp"), "object": "response.compaction", "created_at": _now(), "output": output,
+                "usage": usage_object(usage)}
 
     # -- creating responses
 

@@ -60,6 +60,8 @@ __all__ = [
     "client_tools",
     "decode_compaction",
     "encode_compaction",
+    "kept_item",
+    "transcript",
     "error_from_allm",
     "input_items",
     "items_to_thread",
@@ -322,6 +324,39 @@ def decode_compaction(text: Any, where: str) -> Thread:
     except Exception:
         raise invalid(f"{where}: a damaged compaction item", where, "invalid_compaction") from None
     return thread
+
+
+def transcript(thread: Thread) -> str:
+    """``thread`` as plain text for a model to read (the compaction summary's input): one
+    paragraph per message, ``role: text``, tool calls as ``name(arguments)`` and tool
+    results with their call's id."""
+    lines = []
+    for m in thread.messages:
+        if m.role == "tool":
+            lines.append(f"tool result ({m.tool_call_id}): {m.text}")
+            continue
+        text = m.text
+        if text:
+            lines.append(f"{m.role}: {text}")
+        for tc in m.tool_calls:
+            lines.append(f"{m.role} called {tc.name}({tc.raw_arguments}) [{tc.id}]")
+    return "\n\n".join(lines)
+
+
+def kept_item(message: Message) -> dict[str, Any]:
+    """A user or system message as a compacted window keeps it: an input ``message`` item
+    (``input_text`` and ``input_image`` parts)."""
+    if message.role == "user":
+        from ..formats import to_openai_responses
+
+        payload, _ = to_openai_responses(Thread((message,)))
+        d = dict(payload["input"][0])
+    else:
+        d = {"role": message.role, "content": message.text}
+    content = d["content"]
+    if isinstance(content, str):
+        content = [{"type": "input_text", "text": content}]
+    return {"type": "message", "id": new_id("msg"), "status": "completed", "role": d["role"], "content": content}
 
 
 def items_to_thread(

@@ -77,3 +77,15 @@ def triple(**_: Any) -> Fake:
         return [tool_call("add", {"a": i, "b": 1}, id=f"call_{i}") for i in range(3)]
 
     return Fake(function=model)
+
+
+def summariser(**_: Any) -> Fake:
+    """Answers a compaction request (its system message starts "You compact") with SUMMARY,
+    anything else with "ok"; the requests are kept on ``.requests``."""
+
+    def model(req: Any) -> list[Any]:
+        if req.messages and req.messages[0].role == "system" and req.messages[0].text.startswith("You compact"):
+            return [text("SUMMARY"), usage(input_tokens=40, output_tokens=3)]
+        return [text("ok")]
+
+    return Fake(function=model)

@@ -241,7 +241,9 @@ async def test_compact_round_trip(client: httpx.AsyncClient) -> None:
         {"role": "user", "content": "alpha"}, {"role": "assistant", "content": "beta"}]})
     assert r.status_code == 200
     body = r.json()
-    assert body["object"] == "response.compaction" and body["output"][0]["type"] == "compaction"
+    assert body["object"] == "response.compaction"
+    assert [o["type"] for o in body["output"]] == ["message", "compaction"]
+    assert body["output"][0]["role"] == "user" and body["output"][0]["content"] == [{"type": "input_text", "text": "alpha"}]
     resp = await create(client, model="echo", input=[*body["output"], {"role": "user", "content": "gamma"}])
     assert resp["output"][0]["content"][0]["text"] == "alpha | gamma"
     missing = await client.post("/v1/responses/compact", json={"input": "x"})
@@ -448,3 +450,62 @@ async def test_max_tool_calls_refuses_the_calls_past_it_in_one_turn() -> None:
         tools.COUNTED.clear()
         free = await create(c, model="triple", input="add")
         assert len(tools.COUNTED) == 3 and free["status"] == "completed"
+
+
+SUMMARISING = FAKE_CONFIG.replace(
+    '[[routes]]\nmatch = "^thinker"',
+    '[[routes]]\nmatch = "^summ"\nadapter = "tests.server.fakes:summariser"\n\n'
+    '[[routes]]\nmatch = "^breaks"\nadapter = "tests.server.fakes:breaks"\n\n[[routes]]\nmatch = "^thinker"', 1)
+
+
+async def test_compact_summarises_all_but_the_user_and_system_messages() -> None:
+    async with app_client(SUMMARISING) as c:
+        fake = c.app.state.responses.routes[0].engine.adapter  # type: ignore[attr-defined]
+        r = await c.post("/v1/responses/compact", json={"model": "summ", "input": [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "What is 2+3?"},
+            {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": '{"a":2,"b":3}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "5"},
+            {"role": "assistant", "content": "It is 5."},
+            {"role": "user", "content": [{"type": "input_text", "text": "And 5+5?"}]},
+        ]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [(o["type"], o.get("role")) for o in body["output"]] == [
+            ("message", "system"), ("message", "user"), ("message", "user"), ("compaction", None)]
+        assert [o["content"][0]["text"] for o in body["output"][:3]] == ["Be terse.", "What is 2+3?", "And 5+5?"]
+        assert body["usage"]["input_tokens"] == 40 and body["usage"]["output_tokens"] == 3
+        (asked,) = fake.requests  # one summary call, reading the whole conversation
+        assert asked.messages[0].role == "system" and asked.messages[0].text.startswith("You compact")
+        read = asked.messages[1].text
+        for part in ("user: What is 2+3?", 'assistant called add({"a":2,"b":3}) [call_1]',
+                     "tool result (call_1): 5", "assistant: It is 5.", "user: And 5+5?"):
+            assert part in read, part
+        nxt = await create(c, model="summ", input=[*body["output"], {"role": "user", "content": "Go on."}])
+        assert nxt["status"] == "completed"
+        sent = fake.requests[1].messages
+        assert [(m.role, m.text) for m in sent] == [
+            ("system", "Be terse."), ("user", "What is 2+3?"), ("user", "And 5+5?"),
+            ("assistant", "Summary of the conversation so far: SUMMARY"), ("user", "Go on.")]
+
+
+async def test_compact_with_nothing_to_summarise_calls_no_model() -> None:
+    async with app_client(SUMMARISING) as c:
+        fake = c.app.state.responses.routes[0].engine.adapter  # type: ignore[attr-defined]
+        r = await c.post("/v1/responses/compact", json={"model": "summ", "input": "Only a question."})
+        body = r.json()
+        assert [o["type"] for o in body["output"]] == ["message", "compaction"]
+        assert body["usage"]["total_tokens"] == 0 and fake.requests == []
+        nxt = await create(c, model="summ", input=[*body["output"], {"role": "user", "content": "Next."}])
+        assert [(m.role, m.text) for m in fake.requests[0].messages] == [("user", "Only a question."), ("user", "Next.")]
+        assert nxt["status"] == "completed"
+
+
+async def test_compact_reports_a_failed_summary_call() -> None:
+    async with app_client(SUMMARISING) as c:
+        r = await c.post("/v1/responses/compact", json={"model": "breaks", "input": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+        assert r.status_code == 502, r.text  # the stream failed part-way: no half summary
+        assert r.json()["error"]["code"] == "upstream_error"
+        unfinished = await c.post("/v1/responses/compact", json={"model": "summ", "previous_response_id": "resp_nope"})
+        assert unfinished.status_code == 400 and unfinished.json()["error"]["code"] == "previous_response_not_found"

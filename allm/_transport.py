@@ -48,6 +48,7 @@ guards, records and replays traffic under the same retries, deadlines and decode
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import contextvars
@@ -641,7 +642,20 @@ def sync_client() -> httpx.Client:
 
                 c = _sync_client = httpx.Client(transport=make(), mounts=_proxy_mounts(make), timeout=None,
                                                 follow_redirects=False, cookies=_no_cookies())
+                _close_at_exit()
     return c
+
+
+_at_exit = False
+
+
+def _close_at_exit() -> None:
+    """Close the sync pool when the interpreter exits (once per process): its kept-alive
+    connections end with a close, not as sockets left to the interpreter's teardown."""
+    global _at_exit
+    if not _at_exit:
+        _at_exit = True
+        atexit.register(close)
 
 
 def _proxy_mounts(make: Callable[[httpx.Proxy], T]) -> dict[str, T | None]:

@@ -117,6 +117,9 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        if self._loop.is_closed():  # stopped already
+            return
+
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
@@ -127,6 +130,8 @@ class LoopbackServer:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         end = time.monotonic() + timeout

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import re
 import threading
@@ -39,11 +41,24 @@ def _limits(value: Limits | str | None) -> Limits:
         with _redis_lock:
             found = _redis.get((value, "allm:limits:"))
             if found is None:
+                if not _redis:
+                    atexit.register(_close_redis)
                 found = _redis[(value, "allm:limits:")] = RedisLimits(value)
             return found
     if not isinstance(value, Limits):
         raise TypeError(f"limits is a MemoryLimits, a RedisLimits, a redis:// URL or None, not {type(value).__name__}")
     return value
+
+
+def _close_redis() -> None:
+    """At exit: close the clients of the per-URL :class:`RedisLimits` (their connections end
+    with a close, not as sockets left to the interpreter's teardown)."""
+    with _redis_lock:
+        found = list(_redis.values())
+        _redis.clear()
+    for limits in found:
+        with contextlib.suppress(Exception):  # the server may be gone by now
+            limits.close()
 
 
 def _positive(what: str, v: Any, *, integer: bool = False, optional: bool = False) -> None:

@@ -524,16 +524,20 @@ class Responses:
             stream = astream(re_.engine, req, **options)
         except AllmError as exc:
             raise error_from_allm(exc) from None
+        version: int | None = None
         if params.background:
             run._push(mapper.start("queued"))
             if self.shared:
-                version = await self._share(run, None)
+                try:
+                    version = await self._share(run, None)
+                except StoreError as exc:  # it still runs, seen by this process only until it ends
+                    log.warning("sharing response %s failed: %s", run.id, exc.message)
         self.runs[run.id] = run
         run.task = asyncio.create_task(self._execute(run, stream, len(thread.messages) - len(core.messages)))
         self._tasks.add(run.task)
         run.task.add_done_callback(lambda task: self._task_done(run, task))
         if params.background:
-            if self.shared:
+            if version is not None:
                 run.sharer = asyncio.create_task(self._keep_sharing(run, version))
                 self._tasks.add(run.sharer)
                 run.sharer.add_done_callback(self._tasks.discard)
@@ -676,7 +680,8 @@ class Responses:
         try:
             if run.params.store and not run.discard:
                 await self._persist(run, final, terminal[-1])
-            elif run.sharer is not None:  # deleted while running: no cancel request outlives it
+            elif run.sharer is not None:  # deleted while running: nothing of it outlives it
+                await self.store.adelete(NAMESPACE, run.id)  # events a last visit appended
                 await self.store.adelete(CANCELS, run.id)
         except AllmError:
             log.exception("storing response %s failed", run.id)

@@ -39,13 +39,17 @@ adapter = "tests.server.fakes:echo"
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    """Two ``allm serve`` processes on one store: A runs the responses, B is the other process."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        store = f"sqlite:///{tmp_path / 'r.db'}"
-    else:
-        server = request.getfixturevalue("redis_server")
-        store = server.url + f"?prefix=shared{time.monotonic_ns()}:"
+        return f"sqlite:///{tmp_path / 'r.db'}"
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=shared{time.monotonic_ns()}:"
+
+
+@pytest.fixture
+def pair(store_url: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two ``allm serve`` processes on one store: A runs the responses, B is the other process."""
+    store = store_url
     path = tmp_path / "server.toml"
     path.write_text(_config(store))
     a, b = ServeProcess(path), ServeProcess(path)
@@ -141,14 +145,33 @@ def test_another_process_deletes_it_and_it_stays_deleted(pair: tuple[httpx.Clien
     assert b.post(f"/v1/responses/{rid}/cancel").status_code == 404
 
 
+def test_a_response_deleted_elsewhere_leaves_nothing_stored(pair: tuple[httpx.Client, httpx.Client], store_url: str) -> None:
+    from allm.stores import open_store
+
+    a, b = pair
+    store = open_store(store_url)
+    try:
+        rid = _start(a, "tick")  # events keep coming: the owner appends some on each visit
+        assert _until(lambda: store.length("responses", rid) > 3)
+        assert b.delete(f"/v1/responses/{rid}").json()["deleted"] is True
+        assert _until(lambda: a.get(f"/v1/responses/{rid}").status_code == 404)
+        time.sleep(1.5)  # past the end the response would have had
+        assert store.get("responses", rid) is None
+        assert store.length("responses", rid) == 0  # no events a last visit appended
+        assert store.get("responses.cancel", rid) is None
+    finally:
+        store.close()
+
+
 class _FlakyStore:
     """A SQLite store whose rewrites of a running record fail ``fails`` times (``unavailable``)."""
 
-    def __init__(self, path: Path, fails: int) -> None:
+    def __init__(self, path: Path, fails: int, first: bool = False) -> None:
         from allm.stores.sqlite import SQLiteStore
 
         self.inner = SQLiteStore(str(path))
         self.fails = fails
+        self.first = first  # fail the first write of a running record instead
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -156,7 +179,7 @@ class _FlakyStore:
     async def aput(self, namespace: str, key: str, value: bytes, *, expect: int | None = None) -> int:
         from allm.errors import StoreError
 
-        if namespace == "responses" and expect not in (None, 0) and self.fails > 0:
+        if namespace == "responses" and self.fails > 0 and (expect == 0 if self.first else expect not in (None, 0)):
             self.fails -= 1
             raise StoreError("the store is away", reason="unavailable")
         return await self.inner.aput(namespace, key, value, expect=expect)
@@ -212,3 +235,31 @@ def test_a_response_whose_process_died_is_answered_failed(tmp_path: Path) -> Non
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_response_whose_first_visit_fails_runs_unshared(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from allm.stores.sqlite import SQLiteStore
+
+    from .conftest import app_client
+
+    store = _FlakyStore(tmp_path / "r.db", fails=1, first=True)
+    async with app_client(_config("memory://"), store=store) as c:
+        r = await c.post("/v1/responses", json={"model": "tick", "input": "go", "background": True})
+        assert r.status_code == 200, r.text
+        rid = r.json()["id"]
+        assert store.inner.get("responses", rid) is None  # not shared: only this process sees it run
+        for _ in range(200):
+            done = (await c.get(f"/v1/responses/{rid}")).json()
+            if done["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    assert done["output"][0]["content"][0]["text"] == WORDS
+    assert [m for m in caplog.messages if f"sharing response {rid} failed" in m]
+    again = SQLiteStore(str(tmp_path / "r.db"))
+    record = again.get("responses", rid)
+    events = again.read("responses", rid)
+    again.close()
+    assert record is not None and json.loads(record.value)["response"]["status"] == "completed"
+    assert [json.loads(e)["sequence_number"] for e in events] == list(range(len(events)))

@@ -195,34 +195,6 @@ def loop_floor(reps: int, handoff: str | None = None) -> float:
     ``def`` handler at its timeout (a thread cannot be stopped from outside): ``"thread"``
     submits it to a ``ThreadPoolExecutor`` and waits for the result with a timeout;
     ``"asyncio"`` awaits ``loop.run_in_executor`` under ``asyncio.wait_for`` in an event loop."""
-    if handoff is not None:
-        return _loop_floor_handoff(reps, handoff)
-    replies: list[dict[str, Any]] = [
-        {"role": "assistant", "content": "", "tool_calls": [{"id": f"call_{i}", "name": "add", "arguments": {"a": i, "b": 1}}]}
-        for i in range(TURNS - 1)
-    ]
-    replies.append({"role": "assistant", "content": f"The total is {TURNS - 1}."})
-    tools = {"add": _add}
-
-    def run() -> str:
-        thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
-        for turn in range(TURNS):
-            msg = dict(replies[turn])
-            thread.append(msg)
-            calls = msg.get("tool_calls")
-            if not calls:
-                return str(msg["content"])
-            for c in calls:
-                out = tools[c["name"]](c["arguments"])
-                thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
-        raise RuntimeError("the loop did not finish")
-
-    if run() != f"The total is {TURNS - 1}.":
-        raise RuntimeError("the floor loop ended unexpectedly")
-    return _per_op(run, reps) / TURNS
-
-
-def _loop_floor_handoff(reps: int, handoff: str) -> float:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -232,7 +204,7 @@ def _loop_floor_handoff(reps: int, handoff: str) -> float:
     ]
     replies.append({"role": "assistant", "content": f"The total is {TURNS - 1}."})
     tools = {"add": _add}
-    pool = ThreadPoolExecutor(4)
+    pool = ThreadPoolExecutor(4) if handoff is not None else None
 
     def run() -> str:
         thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
@@ -243,41 +215,38 @@ def _loop_floor_handoff(reps: int, handoff: str) -> float:
             if not calls:
                 return str(msg["content"])
             for c in calls:
-                out = pool.submit(tools[c["name"]], c["arguments"]).result(timeout=30.0)
+                if pool is None:
+                    out = tools[c["name"]](c["arguments"])
+                else:
+                    out = pool.submit(tools[c["name"]], c["arguments"]).result(timeout=30.0)
                 thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
         raise RuntimeError("the loop did not finish")
 
-    async def arun() -> str:
+    async def arun() -> str:  # the same loop, awaiting each handler's thread
         loop = asyncio.get_running_loop()
         thread: list[dict[str, Any]] = [{"role": "user", "content": "Add them up."}]
-        for turn in range(TURNS):
-            msg = dict(replies[turn])
+        for msg in map(dict, replies):
             thread.append(msg)
-            calls = msg.get("tool_calls")
-            if not calls:
+            if not msg.get("tool_calls"):
                 return str(msg["content"])
-            for c in calls:
+            for c in msg["tool_calls"]:
                 out = await asyncio.wait_for(loop.run_in_executor(pool, tools[c["name"]], c["arguments"]), 30.0)
                 thread.append({"role": "tool", "tool_call_id": c["id"], "content": orjson.dumps(out).decode()})
         raise RuntimeError("the loop did not finish")
 
+    ev = asyncio.new_event_loop() if handoff == "asyncio" else None
     try:
-        if handoff == "thread":
-            once = run
-        elif handoff == "asyncio":
-            ev = asyncio.new_event_loop()
-
-            def once() -> str:
-                return ev.run_until_complete(arun())
-        else:
+        if handoff not in (None, "thread", "asyncio"):
             raise ValueError(f"unknown handoff {handoff!r}")
+        once: Callable[[], str] = run if ev is None else (lambda: ev.run_until_complete(arun()))
         if once() != f"The total is {TURNS - 1}.":
             raise RuntimeError("the floor loop ended unexpectedly")
         return _per_op(once, reps) / TURNS
     finally:
-        if handoff == "asyncio":
+        if ev is not None:
             ev.close()
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
 
 
 # ------------------------------------------------------------------------------ figure 7: the OpenTelemetry SDK alone

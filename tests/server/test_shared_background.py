@@ -163,6 +163,18 @@ def test_a_response_deleted_elsewhere_leaves_nothing_stored(pair: tuple[httpx.Cl
         store.close()
 
 
+async def _completed(c: httpx.AsyncClient, rid: str) -> dict[str, Any]:
+    """The response once completed (polled for at most 10 s; as it is then)."""
+    import asyncio
+
+    for _ in range(200):
+        done: dict[str, Any] = (await c.get(f"/v1/responses/{rid}")).json()
+        if done["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    return done
+
+
 class _FlakyStore:
     """A SQLite store whose rewrites of a running record fail ``fails`` times (``unavailable``)."""
 
@@ -186,7 +198,6 @@ class _FlakyStore:
 
 
 async def test_a_failed_visit_is_logged_and_the_response_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    import asyncio
 
     from .conftest import app_client
 
@@ -194,11 +205,7 @@ async def test_a_failed_visit_is_logged_and_the_response_goes_on(tmp_path: Path,
     async with app_client(_config("memory://"), store=store) as c:
         r = await c.post("/v1/responses", json={"model": "tick", "input": "go", "background": True})
         rid = r.json()["id"]
-        for _ in range(200):
-            done = (await c.get(f"/v1/responses/{rid}")).json()
-            if done["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
+        done = await _completed(c, rid)
     assert done["output"][0]["content"][0]["text"] == WORDS
     assert store.fails == 0
     assert [m for m in caplog.messages if f"sharing response {rid} failed" in m and "the store is away" in m]
@@ -238,7 +245,6 @@ def test_a_response_whose_process_died_is_answered_failed(tmp_path: Path) -> Non
 
 
 async def test_a_response_whose_first_visit_fails_runs_unshared(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    import asyncio
 
     from allm.stores.sqlite import SQLiteStore
 
@@ -250,11 +256,7 @@ async def test_a_response_whose_first_visit_fails_runs_unshared(tmp_path: Path, 
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
         assert store.inner.get("responses", rid) is None  # not shared: only this process sees it run
-        for _ in range(200):
-            done = (await c.get(f"/v1/responses/{rid}")).json()
-            if done["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
+        done = await _completed(c, rid)
     assert done["output"][0]["content"][0]["text"] == WORDS
     assert [m for m in caplog.messages if f"sharing response {rid} failed" in m]
     again = SQLiteStore(str(tmp_path / "r.db"))

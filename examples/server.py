@@ -2,7 +2,8 @@
 
 Starts ``allm.server.create_app`` under uvicorn on a free loopback port (in a thread), then
 talks to it as any client would: a plain response, a stream, a continuation, a hosted tool
-and a client function tool round trip, retrieval, input items, deletion and an error.
+and a client function tool round trip, retrieval, input items, deletion, compaction and an
+error.
 Uses the ``openai`` SDK when it is installed, and httpx either way.
 """
 
@@ -66,6 +67,14 @@ with httpx.Client(base_url=f"{base}/v1") as http:
     assert items[0]["content"][0]["text"] == "Hello"
     assert http.delete(f"/responses/{first['id']}").json()["deleted"] is True
     assert http.get(f"/responses/{first['id']}").status_code == 404
+
+    # compaction: the user messages kept, the rest summarised by the route's model into one item
+    compacted = http.post("/responses/compact", json={"model": "echo", "previous_response_id": nxt["id"]}).json()
+    assert [o["type"] for o in compacted["output"]] == ["message", "message", "compaction"]
+    assert [o["content"][0]["text"] for o in compacted["output"][:2]] == ["Hello", "Again"]
+    fresh = http.post("/responses", json={"model": "echo", "input": [*compacted["output"], {"role": "user", "content": "Go on"}]})
+    assert fresh.json()["output"][0]["content"][0]["text"] == "(fake) you said: Go on"
+    print("compacted:", [o["type"] for o in compacted["output"]])
 
     # a hosted tool runs inside one response
     done = http.post("/responses", json={"model": "agent", "input": "add two numbers"}).json()

@@ -62,6 +62,7 @@ from .translate import (
     items_to_thread,
     kept_item,
     new_id,
+    response_of_item,
     transcript,
     usage_object,
 )
@@ -418,6 +419,42 @@ class Responses:
             except AllmError:
                 log.exception("pruning stored responses failed")
 
+    async def resolve_references(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` with each ``item_reference`` replaced by the output item it names, from the
+        stored response that produced it (or one of this process that has ended). Raises
+        :class:`ApiError` 400 ``item_not_found`` for an id that names no such item (an item of a
+        ``store: false`` response, a deleted one, or an id this server did not make)."""
+        if not any(it.get("type") == "item_reference" for it in items):
+            return items
+        out: list[dict[str, Any]] = []
+        outputs: dict[str, list[Any]] = {}
+        for i, it in enumerate(items):
+            if it.get("type") != "item_reference":
+                out.append(it)
+                continue
+            ref = it.get("id")
+            where = f"input[{i}].id"
+            if not isinstance(ref, str) or not ref:
+                raise invalid(f"{where}: an item_reference needs the id of an item", where)
+            rid = response_of_item(ref)
+            if rid is not None and rid not in outputs:
+                outputs[rid] = await self._output_of(rid)
+            found = next((x for x in outputs.get(rid or "", ()) if isinstance(x, dict) and x.get("id") == ref), None)
+            if found is None:
+                raise ApiError(400, "invalid_request", f"Item with id {ref!r} not found.", code="item_not_found", param=where)
+            out.append(dict(found))
+        return out
+
+    async def _output_of(self, response_id: str) -> list[Any]:
+        """The output items of a stored response, or of one of this process that has ended."""
+        run = self.runs.get(response_id)
+        if run is not None and run.final is not None and run.params.store:
+            return list(run.final.get("output") or ())
+        data = await self.load(response_id)
+        if data is None or data.get("running"):
+            return []
+        return list(data["response"].get("output") or ())
+
     # -- compaction
 
     async def compact(self, params: CreateParams, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -438,7 +475,7 @@ class Responses:
         core = Thread()
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id)
-        new = items_to_thread(input_items(params), self.input_item_types)
+        new = items_to_thread(await self.resolve_references(input_items(params)), self.input_item_types)
         thread = Thread((*core.messages, *new.messages))
         kept = [m for m in thread.messages if m.role in ("user", "system")]
         packed, usage = Thread(), None
@@ -489,7 +526,7 @@ class Responses:
         core = Thread()
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id, cache)
-        items = input_items(params)
+        items = await self.resolve_references(input_items(params))
         for prepare in self.prepare_input:
             items = await prepare(params, items, core)
         new = items_to_thread(items, self.input_item_types)

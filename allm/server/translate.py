@@ -22,6 +22,7 @@ Responses API reference.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -64,8 +65,10 @@ __all__ = [
     "transcript",
     "error_from_allm",
     "input_items",
+    "item_id",
     "items_to_thread",
     "new_id",
+    "response_of_item",
     "parse_create",
     "response_object",
     "sse",
@@ -83,6 +86,22 @@ InputItemReader = Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
 def new_id(prefix: str) -> str:
     """``prefix_`` and 32 hex characters (128 random bits)."""
     return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def item_id(prefix: str, response_id: str) -> str:
+    """An output item's id: ``prefix_``, the 32 hex characters of its response's id and 8
+    random ones, so that an ``item_reference`` to it finds the response holding it
+    (:func:`response_of_item`)."""
+    return f"{prefix}_{response_id.partition('_')[2]}{secrets.token_hex(4)}"
+
+
+_ITEM_ID = re.compile(r"^[a-z]+_([0-9a-f]{32})[0-9a-f]{8}$")
+
+
+def response_of_item(item: str) -> str | None:
+    """The id of the response whose output holds item ``item`` (an id :func:`item_id` made), else ``None``."""
+    m = _ITEM_ID.match(item)
+    return f"resp_{m.group(1)}" if m else None
 
 
 def dumps(value: Any) -> bytes:
@@ -364,7 +383,7 @@ def items_to_thread(
 ) -> Thread:
     """An allm thread from input items (see the module docstring); :class:`ApiError` 400 for
     an item of the wrong shape. ``readers`` turn custom item types into standard items first.
-    ``item_reference`` items are refused (400)."""
+    ``item_reference`` items must have been resolved before (the service does: 400 otherwise)."""
     from ..formats import FormatError, from_openai_responses
 
     if readers:
@@ -394,8 +413,9 @@ def items_to_thread(
             flush(start)
             messages.extend(decode_compaction(it.get("encrypted_content"), f"input[{i}].encrypted_content").messages)
             start = i + 1
-        elif t == "item_reference":
-            raise invalid(f"input[{i}]: item_reference is not supported; send the item itself", f"input[{i}]", "unsupported_parameter")
+        elif t == "item_reference":  # resolved by the service before; one left here names nothing
+            raise ApiError(400, "invalid_request", f"input[{i}]: item {it.get('id')!r} not found.", code="item_not_found",
+                           param=f"input[{i}].id")
         elif t not in ("message", "function_call", "function_call_output", "reasoning"):
             raise invalid(f"input[{i}]: unsupported item type {t!r}", f"input[{i}].type")
         else:
@@ -716,7 +736,7 @@ class EventMapper:
         return idx, self._ev("response.output_item.added", output_index=idx, item=self._view(item))
 
     def _open_text(self, block: str | None) -> list[dict[str, Any]]:
-        item = {"type": "message", "id": new_id("msg"), "status": "in_progress", "role": "assistant", "content": []}
+        item = {"type": "message", "id": item_id("msg", self.id), "status": "in_progress", "role": "assistant", "content": []}
         idx, added = self._add_item(item)
         self._text[block] = (idx, "")
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -737,7 +757,7 @@ class EventMapper:
         ]
 
     def _open_reasoning(self, block: str | None) -> list[dict[str, Any]]:
-        item = {"type": "reasoning", "id": new_id("rs"), "summary": [], "content": []}
+        item = {"type": "reasoning", "id": item_id("rs", self.id), "summary": [], "content": []}
         idx, added = self._add_item(item)
         self._reasoning[block] = (idx, "")
         part = {"type": "reasoning_text", "text": ""}
@@ -759,7 +779,7 @@ class EventMapper:
         ]
 
     def _open_call(self, call_id: str, name: str) -> list[dict[str, Any]]:
-        item = {"type": "function_call", "id": new_id("fc"), "call_id": call_id, "name": name, "arguments": "",
+        item = {"type": "function_call", "id": item_id("fc", self.id), "call_id": call_id, "name": name, "arguments": "",
                 "status": "in_progress"}
         idx, added = self._add_item(item)
         self._calls[call_id] = (idx, "")
@@ -837,7 +857,7 @@ class EventMapper:
             return [*out, self._ev("response.function_call_arguments.done", item_id=item["id"], output_index=idx, name=tc.name, arguments=tc.raw_arguments), self._ev("response.output_item.done", output_index=idx, item=self._view(item))]
         if t is ToolResultEncoded:
             assert isinstance(ev, ToolResultEncoded)
-            item = {"type": "function_call_output", "id": new_id("fco"), "call_id": ev.tool_call_id,
+            item = {"type": "function_call_output", "id": item_id("fco", self.id), "call_id": ev.tool_call_id,
                     "output": ev.content, "status": "completed"}
             idx, added = self._add_item(item)
             return [added, self._ev("response.output_item.done", output_index=idx, item=self._view(item))]

@@ -509,3 +509,31 @@ async def test_compact_reports_a_failed_summary_call() -> None:
         assert r.json()["error"]["code"] == "upstream_error"
         unfinished = await c.post("/v1/responses/compact", json={"model": "summ", "previous_response_id": "resp_nope"})
         assert unfinished.status_code == 400 and unfinished.json()["error"]["code"] == "previous_response_not_found"
+
+
+async def test_item_reference_reads_the_item_from_its_stored_response() -> None:
+    from allm.server.translate import response_of_item
+
+    async with app_client(SUMMARISING) as c:
+        fake = c.app.state.responses.routes[0].engine.adapter  # type: ignore[attr-defined]
+        first = await create(c, model="thinker", input="hello")
+        reasoning, message = first["output"]
+        assert reasoning["type"] == "reasoning" and message["type"] == "message"
+        assert response_of_item(message["id"]) == first["id"] and response_of_item(reasoning["id"]) == first["id"]
+        nxt = await create(c, model="summ", input=[{"type": "item_reference", "id": message["id"]},
+                                                   {"role": "user", "content": "next"}])
+        assert nxt["status"] == "completed"
+        assert [(m.role, m.text) for m in fake.requests[-1].messages] == [("assistant", "you said: hello"), ("user", "next")]
+        listed = (await c.get(f"/v1/responses/{nxt['id']}/input_items", params={"order": "asc"})).json()["data"]
+        assert listed[0]["id"] == message["id"] and listed[0]["content"][0]["text"] == "you said: hello"
+        # what names nothing: a well-formed id of no response, an id this server did not make,
+        # an item of a response that was not stored, and one of a deleted response
+        unstored = await create(c, model="thinker", input="x", store=False)
+        await c.delete(f"/v1/responses/{first['id']}")
+        for ref in ("msg_" + "0" * 40, "msg_abc", unstored["output"][1]["id"], message["id"]):
+            r = await c.post("/v1/responses", json={"model": "summ", "input": [{"role": "user", "content": "a"},
+                                                                               {"type": "item_reference", "id": ref}]})
+            assert r.status_code == 400, ref
+            assert r.json()["error"]["code"] == "item_not_found" and r.json()["error"]["param"] == "input[1].id", ref
+        bad = await c.post("/v1/responses", json={"model": "summ", "input": [{"type": "item_reference", "id": 7}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "input[0].id"

@@ -420,8 +420,8 @@ class Responses:
                 log.exception("pruning stored responses failed")
 
     async def resolve_references(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``items`` with each ``item_reference`` replaced by the output item it names, from the
-        stored response that produced it (or one of this process that has ended). Raises
+        """``items`` with each ``item_reference`` replaced by the item it names: an output or
+        input item of a stored response (or of one of this process that has ended). Raises
         :class:`ApiError` 400 ``item_not_found`` for an id that names no such item (an item of a
         ``store: false`` response, a deleted one, or an id this server did not make)."""
         if not any(it.get("type") == "item_reference" for it in items):
@@ -438,22 +438,22 @@ class Responses:
                 raise invalid(f"{where}: an item_reference needs the id of an item", where)
             rid = response_of_item(ref)
             if rid is not None and rid not in outputs:
-                outputs[rid] = await self._output_of(rid)
+                outputs[rid] = await self._items_of(rid)
             found = next((x for x in outputs.get(rid or "", ()) if isinstance(x, dict) and x.get("id") == ref), None)
             if found is None:
                 raise ApiError(400, "invalid_request", f"Item with id {ref!r} not found.", code="item_not_found", param=where)
             out.append(dict(found))
         return out
 
-    async def _output_of(self, response_id: str) -> list[Any]:
-        """The output items of a stored response, or of one of this process that has ended."""
+    async def _items_of(self, response_id: str) -> list[Any]:
+        """The output and input items of a stored response, or of one of this process that has ended."""
         run = self.runs.get(response_id)
         if run is not None and run.final is not None and run.params.store:
-            return list(run.final.get("output") or ())
+            return [*(run.final.get("output") or ()), *run.items]
         data = await self.load(response_id)
         if data is None or data.get("running"):
             return []
-        return list(data["response"].get("output") or ())
+        return [*(data["response"].get("output") or ()), *(data.get("input_items") or ())]
 
     # -- compaction
 
@@ -526,7 +526,8 @@ class Responses:
         core = Thread()
         if params.previous_response_id:
             core = await self.previous_core(params.previous_response_id, cache)
-        items = await self.resolve_references(input_items(params))
+        response_id = new_id("resp")
+        items = await self.resolve_references(input_items(params, response_id))
         for prepare in self.prepare_input:
             items = await prepare(params, items, core)
         new = items_to_thread(items, self.input_item_types)
@@ -548,7 +549,7 @@ class Responses:
             options["http_streaming"] = False
         for hook in self.chat_options:
             options.update(hook(re_.route, params, headers))
-        mapper = self.mapper_factory(params, new_id("resp"), _now(), self.item_rewriters)
+        mapper = self.mapper_factory(params, response_id, _now(), self.item_rewriters)
         if params.reasoning:
             mapper.warnings.append("reasoning settings are not passed to the provider by this server")
         if params.top_logprobs:

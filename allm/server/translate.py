@@ -304,16 +304,18 @@ def parse_create(body: Any, *, websocket: bool = False) -> CreateParams:
     return CreateParams(**kw)
 
 
-def input_items(params: CreateParams) -> list[dict[str, Any]]:
+def input_items(params: CreateParams, response_id: str | None = None) -> list[dict[str, Any]]:
     """The input items as stored and listed by ``GET /v1/responses/{id}/input_items``: each
-    with ``type`` and an ``id`` (given ones kept)."""
+    with ``type`` and an ``id`` (given ones kept; a new one carries ``response_id``, as
+    :func:`item_id` makes it, so that an ``item_reference`` finds it)."""
     out: list[dict[str, Any]] = []
     for it in params.input:
         d = dict(it)
         t = d.setdefault("type", "message")
         if "id" not in d:
-            d["id"] = new_id({"message": "msg", "function_call": "fc", "function_call_output": "fco",
-                              "reasoning": "rs", "compaction": "cmp"}.get(str(t), "item"))
+            prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
+                      "reasoning": "rs", "compaction": "cmp"}.get(str(t), "item")
+            d["id"] = item_id(prefix, response_id) if response_id else new_id(prefix)
         if t == "message":
             d.setdefault("status", "completed")
             c = d.get("content")

@@ -526,6 +526,13 @@ async def test_item_reference_reads_the_item_from_its_stored_response() -> None:
         assert [(m.role, m.text) for m in fake.requests[-1].messages] == [("assistant", "you said: hello"), ("user", "next")]
         listed = (await c.get(f"/v1/responses/{nxt['id']}/input_items", params={"order": "asc"})).json()["data"]
         assert listed[0]["id"] == message["id"] and listed[0]["content"][0]["text"] == "you said: hello"
+        # an input item the server gave an id is found too, and a given id is kept as it was
+        said = (await c.get(f"/v1/responses/{first['id']}/input_items")).json()["data"][0]
+        assert response_of_item(said["id"]) == first["id"]
+        again = await create(c, model="summ", input=[{"type": "item_reference", "id": said["id"]}])
+        assert again["status"] == "completed" and [(m.role, m.text) for m in fake.requests[-1].messages] == [("user", "hello")]
+        own = await create(c, model="summ", input=[{"type": "message", "id": "mine_1", "role": "user", "content": "hi"}])
+        assert (await c.get(f"/v1/responses/{own['id']}/input_items")).json()["data"][0]["id"] == "mine_1"
         # what names nothing: a well-formed id of no response, an id this server did not make,
         # an item of a response that was not stored, and one of a deleted response
         unstored = await create(c, model="thinker", input="x", store=False)

@@ -349,7 +349,12 @@ class Responses:
         deadline = time.monotonic() + wait
         while True:
             data = await self.load(response_id)
-            if data is None or data["response"].get("status") not in RUNNING or time.monotonic() >= deadline:
+            if data is None or data["response"].get("status") not in RUNNING:
+                # Ended (perhaps before the request was written, so its owner never read it): the
+                # request goes too, lest it outlive the response.
+                await self.store.adelete(CANCELS, response_id)
+                return data
+            if time.monotonic() >= deadline:
                 return data
             await asyncio.sleep(0.05)
 

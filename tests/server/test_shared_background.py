@@ -265,3 +265,21 @@ async def test_a_response_whose_first_visit_fails_runs_unshared(tmp_path: Path, 
     again.close()
     assert record is not None and json.loads(record.value)["response"]["status"] == "completed"
     assert [json.loads(e)["sequence_number"] for e in events] == list(range(len(events)))
+
+
+async def test_a_cancel_request_for_a_response_that_ended_meanwhile_is_removed(tmp_path: Path) -> None:
+    # The race: another process saw the response running, and it ended before the request was
+    # written, so its owner never reads the request.
+    from allm.stores.sqlite import SQLiteStore
+
+    from .conftest import app_client
+
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    async with app_client(_config("memory://"), store=store) as c:
+        rid = (await c.post("/v1/responses", json={"model": "echo", "input": "done"})).json()["id"]
+        service = c.app.state.responses  # type: ignore[attr-defined]
+        data = await service.cancel_elsewhere(rid)
+        assert data is not None and data["response"]["status"] == "completed"
+        assert store.get("responses.cancel", rid) is None
+        assert await service.cancel_elsewhere("resp_" + "0" * 32) is None  # deleted meanwhile
+        assert store.get("responses.cancel", "resp_" + "0" * 32) is None

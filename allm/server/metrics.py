@@ -81,7 +81,7 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
-_TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_TERMINAL_TYPES = frozenset(t[len(b"event: "):-1].decode() for t in _TERMINAL)  # the same, as event types
 _DELTA = b".delta\ndata:"
 _CODE = re.compile(r"[^a-z0-9_]+")
 _ID = re.compile(r"^[A-Za-z]+_[A-Za-z0-9]{8,}$")
@@ -208,6 +208,30 @@ class ServerMetrics:
         self._models.add(model)
         return model
 
+    def started(self, model: Any, stream: bool) -> tuple[str, str]:
+        """Count a response starting (``requests``, ``in_flight``); its ``(route, model)`` labels."""
+        labels = (self.route_of(model) if isinstance(model, str) else "none", self.model_label(model))
+        self.child(self.requests, *labels, "true" if stream else "false").inc()
+        self.child(self.in_flight, *labels).inc()
+        return labels
+
+    def ended(self, labels: tuple[str, str], stream: bool, seconds: float, first: float | None,
+              usage: Mapping[str, Any] | None, failure: str | None) -> None:
+        """Count a response :meth:`started` with ``labels`` ending after ``seconds``: its first
+        output delta after ``first`` seconds (``None``: none), its ``usage`` tokens, and its
+        ``failure`` (an error code; ``None``: it did not fail)."""
+        self.child(self.in_flight, *labels).dec()
+        self.child(self.duration, *labels, "true" if stream else "false").observe(seconds)
+        if first is not None:
+            self.child(self.ttft, *labels).observe(first)
+        if usage is not None:
+            for direction in ("input", "output"):
+                n = usage.get(f"{direction}_tokens")
+                if isinstance(n, int) and n > 0:
+                    self.child(self.tokens, *labels, direction).inc(n)
+        if failure is not None:
+            self.child(self.errors, *labels, failure).inc()
+
     def observe_socket(self, run: Any, event: Mapping[str, Any]) -> None:
         """A server ``RunObserver`` counting the responses made on a WebSocket (runs whose
         ``live`` is set; HTTP ones are counted by :func:`instrument_app`): each counts in
@@ -219,30 +243,17 @@ class ServerMetrics:
         now = time.perf_counter()
         kind = event.get("type")
         state = self._sockets.get(run.id)
-        if state is None:
-            model = getattr(getattr(run, "params", None), "model", None)
-            labels = (self.route_of(model) if isinstance(model, str) else "none", self.model_label(model))
-            state = self._sockets[run.id] = [labels, now, None]
-            self.child(self.requests, *labels, "true").inc()
-            self.child(self.in_flight, *labels).inc()
-        labels = state[0]
+        if state is None:  # its first event: labels, start, first delta
+            state = self._sockets[run.id] = [self.started(getattr(getattr(run, "params", None), "model", None), True), now, None]
         if state[2] is None and isinstance(kind, str) and kind.endswith(".delta"):
             state[2] = now
-            self.child(self.ttft, *labels).observe(now - state[1])
         if kind not in _TERMINAL_TYPES:
             return
         del self._sockets[run.id]
-        self.child(self.in_flight, *labels).dec()
-        self.child(self.duration, *labels, "true").observe(now - state[1])
         watch = _Watch()
         watch.terminal(event.get("response"))
-        if watch.usage is not None:
-            for direction in ("input", "output"):
-                n = watch.usage.get(f"{direction}_tokens")
-                if isinstance(n, int) and n > 0:
-                    self.child(self.tokens, *labels, direction).inc(n)
-        if watch.error is not None:
-            self.child(self.errors, *labels, watch.error).inc()
+        labels, start, first = state
+        self.ended(labels, True, now - start, None if first is None else first - start, watch.usage, watch.error)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format; with ``PROMETHEUS_MULTIPROC_DIR`` set,
@@ -391,9 +402,7 @@ def instrument_app(
         if method == "POST" and path == "/v1/responses":
             watch = _Watch()
             receive, model, watch.stream = await _peek_body(receive, peek_limit)
-            labels = (m.route_of(model) if isinstance(model, str) else "none", m.model_label(model))
-            m.child(m.requests, *labels, "true" if watch.stream else "false").inc()
-            m.child(m.in_flight, *labels).inc()
+            labels = m.started(model, watch.stream)
         status = 500
 
         async def watched_send(message: Message) -> None:
@@ -435,16 +444,6 @@ def instrument_app(
             m.child(m.http, method, path, str(status)).inc()
             if watch is not None and labels is not None:
                 watch.finish_json()
-                stream = "true" if watch.stream else "false"
-                m.child(m.in_flight, *labels).dec()
-                m.child(m.duration, *labels, stream).observe(end - start)
-                if watch.first is not None:
-                    m.child(m.ttft, *labels).observe(watch.first - start)
-                if watch.usage is not None:
-                    for direction in ("input", "output"):
-                        n = watch.usage.get(f"{direction}_tokens")
-                        if isinstance(n, int) and n > 0:
-                            m.child(m.tokens, *labels, direction).inc(n)
                 if failure is None:
                     if watch.error is not None:
                         failure = watch.error
@@ -452,8 +451,8 @@ def instrument_app(
                         failure = f"http_{watch.status}"
                     elif watch.stream and not watch.done:
                         failure = "stream_truncated"
-                if failure is not None:
-                    m.child(m.errors, *labels, failure).inc()
+                first = None if watch.first is None else watch.first - start
+                m.ended(labels, watch.stream, end - start, first, watch.usage, failure)
             elif failure is None and status >= 500:
                 failure = f"http_{status}"
             if span is not None:

@@ -43,10 +43,11 @@ from ..errors import AllmError, StoreError
 from ..providers import registry
 from ..stores import Store, open_store
 from ..stores.memory import MemoryStore
-from ..types import Thread, Tool
+from ..types import Message, Request, Thread, Tool
 from .config import ConfigError, Route, ServerConfig, resolve_callable
 from .stops import first_event_error, outcome
 from .translate import (
+    TERMINAL_EVENTS,
     ApiError,
     CreateParams,
     EventMapper,
@@ -86,8 +87,6 @@ COMPACT_INSTRUCTIONS = (
 SUMMARY_PREFIX = "Summary of the conversation so far: "
 #: Seconds without a visit after which a running background response's process is taken as gone.
 STALE_AFTER = 10.0
-#: The types of the events that end a response.
-_TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 #: The statuses of a response that has not ended.
 RUNNING = frozenset({"queued", "in_progress"})
 #: Called with (run, event) for every event a run publishes (metrics, tracing...).
@@ -108,7 +107,7 @@ class Run:
     """
 
     def __init__(self, service: Responses, params: CreateParams, mapper: EventMapper, core: Thread,
-                 items: list[dict[str, Any]], route: Route) -> None:
+                 items: list[dict[str, Any]], route: Route, *, live: bool = False) -> None:
         self.service = service
         self.params = params
         self.mapper = mapper
@@ -124,7 +123,7 @@ class Run:
         self.cancel_status = "incomplete"
         self.cancel_reason = "client_disconnected"
         self.after_core: Thread | None = None
-        self.live = False  # its events go out as they come whatever `stream` says (a WebSocket turn)
+        self.live = live  # its events go out as they come whatever `stream` says (a WebSocket turn)
         self.discard = False  # deleted while running: not stored when it ends
         self.concluding = False  # storing its end: no longer cancelled
         self.sharer: asyncio.Task[None] | None = None  # its visits to a shared store
@@ -368,7 +367,7 @@ class Responses:
             for item in items:
                 yield item
             i += len(items)
-            if items and orjson.loads(items[-1]).get("type") in _TERMINAL_EVENTS:
+            if items and orjson.loads(items[-1]).get("type") in TERMINAL_EVENTS:
                 return
             rec = await self.store.aget(NAMESPACE, response_id)
             if rec is None:
@@ -474,7 +473,6 @@ class Responses:
         ``previous_response_id``, and the upstream's error mapped when the summary call fails.
         """
         from ..api import agenerate
-        from ..types import Message, Request
 
         re_ = self.route_for(params.model)
         core = Thread()
@@ -559,8 +557,7 @@ class Responses:
             mapper.warnings.append("reasoning settings are not passed to the provider by this server")
         if params.top_logprobs:
             mapper.warnings.append("top_logprobs is not supported by this server")
-        run = Run(self, params, mapper, core, items, re_.route)
-        run.live = live
+        run = Run(self, params, mapper, core, items, re_.route, live=live)
         try:
             from ..driver import astream
 

@@ -51,6 +51,7 @@ from ..events import (
 from ..types import Message, Request, ResponseFormat, Thread, Tool, Usage
 
 __all__ = [
+    "TERMINAL_EVENTS",
     "ApiError",
     "CreateParams",
     "EventMapper",
@@ -668,6 +669,8 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 _TERMINAL = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed",
              "cancelled": "response.incomplete"}
+#: The types of the events that end a response.
+TERMINAL_EVENTS = frozenset(_TERMINAL.values())
 
 
 class EventMapper:

@@ -15,6 +15,7 @@ import pytest
 from tests.redis_server import redis_server  # noqa: F401  (the session-scoped fixture)
 
 from .conftest import ServeProcess
+from .test_app import parse_sse
 
 WORDS = "".join(f"w{i} " for i in range(20))
 
@@ -78,13 +79,9 @@ def _until(check: Any, timeout: float = 10.0) -> Any:
 
 
 def _events(http: httpx.Client, rid: str, after: int = -1) -> list[dict[str, Any]]:
-    out = []
-    with http.stream("GET", f"/v1/responses/{rid}", params={"stream": "true", "starting_after": str(after)}) as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                out.append(json.loads(line[6:]))
-    return out
+    r = http.get(f"/v1/responses/{rid}", params={"stream": "true", "starting_after": str(after)})
+    assert r.status_code == 200
+    return parse_sse(r.content)[0]
 
 
 def test_another_process_sees_it_running_and_follows_its_events(pair: tuple[httpx.Client, httpx.Client]) -> None:

@@ -313,6 +313,43 @@ def test_usage_mapping_of_every_counter() -> None:
     assert map_usage({}) == allm.Usage()
 
 
+_COUNTERS = ("promptTokenCount", "toolUsePromptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
+             "cachedContentTokenCount", "totalTokenCount")
+_COUNT_VALUES = st.one_of(st.none(), st.integers(-3, 10**12), st.booleans(), st.sampled_from(["12", " 7", "x", 1.5]))
+
+
+_PLAIN_USAGE = st.fixed_dictionaries(
+    {k: st.integers(0, 10**9) for k in ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")},
+    optional={k: st.one_of(st.none(), st.integers(0, 10**9)) for k in ("toolUsePromptTokenCount", "thoughtsTokenCount", "cachedContentTokenCount")},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_PLAIN_USAGE, st.dictionaries(st.sampled_from(_COUNTERS), _COUNT_VALUES)))
+def test_usage_mapping_agrees_with_reading_each_counter(u: dict[str, Any]) -> None:
+    # map_usage builds the usual chunk's usage straight away; every shape must give what
+    # reading the counters one by one gives.
+    from allm.providers._wire import usage_count
+
+    dropped: dict[str, Any] = {}
+    got = map_usage(u, dropped)
+    bad: dict[str, Any] = {}
+    prompt, tool, cand, thoughts, cached, total = (usage_count(u, k, bad) for k in _COUNTERS)
+
+    def add(a: int | None, b: int | None, *names: str) -> int | None:
+        if bad.keys() & set(names):
+            return None
+        return b if a is None else a if b is None else a + b
+
+    want = allm.Usage(
+        add(prompt, tool, "promptTokenCount", "toolUsePromptTokenCount"),
+        add(cand, thoughts, "candidatesTokenCount", "thoughtsTokenCount"),
+        cached, None, thoughts, total,
+    )
+    assert got == want
+    assert dropped == bad
+
+
 def test_include_raw_gives_one_raw_chunk_per_sse_event() -> None:
     body = load_case("gemini", "stream-sse-thoughts").body
     raws = [e for e in stream_events(body, include_raw=True) if isinstance(e, RawChunk) and e.data is not None]

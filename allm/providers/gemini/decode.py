@@ -98,9 +98,30 @@ def map_usage(u: Mapping[str, Any], dropped: dict[str, Any] | None = None) -> Us
     :func:`~allm.providers._wire.usage_count`).
     """
     get = u.get
-    prompt, tool, cand, thoughts, cached, total = map(get, _COUNTS)
-    # Every stream chunk carries usage, so the check is cheap: ints or None (bools excluded
-    # by type), and no negative one (a bitwise OR of ints is negative when one of them is).
+    prompt = get("promptTokenCount")
+    cand = get("candidatesTokenCount")
+    total = get("totalTokenCount")
+    tool = get("toolUsePromptTokenCount")
+    thoughts = get("thoughtsTokenCount")
+    cached = get("cachedContentTokenCount")
+    # Every stream chunk carries usage: the usual one (prompt, candidates and total, maybe
+    # thoughts, as plain counts) is built straight away, the rest is checked below.
+    if (
+        tool is None
+        and cached is None
+        and type(prompt) is int
+        and type(cand) is int
+        and type(total) is int
+        and prompt >= 0
+        and cand >= 0
+        and total >= 0
+    ):
+        if thoughts is None:
+            return _usage(prompt, cand, None, None, None, total)
+        if type(thoughts) is int and thoughts >= 0:
+            return _usage(prompt, cand + thoughts, None, None, thoughts, total)
+    # Ints or None (bools excluded by type), and no negative one (a bitwise OR of ints is
+    # negative when one of them is).
     if not {type(prompt), type(tool), type(cand), type(thoughts), type(cached), type(total)} <= _PLAIN or (
         (prompt or 0) | (tool or 0) | (cand or 0) | (thoughts or 0) | (cached or 0) | (total or 0)
     ) < 0:

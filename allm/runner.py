@@ -115,6 +115,20 @@ async def _settle(value: Any) -> Any:
     return value
 
 
+#: Result types that are never awaitable: tested before ``inspect.isawaitable`` (an ABC check).
+_PLAIN_RESULTS = frozenset((str, int, float, bool, dict, list, tuple, type(None), bytes))
+
+
+async def _call_async(handler: Any, args: tuple[Any, ...]) -> Any:
+    # ``_settle(handler(*args))`` as one coroutine: run once per tool call.
+    value = await handler(*args)
+    if type(value) in _PLAIN_RESULTS:
+        return value
+    while inspect.isawaitable(value):
+        value = await value
+    return value
+
+
 class _Expired(Exception):
     """The runner's own timeout ended an async handler."""
 
@@ -496,13 +510,12 @@ async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> 
 
     async def call() -> Any:
         nonlocal ticket
-        if _is_async(handler):
-            return await _settle(handler(*_args(job)))
         fut, ticket = _in_pool(_call_sync(job, None))
         return await _settle(await fut)
 
     try:
-        value = await (_here(call(), timeout) if here else _within(call(), timeout))
+        work = _call_async(handler, _args(job)) if _is_async(handler) else call()
+        value = await (_here(work, timeout) if here else _within(work, timeout))
     except _Expired:
         assert timeout is not None
         if ticket is not None:

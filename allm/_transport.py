@@ -60,7 +60,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import httpcore
@@ -1001,6 +1001,27 @@ def _open_http(plan: Plan) -> Iterator[tuple[int, Mapping[str, str], Iterator[An
             core.close()
 
 
+def _play(m: CallMachine, items: Iterator[Any]) -> Generator[Event, None, list[Event]]:
+    """A local adapter's items through ``m``: its events yielded as they come, then the events
+    left for the caller of :func:`run` (``m.act`` tells what follows). Nothing here reads the
+    network, so no read deadline is set while the caller holds the events."""
+    _deadline.set(None)
+    evs: list[Event] = []
+    for item in items:
+        evs = m.play(item, _now())
+        if m.act != READ:
+            if m.act == SLEEP:
+                time.sleep(m.sleep_for)
+                evs = m.woke(_now())
+            if m.act != READ:
+                return evs
+        if evs:
+            yield from evs
+            evs = []
+            m.resumed(_now())
+    return m.eof(_now())
+
+
 def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
     """Perform ``plan``: yield its events, retrying before the first event reaches the caller.
 
@@ -1017,14 +1038,16 @@ def run(plan: Plan, m: CallMachine | None = None) -> Iterator[Event]:
             try:
                 with _open(plan) as (status, headers, it):
                     limit = m.opened(status, headers)
-                    if limit:
+                    if plan.call is None:
+                        evs = yield from _play(m, it)
+                    elif limit:
                         body = _Body(limit, m.exact)
                         for chunk in it:
                             if body.add(chunk):
                                 break
                         evs = m.body(body.bytes(), _now())
                     else:
-                        feed = m.play if plan.call is None else m.feed
+                        feed = m.feed
                         for chunk in it:
                             evs = feed(chunk, _now())
                             if m.act != READ:  # the usual answer is READ: one test per chunk
@@ -1070,8 +1093,8 @@ async def _aplay(items: Iterator[Any]) -> AsyncIterator[Any]:
 
 
 def _aopen(plan: Plan) -> contextlib.AbstractAsyncContextManager[_Opened]:
-    if plan.call is None:
-        return _Ready(_aplay(plan.adapter.open(plan.request)))
+    if plan.call is None:  # read by arun as a plain iterator
+        return _Ready(plan.adapter.open(plan.request))
     if plan.respond:
         return _Ready(_aplay(iter((plan.adapter.respond(plan.call),))))
     return _aopen_http(plan)
@@ -1113,14 +1136,31 @@ async def arun(plan: Plan, m: CallMachine | None = None) -> AsyncIterator[Event]
             try:
                 async with _aopen(plan) as (status, headers, it):
                     limit = m.opened(status, headers)
-                    if limit:
+                    if plan.call is None:  # as in run, with the pauses awaited
+                        _deadline.set(None)
+                        for item in it:
+                            evs = m.play(item, _now())
+                            if m.act != READ:
+                                if m.act == SLEEP:
+                                    await asyncio.sleep(m.sleep_for)
+                                    evs = m.woke(_now())
+                                if m.act != READ:
+                                    break
+                            if evs:
+                                for ev in evs:
+                                    yield ev
+                                evs = []
+                                m.resumed(_now())
+                        else:
+                            evs = m.eof(_now())
+                    elif limit:
                         body = _Body(limit, m.exact)
                         async for chunk in it:
                             if body.add(chunk):
                                 break
                         evs = m.body(body.bytes(), _now())
                     else:
-                        feed = m.play if plan.call is None else m.feed
+                        feed = m.feed
                         async for chunk in it:
                             evs = feed(chunk, _now())
                             if m.act != READ:  # the usual answer is READ: one test per chunk

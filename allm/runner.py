@@ -481,31 +481,16 @@ class _InContext:
                 return stop.value
 
 
-async def _here(coro: Any, timeout: float | None) -> Any:
-    """Await ``coro`` in this task, in a copy of its context, within ``timeout`` seconds.
-
-    Its first step runs at once; only if it suspends does the rest run under an asyncio
-    timeout, whose deadline counts from before that step. asyncio cancels a coroutine only
-    where it suspends, so one that finishes in its first step (a handler that awaits
-    nothing) could not have timed out, and needs no timer.
-    """
-    ctx = contextvars.copy_context()
-    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-    try:
-        first = ctx.run(coro.send, None)
-    except StopIteration as stop:
-        return stop.value
-    rest = _InContext(ctx, coro, first)
-    if deadline is None:
-        return await rest
-    return await _by(rest, deadline)
-
-
 async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> ToolOutcome:
-    """``here``: in the calling task, in a copy of its context (else in the task's own)."""
+    """``here``: in the calling task, in a copy of its context (else in the task's own).
+
+    Run here, the handler's first step runs at once; only if it suspends does the rest run
+    under an asyncio timeout, whose deadline counts from before that step. asyncio cancels a
+    coroutine only where it suspends, so one that finishes in its first step (a handler that
+    awaits nothing) could not have timed out, and needs no timer.
+    """
     assert job.tool is not None and job.tool.handler is not None
     handler = job.tool.handler
-
     ticket: _Ticket | None = None
 
     async def call() -> Any:
@@ -515,7 +500,18 @@ async def _arun_job(job: ToolJob, timeout: float | None, here: bool = False) -> 
 
     try:
         work = _call_async(handler, _args(job)) if _is_async(handler) else call()
-        value = await (_here(work, timeout) if here else _within(work, timeout))
+        if not here:
+            value = await _within(work, timeout)
+        else:  # inline, not a coroutine of its own: this runs once per tool call
+            ctx = contextvars.copy_context()
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            try:
+                value = ctx.run(work.send, None)
+            except StopIteration as stop:
+                value = stop.value
+            else:
+                rest = _InContext(ctx, work, value)
+                value = await (rest if deadline is None else _by(rest, deadline))
     except _Expired:
         assert timeout is not None
         if ticket is not None:
@@ -550,6 +546,10 @@ def arun_tools(jobs: Sequence[ToolJob], timeout: float | None) -> ToolOutcomes:
     return _arun_jobs(jobs, timeout)
 
 
+async def _exhausted() -> ToolOutcome:
+    raise StopAsyncIteration
+
+
 class _One:
     """The outcome of one job run in the calling task, as an async iterator: a plain class, not
     an async generator, which the event loop would track (and untrack) on every step."""
@@ -563,11 +563,11 @@ class _One:
     def __aiter__(self) -> _One:
         return self
 
-    async def __anext__(self) -> ToolOutcome:
+    def __anext__(self) -> Awaitable[ToolOutcome]:
         job, self.job = self.job, None
         if job is None:
-            raise StopAsyncIteration
-        return await _arun_job(job, self.timeout, here=True)
+            return _exhausted()
+        return _arun_job(job, self.timeout, here=True)  # its coroutine itself: no layer around it
 
     async def aclose(self) -> None:
         self.job = None

@@ -40,6 +40,15 @@ class SSEDecoder:
         last = buf[-1]
         if last == 10:  # b"\n": every line is complete
             self._buf = b""
+            # Hot path: the usual chunk is one whole event, ``data: X`` (after ``event: N``
+            # for some providers) and its blank line: the line loop's answer for it, direct.
+            n = len(lines)
+            if n == 2 and not lines[1] and not self._data and lines[0].startswith(b"data: "):
+                event, self._event = self._event, None
+                return [(event, lines[0][6:])]
+            if n == 3 and not lines[2] and not self._data and lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "):
+                self._event = None
+                return [(lines[0][7:].decode("utf-8", "replace"), lines[1][6:])]
         elif last == 13:  # b"\r": complete, but it may be the first half of a CRLF
             self._buf = lines.pop() + b"\r"
         else:

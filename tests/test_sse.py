@@ -71,3 +71,27 @@ def test_any_split_decodes_the_same(parts: list[bytes]) -> None:
 @given(st.binary(max_size=300).flatmap(lambda b: splits(b)))
 def test_arbitrary_bytes_never_raise_and_split_invariant(parts: list[bytes]) -> None:
     assert decode(parts) == decode([b"".join(parts)])
+
+
+_LINE = st.binary(max_size=12).filter(lambda b: b"\n" not in b and b"\r" not in b)
+_EVENT = st.tuples(
+    st.sampled_from([b"", b"event: before\n", b": keep-alive\n", b"data: held\n", b"id: 3\r\n"]),
+    st.one_of(st.none(), _LINE),
+    _LINE,
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_EVENT, max_size=6))
+def test_whole_events_per_chunk_decode_as_the_line_loop_does(events: list[tuple[bytes, bytes | None, bytes, bytes]]) -> None:
+    # Providers send one whole event per chunk, which feed reads on a quicker road; fed one
+    # byte at a time, the same bytes go through the line loop.
+    chunks: list[bytes] = []
+    for before, name, data, end in events:
+        if before:
+            chunks.append(before)
+        head = b"" if name is None else b"event: " + name + end
+        chunks.append(head + b"data: " + data + end + end)
+    whole = b"".join(chunks)
+    assert decode(chunks) == decode([whole[i : i + 1] for i in range(len(whole))])

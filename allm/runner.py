@@ -120,13 +120,9 @@ _PLAIN_RESULTS = frozenset((str, int, float, bool, dict, list, tuple, type(None)
 
 
 async def _call_async(handler: Any, args: tuple[Any, ...]) -> Any:
-    # ``_settle(handler(*args))`` as one coroutine: run once per tool call.
+    # ``_settle(handler(*args))``, one coroutine for the usual plain result: run once per tool call.
     value = await handler(*args)
-    if type(value) in _PLAIN_RESULTS:
-        return value
-    while inspect.isawaitable(value):
-        value = await value
-    return value
+    return value if type(value) in _PLAIN_RESULTS else await _settle(value)
 
 
 class _Expired(Exception):

@@ -452,6 +452,25 @@ async def test_arun_tools_timeouts_and_order() -> None:
     assert outs[1].error is not None and outs[1].error.reason == "timeout"
 
 
+async def test_an_async_handler_returning_an_awaitable_is_settled_within_its_timeout() -> None:
+    async def inner(delay: float) -> str:
+        await asyncio.sleep(delay)
+        return "settled"
+
+    async def quick(args: Any) -> Any:
+        return inner(0.0)
+
+    async def late(args: Any) -> Any:
+        return inner(5.0)
+
+    [ok] = [o async for o in R.arun_tools([job(allm.tool("quick", handler=quick))], 1.0)]
+    assert ok.error is None and ok.value == "settled"
+    t0 = time.monotonic()
+    [slow] = [o async for o in R.arun_tools([job(allm.tool("late", handler=late))], 0.2)]
+    assert time.monotonic() - t0 < 1.0
+    assert slow.error is not None and slow.error.reason == "timeout"
+
+
 async def test_arun_tools_close_cancels_async_handlers() -> None:
     cancelled = asyncio.Event()
 

@@ -65,6 +65,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from .translate import TERMINAL_EVENTS
+
 __all__ = ["ServerMetrics", "instrument_app", "route_labeller"]
 
 Scope = MutableMapping[str, Any]
@@ -80,8 +82,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-_TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
-_TERMINAL_TYPES = frozenset(t[len(b"event: "):-1].decode() for t in _TERMINAL)  # the same, as event types
+_TERMINAL = tuple(f"event: {t}\n".encode() for t in sorted(TERMINAL_EVENTS))  # their SSE frames start so
 _DELTA = b".delta\ndata:"
 _CODE = re.compile(r"[^a-z0-9_]+")
 _ID = re.compile(r"^[A-Za-z]+_[A-Za-z0-9]{8,}$")
@@ -247,7 +248,7 @@ class ServerMetrics:
             state = self._sockets[run.id] = [self.started(getattr(getattr(run, "params", None), "model", None), True), now, None]
         if state[2] is None and isinstance(kind, str) and kind.endswith(".delta"):
             state[2] = now
-        if kind not in _TERMINAL_TYPES:
+        if kind not in TERMINAL_EVENTS:
             return
         del self._sockets[run.id]
         watch = _Watch()
